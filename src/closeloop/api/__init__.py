@@ -1,0 +1,1 @@
+"""HTTP app: webhooks, health, metrics and the operations API."""

@@ -1,0 +1,117 @@
+"""The hub's HTTP app (FastAPI): ``/healthz``, ``/readyz``, ``/metrics``, webhooks, ``/api``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from closeloop.engine.intake import Intake, IntakeError
+from closeloop.engine.operations import OperationError, Operations
+
+
+def create_app(
+    intake: Intake,
+    operations: Operations,
+    metrics_registry: CollectorRegistry,
+    ready: Callable[[], tuple[bool, str]],
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The HTTP app. ``ready`` answers whether the hub can take traffic (and why not);
+    ``routers`` are connectors' webhook endpoints, mounted as they are."""
+    app = FastAPI(title="closeloop", version="0.1.0")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        """The database answers and its schema is current: 200, else 503 with the reason."""
+        ok, reason = ready()
+        return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/webhooks/changes")
+    async def receive_changes(request: Request) -> Response:
+        """Changes pushed in the hub's own shape: ``[{system, object, external_id, version,
+        payload, ...}]``. Answers 200 only after the inbox commit; 422 with every problem and
+        nothing stored when any change is bad."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"problems": ["body is not JSON"]}, status_code=400)
+        items = body if isinstance(body, list) else [body]
+        if not all(isinstance(i, dict) for i in items):
+            return JSONResponse(
+                {"problems": ["each change must be a JSON object"]}, status_code=422
+            )
+        try:
+            result = intake.accept(items)
+        except IntakeError as exc:
+            return JSONResponse({"problems": exc.problems}, status_code=422)
+        return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
+
+    @app.get("/api/status")
+    def status() -> dict[str, Any]:
+        """Counts by state: inbox, commands (per system), open exceptions by class."""
+        return _jsonable(asdict(operations.stats()))
+
+    @app.get("/api/exceptions")
+    def list_exceptions(status: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
+        """Business exceptions, newest first."""
+        return [_jsonable(asdict(e)) for e in operations.list_exceptions(status or None, limit)]
+
+    @app.get("/api/exceptions/{exception_id}")
+    def show_exception(exception_id: int) -> dict[str, Any]:
+        """One business exception."""
+        return _jsonable(asdict(_op(lambda: operations.show(exception_id))))
+
+    @app.post("/api/exceptions/{exception_id}/replay")
+    def replay(
+        exception_id: int,
+        x_closeloop_actor: str = Header(default="api"),
+        reason: str = Body(default="", embed=True),
+    ) -> dict[str, Any]:
+        """Replay the exception's command or change."""
+        return _jsonable(
+            asdict(_op(lambda: operations.replay(exception_id, x_closeloop_actor, reason)))
+        )
+
+    @app.post("/api/exceptions/{exception_id}/resolve")
+    def resolve(
+        exception_id: int,
+        x_closeloop_actor: str = Header(default="api"),
+        reason: str = Body(embed=True),
+    ) -> dict[str, Any]:
+        """Close the exception by hand with a reason."""
+        return _jsonable(
+            asdict(_op(lambda: operations.resolve(exception_id, x_closeloop_actor, reason)))
+        )
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _op(action: Callable[[], Any]) -> Any:
+    try:
+        return action()
+    except OperationError as exc:
+        status = 404 if str(exc).startswith("no exception") else 409
+        raise HTTPException(status, str(exc)) from exc
+
+
+def _jsonable(value: Any) -> Any:
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(value)

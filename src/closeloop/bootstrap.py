@@ -1,0 +1,162 @@
+"""The one place that wires concrete adapters: store, connectors, flows, engine, HTTP app."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from closeloop.config import Settings
+from closeloop.connectors.memory.client import MemoryConnector
+from closeloop.engine.apply import Applier
+from closeloop.engine.dispatch import Dispatcher, DispatchSettings
+from closeloop.engine.intake import Intake
+from closeloop.engine.metrics import EngineMetrics
+from closeloop.engine.operations import Operations
+from closeloop.engine.registry import Registry
+from closeloop.engine.retry import RetryPolicy
+from closeloop.engine.worker import Worker, WorkerSettings
+from closeloop.flows.mirror import MirrorFlow, record_mapper
+from closeloop.ports.clock import Clock, SystemClock
+from closeloop.ports.connector import Connector, ConnectorLimits
+from closeloop.ports.flows import Binding, Flow
+from closeloop.store import migrate
+from closeloop.store.sql import SqlStore
+
+
+@dataclass
+class Hub:
+    """A wired hub: everything ``closeloop run``, ``worker``, the CLI and tests use."""
+
+    settings: Settings
+    store: SqlStore
+    registry: Registry
+    metrics: EngineMetrics
+    clock: Clock
+    intake: Intake
+    applier: Applier
+    dispatcher: Dispatcher
+    worker: Worker
+    operations: Operations
+
+    def close(self) -> None:
+        """Stop the dispatcher's threads, close connectors and the connection pool."""
+        self.dispatcher.close()
+        for connector in self.registry.connectors.values():
+            close = getattr(connector, "close", None)
+            if callable(close):
+                close()
+        self.store.close()
+
+
+def connectors_from_settings(settings: Settings) -> dict[str, Connector]:
+    """One connector per configured system."""
+    connectors: dict[str, Connector] = {}
+    for name, system in settings.systems.items():
+        limits = ConnectorLimits(
+            batch_size=system.batch_size,
+            requests_per_window=system.requests_per_window,
+            window_s=system.window_s,
+            max_concurrent=system.max_concurrent,
+            call_timeout_s=system.timeout_s,
+        )
+        connectors[name] = MemoryConnector(
+            system.url,
+            system=name,
+            source_objects=system.objects,
+            limits=limits,
+            timeout_s=system.timeout_s,
+        )
+    return connectors
+
+
+def mirror_bindings(settings: Settings) -> list[Binding]:
+    """Bindings of the built-in example flow, one per configured mirror."""
+    flows: dict[tuple[str, str], list[Flow]] = {}
+    for mirror in settings.mirrors:
+        flow = MirrorFlow(
+            mirror.target,
+            mirror.target_object,
+            name=f"mirror:{mirror.source}.{mirror.object}->{mirror.target}",
+        )
+        flows.setdefault((mirror.source, mirror.object), []).append(flow)
+    return [
+        Binding(system, obj, "record", record_mapper, tuple(f))
+        for (system, obj), f in flows.items()
+    ]
+
+
+def worker_id() -> str:
+    """``host:pid:random``, unique per worker process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def build_hub(
+    settings: Settings,
+    *,
+    connectors: Mapping[str, Connector] | None = None,
+    bindings: Sequence[Binding] | None = None,
+    clock: Clock | None = None,
+    upgrade: bool = True,
+) -> Hub:
+    """Wire a hub from ``settings``; ``connectors`` and ``bindings`` replace the configured ones.
+
+    With ``upgrade`` the database is migrated to the newest schema first.
+    """
+    clock = clock or SystemClock()
+    w = settings.worker
+    store = SqlStore.from_url(settings.database_url, pool_size=w.threads + 2)
+    if upgrade:
+        migrate.upgrade(store.engine)
+    registry = Registry(
+        connectors=dict(
+            connectors if connectors is not None else connectors_from_settings(settings)
+        ),
+        bindings=list(bindings if bindings is not None else mirror_bindings(settings)),
+    )
+    metrics = EngineMetrics()
+    intake = Intake(store, registry, clock, metrics)
+    applier = Applier(store, registry, clock, metrics)
+    dispatcher = Dispatcher(
+        store,
+        registry,
+        clock,
+        metrics,
+        RetryPolicy(w.retry_base_delay_s, w.retry_max_delay_s, w.retry_deadline_s),
+        DispatchSettings(w.lease_s, w.breaker_failures, w.breaker_cooldown_s, w.threads),
+        worker_id(),
+    )
+    worker = Worker(
+        store,
+        registry,
+        intake,
+        applier,
+        dispatcher,
+        WorkerSettings(w.poll_interval_s, w.overlap_s, w.apply_batch, w.idle_wait_s),
+    )
+    operations = Operations(store, clock)
+    metrics.watch_store(operations.stats, clock.now)
+    return Hub(
+        settings, store, registry, metrics, clock, intake, applier, dispatcher, worker, operations
+    )
+
+
+def build_http_app(hub: Hub) -> FastAPI:
+    """The HTTP app of ``hub`` with health, metrics, webhooks and the operations API."""
+    from closeloop.api.app import create_app
+
+    def ready() -> tuple[bool, str]:
+        try:
+            current = migrate.current_revision(hub.store.engine)
+        except Exception as exc:
+            return False, f"database unreachable: {type(exc).__name__}"
+        head = migrate.head_revision()
+        if current != head:
+            return False, f"schema at {current}, code needs {head}: run closeloop db upgrade"
+        return True, "ok"
+
+    return create_app(hub.intake, hub.operations, hub.metrics.registry, ready)

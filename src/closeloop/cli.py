@@ -1,0 +1,257 @@
+"""The ``closeloop`` command line (typer)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from closeloop.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="closeloop: the project-to-cash integration hub.", no_args_is_help=True)
+exceptions_app = typer.Typer(
+    help="Business exceptions: list, show, replay, resolve.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+app.add_typer(exceptions_app, name="exceptions")
+app.add_typer(db_app, name="db")
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML configuration (default ./closeloop.yaml)"),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    from closeloop.observability import configure_logging
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def _hub(config: Path | None) -> Any:
+    from closeloop.bootstrap import build_hub
+
+    return build_hub(_settings(config))
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Intake, workers and the HTTP server in one process, until Ctrl-C or SIGTERM."""
+    import uvicorn
+
+    from closeloop.bootstrap import build_http_app
+
+    hub = _hub(config)
+    stop = threading.Event()
+    threads = [threading.Thread(target=hub.worker.run, args=(stop,), name="worker", daemon=True)]
+    for thread in threads:
+        thread.start()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_http_app(hub),
+            host=hub.settings.http.host,
+            port=hub.settings.http.port,
+            log_level="warning",
+        )
+    )
+    err.print(f"closeloop listening on http://{hub.settings.http.host}:{hub.settings.http.port}")
+    try:
+        server.run()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        hub.close()
+
+
+@app.command()
+def worker(config: ConfigOption = None) -> None:
+    """Workers only (no HTTP server), for scale-out on PostgreSQL; stops on Ctrl-C or SIGTERM."""
+    import signal
+
+    hub = _hub(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        hub.worker.run(stop)
+    finally:
+        hub.close()
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Inbox, commands by state and system, open exceptions by class."""
+    hub = _hub(config)
+    try:
+        stats = hub.operations.stats()
+    finally:
+        hub.close()
+    if as_json:
+        print(json.dumps(asdict(stats), default=str, indent=2))
+        return
+    table = Table(title="closeloop status")
+    table.add_column("what")
+    table.add_column("state")
+    table.add_column("count", justify="right")
+    for state, count in sorted(stats.inbox_by_status.items()):
+        table.add_row("inbox", state, str(count))
+    for system, counts in sorted(stats.commands_by_system.items()):
+        for state, count in sorted(counts.items()):
+            table.add_row(f"commands {system}", state, str(count))
+    for error_class, count in sorted(stats.open_exceptions_by_class.items()):
+        table.add_row("open exceptions", error_class, str(count))
+    console.print(table)
+    if stats.oldest_pending_inbox:
+        console.print(f"oldest pending change received at {stats.oldest_pending_inbox.isoformat()}")
+
+
+@exceptions_app.command("list")
+def exceptions_list(
+    config: ConfigOption = None,
+    all_: Annotated[bool, typer.Option("--all", help="include closed ones")] = False,
+    limit: int = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Open business exceptions, newest first."""
+    hub = _hub(config)
+    try:
+        rows = hub.operations.list_exceptions(None if all_ else "open", limit)
+    finally:
+        hub.close()
+    if as_json:
+        print(json.dumps([asdict(r) for r in rows], default=str, indent=2))
+        return
+    table = Table(title="business exceptions")
+    for column in ("id", "class", "impact", "status", "entity", "message"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(str(r.id), r.error_class.value, r.impact.value, r.status, r.entity, r.message)
+    console.print(table)
+
+
+def _exception_action(config: Path | None, action: str, *args: Any) -> None:
+    from closeloop.engine.operations import OperationError
+
+    hub = _hub(config)
+    try:
+        row = getattr(hub.operations, action)(*args)
+    except OperationError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        hub.close()
+    print(json.dumps(asdict(row), default=str, indent=2))
+
+
+@exceptions_app.command("show")
+def exceptions_show(exception_id: int, config: ConfigOption = None) -> None:
+    """One exception, as JSON."""
+    _exception_action(config, "show", exception_id)
+
+
+@exceptions_app.command("replay")
+def exceptions_replay(
+    exception_id: int,
+    config: ConfigOption = None,
+    reason: Annotated[str, typer.Option(help="why (kept in the audit trail)")] = "",
+    actor: Annotated[str, typer.Option(envvar="USER", help="who")] = "operator",
+) -> None:
+    """Run the exception's command (or change) again; its idempotency key is kept."""
+    _exception_action(config, "replay", exception_id, actor, reason)
+
+
+@exceptions_app.command("resolve")
+def exceptions_resolve(
+    exception_id: int,
+    reason: Annotated[str, typer.Option(help="why it needs no replay (audit trail)")],
+    config: ConfigOption = None,
+    actor: Annotated[str, typer.Option(envvar="USER", help="who")] = "operator",
+) -> None:
+    """Close the exception by hand; a parked command is skipped."""
+    _exception_action(config, "resolve", exception_id, actor, reason)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Migrate the database to the newest schema."""
+    from closeloop.store import migrate
+    from closeloop.store.db import create_db_engine
+
+    settings = _settings(config)
+    engine = create_db_engine(settings.database_url)
+    try:
+        migrate.upgrade(engine)
+        console.print(f"database at revision {migrate.current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@bench_app.command("engine")
+def bench_engine(
+    changes: Annotated[int, typer.Option(help="changes per run")] = 5000,
+    runs: Annotated[int, typer.Option(help="runs; the median is reported")] = 3,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(envvar="CLOSELOOP_BENCH_POSTGRES_URL", help="also measure on this PostgreSQL"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """End-to-end engine throughput vs. the bare durable writes it must make, per backend."""
+    from closeloop.bench import run_engine_bench
+
+    results = run_engine_bench(changes=changes, runs=runs, postgres_url=postgres_url)
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    table = Table(title=f"engine benchmark ({changes} changes, median of {runs} runs)")
+    for column in ("backend", "engine changes/s", "floor changes/s", "ratio"):
+        table.add_column(column, justify="right")
+    for backend, figures in results["backends"].items():
+        table.add_row(
+            backend,
+            f"{figures['engine_changes_per_s']:.0f}",
+            f"{figures['floor_changes_per_s']:.0f}",
+            f"{figures['ratio']:.2f}",
+        )
+    console.print(table)
+
+
+@app.command()
+def demo(
+    keep_db: Annotated[bool, typer.Option(help="keep the demo database")] = False,
+    records: Annotated[int, typer.Option(help="records in the example source")] = 400,
+) -> None:
+    """Run the hub on the built-in example until it is idle, and print what happened."""
+    from closeloop.demo import run_demo
+    from closeloop.observability import configure_logging
+
+    configure_logging("console", "warning")
+    summary = run_demo(Path(".closeloop"), records=records, keep_db=keep_db, console=console)
+    if summary["commands"].get("pending") or summary["commands"].get("in_flight"):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``closeloop`` script."""
+    app()

@@ -1,0 +1,130 @@
+"""The one settings object: a YAML file, overridden by ``CLOSELOOP_*`` environment variables.
+
+Nested keys use ``__`` in variable names: ``CLOSELOOP_WORKER__THREADS=8``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG = Path("closeloop.yaml")
+DEFAULT_DATABASE_URL = "sqlite:///./.closeloop/closeloop.db"
+
+
+class HttpSettings(BaseModel):
+    """The HTTP server: webhooks, health, metrics, operations API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=0, le=65535)
+
+
+class WorkerConfig(BaseModel):
+    """Worker loop, dispatch and retry knobs (see ``engine.worker`` and ``engine.dispatch``)."""
+
+    threads: int = Field(default=4, ge=1, le=64)
+    poll_interval_s: float = Field(default=30.0, ge=0)
+    overlap_s: float = Field(default=60.0, ge=0)
+    apply_batch: int = Field(default=200, ge=1, le=5000)
+    idle_wait_s: float = Field(default=0.2, gt=0)
+    lease_s: float = Field(default=120.0, gt=0)
+    retry_base_delay_s: float = Field(default=0.5, gt=0)
+    retry_max_delay_s: float = Field(default=300.0, gt=0)
+    retry_deadline_s: float = Field(default=86400.0, gt=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class SystemConfig(BaseModel):
+    """One connected system. ``kind`` picks the connector; limits override its defaults."""
+
+    kind: Literal["memory"]
+    url: str
+    objects: list[str] = Field(default_factory=lambda: ["Record"])
+    batch_size: int = Field(default=100, ge=1)
+    requests_per_window: int = Field(default=100, ge=1)
+    window_s: float = Field(default=1.0, gt=0)
+    max_concurrent: int = Field(default=4, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class MirrorConfig(BaseModel):
+    """The built-in example flow: mirror ``source.object`` into ``target``."""
+
+    source: str
+    object: str = "Record"
+    target: str
+    target_object: str = "Record"
+
+
+class Settings(BaseSettings):
+    """Everything closeloop reads from configuration, parsed once.
+
+    Raises ``pydantic.ValidationError`` naming each bad key.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLOSELOOP_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    systems: dict[str, SystemConfig] = Field(default_factory=dict)
+    mirrors: list[MirrorConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _mirrors_name_systems(self) -> Settings:
+        for mirror in self.mirrors:
+            for name in (mirror.source, mirror.target):
+                if name not in self.systems:
+                    raise ValueError(f"mirror names system {name!r}, which is not under systems")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order of precedence: arguments, then environment, then the YAML file."""
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message names the file and each bad key."""
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (default ``./closeloop.yaml`` when it exists) and the environment.
+
+    Raises :class:`ConfigError` for a missing file or invalid values.
+    """
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{path}: no such configuration file")
+    chosen = path or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    config = dict(Settings.model_config)
+    config["yaml_file"] = str(chosen) if chosen else None
+    bound = type("BoundSettings", (Settings,), {"model_config": config})
+    try:
+        settings: Settings = bound(**overrides)
+    except ValidationError as exc:
+        where = str(chosen) if chosen else "environment"
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ConfigError(f"{where}: " + "; ".join(problems)) from exc
+    return settings

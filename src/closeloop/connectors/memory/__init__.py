@@ -1,0 +1,1 @@
+"""Connector to a memory sandbox over HTTP (the engine's reference connector)."""

@@ -1,0 +1,1 @@
+"""The durable engine: intake, apply, dispatch, retries, limits, breaker, replay."""

@@ -1,0 +1,323 @@
+"""Dispatch: claimed outbox commands run as batch calls under each system's limits (DESIGN.md 4-5)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import structlog
+
+from closeloop.domain.commands import (
+    Ambiguous,
+    Applied,
+    CommandStatus,
+    ExceptionClass,
+    Outcome,
+    Permanent,
+    Transient,
+)
+from closeloop.engine.apply import StepBuffer
+from closeloop.engine.breaker import BreakerState, CircuitBreaker
+from closeloop.engine.metrics import EngineMetrics
+from closeloop.engine.ratelimit import RateLimiter
+from closeloop.engine.registry import Registry
+from closeloop.engine.retry import RetryPolicy
+from closeloop.ports.clock import Clock
+from closeloop.ports.connector import AmbiguousError, Connector, TransientError
+from closeloop.ports.store import (
+    CommandRow,
+    CommandUpdate,
+    NewException,
+    Store,
+    UnitOfWork,
+    iter_chunks,
+)
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    """Knobs of the dispatcher.
+
+    ``lease_s``: how long a claim lasts before another worker may take the command over
+    (longer than any call plus its wait for a rate-limit permit). ``breaker_failures`` and
+    ``breaker_cooldown_s``: circuit breaker threshold and cool-down. ``threads``: batch calls
+    in flight at once across systems.
+    """
+
+    lease_s: float = 120.0
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    threads: int = 4
+    permit_wait_s: float = 30.0
+
+
+class _Gate:
+    """A system's rate limiter and breaker."""
+
+    def __init__(self, connector: Connector, settings: DispatchSettings, clock: Clock) -> None:
+        self.limiter = RateLimiter(connector.limits, clock.monotonic)
+        self.breaker = CircuitBreaker(
+            settings.breaker_failures, settings.breaker_cooldown_s, clock.monotonic
+        )
+
+
+class Dispatcher:
+    """Claims due commands, runs them in batches and records outcomes and flow reactions.
+
+    Exactly-once effects rest on three rules: a command's idempotency key is unique in the
+    outbox; a command whose earlier attempt may have reached the target (no answer, or its
+    worker died) is looked up by key in the target before it is sent again; and the outcome
+    is committed together with the flow's reaction to it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        clock: Clock,
+        metrics: EngineMetrics,
+        retry: RetryPolicy,
+        settings: DispatchSettings,
+        worker_id: str,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.metrics = metrics
+        self.retry = retry
+        self.settings = settings
+        self.worker_id = worker_id
+        self.gates = {name: _Gate(c, settings, clock) for name, c in registry.connectors.items()}
+        self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="dispatch")
+
+    def close(self) -> None:
+        """Stop the thread pool (waits for running calls)."""
+        self._pool.shutdown(wait=True)
+
+    def _claim_budget(self) -> dict[str, int]:
+        budget: dict[str, int] = {}
+        for name, gate in self.gates.items():
+            state = gate.breaker.state
+            self.metrics.breaker_open.labels(name).set(0 if state is BreakerState.CLOSED else 1)
+            if (
+                state is BreakerState.OPEN
+                or gate.limiter.ready_in_s() > self.settings.permit_wait_s
+            ):
+                continue
+            limits = self.registry.connector(name).limits
+            batches = 1 if state is BreakerState.HALF_OPEN else limits.max_concurrent
+            budget[name] = limits.batch_size * batches
+        return budget
+
+    def dispatch_once(self) -> int:
+        """Claim due commands once, run them, record outcomes. Returns how many were claimed."""
+        budget = self._claim_budget()
+        if not budget:
+            return 0
+        now = self.clock.now()
+        lease_until = now + timedelta(seconds=self.settings.lease_s)
+        with self.store.transaction() as tx:
+            claimed = tx.claim_commands(
+                list(budget), now, sum(budget.values()), lease_until, self.worker_id
+            )
+        if not claimed:
+            return 0
+        by_system: dict[str, list[CommandRow]] = {}
+        for row in claimed:
+            by_system.setdefault(row.command.system, []).append(row)
+        futures = []
+        for system, rows in by_system.items():
+            rows = rows[: budget[system]]
+            size = self.registry.connector(system).limits.batch_size
+            futures.extend(
+                self._pool.submit(self._run_batch, system, list(chunk))
+                for chunk in iter_chunks(rows, size)
+            )
+        results: list[tuple[CommandRow, Outcome]] = []
+        for future in futures:
+            results.extend(future.result())
+        self._record(results)
+        return len(claimed)
+
+    def _run_batch(self, system: str, rows: list[CommandRow]) -> list[tuple[CommandRow, Outcome]]:
+        """Run one batch call (after settling ambiguous commands); never raises."""
+        connector = self.registry.connector(system)
+        gate = self.gates[system]
+        settled: dict[int, Outcome] = {}
+        unsure = [r for r in rows if r.ambiguous]
+        if unsure:
+            found = self._call(
+                system,
+                gate,
+                "find",
+                lambda: connector.find([r.command.idempotency_key for r in unsure]),
+            )
+            if isinstance(found, dict):
+                for r in unsure:
+                    if r.command.idempotency_key in found:
+                        settled[r.id] = found[r.command.idempotency_key]
+            else:
+                # cannot tell yet whether they were applied: keep them ambiguous, send none
+                for r in unsure:
+                    settled[r.id] = Ambiguous(f"lookup before retry failed: {found.reason}")
+        to_send = [r for r in rows if r.id not in settled]
+        if to_send:
+            answer = self._call(
+                system, gate, "execute", lambda: connector.execute([r.command for r in to_send])
+            )
+            if isinstance(answer, (Transient, Ambiguous)):
+                settled.update((r.id, answer) for r in to_send)
+            elif len(answer) != len(to_send):
+                bad = Ambiguous(
+                    f"{system} answered {len(answer)} outcomes for {len(to_send)} commands"
+                )
+                settled.update((r.id, bad) for r in to_send)
+            else:
+                settled.update((r.id, o) for r, o in zip(to_send, answer, strict=True))
+        return [(r, settled[r.id]) for r in rows]
+
+    def _call(
+        self, system: str, gate: _Gate, kind: str, call: Callable[[], T]
+    ) -> T | Transient | Ambiguous:
+        """Run ``call`` under the system's rate limit; classify whole-call failures."""
+        if not gate.limiter.acquire(self.settings.permit_wait_s):
+            return Transient(
+                f"{system} rate limit: no permit within {self.settings.permit_wait_s}s"
+            )
+        started = time.monotonic()
+        try:
+            result = call()
+        except TransientError as exc:
+            if exc.retry_after_s:
+                gate.limiter.pause(exc.retry_after_s)
+            gate.breaker.record_failure()
+            self.metrics.calls.labels(system, kind, "transient").inc()
+            return Transient(str(exc), exc.retry_after_s)
+        except AmbiguousError as exc:
+            gate.breaker.record_failure()
+            self.metrics.calls.labels(system, kind, "ambiguous").inc()
+            return Ambiguous(str(exc))
+        except Exception as exc:  # a connector bug: the request may have gone out
+            log.exception("connector call failed", system=system, kind=kind)
+            gate.breaker.record_failure()
+            self.metrics.calls.labels(system, kind, "error").inc()
+            return Ambiguous(f"{type(exc).__name__}: {exc}")
+        finally:
+            gate.limiter.release()
+            self.metrics.call_seconds.labels(system, kind).observe(time.monotonic() - started)
+        gate.breaker.record_success()
+        self.metrics.calls.labels(system, kind, "ok").inc()
+        return result
+
+    def _record(self, results: Sequence[tuple[CommandRow, Outcome]]) -> None:
+        """Commit outcomes and the flows' reactions in one transaction."""
+        now = self.clock.now()
+        updates: list[CommandUpdate] = []
+        exceptions: list[NewException] = []
+        applied: list[tuple[CommandRow, Applied]] = []
+        for row, outcome in results:
+            cmd = row.command
+            label = type(outcome).__name__.lower()
+            self.metrics.commands.labels(cmd.system, cmd.operation, label).inc()
+            log.debug(
+                "command",
+                system=cmd.system,
+                operation=cmd.operation,
+                outcome=label,
+                idempotency_key=cmd.idempotency_key,
+                attempt=row.attempts,
+                correlation_id=row.correlation_id,
+            )
+            if isinstance(outcome, Applied):
+                updates.append(CommandUpdate(row.id, CommandStatus.DONE, result=outcome.result))
+                applied.append((row, outcome))
+            elif isinstance(outcome, Permanent):
+                updates.append(
+                    CommandUpdate(row.id, CommandStatus.PARKED, last_error=outcome.message)
+                )
+                exceptions.append(self._exception(row, outcome.error_class, outcome.message))
+            elif self.retry.exhausted(row.first_attempt_at, now):
+                message = f"gave up after {row.attempts} attempts: {outcome.reason}"
+                updates.append(
+                    CommandUpdate(
+                        row.id,
+                        CommandStatus.PARKED,
+                        ambiguous=isinstance(outcome, Ambiguous),
+                        last_error=message,
+                    )
+                )
+                exceptions.append(self._exception(row, ExceptionClass.RETRIES_EXHAUSTED, message))
+            else:
+                retry_after = outcome.retry_after_s if isinstance(outcome, Transient) else None
+                self.metrics.retries.labels(cmd.system, label).inc()
+                updates.append(
+                    CommandUpdate(
+                        row.id,
+                        CommandStatus.PENDING,
+                        next_attempt_at=self.retry.next_attempt_at(now, row.attempts, retry_after),
+                        ambiguous=isinstance(outcome, Ambiguous)
+                        or (row.ambiguous and label != "applied"),
+                        last_error=outcome.reason,
+                    )
+                )
+        with self.store.transaction() as tx:
+            tx.finish_commands(updates, now)
+            buffer = self._react(tx, applied, exceptions)
+            tx.open_exceptions(exceptions, now)
+            buffer.write(tx, now)
+        for e in [*exceptions, *buffer.exceptions]:
+            self.metrics.exceptions.labels(e.error_class.value).inc()
+
+    def _exception(
+        self, row: CommandRow, error_class: ExceptionClass, message: str
+    ) -> NewException:
+        cmd = row.command
+        entity = cmd.entity or cmd.business_key
+        text = f"{cmd.system} refused {cmd.operation} of {entity}: {message}"
+        return NewException(
+            error_class,
+            cmd.impact,
+            entity,
+            text,
+            command_id=row.id,
+            correlation_id=row.correlation_id,
+        )
+
+    def _react(
+        self,
+        tx: UnitOfWork,
+        applied: Sequence[tuple[CommandRow, Applied]],
+        exceptions: list[NewException],
+    ) -> StepBuffer:
+        """The flows' steps in reaction to applied commands, in command order."""
+        buffer = StepBuffer()
+        keys = [(row.flow, row.command.business_key) for row, _ in applied]
+        states = tx.get_flows(keys) if keys else {}
+        for (row, outcome), key in zip(applied, keys, strict=True):
+            state = buffer.states.get(key) or states.get(key)
+            if state is None:
+                continue
+            try:
+                step = self.registry.flow(row.flow).on_result(
+                    state, row.command.operation, row.command.entity, outcome
+                )
+            except Exception as exc:  # the effect happened; the flow's bug becomes an exception
+                log.exception(
+                    "flow failed on result", flow=row.flow, correlation_id=row.correlation_id
+                )
+                exceptions.append(
+                    self._exception(
+                        row, ExceptionClass.INTERNAL, f"flow {row.flow} failed on the result: {exc}"
+                    )
+                )
+                continue
+            if step is not None:
+                buffer.add(row.flow, row.command.business_key, step, row.correlation_id)
+        return buffer

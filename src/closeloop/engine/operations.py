@@ -1,0 +1,111 @@
+"""Operator actions on business exceptions: list, show, replay, resolve (with the audit trail)."""
+
+from __future__ import annotations
+
+from closeloop.domain.commands import CommandStatus
+from closeloop.ports.clock import Clock
+from closeloop.ports.store import AuditEntry, ExceptionRow, Store, StoreStats
+
+
+class OperationError(ValueError):
+    """An operator action that cannot be done (unknown id, exception not open)."""
+
+
+class Operations:
+    """What the CLI and the operations API do to the hub's state."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    def stats(self) -> StoreStats:
+        """Counts by state."""
+        with self.store.transaction() as tx:
+            return tx.stats()
+
+    def list_exceptions(self, status: str | None = "open", limit: int = 100) -> list[ExceptionRow]:
+        """Exceptions, newest first (``status=None`` for all)."""
+        with self.store.transaction() as tx:
+            return tx.list_exceptions(status, limit)
+
+    def show(self, exception_id: int) -> ExceptionRow:
+        """One exception. Raises :class:`OperationError` when there is none."""
+        with self.store.transaction() as tx:
+            row = tx.get_exception(exception_id)
+        if row is None:
+            raise OperationError(f"no exception {exception_id}")
+        return row
+
+    def replay(self, exception_id: int, actor: str, reason: str = "") -> ExceptionRow:
+        """Run the parked command (or re-apply the rejected change) again.
+
+        The command keeps its idempotency key, so a replay never duplicates an effect. Raises
+        :class:`OperationError` when the exception is not open or has nothing to replay.
+        """
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            row = self._open(tx.get_exception(exception_id), exception_id)
+            if row.command_id is not None:
+                done = tx.requeue_command(row.command_id, now)
+            elif row.inbox_id is not None:
+                done = tx.reset_inbox(row.inbox_id, now)
+            else:
+                done = False
+            if not done:
+                raise OperationError(
+                    f"exception {exception_id} has nothing to replay: fix the source record, "
+                    "or resolve it by hand"
+                )
+            tx.set_exception_status([exception_id], "replayed", actor, reason or "replayed", now)
+            tx.audit(
+                [
+                    AuditEntry(
+                        now,
+                        actor,
+                        "replay",
+                        row.entity,
+                        {"exception_id": exception_id, "reason": reason},
+                        row.correlation_id,
+                    )
+                ]
+            )
+            updated = tx.get_exception(exception_id)
+        assert updated is not None
+        return updated
+
+    def resolve(self, exception_id: int, actor: str, reason: str) -> ExceptionRow:
+        """Close an exception by hand; its parked command is skipped, letting later ones run.
+
+        Raises :class:`OperationError` when the exception is not open or ``reason`` is blank.
+        """
+        if not reason.strip():
+            raise OperationError("a resolution needs a reason")
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            row = self._open(tx.get_exception(exception_id), exception_id)
+            if row.command_id is not None:
+                tx.set_command_status(row.command_id, CommandStatus.RESOLVED, now)
+            tx.set_exception_status([exception_id], "resolved", actor, reason, now)
+            tx.audit(
+                [
+                    AuditEntry(
+                        now,
+                        actor,
+                        "resolve",
+                        row.entity,
+                        {"exception_id": exception_id, "reason": reason},
+                        row.correlation_id,
+                    )
+                ]
+            )
+            updated = tx.get_exception(exception_id)
+        assert updated is not None
+        return updated
+
+    @staticmethod
+    def _open(row: ExceptionRow | None, exception_id: int) -> ExceptionRow:
+        if row is None:
+            raise OperationError(f"no exception {exception_id}")
+        if row.status != "open":
+            raise OperationError(f"exception {exception_id} is {row.status}, not open")
+        return row

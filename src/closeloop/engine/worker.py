@@ -1,0 +1,106 @@
+"""A worker: polls, applies the inbox and dispatches the outbox, in a loop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from closeloop.engine.apply import Applier
+from closeloop.engine.dispatch import Dispatcher
+from closeloop.engine.intake import Intake
+from closeloop.engine.registry import Registry
+from closeloop.ports.connector import ConnectorError
+from closeloop.ports.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """``poll_interval_s``: seconds between polls of each object (0: no polling).
+    ``overlap_s``: how far before its watermark a poll starts again. ``apply_batch``: inbox
+    rows per apply transaction. ``idle_wait_s``: pause when a round found nothing to do."""
+
+    poll_interval_s: float = 30.0
+    overlap_s: float = 60.0
+    apply_batch: int = 200
+    idle_wait_s: float = 0.2
+
+
+class Worker:
+    """One loop of intake polling, apply and dispatch. Several may run, in several processes."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        intake: Intake,
+        applier: Applier,
+        dispatcher: Dispatcher,
+        settings: WorkerSettings,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.intake = intake
+        self.applier = applier
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self._next_poll = 0.0
+
+    def poll_all(self) -> int:
+        """Poll every bound object once; a system that fails is logged and skipped."""
+        accepted = 0
+        for system, object_name in self.registry.polled_objects():
+            try:
+                accepted += self.intake.poll(system, object_name, self.settings.overlap_s).accepted
+            except ConnectorError as exc:
+                log.warning("poll failed", system=system, object=object_name, error=str(exc))
+        return accepted
+
+    def run_once(self) -> int:
+        """One round: poll if due, apply what is pending, dispatch once. Returns work done."""
+        work = 0
+        if self.settings.poll_interval_s > 0 and time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + self.settings.poll_interval_s
+            work += self.poll_all()
+        while True:
+            applied = self.applier.apply_batch(self.settings.apply_batch)
+            work += applied
+            if applied < self.settings.apply_batch:
+                break
+        work += self.dispatcher.dispatch_once()
+        return work
+
+    def is_idle(self) -> bool:
+        """No pending inbox row and no pending or in-flight command (parked ones wait for people)."""
+        with self.store.transaction() as tx:
+            stats = tx.stats()
+        return not stats.inbox_by_status.get("pending") and not any(
+            stats.commands_by_status.get(s) for s in ("pending", "in_flight")
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set; errors of one round are logged and the loop goes on."""
+        while not stop.is_set():
+            try:
+                work = self.run_once()
+            except Exception:
+                log.exception("worker round failed")
+                work = 0
+            if not work:
+                stop.wait(self.settings.idle_wait_s)
+
+    def run_until_idle(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
+        """Loop until :meth:`is_idle`; ``False`` if ``timeout_s`` passed first."""
+        stop = stop or threading.Event()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not stop.is_set():
+            if self.run_once():
+                continue
+            if self.is_idle():
+                return True
+            stop.wait(self.settings.idle_wait_s)
+        return False

@@ -1,0 +1,1 @@
+"""Flows: one module per hand-off, each an explicit persisted state machine."""

@@ -1,0 +1,1 @@
+"""Protocols the core depends on: connectors, the store, flows and the clock."""

@@ -1,0 +1,63 @@
+"""How the engine talks to flows and mappers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from closeloop.domain.changes import Change
+from closeloop.domain.commands import Applied
+from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
+
+
+class Mapper(Protocol):
+    """Maps a vendor change onto canonical data.
+
+    Raises :class:`~closeloop.domain.records.MappingError` listing every problem.
+    """
+
+    def __call__(self, change: Change) -> dict[str, Any]:
+        """The canonical data for ``change`` (a JSON object)."""
+        ...
+
+
+class Flow(Protocol):
+    """An explicit, persisted state machine, one instance per business key.
+
+    Flows are pure decisions: given the current state and an event, return the next
+    :class:`FlowStep`. The engine persists the step and its commands in one transaction.
+    """
+
+    @property
+    def name(self) -> str:
+        """Stable flow name, stored with its state (e.g. ``"mobilize"``)."""
+        ...
+
+    def business_key(self, record: CanonicalRecord) -> str | None:
+        """The flow instance ``record`` concerns, or ``None`` when it concerns none."""
+        ...
+
+    def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
+        """React to a new version of ``record``; ``None`` leaves the state unchanged."""
+        ...
+
+    def on_result(
+        self, state: FlowState, operation: str, entity: str, outcome: Applied
+    ) -> FlowStep | None:
+        """React to a command of this flow applied in its target; ``None`` changes nothing."""
+        ...
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What the hub does with changes of one vendor object.
+
+    ``mapper`` makes canonical data of type ``canonical_type``; each of ``flows`` is offered
+    the record. A change of an object with no binding is refused at intake.
+    """
+
+    system: str
+    object: str
+    canonical_type: str
+    mapper: Mapper
+    flows: tuple[Flow, ...] = field(default_factory=tuple)

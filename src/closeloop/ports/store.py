@@ -1,0 +1,312 @@
+"""The durable store as the core sees it: one unit of work per transaction.
+
+Every method of :class:`UnitOfWork` runs inside the transaction opened by
+:meth:`Store.transaction`; nothing is visible to others until it commits, and an exception
+inside the ``with`` block rolls everything back (no half-applied change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from closeloop.domain.changes import Change
+from closeloop.domain.commands import Command, CommandStatus, ExceptionClass, Impact
+from closeloop.domain.records import FlowState
+
+RecordKey = tuple[str, str, str]
+"""``(system, object, external_id)``"""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """A change in the inbox, with its row id (intake order)."""
+
+    id: int
+    change: Change
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The last canonical data the hub applied for one source record."""
+
+    key: RecordKey
+    canonical_type: str
+    canonical_id: str
+    version: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewCommand:
+    """A command as a flow step writes it to the outbox."""
+
+    command: Command
+    flow: str
+    correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    """An outbox command with its delivery state."""
+
+    id: int
+    command: Command
+    flow: str
+    status: CommandStatus
+    attempts: int
+    ambiguous: bool
+    correlation_id: str | None
+    created_at: datetime
+    first_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandUpdate:
+    """The new delivery state of a claimed command after an attempt."""
+
+    id: int
+    status: CommandStatus
+    next_attempt_at: datetime | None = None
+    ambiguous: bool = False
+    result: dict[str, Any] | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewException:
+    """A business exception to open: what, how bad, which entity it blocks, what to do."""
+
+    error_class: ExceptionClass
+    impact: Impact
+    entity: str
+    message: str
+    command_id: int | None = None
+    inbox_id: int | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionRow:
+    """A business exception as the operations surface shows it."""
+
+    id: int
+    error_class: ExceptionClass
+    impact: Impact
+    entity: str
+    message: str
+    status: str
+    command_id: int | None
+    inbox_id: int | None
+    correlation_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    resolved_by: str | None = None
+    resolution: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A poll cursor: the watermark, and the ``(external id, version)`` pairs seen inside the
+    overlap window with their modification times."""
+
+    system: str
+    object: str
+    watermark: datetime | None
+    seen: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the audit trail: who did what to which entity, and why."""
+
+    at: datetime
+    actor: str
+    action: str
+    entity: str
+    detail: dict[str, Any]
+    correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counts for status and metrics: by state, by class, and the age of the inbox."""
+
+    inbox_by_status: dict[str, int]
+    commands_by_status: dict[str, int]
+    commands_by_system: dict[str, dict[str, int]]
+    open_exceptions_by_class: dict[str, int]
+    oldest_pending_inbox: datetime | None
+
+
+class UnitOfWork(Protocol):
+    """The operations the core makes inside one transaction."""
+
+    # intake
+    def insert_changes(self, changes: Sequence[Change], now: datetime) -> list[bool]:
+        """Insert changes; ``False`` for each one already in the inbox (same identity)."""
+        ...
+
+    def get_cursor(self, system: str, object_name: str) -> Cursor | None:
+        """The poll cursor of one object, or ``None`` before the first poll."""
+        ...
+
+    def put_cursor(self, cursor: Cursor, now: datetime) -> None:
+        """Create or replace a poll cursor."""
+        ...
+
+    # apply
+    def claim_inbox(self, limit: int) -> list[InboxRow]:
+        """Pending inbox rows, oldest first, at most one per record, locked until commit.
+
+        A row is offered only when no earlier pending row of the same record exists, so
+        versions of one record apply in intake order even with several workers.
+        """
+        ...
+
+    def mark_inbox(self, outcomes: Sequence[tuple[int, str, str | None]], now: datetime) -> None:
+        """Set ``(inbox id, status, error)`` for each row."""
+        ...
+
+    def canonical_ids(
+        self, canonical_type: str, system: str, external_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """Canonical ids of the given records, creating xref rows (new uuids) for new ones."""
+        ...
+
+    def add_xref(
+        self, canonical_type: str, canonical_id: str, system: str, external_id: str
+    ) -> None:
+        """Record that ``canonical_id`` is ``external_id`` in ``system`` (idempotent)."""
+        ...
+
+    def find_xref(self, canonical_type: str, canonical_id: str, system: str) -> str | None:
+        """The external id of a canonical record in ``system``, if known."""
+        ...
+
+    def get_snapshots(self, keys: Sequence[RecordKey]) -> dict[RecordKey, Snapshot]:
+        """The last applied snapshot of each record that has one."""
+        ...
+
+    def put_snapshots(
+        self, snapshots: Sequence[tuple[Snapshot, dict[str, Any]]], now: datetime
+    ) -> None:
+        """Create or replace snapshots with their canonical data."""
+        ...
+
+    def get_flows(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], FlowState]:
+        """Flow states by ``(flow, business_key)``, locked until commit where the backend can."""
+        ...
+
+    def put_flows(self, states: Sequence[FlowState], now: datetime) -> None:
+        """Create or replace flow states."""
+        ...
+
+    def add_commands(self, commands: Sequence[NewCommand], now: datetime) -> int:
+        """Write commands to the outbox, due now; a known idempotency key is skipped.
+
+        Returns how many were new.
+        """
+        ...
+
+    def supersede_parked(
+        self, entities: Sequence[tuple[str, str, str]], now: datetime
+    ) -> list[int]:
+        """Supersede parked commands on ``(system, operation, entity)``; returns their ids."""
+        ...
+
+    # dispatch
+    def claim_commands(
+        self, systems: Sequence[str], now: datetime, limit: int, lease_until: datetime, worker: str
+    ) -> list[CommandRow]:
+        """Claim due commands of ``systems``, oldest first, the head of each business key only.
+
+        A command is due when pending and its due time has come, or in flight with an expired
+        lease (its worker died: it is returned with ``ambiguous`` set). Claimed commands are
+        in flight until ``lease_until``.
+        """
+        ...
+
+    def finish_commands(self, updates: Sequence[CommandUpdate], now: datetime) -> None:
+        """Record the outcome of attempts on claimed commands."""
+        ...
+
+    def get_command(self, command_id: int) -> CommandRow | None:
+        """One command, or ``None``."""
+        ...
+
+    # exceptions and audit
+    def open_exceptions(self, exceptions: Sequence[NewException], now: datetime) -> list[int]:
+        """Open business exceptions; returns their ids."""
+        ...
+
+    def list_exceptions(self, status: str | None, limit: int) -> list[ExceptionRow]:
+        """Exceptions, newest first, optionally only those with ``status``."""
+        ...
+
+    def get_exception(self, exception_id: int) -> ExceptionRow | None:
+        """One exception, or ``None``."""
+        ...
+
+    def set_exception_status(
+        self, exception_ids: Sequence[int], status: str, actor: str, reason: str, now: datetime
+    ) -> None:
+        """Move exceptions to ``status`` (``replayed``, ``resolved``) with who and why."""
+        ...
+
+    def close_exceptions_for(
+        self,
+        entities: Sequence[str],
+        command_ids: Sequence[int],
+        actor: str,
+        reason: str,
+        now: datetime,
+    ) -> list[int]:
+        """Resolve the open exceptions about ``entities`` or ``command_ids``; returns ids."""
+        ...
+
+    def requeue_command(self, command_id: int, now: datetime) -> bool:
+        """Make a parked command pending again (attempts reset); ``False`` if not parked."""
+        ...
+
+    def set_command_status(self, command_id: int, status: CommandStatus, now: datetime) -> bool:
+        """Force a parked command to a terminal ``status``; ``False`` if it was not parked."""
+        ...
+
+    def reset_inbox(self, inbox_id: int, now: datetime) -> bool:
+        """Make a rejected inbox row pending again; ``False`` if it was not rejected."""
+        ...
+
+    def audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append to the audit trail."""
+        ...
+
+    def list_audit(self, entity: str | None, limit: int) -> list[AuditEntry]:
+        """Audit entries, newest first, optionally about one entity."""
+        ...
+
+    def stats(self) -> StoreStats:
+        """Counts by state for status pages and metrics."""
+        ...
+
+
+class Store(Protocol):
+    """A transactional store (SQLite or PostgreSQL)."""
+
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        """Open a transaction; commit on normal exit, roll back on an exception."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

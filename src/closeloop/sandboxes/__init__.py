@@ -1,0 +1,1 @@
+"""Local emulators of vendor systems, with quotas and fault injection."""

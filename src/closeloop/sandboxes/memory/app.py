@@ -1,0 +1,108 @@
+"""The memory system over HTTP: batch writes, lookups, change pages, and faults as real
+HTTP failures (429 with Retry-After, 503, a hung request, a connection cut after the write).
+
+Run with ``python -m closeloop.sandboxes.memory --port N``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from closeloop.domain.commands import command_from_dict, outcome_to_dict
+from closeloop.sandboxes.memory.system import Fault, FaultPlan, MemorySystem
+
+
+class _CutResponse(Response):
+    """Declares a body it never finishes sending: the server closes the connection, and the
+    client sees the response lost after the write was made."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"outcomes": [', "more_body": False})
+
+
+def create_app(system: MemorySystem, hang_s: float = 5.0) -> FastAPI:
+    """The HTTP app serving ``system``. ``hang_s``: how long a ``timeout`` fault holds a request."""
+    app = FastAPI(title=f"closeloop memory sandbox ({system.name})")
+
+    def fault_response(fault: Fault) -> Response | None:
+        if fault.kind == "rate_limited":
+            return JSONResponse(
+                {"error": "rate limited"},
+                status_code=429,
+                headers={"Retry-After": str(system.faults.retry_after_s)},
+            )
+        if fault.kind == "server_error":
+            return JSONResponse({"error": "unavailable"}, status_code=503)
+        if fault.kind == "lost_response":
+            return _CutResponse()
+        return None
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/batch")
+    async def batch(request: Request) -> Response:
+        body = await request.json()
+        try:
+            commands = [command_from_dict(c) for c in body["commands"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HTTPException(400, f"malformed batch: {exc}") from exc
+        if system.faults.latency_s:
+            await asyncio.sleep(system.faults.latency_s)
+        try:
+            outcomes = system.apply_batch(commands)
+        except Fault as fault:
+            response = fault_response(fault)
+            if response is None:  # timeout: hold the request past the client's patience
+                await asyncio.sleep(hang_s)
+                return JSONResponse({"error": "gateway timeout"}, status_code=504)
+            return response
+        return JSONResponse({"outcomes": [outcome_to_dict(o) for o in outcomes]})
+
+    @app.post("/find")
+    def find(body: dict[str, Any]) -> dict[str, Any]:
+        found = system.lookup([str(k) for k in body.get("keys", [])])
+        return {"found": {k: v.result for k, v in found.items()}}
+
+    @app.get("/changes/{object_name}")
+    def changes(object_name: str, since: datetime | None = None) -> dict[str, Any]:
+        pages = [
+            [c.model_dump(mode="json") for c in page]
+            for page in system.read_changes(object_name, since)
+        ]
+        return {"pages": pages}
+
+    @app.put("/records/{object_name}/{external_id}")
+    def put_record(object_name: str, external_id: str, data: dict[str, Any]) -> dict[str, int]:
+        return {"version": system.put(object_name, external_id, data)}
+
+    @app.get("/effects")
+    def effects() -> dict[str, Any]:
+        return {
+            "effects": [
+                {"idempotency_key": e.idempotency_key, "entity": e.entity, "data": e.data}
+                for e in system.effects
+            ],
+            "calls": system.calls,
+        }
+
+    @app.put("/faults")
+    def set_faults(plan: dict[str, Any]) -> dict[str, Any]:
+        system.set_faults(FaultPlan(**plan))
+        return plan
+
+    return app

@@ -1,0 +1,217 @@
+"""The in-memory system and its fault plan."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from closeloop.domain.changes import Change
+from closeloop.domain.commands import Applied, Command, ExceptionClass, Outcome, Permanent
+from closeloop.ports.connector import AmbiguousError, ConnectorLimits, TransientError
+
+
+@dataclass
+class FaultPlan:
+    """Probabilities (0 to 1) of each fault per batch call, drawn from a seeded generator.
+
+    ``rate_limited``: answer 429 with ``Retry-After: retry_after_s``. ``server_error``: 503,
+    nothing applied. ``timeout``: no answer, nothing applied. ``lost_response``: the batch is
+    applied, then no answer comes. ``latency_s``: added to every call.
+    """
+
+    rate_limited: float = 0.0
+    server_error: float = 0.0
+    timeout: float = 0.0
+    lost_response: float = 0.0
+    retry_after_s: float = 0.05
+    latency_s: float = 0.0
+    seed: int = 0
+
+    def draw(self, rng: random.Random) -> str | None:
+        """The fault for one call, or ``None``."""
+        roll = rng.random()
+        for name in ("rate_limited", "server_error", "timeout", "lost_response"):
+            roll -= float(getattr(self, name))
+            if roll < 0:
+                return name
+        return None
+
+
+class Fault(Exception):
+    """A fault the plan drew for a call; ``kind`` is the fault's name."""
+
+    def __init__(self, kind: str, applied: list[Outcome] | None = None) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.applied = applied
+
+
+@dataclass
+class _Record:
+    version: int
+    data: dict[str, Any]
+    modified_at: datetime
+
+
+@dataclass
+class Effect:
+    """One write the system applied: which command, on which entity, with what data."""
+
+    idempotency_key: str
+    entity: str
+    data: dict[str, Any]
+    seq: int
+
+
+@dataclass
+class MemorySystem:
+    """A system that holds records in memory, emits changes and applies ``upsert`` commands.
+
+    As a source: :meth:`put` writes a record (version + 1, modification time now);
+    :meth:`read_changes` pages through them. As a target: ``upsert`` commands (payload
+    ``{"object", "id", "data"}``) are applied and logged in :attr:`effects`; ``data`` holding
+    ``reject_reason`` is refused as a permanent validation error. The system does not dedupe
+    writes itself, so :attr:`effects` shows any duplicate effect the hub caused.
+    """
+
+    name: str = "memory"
+    source_objects: tuple[str, ...] = ("Record",)
+    limits: ConnectorLimits = field(default_factory=lambda: ConnectorLimits(batch_size=100))
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    page_size: int = 500
+    records: dict[str, dict[str, _Record]] = field(default_factory=dict)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    effects: list[Effect] = field(default_factory=list)
+    by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._rng = random.Random(self.faults.seed)
+
+    @property
+    def system(self) -> str:
+        """The system's name."""
+        return self.name
+
+    def set_faults(self, plan: FaultPlan) -> None:
+        """Replace the fault plan (and reseed)."""
+        with self._lock:
+            self.faults = plan
+            self._rng = random.Random(plan.seed)
+
+    # --- source side -------------------------------------------------------------------
+    def put(
+        self, object_name: str, external_id: str, data: dict[str, Any], at: datetime | None = None
+    ) -> int:
+        """Create or change a record; returns its new version."""
+        with self._lock:
+            table = self.records.setdefault(object_name, {})
+            old = table.get(external_id)
+            version = old.version + 1 if old else 1
+            table[external_id] = _Record(version, dict(data), at or datetime.now(UTC))
+            return version
+
+    def objects(self) -> Sequence[str]:
+        """Objects that can be polled."""
+        return self.source_objects
+
+    def read_changes(self, object_name: str, since: datetime | None) -> Iterator[Sequence[Change]]:
+        """Pages of changes at or after ``since``, by (modification time, id); keyset-paged."""
+        after: tuple[datetime, str] | None = None
+        while True:
+            with self._lock:
+                self._count("read")
+                table = self.records.get(object_name, {})
+                rows = sorted(
+                    (
+                        (r.modified_at, eid, r)
+                        for eid, r in table.items()
+                        if since is None or r.modified_at >= since
+                    ),
+                    key=lambda x: (x[0], x[1]),
+                )
+                if after is not None:
+                    rows = [x for x in rows if (x[0], x[1]) > after]
+                page = rows[: self.page_size]
+                changes = [
+                    Change(
+                        system=self.name,
+                        object=object_name,
+                        external_id=eid,
+                        version=str(r.version),
+                        payload=dict(r.data),
+                        modified_at=at,
+                    )
+                    for at, eid, r in page
+                ]
+            if changes:
+                yield changes
+            if len(rows) <= self.page_size:
+                return
+            after = (page[-1][0], page[-1][1])
+
+    # --- target side -------------------------------------------------------------------
+    def apply_batch(self, commands: Sequence[Command]) -> list[Outcome]:
+        """Apply a batch, or raise :class:`Fault` for the fault the plan drew.
+
+        A ``lost_response`` fault is raised after the batch was applied.
+        """
+        with self._lock:
+            self._count("execute")
+            fault = self.faults.draw(self._rng)
+            if fault in ("rate_limited", "server_error", "timeout"):
+                raise Fault(fault)
+            outcomes = [self._apply(c) for c in commands]
+            if fault == "lost_response":
+                raise Fault(fault, outcomes)
+            return outcomes
+
+    def _apply(self, command: Command) -> Outcome:
+        payload = command.payload
+        if command.operation != "upsert":
+            return Permanent(ExceptionClass.VALIDATION, f"unknown operation {command.operation!r}")
+        data = payload.get("data")
+        if not isinstance(data, dict) or not payload.get("id") or not payload.get("object"):
+            return Permanent(ExceptionClass.VALIDATION, "upsert needs object, id and data")
+        if data.get("reject_reason"):
+            return Permanent(ExceptionClass.VALIDATION, str(data["reject_reason"]))
+        entity = f"{payload['object']}:{payload['id']}"
+        self.targets[entity] = dict(data)
+        self.effects.append(Effect(command.idempotency_key, entity, dict(data), len(self.effects)))
+        result = {"id": entity}
+        self.by_key[command.idempotency_key] = result
+        return Applied(result)
+
+    def lookup(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
+        """Earlier writes by idempotency key (no faults: used to settle ambiguity)."""
+        with self._lock:
+            self._count("find")
+            return {k: Applied(self.by_key[k]) for k in idempotency_keys if k in self.by_key}
+
+    def _count(self, kind: str) -> None:
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+
+    # --- Connector protocol, in process -----------------------------------------------
+    def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
+        """:meth:`apply_batch` with faults raised as the connector errors an HTTP client sees."""
+        try:
+            return self.apply_batch(commands)
+        except Fault as fault:
+            raise _as_connector_error(fault, self.faults.retry_after_s) from None
+
+    def find(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
+        """:meth:`lookup`."""
+        return self.lookup(idempotency_keys)
+
+
+def _as_connector_error(fault: Fault, retry_after_s: float) -> Exception:
+    if fault.kind == "rate_limited":
+        return TransientError("429 Too Many Requests", retry_after_s=retry_after_s)
+    if fault.kind == "server_error":
+        return TransientError("503 Service Unavailable")
+    return AmbiguousError(f"no answer ({fault.kind})")

@@ -1,0 +1,1 @@
+"""SQL store (SQLAlchemy Core): SQLite embedded, PostgreSQL for scale-out."""

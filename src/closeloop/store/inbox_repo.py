@@ -1,0 +1,281 @@
+"""Inbox, cursors, snapshots, xref and flow state: the intake and apply side of the store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, exists, select, tuple_, update
+from sqlalchemy.orm import aliased
+
+from closeloop.domain.changes import Change
+from closeloop.domain.records import FlowState
+from closeloop.ports.store import Cursor, InboxRow, RecordKey, Snapshot, iter_chunks
+from closeloop.store import tables as t
+from closeloop.store._sql import CHUNK, dialect_insert, for_update, insert_ignore, upsert
+
+
+class InboxRepository:
+    """Intake and apply operations of :class:`~closeloop.ports.store.UnitOfWork`."""
+
+    conn: Connection
+
+    def insert_changes(self, changes: Sequence[Change], now: datetime) -> list[bool]:
+        if not changes:
+            return []
+        rows = [
+            {
+                "system": c.system,
+                "object": c.object,
+                "external_id": c.external_id,
+                "version": c.version,
+                "payload": c.payload,
+                "correlation_id": c.correlation_id or uuid.uuid4().hex,
+                "modified_at": c.modified_at,
+                "received_at": now,
+                "status": "pending",
+            }
+            for c in changes
+        ]
+        stmt = (
+            dialect_insert(self.conn, t.inbox)
+            .on_conflict_do_nothing()
+            .returning(t.inbox.c.system, t.inbox.c.object, t.inbox.c.external_id, t.inbox.c.version)
+        )
+        inserted = {tuple(r) for r in self.conn.execute(stmt, rows)}
+        seen: set[tuple[str, str, str, str]] = set()
+        result = []
+        for c in changes:
+            ident = (c.system, c.object, c.external_id, c.version)
+            result.append(ident in inserted and ident not in seen)
+            seen.add(ident)
+        return result
+
+    def get_cursor(self, system: str, object_name: str) -> Cursor | None:
+        row = self.conn.execute(
+            select(t.cursors).where(t.cursors.c.system == system, t.cursors.c.object == object_name)
+        ).first()
+        if row is None:
+            return None
+        seen = {(str(a), str(b)): datetime.fromisoformat(at) for a, b, at in row.seen}
+        return Cursor(system=system, object=object_name, watermark=row.watermark, seen=seen)
+
+    def put_cursor(self, cursor: Cursor, now: datetime) -> None:
+        upsert(
+            self.conn,
+            t.cursors,
+            [
+                {
+                    "system": cursor.system,
+                    "object": cursor.object,
+                    "watermark": cursor.watermark,
+                    "seen": sorted(
+                        [eid, version, at.isoformat()] for (eid, version), at in cursor.seen.items()
+                    ),
+                    "updated_at": now,
+                }
+            ],
+            ["system", "object"],
+        )
+
+    def claim_inbox(self, limit: int) -> list[InboxRow]:
+        i = t.inbox
+        earlier = aliased(t.inbox)
+        stmt = (
+            select(i)
+            .where(i.c.status == "pending")
+            .where(
+                ~exists().where(
+                    and_(
+                        earlier.c.system == i.c.system,
+                        earlier.c.object == i.c.object,
+                        earlier.c.external_id == i.c.external_id,
+                        earlier.c.status == "pending",
+                        earlier.c.id < i.c.id,
+                    )
+                )
+            )
+            .order_by(i.c.id)
+            .limit(limit)
+        )
+        stmt = for_update(self.conn, stmt, skip_locked=True, of=i)
+        return [
+            InboxRow(
+                id=r.id,
+                change=Change.model_construct(
+                    system=r.system,
+                    object=r.object,
+                    external_id=r.external_id,
+                    version=r.version,
+                    payload=r.payload,
+                    correlation_id=r.correlation_id,
+                    modified_at=r.modified_at,
+                ),
+                received_at=r.received_at,
+            )
+            for r in self.conn.execute(stmt)
+        ]
+
+    def mark_inbox(self, outcomes: Sequence[tuple[int, str, str | None]], now: datetime) -> None:
+        if not outcomes:
+            return
+        stmt = (
+            update(t.inbox)
+            .where(t.inbox.c.id == bindparam("b_id"))
+            .values(status=bindparam("b_status"), error=bindparam("b_error"), processed_at=now)
+        )
+        self.conn.execute(stmt, [{"b_id": i, "b_status": s, "b_error": e} for i, s, e in outcomes])
+
+    def reset_inbox(self, inbox_id: int, now: datetime) -> bool:
+        result = self.conn.execute(
+            update(t.inbox)
+            .where(t.inbox.c.id == inbox_id, t.inbox.c.status == "rejected")
+            .values(status="pending", error=None, processed_at=now)
+        )
+        return bool(result.rowcount)
+
+    def canonical_ids(
+        self, canonical_type: str, system: str, external_ids: Sequence[str]
+    ) -> dict[str, str]:
+        x = t.xref
+        found: dict[str, str] = {}
+        wanted = list(dict.fromkeys(external_ids))
+        for chunk in iter_chunks(wanted, CHUNK):
+            rows = self.conn.execute(
+                select(x.c.external_id, x.c.canonical_id).where(
+                    x.c.canonical_type == canonical_type,
+                    x.c.system == system,
+                    x.c.external_id.in_(chunk),
+                )
+            )
+            found.update({r.external_id: r.canonical_id for r in rows})
+        missing = [e for e in wanted if e not in found]
+        if missing:
+            insert_ignore(
+                self.conn,
+                x,
+                [
+                    {
+                        "canonical_type": canonical_type,
+                        "system": system,
+                        "external_id": e,
+                        "canonical_id": str(uuid.uuid4()),
+                    }
+                    for e in missing
+                ],
+            )
+            for chunk in iter_chunks(missing, CHUNK):
+                rows = self.conn.execute(
+                    select(x.c.external_id, x.c.canonical_id).where(
+                        x.c.canonical_type == canonical_type,
+                        x.c.system == system,
+                        x.c.external_id.in_(chunk),
+                    )
+                )
+                found.update({r.external_id: r.canonical_id for r in rows})
+        return found
+
+    def add_xref(
+        self, canonical_type: str, canonical_id: str, system: str, external_id: str
+    ) -> None:
+        insert_ignore(
+            self.conn,
+            t.xref,
+            [
+                {
+                    "canonical_type": canonical_type,
+                    "system": system,
+                    "external_id": external_id,
+                    "canonical_id": canonical_id,
+                }
+            ],
+        )
+
+    def find_xref(self, canonical_type: str, canonical_id: str, system: str) -> str | None:
+        x = t.xref
+        return self.conn.execute(
+            select(x.c.external_id).where(
+                x.c.canonical_type == canonical_type,
+                x.c.canonical_id == canonical_id,
+                x.c.system == system,
+            )
+        ).scalar()
+
+    def get_snapshots(self, keys: Sequence[RecordKey]) -> dict[RecordKey, Snapshot]:
+        r = t.records
+        found: dict[RecordKey, Snapshot] = {}
+        for chunk in iter_chunks(list(dict.fromkeys(keys)), CHUNK):
+            stmt = select(
+                r.c.system,
+                r.c.object,
+                r.c.external_id,
+                r.c.canonical_type,
+                r.c.canonical_id,
+                r.c.version,
+                r.c.hash,
+            ).where(tuple_(r.c.system, r.c.object, r.c.external_id).in_(chunk))
+            for row in self.conn.execute(stmt):
+                key = (row.system, row.object, row.external_id)
+                found[key] = Snapshot(
+                    key, row.canonical_type, row.canonical_id, row.version, row.hash
+                )
+        return found
+
+    def put_snapshots(
+        self, snapshots: Sequence[tuple[Snapshot, dict[str, Any]]], now: datetime
+    ) -> None:
+        rows = [
+            {
+                "system": s.key[0],
+                "object": s.key[1],
+                "external_id": s.key[2],
+                "canonical_type": s.canonical_type,
+                "canonical_id": s.canonical_id,
+                "version": s.version,
+                "hash": s.hash,
+                "data": data,
+                "updated_at": now,
+            }
+            for s, data in snapshots
+        ]
+        upsert(self.conn, t.records, rows, ["system", "object", "external_id"])
+
+    def get_flows(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], FlowState]:
+        f = t.flows
+        found: dict[tuple[str, str], FlowState] = {}
+        for chunk in iter_chunks(list(dict.fromkeys(keys)), CHUNK):
+            stmt = select(f.c.flow, f.c.business_key, f.c.state, f.c.data).where(
+                tuple_(f.c.flow, f.c.business_key).in_(chunk)
+            )
+            stmt = for_update(self.conn, stmt.order_by(f.c.flow, f.c.business_key))
+            for row in self.conn.execute(stmt):
+                found[(row.flow, row.business_key)] = FlowState(
+                    row.flow, row.business_key, row.state, dict(row.data)
+                )
+        return found
+
+    def put_flows(self, states: Sequence[FlowState], now: datetime) -> None:
+        if not states:
+            return
+        f = t.flows
+        rows_out = [
+            {
+                "flow": s.flow,
+                "business_key": s.business_key,
+                "state": s.state,
+                "data": s.data,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for s in states
+        ]
+        stmt = dialect_insert(self.conn, f)
+        self.conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["flow", "business_key"],
+                set_={"state": stmt.excluded.state, "data": stmt.excluded.data, "updated_at": now},
+            ),
+            rows_out,
+        )

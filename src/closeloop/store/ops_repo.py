@@ -1,0 +1,153 @@
+"""Business exceptions, the audit trail and counts for the operations surface."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, or_, select, update
+
+from closeloop.domain.commands import ExceptionClass, Impact
+from closeloop.ports.store import AuditEntry, ExceptionRow, NewException, StoreStats
+from closeloop.store import tables as t
+
+
+def _row_to_exception(r: Any) -> ExceptionRow:
+    return ExceptionRow(
+        id=r.id,
+        error_class=ExceptionClass(r.error_class),
+        impact=Impact(r.impact),
+        entity=r.entity,
+        message=r.message,
+        status=r.status,
+        command_id=r.command_id,
+        inbox_id=r.inbox_id,
+        correlation_id=r.correlation_id,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        resolved_by=r.resolved_by,
+        resolution=r.resolution,
+    )
+
+
+class OpsRepository:
+    """Exception, audit and statistics operations of :class:`~closeloop.ports.store.UnitOfWork`."""
+
+    conn: Connection
+
+    def open_exceptions(self, exceptions: Sequence[NewException], now: datetime) -> list[int]:
+        if not exceptions:
+            return []
+        rows = [
+            {
+                "error_class": e.error_class.value,
+                "impact": e.impact.value,
+                "entity": e.entity,
+                "message": e.message,
+                "status": "open",
+                "command_id": e.command_id,
+                "inbox_id": e.inbox_id,
+                "correlation_id": e.correlation_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for e in exceptions
+        ]
+        stmt = insert(t.exceptions).returning(t.exceptions.c.id, sort_by_parameter_order=True)
+        return list(self.conn.execute(stmt, rows).scalars())
+
+    def list_exceptions(self, status: str | None, limit: int) -> list[ExceptionRow]:
+        stmt = select(t.exceptions).order_by(t.exceptions.c.id.desc()).limit(limit)
+        if status:
+            stmt = stmt.where(t.exceptions.c.status == status)
+        return [_row_to_exception(r) for r in self.conn.execute(stmt)]
+
+    def get_exception(self, exception_id: int) -> ExceptionRow | None:
+        row = self.conn.execute(
+            select(t.exceptions).where(t.exceptions.c.id == exception_id)
+        ).first()
+        return _row_to_exception(row) if row is not None else None
+
+    def set_exception_status(
+        self, exception_ids: Sequence[int], status: str, actor: str, reason: str, now: datetime
+    ) -> None:
+        if exception_ids:
+            self.conn.execute(
+                update(t.exceptions)
+                .where(t.exceptions.c.id.in_(list(exception_ids)))
+                .values(status=status, resolved_by=actor, resolution=reason, updated_at=now)
+            )
+
+    def close_exceptions_for(
+        self,
+        entities: Sequence[str],
+        command_ids: Sequence[int],
+        actor: str,
+        reason: str,
+        now: datetime,
+    ) -> list[int]:
+        e = t.exceptions
+        if not entities and not command_ids:
+            return []
+        stmt = (
+            update(e)
+            .where(e.c.status == "open")
+            .where(or_(e.c.entity.in_(list(entities)), e.c.command_id.in_(list(command_ids))))
+            .values(status="resolved", resolved_by=actor, resolution=reason, updated_at=now)
+            .returning(e.c.id)
+        )
+        return list(self.conn.execute(stmt).scalars())
+
+    def audit(self, entries: Sequence[AuditEntry]) -> None:
+        if entries:
+            self.conn.execute(
+                insert(t.audit),
+                [
+                    {
+                        "at": a.at,
+                        "actor": a.actor,
+                        "action": a.action,
+                        "entity": a.entity,
+                        "detail": a.detail,
+                        "correlation_id": a.correlation_id,
+                    }
+                    for a in entries
+                ],
+            )
+
+    def list_audit(self, entity: str | None, limit: int) -> list[AuditEntry]:
+        stmt = select(t.audit).order_by(t.audit.c.id.desc()).limit(limit)
+        if entity:
+            stmt = stmt.where(t.audit.c.entity == entity)
+        return [
+            AuditEntry(r.at, r.actor, r.action, r.entity, dict(r.detail), r.correlation_id)
+            for r in self.conn.execute(stmt)
+        ]
+
+    def stats(self) -> StoreStats:
+        i, c, e = t.inbox, t.commands, t.exceptions
+        inbox = {
+            s: n
+            for s, n in self.conn.execute(select(i.c.status, func.count()).group_by(i.c.status))
+        }
+        by_system: dict[str, dict[str, int]] = {}
+        commands: dict[str, int] = {}
+        rows = self.conn.execute(
+            select(c.c.system, c.c.status, func.count()).group_by(c.c.system, c.c.status)
+        )
+        for system, status, count in rows:
+            by_system.setdefault(system, {})[status] = count
+            commands[status] = commands.get(status, 0) + count
+        open_by_class = {
+            k: n
+            for k, n in self.conn.execute(
+                select(e.c.error_class, func.count())
+                .where(e.c.status == "open")
+                .group_by(e.c.error_class)
+            )
+        }
+        oldest = self.conn.execute(
+            select(i.c.received_at).where(i.c.status == "pending").order_by(i.c.id).limit(1)
+        ).scalar()
+        return StoreStats(inbox, commands, by_system, open_by_class, oldest)

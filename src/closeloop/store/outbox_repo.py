@@ -1,0 +1,204 @@
+"""Outbox commands: write, claim (head of each business key), finish, requeue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, case, exists, func, or_, select, tuple_, update
+from sqlalchemy.orm import aliased
+
+from closeloop.domain.commands import Command, CommandStatus, Impact
+from closeloop.ports.store import CommandRow, CommandUpdate, NewCommand, iter_chunks
+from closeloop.store import tables as t
+from closeloop.store._sql import CHUNK, dialect_insert, for_update
+
+_BLOCKING = (CommandStatus.PENDING, CommandStatus.IN_FLIGHT, CommandStatus.PARKED)
+
+
+def _row_to_command(r: Any) -> CommandRow:
+    return CommandRow(
+        id=r.id,
+        command=Command(
+            system=r.system,
+            operation=r.operation,
+            business_key=r.business_key,
+            idempotency_key=r.idempotency_key,
+            payload=r.payload,
+            entity=r.entity,
+            impact=Impact(r.impact),
+        ),
+        flow=r.flow,
+        status=CommandStatus(r.status),
+        attempts=r.attempts,
+        ambiguous=bool(r.ambiguous),
+        correlation_id=r.correlation_id,
+        created_at=r.created_at,
+        first_attempt_at=r.first_attempt_at,
+    )
+
+
+class OutboxRepository:
+    """Outbox operations of :class:`~closeloop.ports.store.UnitOfWork`."""
+
+    conn: Connection
+
+    def add_commands(self, commands: Sequence[NewCommand], now: datetime) -> int:
+        if not commands:
+            return 0
+        rows = [
+            {
+                "idempotency_key": n.command.idempotency_key,
+                "system": n.command.system,
+                "operation": n.command.operation,
+                "business_key": n.command.business_key,
+                "entity": n.command.entity,
+                "impact": n.command.impact.value,
+                "flow": n.flow,
+                "payload": n.command.payload,
+                "status": CommandStatus.PENDING.value,
+                "attempts": 0,
+                "ambiguous": False,
+                "next_attempt_at": now,
+                "correlation_id": n.correlation_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in commands
+        ]
+        stmt = (
+            dialect_insert(self.conn, t.commands)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(t.commands.c.id)
+        )
+        return len(self.conn.execute(stmt, rows).all())
+
+    def supersede_parked(
+        self, entities: Sequence[tuple[str, str, str]], now: datetime
+    ) -> list[int]:
+        c = t.commands
+        ids: list[int] = []
+        wanted = [e for e in dict.fromkeys(entities) if e[2]]
+        for chunk in iter_chunks(wanted, CHUNK):
+            stmt = (
+                update(c)
+                .where(
+                    tuple_(c.c.system, c.c.operation, c.c.entity).in_(chunk),
+                    c.c.status == CommandStatus.PARKED.value,
+                )
+                .values(status=CommandStatus.SUPERSEDED.value, updated_at=now)
+                .returning(c.c.id)
+            )
+            ids.extend(self.conn.execute(stmt).scalars())
+        return ids
+
+    def claim_commands(
+        self, systems: Sequence[str], now: datetime, limit: int, lease_until: datetime, worker: str
+    ) -> list[CommandRow]:
+        if not systems or limit <= 0:
+            return []
+        c = t.commands
+        earlier = aliased(t.commands)
+        candidates = (
+            select(c.c.id)
+            .where(c.c.system.in_(list(systems)))
+            .where(
+                or_(
+                    and_(c.c.status == CommandStatus.PENDING.value, c.c.next_attempt_at <= now),
+                    and_(c.c.status == CommandStatus.IN_FLIGHT.value, c.c.lease_until < now),
+                )
+            )
+            .where(
+                ~exists().where(
+                    and_(
+                        earlier.c.business_key == c.c.business_key,
+                        earlier.c.id < c.c.id,
+                        earlier.c.status.in_([s.value for s in _BLOCKING]),
+                    )
+                )
+            )
+            .order_by(c.c.id)
+            .limit(limit)
+        )
+        candidates = for_update(self.conn, candidates, skip_locked=True, of=c)
+        ids = list(self.conn.execute(candidates).scalars())
+        if not ids:
+            return []
+        stmt = (
+            update(c)
+            .where(c.c.id.in_(ids))
+            .values(
+                ambiguous=case(
+                    (c.c.status == CommandStatus.IN_FLIGHT.value, True), else_=c.c.ambiguous
+                ),
+                status=CommandStatus.IN_FLIGHT.value,
+                attempts=c.c.attempts + 1,
+                lease_until=lease_until,
+                claimed_by=worker,
+                first_attempt_at=func.coalesce(c.c.first_attempt_at, now),
+                updated_at=now,
+            )
+            .returning(*c.c)
+        )
+        return sorted((_row_to_command(r) for r in self.conn.execute(stmt)), key=lambda r: r.id)
+
+    def finish_commands(self, updates: Sequence[CommandUpdate], now: datetime) -> None:
+        if not updates:
+            return
+        c = t.commands
+        stmt = (
+            update(c)
+            .where(c.c.id == bindparam("b_id"))
+            .values(
+                status=bindparam("b_status"),
+                next_attempt_at=func.coalesce(bindparam("b_next", type_=t.TS), c.c.next_attempt_at),
+                ambiguous=bindparam("b_ambiguous"),
+                result=bindparam("b_result", type_=t.commands.c.result.type),
+                last_error=bindparam("b_error"),
+                lease_until=None,
+                updated_at=now,
+            )
+        )
+        self.conn.execute(
+            stmt,
+            [
+                {
+                    "b_id": u.id,
+                    "b_status": u.status.value,
+                    "b_next": u.next_attempt_at,
+                    "b_ambiguous": u.ambiguous,
+                    "b_result": u.result,
+                    "b_error": u.last_error,
+                }
+                for u in updates
+            ],
+        )
+
+    def get_command(self, command_id: int) -> CommandRow | None:
+        row = self.conn.execute(select(t.commands).where(t.commands.c.id == command_id)).first()
+        return _row_to_command(row) if row is not None else None
+
+    def requeue_command(self, command_id: int, now: datetime) -> bool:
+        c = t.commands
+        result = self.conn.execute(
+            update(c)
+            .where(c.c.id == command_id, c.c.status == CommandStatus.PARKED.value)
+            .values(
+                status=CommandStatus.PENDING.value,
+                attempts=0,
+                first_attempt_at=None,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+        )
+        return bool(result.rowcount)
+
+    def set_command_status(self, command_id: int, status: CommandStatus, now: datetime) -> bool:
+        c = t.commands
+        result = self.conn.execute(
+            update(c)
+            .where(c.c.id == command_id, c.c.status == CommandStatus.PARKED.value)
+            .values(status=status.value, updated_at=now)
+        )
+        return bool(result.rowcount)

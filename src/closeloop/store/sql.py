@@ -1,0 +1,50 @@
+"""The SQL implementation of :class:`~closeloop.ports.store.Store`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine
+
+from closeloop.store.db import create_db_engine
+from closeloop.store.inbox_repo import InboxRepository
+from closeloop.store.ops_repo import OpsRepository
+from closeloop.store.outbox_repo import OutboxRepository
+
+
+class SqlUnitOfWork(InboxRepository, OutboxRepository, OpsRepository):
+    """All store operations on one open transaction (``conn``)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+
+class SqlStore:
+    """A store on SQLite or PostgreSQL through SQLAlchemy Core.
+
+    Create with :meth:`from_url`; call :func:`closeloop.store.migrate.upgrade` before use.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 5) -> SqlStore:
+        """A store on the database at ``url`` (see :func:`create_db_engine`)."""
+        return cls(create_db_engine(url, pool_size=pool_size))
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlUnitOfWork]:
+        """One transaction: committed on normal exit, rolled back when the block raises."""
+        with self.engine.begin() as conn:
+            yield SqlUnitOfWork(conn)
+
+    def close(self) -> None:
+        """Dispose of the connection pool."""
+        self.engine.dispose()

@@ -1,0 +1,182 @@
+"""Table definitions. Migrations in ``migrations/versions`` must match these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite wants INTEGER PRIMARY KEY for rowid aliasing; PostgreSQL gets BIGINT identity.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend (SQLite keeps no zone: stored as UTC, read as UTC).
+
+    Raises ``ValueError`` when given a naive datetime.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: closeloop stores aware datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+TS = UtcDateTime()
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("system", String(64), nullable=False),
+    Column("object", String(80), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("correlation_id", String(64)),
+    Column("modified_at", TS),
+    Column("received_at", TS, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("error", Text),
+    Column("processed_at", TS),
+    UniqueConstraint("system", "object", "external_id", "version", name="uq_inbox_identity"),
+)
+Index("ix_inbox_pending", inbox.c.status, inbox.c.id)
+Index("ix_inbox_record", inbox.c.system, inbox.c.object, inbox.c.external_id, inbox.c.id)
+
+records = Table(
+    "records",
+    metadata,
+    Column("system", String(64), primary_key=True),
+    Column("object", String(80), primary_key=True),
+    Column("external_id", String(255), primary_key=True),
+    Column("canonical_type", String(64), nullable=False),
+    Column("canonical_id", String(36), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+xref = Table(
+    "xref",
+    metadata,
+    Column("canonical_type", String(64), primary_key=True),
+    Column("system", String(64), primary_key=True),
+    Column("external_id", String(255), primary_key=True),
+    Column("canonical_id", String(36), nullable=False),
+)
+Index("ix_xref_canonical", xref.c.canonical_type, xref.c.canonical_id, xref.c.system)
+
+flows = Table(
+    "flows",
+    metadata,
+    Column("flow", String(64), primary_key=True),
+    Column("business_key", String(255), primary_key=True),
+    Column("state", String(64), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("system", String(64), nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("business_key", String(255), nullable=False),
+    Column("entity", String(255), nullable=False, default=""),
+    Column("impact", String(16), nullable=False),
+    Column("flow", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("ambiguous", Boolean, nullable=False, default=False),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("lease_until", TS),
+    Column("claimed_by", String(128)),
+    Column("first_attempt_at", TS),
+    Column("result", JSON(none_as_null=True)),
+    Column("last_error", Text),
+    Column("correlation_id", String(64)),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+Index("ix_commands_due", commands.c.status, commands.c.next_attempt_at, commands.c.id)
+Index("ix_commands_key", commands.c.business_key, commands.c.id)
+Index("ix_commands_entity", commands.c.system, commands.c.operation, commands.c.entity)
+
+exceptions = Table(
+    "exceptions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("error_class", String(32), nullable=False),
+    Column("impact", String(16), nullable=False),
+    Column("entity", String(255), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("command_id", BigInteger),
+    Column("inbox_id", BigInteger),
+    Column("correlation_id", String(64)),
+    Column("resolved_by", String(128)),
+    Column("resolution", Text),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+Index("ix_exceptions_status", exceptions.c.status, exceptions.c.id)
+Index("ix_exceptions_entity", exceptions.c.entity)
+Index("ix_exceptions_command", exceptions.c.command_id)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("system", String(64), primary_key=True),
+    Column("object", String(80), primary_key=True),
+    Column("watermark", TS),
+    Column("seen", JSON, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("entity", String(255), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("correlation_id", String(64)),
+)
+Index("ix_audit_entity", audit.c.entity, audit.c.id)
