@@ -219,7 +219,9 @@ def bench_engine(
 ) -> None:
     """End-to-end engine throughput vs. the bare durable writes it must make, per backend."""
     from closeloop.bench import run_engine_bench
+    from closeloop.observability import configure_logging
 
+    configure_logging("console", "warning")
     results = run_engine_bench(changes=changes, runs=runs, postgres_url=postgres_url)
     if as_json:
         print(json.dumps(results, indent=2))

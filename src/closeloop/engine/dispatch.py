@@ -124,17 +124,15 @@ class Dispatcher:
         now = self.clock.now()
         lease_until = now + timedelta(seconds=self.settings.lease_s)
         with self.store.transaction() as tx:
-            claimed = tx.claim_commands(
-                list(budget), now, sum(budget.values()), lease_until, self.worker_id
-            )
+            by_system = {
+                system: tx.claim_commands([system], now, limit, lease_until, self.worker_id)
+                for system, limit in budget.items()
+            }
+        claimed = sum(len(rows) for rows in by_system.values())
         if not claimed:
             return 0
-        by_system: dict[str, list[CommandRow]] = {}
-        for row in claimed:
-            by_system.setdefault(row.command.system, []).append(row)
         futures = []
         for system, rows in by_system.items():
-            rows = rows[: budget[system]]
             size = self.registry.connector(system).limits.batch_size
             futures.extend(
                 self._pool.submit(self._run_batch, system, list(chunk))
@@ -144,7 +142,7 @@ class Dispatcher:
         for future in futures:
             results.extend(future.result())
         self._record(results)
-        return len(claimed)
+        return claimed
 
     def _run_batch(self, system: str, rows: list[CommandRow]) -> list[tuple[CommandRow, Outcome]]:
         """Run one batch call (after settling ambiguous commands); never raises."""
