@@ -85,6 +85,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _mirrors_name_systems(self) -> Settings:
+        for name, system in self.systems.items():
+            if system.timeout_s * 2 > self.worker.lease_s:
+                raise ValueError(
+                    f"systems.{name}.timeout_s ({system.timeout_s}) must be under half of "
+                    f"worker.lease_s ({self.worker.lease_s}): a claim must outlive its call"
+                )
         for mirror in self.mirrors:
             for name in (mirror.source, mirror.target):
                 if name not in self.systems:

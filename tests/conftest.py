@@ -1,0 +1,145 @@
+"""Shared fixtures: databases (SQLite file, PostgreSQL schema), hubs wired to memory systems."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from closeloop.bootstrap import Hub, build_hub
+from closeloop.config import Settings
+from closeloop.flows.mirror import MirrorFlow, record_mapper
+from closeloop.ports.flows import Binding
+from closeloop.sandboxes.memory.system import MemorySystem
+from closeloop.store import migrate
+from closeloop.store.db import create_db_engine
+from closeloop.store.sql import SqlStore
+
+PG_URL = os.environ.get("CLOSELOOP_TEST_PG_URL")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pg_schema_url(schema: str) -> str:
+    """The test server's URL with ``search_path`` set to ``schema``."""
+    assert PG_URL
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty schema on the test PostgreSQL (CLOSELOOP_TEST_PG_URL), dropped after."""
+    if not PG_URL:
+        pytest.skip("no PostgreSQL: set CLOSELOOP_TEST_PG_URL (scripts/test starts one)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_db_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file in the test's temporary folder."""
+    return f"sqlite:///{tmp_path / 'closeloop.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend in turn: the contract suite runs on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'closeloop.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[SqlStore]:
+    """A migrated store on each backend."""
+    s = SqlStore.from_url(db_url)
+    migrate.upgrade(s.engine)
+    yield s
+    s.close()
+
+
+def make_hub(url: str, source: MemorySystem, target: MemorySystem, **worker: object) -> Hub:
+    """A hub mirroring ``source.Record`` into ``target`` with fast retries."""
+    settings = Settings(database_url=url)
+    settings.worker.retry_base_delay_s = 0.01
+    settings.worker.retry_max_delay_s = 0.05
+    settings.worker.idle_wait_s = 0.01
+    settings.worker.breaker_cooldown_s = 0.05
+    for key, value in worker.items():
+        setattr(settings.worker, key, value)
+    return build_hub(
+        settings,
+        connectors={source.name: source, target.name: target},
+        bindings=[Binding(source.name, "Record", "record", record_mapper, (MirrorFlow(target.name),))],
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float = 20.0) -> None:
+    """Wait until ``url`` answers 200 (a server we started is up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+class Sandbox:
+    """A memory sandbox in its own process (``python -m closeloop.sandboxes.memory``)."""
+
+    def __init__(self, name: str, hang_s: float = 1.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "closeloop.sandboxes.memory", "--port", str(self.port),
+             "--name", name, "--hang-s", str(hang_s)],
+        )
+        wait_http(f"{self.url}/healthz")
+        self.http = httpx.Client(base_url=self.url, timeout=30.0)
+
+    def stop(self) -> None:
+        self.http.close()
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def sandbox_factory() -> Iterator[type[Sandbox]]:
+    """Start sandboxes with ``factory(name)``; all are stopped after the test."""
+    started: list[Sandbox] = []
+
+    class _Factory(Sandbox):
+        def __init__(self, name: str, hang_s: float = 1.0) -> None:
+            super().__init__(name, hang_s)
+            started.append(self)
+
+    yield _Factory
+    for sandbox in started:
+        sandbox.stop()
