@@ -25,6 +25,7 @@ from closeloop.ports.store import (
 )
 
 log = structlog.get_logger(__name__)
+_SETTLING = ("applied", "unchanged")
 
 
 @dataclass
@@ -190,6 +191,10 @@ class Applier:
             )
         buffer = self._run_flows(tx, records, outcomes, exceptions)
         tx.put_snapshots([(s, d) for i, s, d in new_snapshots if i not in outcomes], now)
+        # a version that maps again settles the mapping exceptions of earlier versions
+        buffer.resolves.extend(
+            _entity(row) for row in rows if outcomes.get(row.id, ("applied",))[0] in _SETTLING
+        )
         buffer.write(tx, now)
         tx.open_exceptions(exceptions, now)
         results = [outcomes.get(row.id, ("applied", None)) for row in rows]

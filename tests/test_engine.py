@@ -1,0 +1,223 @@
+"""Engine behaviour end to end in one process: memory systems in, SQLite store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from closeloop.domain.changes import Change
+from closeloop.domain.commands import CommandStatus
+from closeloop.engine.intake import IntakeError
+from closeloop.engine.operations import OperationError
+from closeloop.sandboxes.memory.system import FaultPlan, MemorySystem
+from tests.conftest import make_hub
+
+
+def effects_per_key(target: MemorySystem) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for effect in target.effects:
+        counts[effect.idempotency_key] = counts.get(effect.idempotency_key, 0) + 1
+    return counts
+
+
+def test_every_record_reaches_the_target_once_despite_faults(sqlite_url: str) -> None:
+    source = MemorySystem(name="crm")
+    target = MemorySystem(name="erp", faults=FaultPlan(
+        rate_limited=0.1, server_error=0.1, timeout=0.1, lost_response=0.15, seed=3))
+    for i in range(400):
+        source.put("Record", f"r{i}", {"name": f"n{i}"})
+    hub = make_hub(sqlite_url, source, target)
+    try:
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(120)
+        stats = hub.operations.stats()
+    finally:
+        hub.close()
+    counts = effects_per_key(target)
+    assert len(counts) == 400 and set(counts.values()) == {1}
+    assert stats.commands_by_status == {"done": 400}
+    assert target.calls["find"] > 0  # lost responses were settled by lookup, not by resending
+
+
+def test_versions_of_one_record_apply_in_order(sqlite_url: str) -> None:
+    source = MemorySystem(name="crm")
+    target = MemorySystem(name="erp", faults=FaultPlan(server_error=0.3, lost_response=0.2, seed=5))
+    hub = make_hub(sqlite_url, source, target)
+    try:
+        for version in range(1, 6):
+            for i in range(20):
+                source.put("Record", f"r{i}", {"name": f"n{i}", "v": version})
+            hub.worker.poll_all()
+            hub.worker.run_once()
+        assert hub.worker.run_until_idle(60)
+    finally:
+        hub.close()
+    seen: dict[str, list[int]] = {}
+    for effect in target.effects:
+        seen.setdefault(effect.entity, []).append(int(effect.data["v"]))
+    assert len(seen) == 20
+    for versions in seen.values():
+        assert versions == sorted(versions) and versions[-1] == 5
+    assert set(effects_per_key(target).values()) == {1}
+
+
+def test_bad_delivery_is_refused_whole_and_stores_nothing(sqlite_url: str) -> None:
+    hub = make_hub(sqlite_url, MemorySystem(name="crm"), MemorySystem(name="erp"))
+    good = {"system": "crm", "object": "Record", "external_id": "a", "version": "1",
+            "payload": {"name": "a"}}
+    try:
+        with pytest.raises(IntakeError) as info:
+            hub.intake.accept([
+                good,
+                {**good, "external_id": ""},
+                {**good, "object": "Invoice"},
+                {**good, "system": "nope"},
+                {**good, "payload": [1]},
+            ])
+        assert len(info.value.problems) == 4
+        assert "change 1: external_id" in info.value.problems[0]
+        assert "no binding for crm.Invoice" in info.value.problems[1]
+        assert hub.operations.stats().inbox_by_status == {}
+        assert hub.intake.accept([good, good]).accepted == 1
+        assert hub.intake.accept([good]).duplicates == 1
+    finally:
+        hub.close()
+
+
+def test_unmappable_change_becomes_an_exception_until_a_fixed_version(sqlite_url: str) -> None:
+    source = MemorySystem(name="crm")
+    target = MemorySystem(name="erp")
+    hub = make_hub(sqlite_url, source, target)
+    bad = Change(system="crm", object="Record", external_id="x", version="1",
+                 payload={"name": " ", "amount": 1.5})
+    try:
+        hub.intake.accept([bad])
+        assert hub.worker.run_until_idle(10)
+        (first,) = hub.operations.list_exceptions()
+        assert first.error_class.value == "mapping" and first.entity == "crm:Record:x"
+        assert "name: required" in first.message and "amount: floats" in first.message
+        assert hub.operations.stats().inbox_by_status == {"rejected": 1}
+        # replay applies the same change again: it is still unmappable, so a new exception opens
+        assert hub.operations.replay(first.id, "bob", "mapping fixed?").status == "replayed"
+        assert hub.worker.run_until_idle(10)
+        (second,) = hub.operations.list_exceptions()
+        assert second.id != first.id and second.inbox_id == first.inbox_id
+        # a fixed version of the record goes through by itself and settles the exception
+        hub.intake.accept([Change(system="crm", object="Record", external_id="x", version="2",
+                                  payload={"name": "fixed", "amount": "1.50"})])
+        assert hub.worker.run_until_idle(10)
+        assert list(target.targets.values()) == [{"name": "fixed", "amount": "1.50"}]
+        assert hub.operations.list_exceptions() == []
+        with pytest.raises(OperationError, match="is resolved, not open"):
+            hub.operations.replay(second.id, "bob")
+        with pytest.raises(OperationError, match="no exception 999"):
+            hub.operations.show(999)
+    finally:
+        hub.close()
+
+
+def test_refused_command_parks_blocks_its_key_and_replay_or_resolve_frees_it(
+    sqlite_url: str,
+) -> None:
+    source = MemorySystem(name="crm")
+    target = MemorySystem(name="erp")
+    hub = make_hub(sqlite_url, source, target)
+    try:
+        hub.intake.accept([
+            Change(system="crm", object="Record", external_id="a", version="1",
+                   payload={"name": "a", "reject_reason": "VAT id missing"}),
+            Change(system="crm", object="Record", external_id="b", version="1",
+                   payload={"name": "b", "reject_reason": "closed period"}),
+        ])
+        assert hub.worker.run_until_idle(10)
+        exceptions = {e.message.rsplit(": ", 1)[1]: e for e in hub.operations.list_exceptions()}
+        assert set(exceptions) == {"VAT id missing", "closed period"}
+        assert all(e.error_class.value == "validation" for e in exceptions.values())
+        assert hub.operations.stats().commands_by_status == {"parked": 2}
+
+        vat = exceptions["VAT id missing"]
+        with pytest.raises(OperationError, match="needs a reason"):
+            hub.operations.resolve(vat.id, "bob", " ")
+        resolved = hub.operations.resolve(exceptions["closed period"].id, "alice", "posted by hand")
+        assert resolved.status == "resolved" and resolved.resolved_by == "alice"
+        replayed = hub.operations.replay(vat.id, "bob", "retry")
+        assert replayed.status == "replayed"
+        assert hub.worker.run_until_idle(10)
+        with hub.store.transaction() as tx:
+            after = tx.get_command(vat.command_id or 0)
+            audit = tx.list_audit(None, 10)
+        # the stored payload is sent again under the same key and refused again
+        assert after is not None and after.status is CommandStatus.PARKED and after.attempts == 1
+        (reopened,) = hub.operations.list_exceptions()
+        assert reopened.command_id == vat.command_id and reopened.id != vat.id
+        assert [(a.actor, a.action) for a in audit] == [("bob", "replay"), ("alice", "resolve")]
+        # the resolved command no longer blocks its key: a new version of "b" goes through
+        hub.intake.accept([Change(system="crm", object="Record", external_id="b", version="2",
+                                  payload={"name": "b2"})])
+        assert hub.worker.run_until_idle(10)
+        assert {"name": "b2"} in target.targets.values()
+    finally:
+        hub.close()
+
+
+def test_a_fixed_source_version_supersedes_the_parked_command(sqlite_url: str) -> None:
+    source = MemorySystem(name="crm")
+    target = MemorySystem(name="erp")
+    hub = make_hub(sqlite_url, source, target)
+    try:
+        source.put("Record", "a", {"name": "a", "reject_reason": "no VAT id"})
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(10)
+        assert hub.operations.stats().open_exceptions_by_class == {"validation": 1}
+        source.put("Record", "a", {"name": "a", "vat": "DE136695976"})
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(10)
+        stats = hub.operations.stats()
+        (closed,) = hub.operations.list_exceptions(None)
+    finally:
+        hub.close()
+    assert stats.commands_by_status == {"done": 1, "superseded": 1}
+    assert stats.open_exceptions_by_class == {}
+    assert closed.status == "resolved" and "fixed at source" in (closed.resolution or "")
+    assert list(target.targets.values()) == [{"name": "a", "vat": "DE136695976"}]
+
+
+def test_unchanged_and_stale_versions_send_nothing(sqlite_url: str) -> None:
+    source = MemorySystem(name="crm")
+    target = MemorySystem(name="erp")
+    hub = make_hub(sqlite_url, source, target)
+    base = {"system": "crm", "object": "Record", "external_id": "a"}
+    try:
+        hub.intake.accept([{**base, "version": "2", "payload": {"name": "two"}}])
+        assert hub.worker.run_until_idle(10)
+        hub.intake.accept([{**base, "version": "1", "payload": {"name": "one"}},
+                           {**base, "version": "3", "payload": {"name": "two"}}])
+        assert hub.worker.run_until_idle(10)
+        stats = hub.operations.stats()
+    finally:
+        hub.close()
+    assert stats.inbox_by_status == {"applied": 1, "stale": 1, "unchanged": 1}
+    assert [e.data for e in target.effects] == [{"name": "two"}]
+
+
+def test_poll_overlap_rereads_without_duplicates(sqlite_url: str) -> None:
+    source = MemorySystem(name="crm", page_size=50)
+    target = MemorySystem(name="erp")
+    hub = make_hub(sqlite_url, source, target, overlap_s=3600.0)
+    try:
+        same_time = None
+        for i in range(300):  # many records sharing one modification time
+            source.put("Record", f"r{i:03d}", {"name": f"n{i}"}, at=same_time)
+            same_time = same_time or source.records["Record"]["r000"].modified_at
+        first = hub.intake.poll("crm", "Record", overlap_s=3600.0)
+        second = hub.intake.poll("crm", "Record", overlap_s=3600.0)
+        source.put("Record", "r007", {"name": "changed"}, at=same_time - timedelta(seconds=5))
+        third = hub.intake.poll("crm", "Record", overlap_s=3600.0)
+        assert hub.worker.run_until_idle(30)
+    finally:
+        hub.close()
+    assert (first.accepted, first.duplicates) == (300, 0)
+    assert (second.accepted, second.duplicates) == (0, 300)
+    assert third.accepted == 1  # a late commit inside the overlap window is still found
+    assert len(target.effects) == 301
