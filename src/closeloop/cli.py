@@ -257,3 +257,7 @@ def demo(
 def main() -> None:
     """Entry point of the ``closeloop`` script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

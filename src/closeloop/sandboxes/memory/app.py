@@ -90,13 +90,22 @@ def create_app(system: MemorySystem, hang_s: float = 5.0) -> FastAPI:
     def put_record(object_name: str, external_id: str, data: dict[str, Any]) -> dict[str, int]:
         return {"version": system.put(object_name, external_id, data)}
 
+    @app.post("/records/{object_name}")
+    def put_records(object_name: str, records: list[dict[str, Any]]) -> dict[str, int]:
+        """Write many records at once: ``[{"id": ..., "data": {...}}]``."""
+        for record in records:
+            system.put(object_name, str(record["id"]), dict(record["data"]))
+        return {"written": len(records)}
+
     @app.get("/effects")
     def effects() -> dict[str, Any]:
+        """Every write applied (in order), what the system holds now, and calls by kind."""
         return {
             "effects": [
                 {"idempotency_key": e.idempotency_key, "entity": e.entity, "data": e.data}
                 for e in system.effects
             ],
+            "targets": system.targets,
             "calls": system.calls,
         }
 
