@@ -87,7 +87,9 @@ def make_hub(url: str, source: MemorySystem, target: MemorySystem, **worker: obj
     return build_hub(
         settings,
         connectors={source.name: source, target.name: target},
-        bindings=[Binding(source.name, "Record", "record", record_mapper, (MirrorFlow(target.name),))],
+        bindings=[
+            Binding(source.name, "Record", "record", record_mapper, (MirrorFlow(target.name),))
+        ],
     )
 
 
@@ -118,8 +120,17 @@ class Sandbox:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "closeloop.sandboxes.memory", "--port", str(self.port),
-             "--name", name, "--hang-s", str(hang_s)],
+            [
+                sys.executable,
+                "-m",
+                "closeloop.sandboxes.memory",
+                "--port",
+                str(self.port),
+                "--name",
+                name,
+                "--hang-s",
+                str(hang_s),
+            ],
         )
         wait_http(f"{self.url}/healthz")
         self.http = httpx.Client(base_url=self.url, timeout=30.0)

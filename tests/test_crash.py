@@ -4,6 +4,7 @@ nothing is lost and no effect is applied twice."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import sqlite3
@@ -26,21 +27,43 @@ UPDATED = 500
 
 
 def write_config(path: Path, db: Path, crm: Sandbox, erp: Sandbox, port: int) -> None:
-    path.write_text(yaml.safe_dump({
-        "database_url": f"sqlite:///{db}",
-        "log_format": "json",
-        "log_level": "warning",
-        "http": {"port": port},
-        "worker": {"threads": 4, "poll_interval_s": 0.3, "overlap_s": 30, "lease_s": 3,
-                   "retry_base_delay_s": 0.05, "retry_max_delay_s": 0.5, "idle_wait_s": 0.05,
-                   "breaker_failures": 20, "breaker_cooldown_s": 0.2},
-        "systems": {
-            "crm": {"kind": "memory", "url": crm.url, "objects": ["Record"], "timeout_s": 1.0},
-            "erp": {"kind": "memory", "url": erp.url, "objects": [], "timeout_s": 0.5,
-                    "batch_size": 50},
-        },
-        "mirrors": [{"source": "crm", "object": "Record", "target": "erp"}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "database_url": f"sqlite:///{db}",
+                "log_format": "json",
+                "log_level": "warning",
+                "http": {"port": port},
+                "worker": {
+                    "threads": 4,
+                    "poll_interval_s": 0.3,
+                    "overlap_s": 30,
+                    "lease_s": 3,
+                    "retry_base_delay_s": 0.05,
+                    "retry_max_delay_s": 0.5,
+                    "idle_wait_s": 0.05,
+                    "breaker_failures": 20,
+                    "breaker_cooldown_s": 0.2,
+                },
+                "systems": {
+                    "crm": {
+                        "kind": "memory",
+                        "url": crm.url,
+                        "objects": ["Record"],
+                        "timeout_s": 1.0,
+                    },
+                    "erp": {
+                        "kind": "memory",
+                        "url": erp.url,
+                        "objects": [],
+                        "timeout_s": 0.5,
+                        "batch_size": 50,
+                    },
+                },
+                "mirrors": [{"source": "crm", "object": "Record", "target": "erp"}],
+            }
+        )
+    )
 
 
 def done_commands(db: Path) -> int:
@@ -48,7 +71,9 @@ def done_commands(db: Path) -> int:
         return 0
     with sqlite3.connect(db, timeout=30) as conn:
         try:
-            return int(conn.execute("select count(*) from commands where status='done'").fetchone()[0])
+            return int(
+                conn.execute("select count(*) from commands where status='done'").fetchone()[0]
+            )
         except sqlite3.OperationalError:  # tables not created yet
             return 0
 
@@ -56,7 +81,8 @@ def done_commands(db: Path) -> int:
 def start_hub(config: Path, port: int, log: Any) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "closeloop.cli", "run", "-c", str(config)],
-        stdout=log, stderr=log,
+        stdout=log,
+        stderr=log,
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", timeout_s=30)
     return process
@@ -64,10 +90,8 @@ def start_hub(config: Path, port: int, log: Any) -> subprocess.Popen[bytes]:
 
 def redeliver(port: int, changes: list[dict[str, Any]]) -> None:
     """Push changes again through the webhook, as a vendor retrying its deliveries would."""
-    try:
+    with contextlib.suppress(httpx.HTTPError):  # hub down: the vendor would retry later
         httpx.post(f"http://127.0.0.1:{port}/webhooks/changes", json=changes, timeout=10)
-    except httpx.HTTPError:
-        pass  # the hub is down: the vendor would retry later
 
 
 def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(
@@ -76,10 +100,21 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(
     rng = random.Random(20261122)
     crm = sandbox_factory("crm")
     erp = sandbox_factory("erp", hang_s=1.0)
-    erp.http.put("/faults", json={"rate_limited": 0.05, "server_error": 0.05, "timeout": 0.03,
-                                  "lost_response": 0.08, "retry_after_s": 0.05, "seed": 11})
-    crm.http.post("/records/Record", json=[
-        {"id": f"r{i:05d}", "data": {"name": f"r{i:05d}", "v": 1}} for i in range(RECORDS)])
+    erp.http.put(
+        "/faults",
+        json={
+            "rate_limited": 0.05,
+            "server_error": 0.05,
+            "timeout": 0.03,
+            "lost_response": 0.08,
+            "retry_after_s": 0.05,
+            "seed": 11,
+        },
+    )
+    crm.http.post(
+        "/records/Record",
+        json=[{"id": f"r{i:05d}", "data": {"name": f"r{i:05d}", "v": 1}} for i in range(RECORDS)],
+    )
     db, config, port = tmp_path / "hub.db", tmp_path / "closeloop.yaml", free_port()
     write_config(config, db, crm, erp, port)
     log_path = tmp_path / "hub.log"
@@ -88,9 +123,13 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(
         for round_ in range(5):
             process = start_hub(config, port, log)
             if round_ == 1:  # changes land while the hub runs: new versions of some records
-                crm.http.post("/records/Record", json=[
-                    {"id": f"r{i:05d}", "data": {"name": f"r{i:05d}", "v": 2}}
-                    for i in rng.sample(range(RECORDS), UPDATED)])
+                crm.http.post(
+                    "/records/Record",
+                    json=[
+                        {"id": f"r{i:05d}", "data": {"name": f"r{i:05d}", "v": 2}}
+                        for i in rng.sample(range(RECORDS), UPDATED)
+                    ],
+                )
             pages = crm.http.get("/changes/Record").json()["pages"]
             redeliver(port, rng.sample([c for page in pages for c in page], 300))
             if round_ == 4:
@@ -104,8 +143,11 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(
             process.send_signal(signal.SIGKILL)
             process.wait()
             kills += 1
-        expected = {c["external_id"]: c["payload"] for page in
-                    crm.http.get("/changes/Record").json()["pages"] for c in page}
+        expected = {
+            c["external_id"]: c["payload"]
+            for page in crm.http.get("/changes/Record").json()["pages"]
+            for c in page
+        }
         deadline = time.monotonic() + 240
         try:
             while time.monotonic() < deadline:

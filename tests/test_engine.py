@@ -23,8 +23,12 @@ def effects_per_key(target: MemorySystem) -> dict[str, int]:
 
 def test_every_record_reaches_the_target_once_despite_faults(sqlite_url: str) -> None:
     source = MemorySystem(name="crm")
-    target = MemorySystem(name="erp", faults=FaultPlan(
-        rate_limited=0.1, server_error=0.1, timeout=0.1, lost_response=0.15, seed=3))
+    target = MemorySystem(
+        name="erp",
+        faults=FaultPlan(
+            rate_limited=0.1, server_error=0.1, timeout=0.1, lost_response=0.15, seed=3
+        ),
+    )
     for i in range(400):
         source.put("Record", f"r{i}", {"name": f"n{i}"})
     hub = make_hub(sqlite_url, source, target)
@@ -64,17 +68,24 @@ def test_versions_of_one_record_apply_in_order(sqlite_url: str) -> None:
 
 def test_bad_delivery_is_refused_whole_and_stores_nothing(sqlite_url: str) -> None:
     hub = make_hub(sqlite_url, MemorySystem(name="crm"), MemorySystem(name="erp"))
-    good = {"system": "crm", "object": "Record", "external_id": "a", "version": "1",
-            "payload": {"name": "a"}}
+    good = {
+        "system": "crm",
+        "object": "Record",
+        "external_id": "a",
+        "version": "1",
+        "payload": {"name": "a"},
+    }
     try:
         with pytest.raises(IntakeError) as info:
-            hub.intake.accept([
-                good,
-                {**good, "external_id": ""},
-                {**good, "object": "Invoice"},
-                {**good, "system": "nope"},
-                {**good, "payload": [1]},
-            ])
+            hub.intake.accept(
+                [
+                    good,
+                    {**good, "external_id": ""},
+                    {**good, "object": "Invoice"},
+                    {**good, "system": "nope"},
+                    {**good, "payload": [1]},
+                ]
+            )
         assert len(info.value.problems) == 4
         assert "change 1: external_id" in info.value.problems[0]
         assert "no binding for crm.Invoice" in info.value.problems[1]
@@ -89,8 +100,13 @@ def test_unmappable_change_becomes_an_exception_until_a_fixed_version(sqlite_url
     source = MemorySystem(name="crm")
     target = MemorySystem(name="erp")
     hub = make_hub(sqlite_url, source, target)
-    bad = Change(system="crm", object="Record", external_id="x", version="1",
-                 payload={"name": " ", "amount": 1.5})
+    bad = Change(
+        system="crm",
+        object="Record",
+        external_id="x",
+        version="1",
+        payload={"name": " ", "amount": 1.5},
+    )
     try:
         hub.intake.accept([bad])
         assert hub.worker.run_until_idle(10)
@@ -104,8 +120,17 @@ def test_unmappable_change_becomes_an_exception_until_a_fixed_version(sqlite_url
         (second,) = hub.operations.list_exceptions()
         assert second.id != first.id and second.inbox_id == first.inbox_id
         # a fixed version of the record goes through by itself and settles the exception
-        hub.intake.accept([Change(system="crm", object="Record", external_id="x", version="2",
-                                  payload={"name": "fixed", "amount": "1.50"})])
+        hub.intake.accept(
+            [
+                Change(
+                    system="crm",
+                    object="Record",
+                    external_id="x",
+                    version="2",
+                    payload={"name": "fixed", "amount": "1.50"},
+                )
+            ]
+        )
         assert hub.worker.run_until_idle(10)
         assert list(target.targets.values()) == [{"name": "fixed", "amount": "1.50"}]
         assert hub.operations.list_exceptions() == []
@@ -124,12 +149,24 @@ def test_refused_command_parks_blocks_its_key_and_replay_or_resolve_frees_it(
     target = MemorySystem(name="erp")
     hub = make_hub(sqlite_url, source, target)
     try:
-        hub.intake.accept([
-            Change(system="crm", object="Record", external_id="a", version="1",
-                   payload={"name": "a", "reject_reason": "VAT id missing"}),
-            Change(system="crm", object="Record", external_id="b", version="1",
-                   payload={"name": "b", "reject_reason": "closed period"}),
-        ])
+        hub.intake.accept(
+            [
+                Change(
+                    system="crm",
+                    object="Record",
+                    external_id="a",
+                    version="1",
+                    payload={"name": "a", "reject_reason": "VAT id missing"},
+                ),
+                Change(
+                    system="crm",
+                    object="Record",
+                    external_id="b",
+                    version="1",
+                    payload={"name": "b", "reject_reason": "closed period"},
+                ),
+            ]
+        )
         assert hub.worker.run_until_idle(10)
         exceptions = {e.message.rsplit(": ", 1)[1]: e for e in hub.operations.list_exceptions()}
         assert set(exceptions) == {"VAT id missing", "closed period"}
@@ -153,8 +190,17 @@ def test_refused_command_parks_blocks_its_key_and_replay_or_resolve_frees_it(
         assert reopened.command_id == vat.command_id and reopened.id != vat.id
         assert [(a.actor, a.action) for a in audit] == [("bob", "replay"), ("alice", "resolve")]
         # the resolved command no longer blocks its key: a new version of "b" goes through
-        hub.intake.accept([Change(system="crm", object="Record", external_id="b", version="2",
-                                  payload={"name": "b2"})])
+        hub.intake.accept(
+            [
+                Change(
+                    system="crm",
+                    object="Record",
+                    external_id="b",
+                    version="2",
+                    payload={"name": "b2"},
+                )
+            ]
+        )
         assert hub.worker.run_until_idle(10)
         assert {"name": "b2"} in target.targets.values()
     finally:
@@ -191,8 +237,12 @@ def test_unchanged_and_stale_versions_send_nothing(sqlite_url: str) -> None:
     try:
         hub.intake.accept([{**base, "version": "2", "payload": {"name": "two"}}])
         assert hub.worker.run_until_idle(10)
-        hub.intake.accept([{**base, "version": "1", "payload": {"name": "one"}},
-                           {**base, "version": "3", "payload": {"name": "two"}}])
+        hub.intake.accept(
+            [
+                {**base, "version": "1", "payload": {"name": "one"}},
+                {**base, "version": "3", "payload": {"name": "two"}},
+            ]
+        )
         assert hub.worker.run_until_idle(10)
         stats = hub.operations.stats()
     finally:

@@ -25,7 +25,9 @@ class Ticks:
 
 
 @given(attempts=st.integers(1, 60), retry_after=st.none() | st.floats(0, 1000), seed=st.integers())
-def test_backoff_stays_within_its_bounds(attempts: int, retry_after: float | None, seed: int) -> None:
+def test_backoff_stays_within_its_bounds(
+    attempts: int, retry_after: float | None, seed: int
+) -> None:
     policy = RetryPolicy(base_delay_s=0.5, max_delay_s=60.0)
     delay = policy.delay_s(attempts, retry_after, random.Random(seed))
     ceiling = min(60.0, 0.5 * 2 ** (attempts - 1))
@@ -51,7 +53,9 @@ def test_retry_deadline() -> None:
 
 def test_rate_limiter_window_concurrency_and_retry_after() -> None:
     ticks = Ticks()
-    limiter = RateLimiter(ConnectorLimits(requests_per_window=3, window_s=10.0, max_concurrent=2), ticks)
+    limiter = RateLimiter(
+        ConnectorLimits(requests_per_window=3, window_s=10.0, max_concurrent=2), ticks
+    )
     assert limiter.acquire(0) and limiter.acquire(0)
     assert not limiter.acquire(0)  # two in flight
     limiter.release()

@@ -44,17 +44,28 @@ def test_any_delivery_order_with_repeats_and_faults_gives_ordered_exactly_once_e
     each (record, version) accepted is written at most once, the versions written for a record
     only go up, and the newest version delivered for each record is the one the target holds."""
     source = MemorySystem(name="crm")
-    target = MemorySystem(name="erp", faults=FaultPlan(
-        rate_limited=0.1, server_error=0.1, timeout=0.1, lost_response=0.2, seed=seed))
+    target = MemorySystem(
+        name="erp",
+        faults=FaultPlan(
+            rate_limited=0.1, server_error=0.1, timeout=0.1, lost_response=0.2, seed=seed
+        ),
+    )
     with tempfile.TemporaryDirectory() as folder:
         hub = make_hub(f"sqlite:///{Path(folder) / 'p.db'}", source, target)
         try:
             for start in range(0, len(deliveries), batch):
-                hub.intake.accept([
-                    Change(system="crm", object="Record", external_id=f"r{r}", version=str(v),
-                           payload={"name": f"r{r}", "v": v})
-                    for r, v in deliveries[start : start + batch]
-                ])
+                hub.intake.accept(
+                    [
+                        Change(
+                            system="crm",
+                            object="Record",
+                            external_id=f"r{r}",
+                            version=str(v),
+                            payload={"name": f"r{r}", "v": v},
+                        )
+                        for r, v in deliveries[start : start + batch]
+                    ]
+                )
                 hub.worker.run_once()
             assert hub.worker.run_until_idle(60)
         finally:

@@ -30,37 +30,69 @@ def test_workers_share_one_outbox_each_command_once_in_key_order(
     erp = sandbox_factory("erp")
     erp.http.put("/faults", json={"server_error": 0.05, "lost_response": 0.05, "seed": 3})
     config = tmp_path / "closeloop.yaml"
-    config.write_text(yaml.safe_dump({
-        "database_url": pg_url,
-        "log_level": "warning",
-        "worker": {"threads": 2, "poll_interval_s": 0, "lease_s": 10, "idle_wait_s": 0.05,
-                   "retry_base_delay_s": 0.02, "retry_max_delay_s": 0.2},
-        "systems": {
-            "crm": {"kind": "memory", "url": crm.url, "objects": ["Record"], "timeout_s": 2},
-            "erp": {"kind": "memory", "url": erp.url, "objects": [], "timeout_s": 2,
-                    "batch_size": 20},
-        },
-        "mirrors": [{"source": "crm", "object": "Record", "target": "erp"}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "database_url": pg_url,
+                "log_level": "warning",
+                "worker": {
+                    "threads": 2,
+                    "poll_interval_s": 0,
+                    "lease_s": 10,
+                    "idle_wait_s": 0.05,
+                    "retry_base_delay_s": 0.02,
+                    "retry_max_delay_s": 0.2,
+                },
+                "systems": {
+                    "crm": {
+                        "kind": "memory",
+                        "url": crm.url,
+                        "objects": ["Record"],
+                        "timeout_s": 2,
+                    },
+                    "erp": {
+                        "kind": "memory",
+                        "url": erp.url,
+                        "objects": [],
+                        "timeout_s": 2,
+                        "batch_size": 20,
+                    },
+                },
+                "mirrors": [{"source": "crm", "object": "Record", "target": "erp"}],
+            }
+        )
+    )
     # the schema first, then deliveries: every version of every record, in one inbox
-    subprocess.run([sys.executable, "-m", "closeloop.cli", "db", "upgrade", "-c", str(config)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "closeloop.cli", "db", "upgrade", "-c", str(config)],
+        check=True,
+        capture_output=True,
+    )
     from closeloop.bootstrap import build_hub
     from closeloop.config import load_settings
 
     hub = build_hub(load_settings(config))
     try:
         for version in range(1, VERSIONS + 1):
-            hub.intake.accept([
-                Change(system="crm", object="Record", external_id=f"r{i}", version=str(version),
-                       payload={"name": f"r{i}", "v": version})
-                for i in range(RECORDS)
-            ])
+            hub.intake.accept(
+                [
+                    Change(
+                        system="crm",
+                        object="Record",
+                        external_id=f"r{i}",
+                        version=str(version),
+                        payload={"name": f"r{i}", "v": version},
+                    )
+                    for i in range(RECORDS)
+                ]
+            )
     finally:
         hub.close()
     workers = [
-        subprocess.Popen([sys.executable, "-m", "closeloop.cli", "worker", "-c", str(config)],
-                         stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, "-m", "closeloop.cli", "worker", "-c", str(config)],
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(WORKERS)
     ]
     engine = create_db_engine(pg_url)
@@ -68,17 +100,22 @@ def test_workers_share_one_outbox_each_command_once_in_key_order(
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             with engine.connect() as conn:
-                open_work = conn.execute(text(
-                    "select (select count(*) from inbox where status='pending') + "
-                    "(select count(*) from commands where status in ('pending','in_flight'))"
-                )).scalar()
-                done = conn.execute(text("select count(*) from commands where status='done'")).scalar()
+                open_work = conn.execute(
+                    text(
+                        "select (select count(*) from inbox where status='pending') + "
+                        "(select count(*) from commands where status in ('pending','in_flight'))"
+                    )
+                ).scalar()
+                done = conn.execute(
+                    text("select count(*) from commands where status='done'")
+                ).scalar()
             if open_work == 0 and done:
                 break
             time.sleep(0.2)
         with engine.connect() as conn:
-            claimed_by = conn.execute(text(
-                "select count(distinct split_part(claimed_by, ':', 2)) from commands")).scalar()
+            claimed_by = conn.execute(
+                text("select count(distinct split_part(claimed_by, ':', 2)) from commands")
+            ).scalar()
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)

@@ -20,12 +20,19 @@ NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def change(eid: str, version: str = "1", system: str = "crm", **payload: object) -> Change:
-    return Change(system=system, object="Record", external_id=eid, version=version,
-                  payload=payload or {"name": eid})
+    return Change(
+        system=system,
+        object="Record",
+        external_id=eid,
+        version=version,
+        payload=payload or {"name": eid},
+    )
 
 
 def command(key: str, business_key: str, entity: str = "", system: str = "erp") -> NewCommand:
-    return NewCommand(Command(system, "upsert", business_key, key, {"k": key}, entity), "flow", "c1")
+    return NewCommand(
+        Command(system, "upsert", business_key, key, {"k": key}, entity), "flow", "c1"
+    )
 
 
 def test_migrations_match_the_table_definitions(store: SqlStore) -> None:
@@ -37,17 +44,25 @@ def test_migrations_match_the_table_definitions(store: SqlStore) -> None:
 
 def test_inbox_drops_repeats_of_the_same_identity(store: SqlStore) -> None:
     with store.transaction() as tx:
-        assert tx.insert_changes([change("a"), change("b"), change("a")], NOW) == [True, True, False]
+        assert tx.insert_changes([change("a"), change("b"), change("a")], NOW) == [
+            True,
+            True,
+            False,
+        ]
     with store.transaction() as tx:
         assert tx.insert_changes([change("a"), change("a", "2")], NOW) == [False, True]
         assert tx.stats().inbox_by_status == {"pending": 3}
 
 
 def test_a_failed_transaction_leaves_nothing(store: SqlStore) -> None:
-    with pytest.raises(RuntimeError), store.transaction() as tx:
-        tx.insert_changes([change("a")], NOW)
-        tx.add_commands([command("k1", "bk")], NOW)
-        raise RuntimeError("crash before commit")
+    def crash_before_commit() -> None:
+        with store.transaction() as tx:
+            tx.insert_changes([change("a")], NOW)
+            tx.add_commands([command("k1", "bk")], NOW)
+            raise RuntimeError("crash before commit")
+
+    with pytest.raises(RuntimeError):
+        crash_before_commit()
     with store.transaction() as tx:
         stats = tx.stats()
     assert stats.inbox_by_status == {} and stats.commands_by_status == {}
@@ -79,7 +94,9 @@ def test_commands_claim_only_the_head_of_each_business_key(store: SqlStore) -> N
     assert all(c.status is CommandStatus.IN_FLIGHT and c.attempts == 1 for c in claimed)
     with store.transaction() as tx:
         assert tx.claim_commands(["erp"], NOW, 10, lease, "w2") == []  # k2 waits behind k1
-        tx.finish_commands([CommandUpdate(claimed[0].id, CommandStatus.DONE, result={"id": 1})], NOW)
+        tx.finish_commands(
+            [CommandUpdate(claimed[0].id, CommandStatus.DONE, result={"id": 1})], NOW
+        )
     with store.transaction() as tx:
         nxt = tx.claim_commands(["erp"], NOW, 10, lease, "w2")
         done = tx.get_command(claimed[0].id)
@@ -107,8 +124,9 @@ def test_an_expired_lease_is_claimed_again_as_ambiguous(store: SqlStore) -> None
         tx.claim_commands(["erp"], NOW, 10, NOW + timedelta(seconds=5), "dead-worker")
     with store.transaction() as tx:
         assert tx.claim_commands(["erp"], NOW + timedelta(seconds=4), 10, NOW, "w2") == []
-        (again,) = tx.claim_commands(["erp"], NOW + timedelta(seconds=6), 10,
-                                     NOW + timedelta(seconds=60), "w2")
+        (again,) = tx.claim_commands(
+            ["erp"], NOW + timedelta(seconds=6), 10, NOW + timedelta(seconds=60), "w2"
+        )
     assert again.ambiguous and again.attempts == 2
 
 
@@ -116,8 +134,14 @@ def test_commands_not_yet_due_are_not_claimed(store: SqlStore) -> None:
     with store.transaction() as tx:
         tx.add_commands([command("k1", "A")], NOW)
         (c,) = tx.claim_commands(["erp"], NOW, 10, NOW + timedelta(seconds=60), "w")
-        tx.finish_commands([CommandUpdate(c.id, CommandStatus.PENDING,
-                                          next_attempt_at=NOW + timedelta(seconds=30))], NOW)
+        tx.finish_commands(
+            [
+                CommandUpdate(
+                    c.id, CommandStatus.PENDING, next_attempt_at=NOW + timedelta(seconds=30)
+                )
+            ],
+            NOW,
+        )
     with store.transaction() as tx:
         assert tx.claim_commands(["erp"], NOW + timedelta(seconds=29), 10, NOW, "w") == []
         assert len(tx.claim_commands(["erp"], NOW + timedelta(seconds=31), 10, NOW, "w")) == 1
@@ -129,8 +153,14 @@ def test_supersede_and_close_exceptions_of_a_parked_command(store: SqlStore) -> 
         tx.add_commands([command("k1", "A", entity="Record:1")], NOW)
         (c,) = tx.claim_commands(["erp"], NOW, 10, NOW + timedelta(seconds=60), "w")
         tx.finish_commands([CommandUpdate(c.id, CommandStatus.PARKED)], NOW)
-        (eid,) = tx.open_exceptions([NewException(ExceptionClass.VALIDATION, Impact.REVENUE,
-                                                  "Record:1", "bad", command_id=c.id)], NOW)
+        (eid,) = tx.open_exceptions(
+            [
+                NewException(
+                    ExceptionClass.VALIDATION, Impact.REVENUE, "Record:1", "bad", command_id=c.id
+                )
+            ],
+            NOW,
+        )
     with store.transaction() as tx:
         assert tx.supersede_parked([("erp", "upsert", "Record:1")], NOW) == [c.id]
         assert tx.close_exceptions_for([], [c.id], "closeloop", "fixed", NOW) == [eid]
@@ -154,7 +184,8 @@ def test_snapshots_flows_and_xref_round_trip(store: SqlStore) -> None:
         assert set(ids) == {"a", "b"} and again["a"] == ids["a"] and ids["a"] != ids["b"]
         assert tx.find_xref("record", ids["a"], "erp") == "E-1"
         assert tx.get_snapshots([("crm", "Record", "a"), ("crm", "Record", "zz")]) == {
-            ("crm", "Record", "a"): snap}
+            ("crm", "Record", "a"): snap
+        }
         assert tx.get_flows([("f", "k")]) == {("f", "k"): FlowState("f", "k", "synced", {"n": 2})}
 
 
@@ -172,10 +203,13 @@ def test_exceptions_audit_and_stats(store: SqlStore) -> None:
     from closeloop.ports.store import AuditEntry
 
     with store.transaction() as tx:
-        ids = tx.open_exceptions([
-            NewException(ExceptionClass.MAPPING, Impact.REPORTING, "crm:Record:a", "m1"),
-            NewException(ExceptionClass.AUTH, Impact.REVENUE, "erp", "m2"),
-        ], NOW)
+        ids = tx.open_exceptions(
+            [
+                NewException(ExceptionClass.MAPPING, Impact.REPORTING, "crm:Record:a", "m1"),
+                NewException(ExceptionClass.AUTH, Impact.REVENUE, "erp", "m2"),
+            ],
+            NOW,
+        )
         tx.set_exception_status([ids[1]], "resolved", "alice", "rotated the key", NOW)
         tx.audit([AuditEntry(NOW, "alice", "resolve", "erp", {"why": "key"}, "c1")])
     with store.transaction() as tx:
@@ -188,4 +222,4 @@ def test_exceptions_audit_and_stats(store: SqlStore) -> None:
 
 def test_naive_datetimes_are_refused(store: SqlStore) -> None:
     with pytest.raises(Exception, match="naive datetime"), store.transaction() as tx:
-        tx.insert_changes([change("a")], datetime(2026, 1, 1))  # noqa: DTZ001
+        tx.insert_changes([change("a")], datetime(2026, 1, 1))

@@ -217,11 +217,11 @@ def floor_run(url: str, n: int) -> float:
                 )
         claim = DISPATCH_BATCH * 4
         for start in range(0, n, claim):
-            chunk = ids[start : start + claim]
+            claimed = ids[start : start + claim]
             with engine.begin() as conn:
                 conn.execute(
                     update(t.commands)
-                    .where(t.commands.c.id.in_(chunk))
+                    .where(t.commands.c.id.in_(claimed))
                     .values(status="in_flight", attempts=1, updated_at=now)
                 )
             with engine.begin() as conn:
@@ -229,13 +229,13 @@ def floor_run(url: str, n: int) -> float:
                     update(t.commands)
                     .where(t.commands.c.id == bindparam("b_id"))
                     .values(status="done", result={"ok": True}, updated_at=now),
-                    [{"b_id": i} for i in chunk],
+                    [{"b_id": i} for i in claimed],
                 )
                 conn.execute(
                     update(t.flows)
                     .where(t.flows.c.business_key == bindparam("b_key"))
                     .values(state="synced", updated_at=now),
-                    [{"b_key": f"record:c{i - 1}"} for i in chunk],
+                    [{"b_key": f"record:c{i - 1}"} for i in claimed],
                 )
         return time.perf_counter() - started
     finally:

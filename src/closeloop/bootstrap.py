@@ -127,8 +127,13 @@ def build_hub(
         clock,
         metrics,
         RetryPolicy(w.retry_base_delay_s, w.retry_max_delay_s, w.retry_deadline_s),
-        DispatchSettings(w.lease_s, w.breaker_failures, w.breaker_cooldown_s, w.threads,
-                         permit_wait_s=w.lease_s / 4),
+        DispatchSettings(
+            w.lease_s,
+            w.breaker_failures,
+            w.breaker_cooldown_s,
+            w.threads,
+            permit_wait_s=w.lease_s / 4,
+        ),
         worker_id(),
     )
     worker = Worker(

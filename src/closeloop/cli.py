@@ -25,7 +25,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None,
@@ -54,6 +54,8 @@ def _hub(config: Path | None) -> Any:
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """Intake, workers and the HTTP server in one process, until Ctrl-C or SIGTERM."""
+    import signal
+
     import uvicorn
 
     from closeloop.bootstrap import build_http_app
@@ -71,6 +73,10 @@ def run(config: ConfigOption = None) -> None:
             log_level="warning",
         )
     )
+    # uvicorn handles SIGINT/SIGTERM while serving and re-raises them afterwards: our own
+    # handlers receive that re-raise, so the workers stop and the hub closes cleanly
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     err.print(f"closeloop listening on http://{hub.settings.http.host}:{hub.settings.http.port}")
     try:
         server.run()

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -111,7 +112,6 @@ def _op(action: Callable[[], Any]) -> Any:
         raise HTTPException(status, str(exc)) from exc
 
 
-def _jsonable(value: Any) -> Any:
-    from fastapi.encoders import jsonable_encoder
-
-    return jsonable_encoder(value)
+def _jsonable(value: Any) -> dict[str, Any]:
+    encoded: dict[str, Any] = jsonable_encoder(value)
+    return encoded

@@ -1,10 +1,10 @@
-"""Dispatch: claimed outbox commands run as batch calls under each system's limits (DESIGN.md 4-5)."""
+"""Dispatch: claimed commands run as batch calls under each system's limits (DESIGN.md 4-5)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
@@ -131,7 +131,7 @@ class Dispatcher:
         claimed = sum(len(rows) for rows in by_system.values())
         if not claimed:
             return 0
-        futures = []
+        futures: list[Future[list[tuple[CommandRow, Outcome]]]] = []
         for system, rows in by_system.items():
             size = self.registry.connector(system).limits.batch_size
             futures.extend(

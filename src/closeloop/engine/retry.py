@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 class RetryPolicy:
     """Exponential backoff with full jitter, capped, honouring ``Retry-After``, up to a deadline.
 
-    Attempt ``n`` (1-based) waits a random time in ``[0, min(max_delay_s, base_delay_s * 2**(n-1))]``
+    Attempt ``n`` (1-based) waits a random time in
+    ``[0, min(max_delay_s, base_delay_s * 2**(n-1))]``
     ("full jitter", AWS Architecture Blog, *Exponential Backoff And Jitter*, 2015), but never
     less than the system's ``Retry-After`` (RFC 9110, section 10.2.3). A command whose first
     attempt is older than ``deadline_s`` stops retrying and becomes a business exception.

@@ -75,7 +75,7 @@ class Worker:
         return work
 
     def is_idle(self) -> bool:
-        """No pending inbox row and no pending or in-flight command (parked ones wait for people)."""
+        """No pending inbox row, no pending or in-flight command (parked ones wait for people)."""
         with self.store.transaction() as tx:
             stats = tx.stats()
         return not stats.inbox_by_status.get("pending") and not any(

@@ -39,7 +39,7 @@ def upsert(
 
 
 def for_update(conn: Connection, stmt: Any, *, skip_locked: bool = False, of: Any = None) -> Any:
-    """Add ``FOR UPDATE [SKIP LOCKED]`` on PostgreSQL; SQLite's IMMEDIATE transaction is the lock."""
+    """``FOR UPDATE [SKIP LOCKED]`` on PostgreSQL; SQLite's IMMEDIATE transaction is the lock."""
     if conn.dialect.name == "postgresql":
         return stmt.with_for_update(skip_locked=skip_locked, of=of)
     return stmt

@@ -1,0 +1,1 @@
+"""Master data: cross-reference, matching, survivorship, field ownership (issue 3 onwards)."""

@@ -1,0 +1,1 @@
+"""Reconciliation: drift detection and repair (later issues)."""

@@ -1,0 +1,155 @@
+"""The hub's HTTP app and CLI, as separate processes over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import Sandbox, free_port, wait_http
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "closeloop.cli", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def hub(tmp_path: Path, sandbox_factory: type[Sandbox]) -> Iterator[tuple[str, Path, Sandbox]]:
+    """``closeloop run`` on a SQLite file, mirroring a crm sandbox into an erp sandbox."""
+    crm, erp = sandbox_factory("crm"), sandbox_factory("erp")
+    port = free_port()
+    config = tmp_path / "closeloop.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "database_url": f"sqlite:///{tmp_path / 'hub.db'}",
+                "http": {"port": port},
+                "worker": {"poll_interval_s": 0, "idle_wait_s": 0.05},
+                "systems": {
+                    "crm": {"kind": "memory", "url": crm.url},
+                    "erp": {"kind": "memory", "url": erp.url, "objects": []},
+                },
+                "mirrors": [{"source": "crm", "object": "Record", "target": "erp"}],
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "closeloop.cli", "run", "-c", str(config)], stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/healthz")
+    yield base, config, erp
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def wait_for(check: Any, timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError("condition not met")
+
+
+def change(eid: str, version: str = "1", **payload: Any) -> dict[str, Any]:
+    return {
+        "system": "crm",
+        "object": "Record",
+        "external_id": eid,
+        "version": version,
+        "payload": payload or {"name": eid},
+    }
+
+
+def test_webhook_health_metrics_and_exception_operations(hub: tuple[str, Path, Sandbox]) -> None:
+    base, config, erp = hub
+    http = httpx.Client(base_url=base, timeout=10)
+    assert http.get("/readyz").json() == {"ready": True, "reason": "ok"}
+
+    bad = http.post("/webhooks/changes", json=[change("a"), change("", "1"), {"oops": 1}])
+    assert bad.status_code == 422 and len(bad.json()["problems"]) >= 2
+    assert http.post("/webhooks/changes", content=b"{not json").status_code == 400
+    assert http.get("/api/status").json()["inbox_by_status"] == {}  # nothing stored
+
+    ok = http.post(
+        "/webhooks/changes",
+        json=[change("a"), change("a"), change("b", name="b", reject_reason="tax id invalid")],
+    )
+    assert ok.json() == {"accepted": 2, "duplicates": 1}
+    assert http.post("/webhooks/changes", json=change("a")).json() == {
+        "accepted": 0,
+        "duplicates": 1,
+    }
+
+    exceptions = wait_for(lambda: http.get("/api/exceptions").json())
+    (exc,) = exceptions
+    assert exc["error_class"] == "validation" and "tax id invalid" in exc["message"]
+    assert wait_for(lambda: len(erp.http.get("/effects").json()["effects"]) == 1)
+
+    metrics = http.get("/metrics").text
+    assert (
+        'closeloop_changes_received_total{object="Record",result="duplicate",system="crm"} 2.0'
+        in metrics
+    )
+    assert 'closeloop_exceptions_open{error_class="validation"} 1.0' in metrics
+    assert "closeloop_inbox_lag_seconds 0.0" in metrics
+
+    # the CLI sees the same state
+    listed = json.loads(cli(config, "exceptions", "list", "--json").stdout)
+    assert [e["id"] for e in listed] == [exc["id"]]
+    status = json.loads(cli(config, "status", "--json").stdout)
+    assert status["commands_by_status"] == {"done": 1, "parked": 1}
+    no_reason = http.post(f"/api/exceptions/{exc['id']}/resolve", json={"reason": " "})
+    assert no_reason.status_code == 409
+    assert http.post("/api/exceptions/999/replay", json={}).status_code == 404
+    result = cli(
+        config,
+        "exceptions",
+        "resolve",
+        str(exc["id"]),
+        "--reason",
+        "customer exempt",
+        "--actor",
+        "carol",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["resolved_by"] == "carol"
+    again = cli(config, "exceptions", "replay", str(exc["id"]))
+    assert again.returncode == 1 and "not open" in again.stderr
+    assert http.get("/api/exceptions").json() == []
+
+
+def test_bad_configuration_is_reported_with_its_file(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "worker": {"threads": 0},
+                "mirrors": [{"source": "nowhere", "target": "erp"}],
+                "unknown_key": 1,
+            }
+        )
+    )
+    result = cli(config, "status")
+    assert result.returncode == 2
+    message = result.stderr
+    assert message.startswith(f"configuration error: {config}: ")
+    assert "worker.threads" in message and "unknown_key" in message
+    missing = cli(tmp_path / "absent.yaml", "status")
+    assert missing.returncode == 2 and "no such configuration file" in missing.stderr
