@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from closeloop.bootstrap import build_hub
+from closeloop.config import DEFAULT_DATABASE_URL, Settings, load_settings
 from closeloop.domain.changes import Change
-from closeloop.domain.commands import CommandStatus
+from closeloop.domain.commands import Applied, Command, CommandStatus
+from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
 from closeloop.engine.intake import IntakeError
 from closeloop.engine.operations import OperationError
+from closeloop.flows.mirror import MirrorFlow, record_mapper
+from closeloop.ports.flows import Binding
 from closeloop.sandboxes.memory.system import FaultPlan, MemorySystem
 from tests.conftest import make_hub
 
@@ -271,3 +277,79 @@ def test_poll_overlap_rereads_without_duplicates(sqlite_url: str) -> None:
     assert (second.accepted, second.duplicates) == (0, 300)
     assert third.accepted == 1  # a late commit inside the overlap window is still found
     assert len(target.effects) == 301
+
+
+class BuggyFlow:
+    """A flow with a bug: it raises on records named 'boom' and on every result."""
+
+    name = "buggy"
+
+    def business_key(self, record: CanonicalRecord) -> str | None:
+        return f"buggy:{record.canonical_id}"
+
+    def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
+        if record.data["name"] == "boom":
+            raise KeyError("tax_id")
+        return FlowStep(
+            "seen",
+            {"name": record.data["name"]},
+            commands=(
+                Command(
+                    "erp",
+                    "upsert",
+                    f"buggy:{record.canonical_id}",
+                    f"buggy:{record.canonical_id}",
+                    {"object": "Audit", "id": record.canonical_id, "data": {"name": "x"}},
+                ),
+            ),
+        )
+
+    def on_result(
+        self, state: FlowState, operation: str, entity: str, outcome: Applied
+    ) -> FlowStep | None:
+        raise RuntimeError("result handler bug")
+
+
+def test_a_flow_bug_rejects_only_its_record_and_the_worker_goes_on(sqlite_url: str) -> None:
+    source, target = MemorySystem(name="crm"), MemorySystem(name="erp")
+    settings = Settings(database_url=sqlite_url)
+    hub = build_hub(
+        settings,
+        connectors={"crm": source, "erp": target},
+        bindings=[
+            Binding("crm", "Record", "record", record_mapper, (MirrorFlow("erp"), BuggyFlow()))
+        ],
+    )
+    try:
+        for name in ("ok1", "boom", "ok2"):
+            source.put("Record", name, {"name": name})
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(10)
+        stats = hub.operations.stats()
+        exceptions = hub.operations.list_exceptions()
+    finally:
+        hub.close()
+    assert stats.inbox_by_status == {"applied": 2, "rejected": 1}
+    # nothing of the failed record was written, not even the other flow's command
+    assert sorted(d["name"] for d in target.targets.values()) == ["ok1", "ok2", "x", "x"]
+    assert stats.commands_by_status == {"done": 4}  # the effects happened: commands are done
+    by_class: dict[str, list[str]] = {}
+    for e in exceptions:
+        by_class.setdefault(e.error_class.value, []).append(e.message)
+    (boom,) = by_class["internal"][-1:]
+    assert "crm Record boom (version 1) could not be processed: KeyError" in boom
+    assert sum("result handler bug" in m for m in by_class["internal"]) == 2
+
+
+def test_environment_overrides_the_yaml_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "closeloop.yaml"
+    config.write_text("database_url: sqlite:///from-yaml.db\nworker:\n  threads: 2\n")
+    monkeypatch.setenv("CLOSELOOP_WORKER__THREADS", "7")
+    settings = load_settings(config)
+    assert settings.worker.threads == 7
+    assert settings.database_url == "sqlite:///from-yaml.db"
+    monkeypatch.delenv("CLOSELOOP_WORKER__THREADS")
+    monkeypatch.chdir(tmp_path / "..")
+    assert load_settings().database_url == DEFAULT_DATABASE_URL

@@ -90,6 +90,7 @@ def test_webhook_health_metrics_and_exception_operations(hub: tuple[str, Path, S
     ok = http.post(
         "/webhooks/changes",
         json=[change("a"), change("a"), change("b", name="b", reject_reason="tax id invalid")],
+        headers={"X-Correlation-Id": "deal-0042"},
     )
     assert ok.json() == {"accepted": 2, "duplicates": 1}
     assert http.post("/webhooks/changes", json=change("a")).json() == {
@@ -100,6 +101,7 @@ def test_webhook_health_metrics_and_exception_operations(hub: tuple[str, Path, S
     exceptions = wait_for(lambda: http.get("/api/exceptions").json())
     (exc,) = exceptions
     assert exc["error_class"] == "validation" and "tax id invalid" in exc["message"]
+    assert exc["correlation_id"] == "deal-0042"  # carried from intake to the target's answer
     assert wait_for(lambda: len(erp.http.get("/effects").json()["effects"]) == 1)
 
     metrics = http.get("/metrics").text

@@ -46,7 +46,8 @@ def create_app(
     async def receive_changes(request: Request) -> Response:
         """Changes pushed in the hub's own shape: ``[{system, object, external_id, version,
         payload, ...}]``. Answers 200 only after the inbox commit; 422 with every problem and
-        nothing stored when any change is bad."""
+        nothing stored when any change is bad. An ``X-Correlation-Id`` header becomes the
+        correlation id of changes that carry none."""
         try:
             body = await request.json()
         except ValueError:
@@ -56,6 +57,9 @@ def create_app(
             return JSONResponse(
                 {"problems": ["each change must be a JSON object"]}, status_code=422
             )
+        correlation_id = request.headers.get("X-Correlation-Id")
+        if correlation_id:  # the caller's id follows the change to the last target write
+            items = [{"correlation_id": correlation_id, **i} for i in items]
         try:
             result = intake.accept(items)
         except IntakeError as exc:

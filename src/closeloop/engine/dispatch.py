@@ -224,7 +224,7 @@ class Dispatcher:
             cmd = row.command
             label = type(outcome).__name__.lower()
             self.metrics.commands.labels(cmd.system, cmd.operation, label).inc()
-            log.debug(
+            (log.debug if isinstance(outcome, Applied) else log.info)(
                 "command",
                 system=cmd.system,
                 operation=cmd.operation,
@@ -240,9 +240,12 @@ class Dispatcher:
                 updates.append(
                     CommandUpdate(row.id, CommandStatus.PARKED, last_error=outcome.message)
                 )
-                exceptions.append(self._exception(row, outcome.error_class, outcome.message))
+                exceptions.append(
+                    self._exception(row, outcome.error_class, f"refused: {outcome.message}")
+                )
             elif self.retry.exhausted(row.first_attempt_at, now):
                 message = f"gave up after {row.attempts} attempts: {outcome.reason}"
+                text = f"failed {row.attempts} times until the retry deadline: {outcome.reason}"
                 updates.append(
                     CommandUpdate(
                         row.id,
@@ -251,7 +254,7 @@ class Dispatcher:
                         last_error=message,
                     )
                 )
-                exceptions.append(self._exception(row, ExceptionClass.RETRIES_EXHAUSTED, message))
+                exceptions.append(self._exception(row, ExceptionClass.RETRIES_EXHAUSTED, text))
             else:
                 retry_after = outcome.retry_after_s if isinstance(outcome, Transient) else None
                 self.metrics.retries.labels(cmd.system, label).inc()
@@ -276,9 +279,10 @@ class Dispatcher:
     def _exception(
         self, row: CommandRow, error_class: ExceptionClass, message: str
     ) -> NewException:
+        """An exception about ``row``: ``"<system> <operation> of <entity> <message>"``."""
         cmd = row.command
         entity = cmd.entity or cmd.business_key
-        text = f"{cmd.system} refused {cmd.operation} of {entity}: {message}"
+        text = f"{cmd.system} {cmd.operation} of {entity} {message}"
         return NewException(
             error_class,
             cmd.impact,
@@ -312,7 +316,9 @@ class Dispatcher:
                 )
                 exceptions.append(
                     self._exception(
-                        row, ExceptionClass.INTERNAL, f"flow {row.flow} failed on the result: {exc}"
+                        row,
+                        ExceptionClass.INTERNAL,
+                        f"was applied, but flow {row.flow} failed on the result: {exc}",
                     )
                 )
                 continue
