@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, select, tuple_, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import Connection, bindparam, func, select, tuple_, update
 
 from closeloop.domain.changes import Change
 from closeloop.domain.records import FlowState
@@ -82,25 +81,27 @@ class InboxRepository:
 
     def claim_inbox(self, limit: int) -> list[InboxRow]:
         i = t.inbox
-        earlier = aliased(t.inbox)
-        stmt = (
-            select(i)
-            .where(i.c.status == "pending")
-            .where(
-                ~exists().where(
-                    and_(
-                        earlier.c.system == i.c.system,
-                        earlier.c.object == i.c.object,
-                        earlier.c.external_id == i.c.external_id,
-                        earlier.c.status == "pending",
-                        earlier.c.id < i.c.id,
-                    )
-                )
+        record = (i.c.system, i.c.object, i.c.external_id)
+        # two plain queries rather than one anti-join: their plans stay index lookups even
+        # while the planner has no statistics on a young table
+        candidates = select(i.c.id, *record).where(i.c.status == "pending").order_by(i.c.id)
+        candidates = for_update(self.conn, candidates.limit(limit), skip_locked=True, of=i)
+        found = list(self.conn.execute(candidates))
+        if not found:
+            return []
+        heads: dict[tuple[str, str, str], int] = {}
+        keys = list({(r.system, r.object, r.external_id) for r in found})
+        for chunk in iter_chunks(keys, CHUNK):
+            stmt = (
+                select(*record, func.min(i.c.id))
+                .where(i.c.status == "pending", tuple_(*record).in_(chunk))
+                .group_by(*record)
             )
-            .order_by(i.c.id)
-            .limit(limit)
-        )
-        stmt = for_update(self.conn, stmt, skip_locked=True, of=i)
+            heads.update({(s, o, e): first for s, o, e, first in self.conn.execute(stmt)})
+        ids = [r.id for r in found if heads.get((r.system, r.object, r.external_id)) == r.id]
+        if not ids:
+            return []
+        rows = self.conn.execute(select(i).where(i.c.id.in_(ids)).order_by(i.c.id))
         return [
             InboxRow(
                 id=r.id,
@@ -115,7 +116,7 @@ class InboxRepository:
                 ),
                 received_at=r.received_at,
             )
-            for r in self.conn.execute(stmt)
+            for r in rows
         ]
 
     def mark_inbox(self, outcomes: Sequence[tuple[int, str, str | None]], now: datetime) -> None:

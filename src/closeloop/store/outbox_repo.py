@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, exists, func, or_, select, tuple_, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, tuple_, update
 
 from closeloop.domain.commands import Command, CommandStatus, Impact
 from closeloop.ports.store import CommandRow, CommandUpdate, NewCommand, iter_chunks
@@ -99,9 +98,11 @@ class OutboxRepository:
         if not systems or limit <= 0:
             return []
         c = t.commands
-        earlier = aliased(t.commands)
+        # candidates first, then the head of each of their business keys: two index lookups
+        # whose plans do not depend on the planner's statistics (see claim_inbox)
         candidates = (
-            select(c.c.id)
+            select(c.c.id, c.c.business_key)
+            .where(c.c.status.in_([CommandStatus.PENDING.value, CommandStatus.IN_FLIGHT.value]))
             .where(c.c.system.in_(list(systems)))
             .where(
                 or_(
@@ -109,20 +110,23 @@ class OutboxRepository:
                     and_(c.c.status == CommandStatus.IN_FLIGHT.value, c.c.lease_until < now),
                 )
             )
-            .where(
-                ~exists().where(
-                    and_(
-                        earlier.c.business_key == c.c.business_key,
-                        earlier.c.id < c.c.id,
-                        earlier.c.status.in_([s.value for s in _BLOCKING]),
-                    )
-                )
-            )
             .order_by(c.c.id)
             .limit(limit)
         )
         candidates = for_update(self.conn, candidates, skip_locked=True, of=c)
-        ids = list(self.conn.execute(candidates).scalars())
+        found = list(self.conn.execute(candidates))
+        if not found:
+            return []
+        heads: dict[str, int] = {}
+        for chunk in iter_chunks(list({r.business_key for r in found}), CHUNK):
+            heads_of = (
+                select(c.c.business_key, func.min(c.c.id))
+                .where(c.c.business_key.in_(chunk))
+                .where(c.c.status.in_([s.value for s in _BLOCKING]))
+                .group_by(c.c.business_key)
+            )
+            heads.update({key: first for key, first in self.conn.execute(heads_of)})
+        ids = [r.id for r in found if heads.get(r.business_key) == r.id]
         if not ids:
             return []
         stmt = (

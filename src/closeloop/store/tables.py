@@ -70,7 +70,8 @@ inbox = Table(
     Column("processed_at", TS),
     UniqueConstraint("system", "object", "external_id", "version", name="uq_inbox_identity"),
 )
-Index("ix_inbox_pending", inbox.c.status, inbox.c.id)
+_PENDING = inbox.c.status == "pending"
+Index("ix_inbox_pending", inbox.c.id, postgresql_where=_PENDING, sqlite_where=_PENDING)
 Index("ix_inbox_record", inbox.c.system, inbox.c.object, inbox.c.external_id, inbox.c.id)
 
 records = Table(
@@ -133,7 +134,8 @@ commands = Table(
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
 )
-Index("ix_commands_due", commands.c.status, commands.c.next_attempt_at, commands.c.id)
+_OPEN = commands.c.status.in_(["pending", "in_flight"])
+Index("ix_commands_open", commands.c.id, postgresql_where=_OPEN, sqlite_where=_OPEN)
 Index("ix_commands_key", commands.c.business_key, commands.c.id)
 Index("ix_commands_entity", commands.c.system, commands.c.operation, commands.c.entity)
 
