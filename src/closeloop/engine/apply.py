@@ -121,17 +121,7 @@ class Applier:
                 message = f"could not apply {_describe(row)}: {type(exc).__name__}: {exc}"
                 tx.mark_inbox([(row.id, "rejected", message)], self.clock.now())
                 tx.open_exceptions(
-                    [
-                        NewException(
-                            ExceptionClass.INTERNAL,
-                            Impact.REPORTING,
-                            _entity(row),
-                            message,
-                            inbox_id=row.id,
-                            correlation_id=row.change.correlation_id,
-                        )
-                    ],
-                    self.clock.now(),
+                    [_rejection(row, ExceptionClass.INTERNAL, message)], self.clock.now()
                 )
             self.metrics.exceptions.labels(ExceptionClass.INTERNAL.value).inc()
             return 1
@@ -150,16 +140,7 @@ class Applier:
                 problems = exc.problems if isinstance(exc, MappingError) else [str(exc)]
                 message = f"{_describe(row)} cannot be mapped: " + "; ".join(problems)
                 outcomes[row.id] = ("rejected", message)
-                exceptions.append(
-                    NewException(
-                        ExceptionClass.MAPPING,
-                        Impact.REPORTING,
-                        _entity(row),
-                        message,
-                        inbox_id=row.id,
-                        correlation_id=change.correlation_id,
-                    )
-                )
+                exceptions.append(_rejection(row, ExceptionClass.MAPPING, message))
         ids = self._canonical_ids(tx, mapped)
         snapshots = tx.get_snapshots([row.change.key for row, _, _ in mapped])
         records: list[tuple[InboxRow, Binding, CanonicalRecord]] = []
@@ -254,20 +235,23 @@ class Applier:
                 )
                 message = f"{_describe(row)} could not be processed: {type(exc).__name__}: {exc}"
                 outcomes[row.id] = ("rejected", message)
-                exceptions.append(
-                    NewException(
-                        ExceptionClass.INTERNAL,
-                        Impact.REPORTING,
-                        _entity(row),
-                        message,
-                        inbox_id=row.id,
-                        correlation_id=row.change.correlation_id,
-                    )
-                )
+                exceptions.append(_rejection(row, ExceptionClass.INTERNAL, message))
                 continue
             states.update(local.states)
             buffer.merge(local)
         return buffer
+
+
+def _rejection(row: InboxRow, error_class: ExceptionClass, message: str) -> NewException:
+    """The business exception for an inbox row that could not be applied."""
+    return NewException(
+        error_class,
+        Impact.REPORTING,
+        _entity(row),
+        message,
+        inbox_id=row.id,
+        correlation_id=row.change.correlation_id,
+    )
 
 
 def _entity(row: InboxRow) -> str:

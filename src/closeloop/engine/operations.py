@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from closeloop.domain.commands import CommandStatus
 from closeloop.ports.clock import Clock
-from closeloop.ports.store import AuditEntry, ExceptionRow, Store, StoreStats
+from closeloop.ports.store import AuditEntry, ExceptionRow, Store, StoreStats, UnitOfWork
 
 
 class OperationError(ValueError):
@@ -42,9 +45,8 @@ class Operations:
         The command keeps its idempotency key, so a replay never duplicates an effect. Raises
         :class:`OperationError` when the exception is not open or has nothing to replay.
         """
-        now = self.clock.now()
-        with self.store.transaction() as tx:
-            row = self._open(tx.get_exception(exception_id), exception_id)
+
+        def requeue(tx: UnitOfWork, row: ExceptionRow, now: datetime) -> None:
             if row.command_id is not None:
                 done = tx.requeue_command(row.command_id, now)
             elif row.inbox_id is not None:
@@ -56,22 +58,8 @@ class Operations:
                     f"exception {exception_id} has nothing to replay: fix the source record, "
                     "or resolve it by hand"
                 )
-            tx.set_exception_status([exception_id], "replayed", actor, reason or "replayed", now)
-            tx.audit(
-                [
-                    AuditEntry(
-                        now,
-                        actor,
-                        "replay",
-                        row.entity,
-                        {"exception_id": exception_id, "reason": reason},
-                        row.correlation_id,
-                    )
-                ]
-            )
-            updated = tx.get_exception(exception_id)
-        assert updated is not None
-        return updated
+
+        return self._act(exception_id, actor, "replay", "replayed", reason, requeue)
 
     def resolve(self, exception_id: int, actor: str, reason: str) -> ExceptionRow:
         """Close an exception by hand; its parked command is skipped, letting later ones run.
@@ -80,24 +68,31 @@ class Operations:
         """
         if not reason.strip():
             raise OperationError("a resolution needs a reason")
+
+        def skip(tx: UnitOfWork, row: ExceptionRow, now: datetime) -> None:
+            if row.command_id is not None:
+                tx.set_command_status(row.command_id, CommandStatus.RESOLVED, now)
+
+        return self._act(exception_id, actor, "resolve", "resolved", reason, skip)
+
+    def _act(
+        self,
+        exception_id: int,
+        actor: str,
+        action: str,
+        status: str,
+        reason: str,
+        effect: Callable[[UnitOfWork, ExceptionRow, datetime], None],
+    ) -> ExceptionRow:
+        """Apply ``effect`` to an open exception, set its ``status`` and audit who and why,
+        all in one transaction."""
         now = self.clock.now()
         with self.store.transaction() as tx:
             row = self._open(tx.get_exception(exception_id), exception_id)
-            if row.command_id is not None:
-                tx.set_command_status(row.command_id, CommandStatus.RESOLVED, now)
-            tx.set_exception_status([exception_id], "resolved", actor, reason, now)
-            tx.audit(
-                [
-                    AuditEntry(
-                        now,
-                        actor,
-                        "resolve",
-                        row.entity,
-                        {"exception_id": exception_id, "reason": reason},
-                        row.correlation_id,
-                    )
-                ]
-            )
+            effect(tx, row, now)
+            tx.set_exception_status([exception_id], status, actor, reason or action, now)
+            detail = {"exception_id": exception_id, "reason": reason}
+            tx.audit([AuditEntry(now, actor, action, row.entity, detail, row.correlation_id)])
             updated = tx.get_exception(exception_id)
         assert updated is not None
         return updated

@@ -141,33 +141,10 @@ class InboxRepository:
         self, canonical_type: str, system: str, external_ids: Sequence[str]
     ) -> dict[str, str]:
         x = t.xref
-        found: dict[str, str] = {}
-        wanted = list(dict.fromkeys(external_ids))
-        for chunk in iter_chunks(wanted, CHUNK):
-            rows = self.conn.execute(
-                select(x.c.external_id, x.c.canonical_id).where(
-                    x.c.canonical_type == canonical_type,
-                    x.c.system == system,
-                    x.c.external_id.in_(chunk),
-                )
-            )
-            found.update({r.external_id: r.canonical_id for r in rows})
-        missing = [e for e in wanted if e not in found]
-        if missing:
-            insert_ignore(
-                self.conn,
-                x,
-                [
-                    {
-                        "canonical_type": canonical_type,
-                        "system": system,
-                        "external_id": e,
-                        "canonical_id": str(uuid.uuid4()),
-                    }
-                    for e in missing
-                ],
-            )
-            for chunk in iter_chunks(missing, CHUNK):
+
+        def lookup(wanted: Sequence[str]) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for chunk in iter_chunks(wanted, CHUNK):
                 rows = self.conn.execute(
                     select(x.c.external_id, x.c.canonical_id).where(
                         x.c.canonical_type == canonical_type,
@@ -176,6 +153,23 @@ class InboxRepository:
                     )
                 )
                 found.update({r.external_id: r.canonical_id for r in rows})
+            return found
+
+        wanted = list(dict.fromkeys(external_ids))
+        found = lookup(wanted)
+        missing = [e for e in wanted if e not in found]
+        if missing:  # insert new ids; a concurrent worker's insert wins, so read back
+            new_rows = [
+                {
+                    "canonical_type": canonical_type,
+                    "system": system,
+                    "external_id": e,
+                    "canonical_id": str(uuid.uuid4()),
+                }
+                for e in missing
+            ]
+            insert_ignore(self.conn, x, new_rows)
+            found.update(lookup(missing))
         return found
 
     def add_xref(
