@@ -128,6 +128,9 @@ def test_an_expired_lease_is_claimed_again_as_ambiguous(store: SqlStore) -> None
             ["erp"], NOW + timedelta(seconds=6), 10, NOW + timedelta(seconds=60), "w2"
         )
     assert again.ambiguous and again.attempts == 2
+    with store.transaction() as tx:  # the first worker's late answer is no longer its to record
+        assert tx.still_claimed([again.id], "dead-worker") == set()
+        assert tx.still_claimed([again.id], "w2") == {again.id}
 
 
 def test_commands_not_yet_due_are_not_claimed(store: SqlStore) -> None:

@@ -215,7 +215,22 @@ class Dispatcher:
         return result
 
     def _record(self, results: Sequence[tuple[CommandRow, Outcome]]) -> None:
-        """Commit outcomes and the flows' reactions in one transaction."""
+        """Commit outcomes and the flows' reactions in one transaction.
+
+        Only commands this worker still holds are recorded: one whose lease ran out was taken
+        over by another worker, which settles it by lookup (it is ambiguous there).
+        """
+        with self.store.transaction() as tx:
+            held = tx.still_claimed([row.id for row, _ in results], self.worker_id)
+            lost = [row for row, _ in results if row.id not in held]
+            if lost:
+                log.warning(
+                    "lease lost: another worker took these commands over",
+                    commands=[row.id for row in lost],
+                )
+            self._record_in(tx, [(row, o) for row, o in results if row.id in held])
+
+    def _record_in(self, tx: UnitOfWork, results: Sequence[tuple[CommandRow, Outcome]]) -> None:
         now = self.clock.now()
         updates: list[CommandUpdate] = []
         exceptions: list[NewException] = []
@@ -268,11 +283,10 @@ class Dispatcher:
                         last_error=outcome.reason,
                     )
                 )
-        with self.store.transaction() as tx:
-            tx.finish_commands(updates, now)
-            buffer = self._react(tx, applied, exceptions)
-            tx.open_exceptions(exceptions, now)
-            buffer.write(tx, now)
+        tx.finish_commands(updates, now)
+        buffer = self._react(tx, applied, exceptions)
+        tx.open_exceptions(exceptions, now)
+        buffer.write(tx, now)
         for e in [*exceptions, *buffer.exceptions]:
             self.metrics.exceptions.labels(e.error_class.value).inc()
 

@@ -231,6 +231,10 @@ class UnitOfWork(Protocol):
         """
         ...
 
+    def still_claimed(self, command_ids: Sequence[int], worker: str) -> set[int]:
+        """Which of ``command_ids`` are still in flight under ``worker``'s claim (locked)."""
+        ...
+
     def finish_commands(self, updates: Sequence[CommandUpdate], now: datetime) -> None:
         """Record the outcome of attempts on claimed commands."""
         ...

@@ -147,6 +147,18 @@ class OutboxRepository:
         )
         return sorted((_row_to_command(r) for r in self.conn.execute(stmt)), key=lambda r: r.id)
 
+    def still_claimed(self, command_ids: Sequence[int], worker: str) -> set[int]:
+        c = t.commands
+        held: set[int] = set()
+        for chunk in iter_chunks(list(command_ids), CHUNK):
+            stmt = select(c.c.id).where(
+                c.c.id.in_(chunk),
+                c.c.claimed_by == worker,
+                c.c.status == CommandStatus.IN_FLIGHT.value,
+            )
+            held.update(self.conn.execute(for_update(self.conn, stmt)).scalars())
+        return held
+
     def finish_commands(self, updates: Sequence[CommandUpdate], now: datetime) -> None:
         if not updates:
             return
