@@ -19,10 +19,12 @@ exceptions_app = typer.Typer(
     help="Business exceptions: list, show, replay, resolve.", no_args_is_help=True
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+schema_app = typer.Typer(help="Canonical model JSON Schemas.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app.add_typer(exceptions_app, name="exceptions")
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
+app.add_typer(schema_app, name="schema")
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -243,6 +245,103 @@ def bench_engine(
             f"{figures['ratio']:.2f}",
         )
     console.print(table)
+
+
+@app.command()
+def check(config: ConfigOption = None) -> None:
+    """Validate the configuration and every mapping file; print each problem with its file
+    and line. Exit status 1 when there is any."""
+    from closeloop.config import DEFAULT_CONFIG
+    from closeloop.configfiles import (
+        Finding,
+        check_mapping_file,
+        check_settings_file,
+        default_mapping_files,
+    )
+
+    findings: list[Finding] = []
+    files = list(default_mapping_files())
+    path = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    if path is not None:
+        if not path.is_file():
+            err.print(f"{path}: no such configuration file")
+            raise typer.Exit(1)
+        settings, problems = check_settings_file(path)
+        findings.extend(problems)
+        if settings is not None:
+            files.extend(settings.mappings)
+    objects = 0
+    for mapping_file in files:
+        if not Path(mapping_file).is_file():
+            findings.append(Finding(str(mapping_file), 0, "no such mapping file"))
+            continue
+        spec, problems = check_mapping_file(Path(mapping_file))
+        findings.extend(problems)
+        objects += len(spec.objects) if spec else 0
+    for finding in findings:
+        print(finding)
+    if findings:
+        err.print(f"{len(findings)} problem(s)")
+        raise typer.Exit(1)
+    checked = f"{path} and " if path else ""
+    print(f"ok: {checked}{len(files)} mapping files ({objects} vendor objects)")
+
+
+@app.command("map")
+def map_payload(
+    payload_file: Annotated[Path, typer.Argument(help="vendor record as JSON")],
+    connection: Annotated[str, typer.Option(help="connection, e.g. salesforce")],
+    object_name: Annotated[str, typer.Option("--object", help="vendor object, e.g. Account")],
+    config: ConfigOption = None,
+) -> None:
+    """Map one vendor payload and print the canonical record (JSON), or every problem with
+    its field path (exit status 1)."""
+    from closeloop.configfiles import FileProblems, load_mappers
+
+    extra: list[Path] = []
+    if config is not None or Path("closeloop.yaml").is_file():
+        extra = list(_settings(config).mappings)
+    try:
+        mappers = load_mappers(extra)
+        payload = json.loads(payload_file.read_text(encoding="utf-8"))
+    except FileProblems as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from exc
+    except (OSError, ValueError) as exc:
+        err.print(f"{payload_file}: {exc}")
+        raise typer.Exit(2) from exc
+    if connection not in mappers:
+        err.print(f"no mapping for connection {connection!r} (known: {', '.join(sorted(mappers))})")
+        raise typer.Exit(2)
+    if not isinstance(payload, dict):
+        err.print(f"{payload_file}: a vendor record must be a JSON object")
+        raise typer.Exit(2)
+    try:
+        result = mappers[connection].map(object_name, payload)
+    except KeyError as exc:
+        err.print(str(exc.args[0]))
+        raise typer.Exit(2) from exc
+    if not result.ok:
+        for problem in result.problems:
+            print(problem)
+        raise typer.Exit(1)
+    print(json.dumps({"canonical_type": result.canonical_type, "record": result.data}, indent=2))
+
+
+@schema_app.command("export")
+def schema_export(folder: Path) -> None:
+    """Write every canonical type's JSON Schema as ``TYPE.vVERSION.json`` and an
+    ``index.json`` of versions and fingerprints."""
+    from closeloop.domain.canonical import CANONICAL_TYPES, json_schema, schema_fingerprint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {}
+    for name, model in sorted(CANONICAL_TYPES.items()):
+        target = folder / f"{name}.v{model.SCHEMA_VERSION}.json"
+        target.write_text(json.dumps(json_schema(name), indent=2, sort_keys=True) + "\n")
+        index[name] = {"version": model.SCHEMA_VERSION, "sha256": schema_fingerprint(name)}
+    (folder / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    print(f"{len(index)} schemas written to {folder}")
 
 
 @app.command()

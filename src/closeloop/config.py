@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     systems: dict[str, SystemConfig] = Field(default_factory=dict)
     mirrors: list[MirrorConfig] = Field(default_factory=list)
+    mappings: list[Path] = Field(
+        default_factory=list,
+        description="mapping files; one for a connection replaces the shipped default",
+    )
 
     @model_validator(mode="after")
     def _mirrors_name_systems(self) -> Settings:
@@ -133,4 +137,6 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
         ]
         raise ConfigError(f"{where}: " + "; ".join(problems)) from exc
+    if chosen is not None:  # mapping files are named relative to the configuration file
+        settings.mappings = [p if p.is_absolute() else chosen.parent / p for p in settings.mappings]
     return settings

@@ -1,0 +1,1 @@
+"""Declarative mappings: vendor records onto canonical records, configured in YAML, no code."""

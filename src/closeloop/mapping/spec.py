@@ -1,0 +1,105 @@
+"""The shape of a mapping file (validated with pydantic; see ``closeloop.example.yaml``).
+
+A file maps one connection's vendor objects::
+
+    version: 1
+    connection: salesforce
+    value_maps:
+      stages: {"Closed Won": closed_won, ...}
+    objects:
+      Account:
+        canonical: account
+        fields:
+          legal_name: Name                       # a vendor path (dots for nesting)
+          country: {path: BillingCountry, value_map: countries}
+          currency: {path: CurrencyIsoCode, default: EUR}
+          billing_address.line1: BillingStreet   # dots in a target build nested records
+    ownership:
+      account: {legal_name: erp, tax_ids: erp}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Format = Literal["date", "datetime", "decimal", "integer", "boolean", "text", "upper", "lower"]
+
+
+class FieldRule(BaseModel):
+    """How one canonical field gets its value. Exactly one source: ``path``, ``const``,
+    ``concat`` or ``coalesce`` (the first non-empty of several paths); then, in order,
+    ``format``, ``value_map`` (+ ``pick``), ``default``.
+
+    ``path``: dotted vendor path (``Account.Name``, ``client.id``, ``lines.0.amount``).
+    ``concat``: parts joined by ``sep``; a part starting with ``=`` is literal text.
+    ``format``: ``date``/``datetime`` (with ``input_format``, a ``strptime`` pattern),
+    ``decimal`` (with ``decimal_separator``), ``integer``, ``boolean``, ``text``, ``upper``,
+    ``lower``. ``value_map``: a named map of the file, or an inline one; a value absent from
+    the map is a mapping problem, unless ``default`` is given or ``keep_unmapped`` passes it
+    through unchanged (for maps of spelling variants). ``pick``: when map values are
+    objects (a product -> ``{task, rate}``), the key to take. ``as_list``: wrap a single
+    value in a list. ``when``: set the field only when that vendor path has a value (a
+    currency constant only when there is an amount). ``each``: map every element of a
+    vendor list with nested rules.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    const: Any = None
+    concat: list[str] | None = None
+    coalesce: list[str] | None = None
+    sep: str = " "
+    format: Format | None = None
+    input_format: str | None = None
+    decimal_separator: str = "."
+    value_map: str | dict[str, Any] | None = None
+    keep_unmapped: bool = False
+    pick: str | None = None
+    default: Any = None
+    as_list: bool = False
+    when: str | None = None
+    each: dict[str, FieldRule] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldRule:
+        sources = [
+            n for n in ("path", "const", "concat", "coalesce") if getattr(self, n) is not None
+        ]
+        if len(sources) > 1:
+            raise ValueError(f"give one source, not {' and '.join(sources)}")
+        if not sources and self.default is None:
+            raise ValueError("give a path, a const, a concat, a coalesce or at least a default")
+        if self.each is not None and self.path is None:
+            raise ValueError("each needs the path of a vendor list")
+        if self.input_format and self.format not in ("date", "datetime"):
+            raise ValueError("input_format goes with format: date or datetime")
+        return self
+
+
+class ObjectMapping(BaseModel):
+    """The mapping of one vendor object onto one canonical type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    canonical: str
+    fields: dict[str, FieldRule]
+
+
+class MappingSpec(BaseModel):
+    """One mapping file: a connection's objects, value maps and field ownership."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+    connection: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    value_maps: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    objects: dict[str, ObjectMapping]
+    ownership: dict[str, dict[str, str]] = Field(default_factory=dict)
