@@ -166,3 +166,18 @@ def build_http_app(hub: Hub) -> FastAPI:
         return True, "ok"
 
     return create_app(hub.intake, hub.operations, hub.metrics.registry, ready)
+
+
+def mapped_binding(
+    settings: Settings, connection: str, vendor_object: str, flows: Sequence[Flow]
+) -> Binding:
+    """A binding whose mapper is the declarative mapping of ``connection.vendor_object``
+    (shipped defaults, replaced by files under ``mappings:``). Raises
+    :class:`~closeloop.configfiles.FileProblems` or ``KeyError`` naming what is missing."""
+    from closeloop.configfiles import load_mappers
+
+    mapper = load_mappers(settings.mappings)[connection]
+    canonical = mapper.object_mapping(vendor_object).canonical
+    return Binding(
+        connection, vendor_object, canonical, mapper.mapper_for(vendor_object), tuple(flows)
+    )

@@ -94,6 +94,15 @@ def read_path(payload: Any, path: str, root: Any = None) -> Any:
     return node
 
 
+def _source(rule: FieldRule) -> str | None:
+    """Where a rule reads from, for messages: ``Name``, ``A or B``, ``A + B``."""
+    if rule.coalesce:
+        return " or ".join(rule.coalesce)
+    if rule.concat:
+        return " + ".join(p for p in rule.concat if not p.startswith("="))
+    return rule.path
+
+
 def _plain(value: Any) -> Any:
     """JSON floats become Decimals through their shortest repr (2.11 -> Decimal('2.11'))."""
     if isinstance(value, float):
@@ -133,11 +142,16 @@ class Mapper:
         try:
             record = model.model_validate(data)
         except ValidationError as exc:
+            reported = {p.path for p in result.problems}
             for error in exc.errors():
                 path = ".".join(str(p) for p in error["loc"])
-                source = mapping.fields[path].path if path in mapping.fields else None
+                if path in reported:  # the mapping already said why the value is missing
+                    continue
+                rule = mapping.fields.get(path)
                 message = error["msg"].removeprefix("Value error, ")
-                result.problems.append(Problem(path or mapping.canonical, message, source))
+                result.problems.append(
+                    Problem(path or mapping.canonical, message, _source(rule) if rule else None)
+                )
         if not result.problems:
             result.data = record.model_dump(mode="json")
         return result
@@ -203,7 +217,7 @@ class Mapper:
         try:
             value = _format(rule, value)
         except ValueError as exc:
-            problems.append(Problem(target, str(exc), rule.path))
+            problems.append(Problem(target, str(exc), _source(rule)))
             return _MISSING
         if rule.value_map is not None:
             value = self._lookup(rule, value, target, problems)
@@ -238,7 +252,7 @@ class Mapper:
                 return value
             if rule.default is not None:
                 return rule.default
-            problems.append(Problem(target, f"{key!r} is not in value map {name}", rule.path))
+            problems.append(Problem(target, f"{key!r} is not in value map {name}", _source(rule)))
             return _MISSING
         mapped = (table or {})[key]
         if rule.pick is not None:
