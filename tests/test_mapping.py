@@ -353,3 +353,17 @@ def test_the_engine_applies_declarative_mappings(tmp_path: Path) -> None:
     )
     assert "tax_ids (from Tax_Id__c): [0] 'FR123' is not a valid EU VAT number" in exception.message
     assert "currency (from CurrencyIsoCode): 'EURO' is not an ISO 4217" in exception.message
+
+
+def test_ownership_policy_comes_from_the_mapping_files(tmp_path: Path) -> None:
+    from closeloop.configfiles import ownership_policy
+
+    mappers = load_mappers()
+    policy = ownership_policy(mappers)
+    assert policy.owner("account", "tax_ids") == "tryton"
+    assert policy.owner("opportunity", "stage") == "salesforce"
+    rival = tmp_path / "xero.yaml"
+    rival.write_text("version: 1\nconnection: xero\nobjects: {}\n"
+                     "ownership:\n  account: {tax_ids: xero}\n")
+    with pytest.raises(ValueError, match="account.tax_ids is owned by 'xero' here and by 'tryton'"):
+        ownership_policy(load_mappers([rival]))

@@ -257,7 +257,9 @@ def check(config: ConfigOption = None) -> None:
         check_mapping_file,
         check_settings_file,
         default_mapping_files,
+        ownership_policy,
     )
+    from closeloop.mapping.engine import Mapper
 
     findings: list[Finding] = []
     files = list(default_mapping_files())
@@ -271,13 +273,20 @@ def check(config: ConfigOption = None) -> None:
         if settings is not None:
             files.extend(settings.mappings)
     objects = 0
+    mappers: dict[str, Mapper] = {}
     for mapping_file in files:
         if not Path(mapping_file).is_file():
             findings.append(Finding(str(mapping_file), 0, "no such mapping file"))
             continue
         spec, problems = check_mapping_file(Path(mapping_file))
         findings.extend(problems)
-        objects += len(spec.objects) if spec else 0
+        if spec is not None:
+            objects += len(spec.objects)
+            mappers[spec.connection] = Mapper(spec)
+    try:
+        ownership_policy(mappers)
+    except ValueError as exc:
+        findings.append(Finding("ownership", 0, str(exc)))
     for finding in findings:
         print(finding)
     if findings:

@@ -18,6 +18,7 @@ from closeloop.config import Settings
 from closeloop.mapping.engine import Mapper
 from closeloop.mapping.spec import FieldRule, MappingSpec
 from closeloop.mapping.targets import resolve, root_models
+from closeloop.mdm.ownership import OwnershipPolicy
 
 Lines = dict[tuple[Any, ...], int]
 
@@ -193,3 +194,23 @@ def load_mappers(extra_files: Iterable[Path] = ()) -> dict[str, Mapper]:
     if findings:
         raise FileProblems(findings)
     return mappers
+
+
+def ownership_policy(mappers: dict[str, Mapper]) -> OwnershipPolicy:
+    """One field-ownership policy from the ``ownership:`` sections of all mapping files
+    (owners are system names, e.g. ``tryton``). Raises ``ValueError`` when two files name
+    different owners for one field."""
+    owners: dict[str, dict[str, str]] = {}
+    problems = []
+    for connection, mapper in sorted(mappers.items()):
+        for canonical_type, fields in mapper.spec.ownership.items():
+            for name, owner in fields.items():
+                known = owners.setdefault(canonical_type, {}).setdefault(name, owner)
+                if known != owner:
+                    problems.append(
+                        f"{connection}: {canonical_type}.{name} is owned by {owner!r} here and "
+                        f"by {known!r} in another mapping"
+                    )
+    if problems:
+        raise ValueError("; ".join(problems))
+    return OwnershipPolicy(owners)
