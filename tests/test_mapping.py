@@ -363,7 +363,10 @@ def test_ownership_policy_comes_from_the_mapping_files(tmp_path: Path) -> None:
     assert policy.owner("account", "tax_ids") == "tryton"
     assert policy.owner("opportunity", "stage") == "salesforce"
     rival = tmp_path / "xero.yaml"
-    rival.write_text("version: 1\nconnection: xero\nobjects: {}\n"
-                     "ownership:\n  account: {tax_ids: xero}\n")
-    with pytest.raises(ValueError, match="account.tax_ids is owned by 'xero' here and by 'tryton'"):
+    rival.write_text(
+        "version: 1\nconnection: xero\nobjects: {}\nownership:\n  account: {tax_ids: xero}\n"
+    )
+    with pytest.raises(
+        ValueError, match=r"account\.tax_ids is owned by 'xero' here and by 'tryton'"
+    ):
         ownership_policy(load_mappers([rival]))
