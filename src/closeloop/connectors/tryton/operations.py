@@ -1,0 +1,498 @@
+"""What closeloop does in Tryton, each operation idempotent through a key visible in Tryton.
+
+Keys, and why:
+- Customer: the party ``code``. Tryton lets a code be given at creation (it is read-only
+  afterwards and unique), it shows on every screen and report, and it is what finance
+  searches by.
+- Project and task: a ``closeloop:<key>`` line in the work's ``comment``. The work
+  ``number`` comes from a sequence and cannot be written; the comment is searchable, kept
+  off invoices, and survives renames.
+- Timesheet line: a ``[cl:<key>]`` marker at the end of the ``description`` (the line's
+  ``uuid`` cannot be written over RPC). Lookups read the markers of the batch's works and
+  dates in one call.
+- Invoice: the customer ``reference`` (``account.invoice.reference``), set right after the
+  project is invoiced; an unreferenced draft invoice of the project is adopted on retry.
+- Payment: the payment move's ``description`` (the pay wizard's description), with the
+  invoice as the move's origin.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from closeloop.connectors.tryton.rpc import TrytonRPC
+from closeloop.connectors.tryton.setup import TrytonIds, ensure_country
+
+WORK_KEY = "closeloop:{key}"
+LINE_MARK = "[cl:{key}]"
+_LINE_KEY = re.compile(r"\[cl:([^\]]+)\]\s*$")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task of a project: its key, name and hourly list price."""
+
+    key: str
+    name: str
+    list_price: Decimal
+
+
+@dataclass(frozen=True)
+class TimesheetEntry:
+    """An approved time entry to record: ``key`` is its idempotency key; ``employee_key``
+    and ``employee_name`` identify the consultant; ``task_key`` the task worked on."""
+
+    key: str
+    employee_key: str
+    employee_name: str
+    task_key: str
+    date: date
+    hours: Decimal
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class InvoiceState:
+    """An invoice as the hub reads it."""
+
+    id: int
+    reference: str | None
+    number: str | None
+    state: str
+    party_code: str | None
+    currency: str
+    invoice_date: date | None
+    untaxed_amount: Decimal
+    tax_amount: Decimal
+    total_amount: Decimal
+    amount_to_pay: Decimal
+    write_date: datetime
+
+
+class TrytonOperations:
+    """The hub's operations on one Tryton database (see the module docstring for keys)."""
+
+    def __init__(self, rpc: TrytonRPC, ids: TrytonIds) -> None:
+        self.rpc = rpc
+        self.ids = ids
+        self._status_open: int | None = None
+
+    # --- customers ----------------------------------------------------------------------
+    def find_customers(self, codes: Sequence[str]) -> dict[str, int]:
+        """Party ids by code (inactive parties included)."""
+        rows = (
+            self.rpc.search_read(
+                "party.party",
+                [["code", "in", list(codes)]],
+                ["code"],
+                context={"active_test": False},
+            )
+            if codes
+            else []
+        )
+        return {r["code"]: r["id"] for r in rows}
+
+    def upsert_customer(
+        self,
+        code: str,
+        name: str,
+        country: str,
+        tax_ids: Sequence[tuple[str, str]] = (),
+        address: dict[str, Any] | None = None,
+        email: str | None = None,
+    ) -> int:
+        """Create the party ``code`` or bring its name, invoice address and tax identifiers
+        up to date; returns its id. ``tax_ids`` are ``(scheme, value)`` pairs with Tryton's
+        identifier types (``eu_vat``, ``gb_vat``, ``us_ein``, ...)."""
+        country_id = ensure_country(self.rpc, country)
+        addr = {"invoice": True, "country": country_id, **_address_values(address or {})}
+        found = self.find_customers([code])
+        if code not in found:
+            values: dict[str, Any] = {
+                "name": name,
+                "code": code,
+                "addresses": [["create", [addr]]],
+                "identifiers": [["create", [{"type": t, "code": v} for t, v in tax_ids]]],
+            }
+            if email:
+                values["contact_mechanisms"] = [["create", [{"type": "email", "value": email}]]]
+            return self.rpc.create("party.party", [values])[0]
+        party = found[code]
+        current = self.rpc.search_read(
+            "party.party", [["id", "=", party]], ["name", "addresses", "identifiers"]
+        )[0]
+        known = {
+            (i["type"], i["code"])
+            for i in self.rpc.search_read(
+                "party.identifier", [["party", "=", party]], ["type", "code"]
+            )
+        }
+        missing = [{"type": t, "code": v} for t, v in tax_ids if (t, v) not in known]
+        values = {"name": name}
+        if missing:
+            values["identifiers"] = [["create", missing]]
+        if current["addresses"]:
+            values["addresses"] = [["write", current["addresses"][:1], addr]]
+        else:
+            values["addresses"] = [["create", [addr]]]
+        self.rpc.write("party.party", [party], values)
+        return party
+
+    # --- projects -----------------------------------------------------------------------
+    def _open_status(self) -> int:
+        if self._status_open is None:
+            rows = self.rpc.search_read("project.work.status", [["name", "=", "Open"]], ["id"])
+            self._status_open = rows[0]["id"]
+        return self._status_open
+
+    def find_works(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Projects and tasks by key: ``{key: {"id", "timesheet_works", "type", ...}}``."""
+        if not keys:
+            return {}
+        comments = [WORK_KEY.format(key=k) for k in keys]
+        rows = self.rpc.search_read(
+            "project.work",
+            [["comment", "in", comments]],
+            ["comment", "type", "timesheet_works", "name", "list_price", "parent", "status"],
+            context={"active_test": False},
+        )
+        return {r["comment"].split(":", 1)[1]: r for r in rows}
+
+    def upsert_project(
+        self,
+        key: str,
+        name: str,
+        customer_code: str,
+        tasks: Sequence[TaskSpec],
+        list_price: Decimal,
+        invoice_method: str = "timesheet",
+    ) -> dict[str, int]:
+        """Create the project ``key`` with its tasks, or update its name, prices and add
+        missing tasks. Returns the work ids by key (the project's under ``key``).
+
+        Raises ``LookupError`` when the customer does not exist in Tryton.
+        """
+        party = self.find_customers([customer_code]).get(customer_code)
+        if party is None:
+            raise LookupError(f"customer {customer_code} does not exist in Tryton")
+        status = self._open_status()
+
+        def task_values(task: TaskSpec) -> dict[str, Any]:
+            return {
+                "name": task.name,
+                "type": "task",
+                "company": self.ids.company,
+                "status": status,
+                "product": self.ids.product,
+                "list_price": task.list_price,
+                "timesheet_available": True,
+                "comment": WORK_KEY.format(key=task.key),
+            }
+
+        existing = self.find_works([key, *[t.key for t in tasks]])
+        if key not in existing:
+            self.rpc.create(
+                "project.work",
+                [
+                    {
+                        "name": name,
+                        "type": "project",
+                        "company": self.ids.company,
+                        "party": party,
+                        "status": status,
+                        "project_invoice_method": invoice_method,
+                        "product": self.ids.product,
+                        "list_price": list_price,
+                        "timesheet_available": True,
+                        "comment": WORK_KEY.format(key=key),
+                        "children": [["create", [task_values(t) for t in tasks]]],
+                    }
+                ],
+            )
+        else:
+            project = existing[key]["id"]
+            new = [task_values(t) for t in tasks if t.key not in existing]
+            values: dict[str, Any] = {"name": name, "list_price": list_price}
+            if new:
+                values["children"] = [["create", new]]
+            self.rpc.write("project.work", [project], values)
+            for task in tasks:
+                if task.key in existing and existing[task.key]["list_price"] != task.list_price:
+                    self.rpc.write(
+                        "project.work",
+                        [existing[task.key]["id"]],
+                        {"list_price": task.list_price, "name": task.name},
+                    )
+        return {k: v["id"] for k, v in self.find_works([key, *[t.key for t in tasks]]).items()}
+
+    def close_project(self, key: str) -> bool:
+        """Set the project and its tasks to Done (never delete); ``False`` if unknown."""
+        works = self.find_works([key])
+        if key not in works:
+            return False
+        done = self.rpc.search_read("project.work.status", [["name", "=", "Done"]], ["id"])[0]
+        project = works[key]["id"]
+        children = self.rpc.search_read("project.work", [["parent", "child_of", [project]]], ["id"])
+        self.rpc.write("project.work", [c["id"] for c in children], {"status": done["id"]})
+        return True
+
+    # --- people and time ----------------------------------------------------------------
+    def ensure_employees(self, people: Iterable[tuple[str, str]]) -> dict[str, int]:
+        """Employee ids by person key, creating party (code ``EMP-<key>``) and employee for
+        people Tryton does not know yet: three calls at most, whatever the count."""
+        wanted = dict(people)
+        codes = {f"EMP-{k}": k for k in wanted}
+        rows = self.rpc.search_read(
+            "company.employee",
+            [["party.code", "in", list(codes)]],
+            ["party.code"],
+            context={"active_test": False},
+        )
+        found = {codes[r["party."]["code"]]: r["id"] for r in rows}
+        missing = [k for k in wanted if k not in found]
+        if missing:
+            parties = self.rpc.create(
+                "party.party", [{"name": wanted[k], "code": f"EMP-{k}"} for k in missing]
+            )
+            employees = self.rpc.create(
+                "company.employee", [{"party": p, "company": self.ids.company} for p in parties]
+            )
+            found.update(zip(missing, employees, strict=True))
+        return found
+
+    def find_timesheet_lines(
+        self, work_ids: Sequence[int], first: date, last: date
+    ) -> dict[str, int]:
+        """Line ids by key among the lines of ``work_ids`` dated ``first``..``last``."""
+        rows = self.rpc.search_read(
+            "timesheet.line",
+            [
+                ["work", "in", list(work_ids)],
+                ["date", ">=", first],
+                ["date", "<=", last],
+                ["description", "like", "%[cl:%"],
+            ],
+            ["description"],
+        )
+        found = {}
+        for row in rows:
+            match = _LINE_KEY.search(row["description"] or "")
+            if match:
+                found[match.group(1)] = row["id"]
+        return found
+
+    def add_timesheet_lines(self, entries: Sequence[TimesheetEntry]) -> dict[str, int]:
+        """Record ``entries`` in bulk, skipping those already recorded; line ids by key.
+
+        Raises ``LookupError`` naming tasks Tryton does not know.
+        """
+        if not entries:
+            return {}
+        tasks = self.find_works(sorted({e.task_key for e in entries}))
+        unknown = sorted({e.task_key for e in entries} - set(tasks))
+        if unknown:
+            raise LookupError(f"tasks unknown to Tryton: {', '.join(unknown)}")
+        work_of = {k: v["timesheet_works"][0] for k, v in tasks.items()}
+        done = self.find_timesheet_lines(
+            sorted(set(work_of.values())),
+            min(e.date for e in entries),
+            max(e.date for e in entries),
+        )
+        todo = [e for e in entries if e.key not in done]
+        if todo:
+            employees = self.ensure_employees((e.employee_key, e.employee_name) for e in todo)
+            ids = self.rpc.create(
+                "timesheet.line",
+                [
+                    {
+                        "company": self.ids.company,
+                        "employee": employees[e.employee_key],
+                        "work": work_of[e.task_key],
+                        "date": e.date,
+                        "duration": timedelta(hours=float(e.hours)),
+                        "description": f"{e.description} {LINE_MARK.format(key=e.key)}".strip(),
+                    }
+                    for e in todo
+                ],
+            )
+            done.update(zip((e.key for e in todo), ids, strict=True))
+        return {e.key: done[e.key] for e in entries}
+
+    # --- invoices -----------------------------------------------------------------------
+    def find_invoices(self, references: Sequence[str]) -> dict[str, InvoiceState]:
+        """Customer invoices by reference."""
+        if not references:
+            return {}
+        return {
+            i.reference: i
+            for i in self.read_invoices([["reference", "in", list(references)]])
+            if i.reference
+        }
+
+    def invoice_project(
+        self, project_key: str, up_to: date, reference: str, invoice_date: date | None = None
+    ) -> InvoiceState | None:
+        """Invoice the project's timesheet lines up to ``up_to`` as invoice ``reference``.
+
+        Returns the (draft) invoice, or ``None`` when there was nothing to invoice. Raises
+        ``LookupError`` for an unknown project.
+        """
+        found = self.find_invoices([reference])
+        if reference in found:
+            return found[reference]
+        works = self.find_works([project_key])
+        if project_key not in works:
+            raise LookupError(f"project {project_key} does not exist in Tryton")
+        project = works[project_key]["id"]
+        adopted = self._adopt(project, reference, invoice_date or up_to)
+        if adopted is None:
+            self.rpc.write("project.work", [project], {"project_invoice_timesheet_up_to": up_to})
+            self.rpc.call("project.work", "invoice", [project])
+            adopted = self._adopt(project, reference, invoice_date or up_to)
+        return adopted
+
+    def _adopt(self, project: int, reference: str, invoice_date: date) -> InvoiceState | None:
+        """Give ``reference`` to a draft invoice of ``project`` that has none yet."""
+        works = self.rpc.search_read(
+            "project.work", [["parent", "child_of", [project]]], ["timesheet_works"]
+        )
+        timesheet_works = [t for w in works for t in w["timesheet_works"]]
+        lines = self.rpc.search_read(
+            "timesheet.line",
+            [
+                ["work", "in", timesheet_works],
+                ["invoice_line", "!=", None],
+                ["invoice_line.invoice.reference", "=", None],
+                ["invoice_line.invoice.state", "=", "draft"],
+            ],
+            ["invoice_line.invoice"],
+            limit=1,
+        )
+        if not lines:
+            return None
+        invoice = lines[0]["invoice_line."]["invoice"]
+        self.rpc.write(
+            "account.invoice", [invoice], {"reference": reference, "invoice_date": invoice_date}
+        )
+        return self.read_invoices([["id", "=", invoice]])[0]
+
+    def post_invoices(self, references: Sequence[str]) -> dict[str, InvoiceState]:
+        """Post the draft invoices among ``references`` (posted ones are left as they are)."""
+        found = self.find_invoices(references)
+        drafts = [i.id for i in found.values() if i.state == "draft"]
+        if drafts:
+            self.rpc.call("account.invoice", "post", drafts)
+            found = self.find_invoices(references)
+        return found
+
+    def read_invoices(
+        self, domain: list[Any], *, limit: int | None = None, order: list[list[str]] | None = None
+    ) -> list[InvoiceState]:
+        """Customer invoices matching ``domain``."""
+        rows = self.rpc.search_read(
+            "account.invoice",
+            [["type", "=", "out"], *domain],
+            [
+                "reference",
+                "number",
+                "state",
+                "party.code",
+                "currency.code",
+                "invoice_date",
+                "untaxed_amount",
+                "tax_amount",
+                "total_amount",
+                "amount_to_pay",
+                "write_date",
+                "create_date",
+            ],
+            limit=limit,
+            order=order,
+        )
+        return [
+            InvoiceState(
+                id=r["id"],
+                reference=r["reference"],
+                number=r["number"],
+                state=r["state"],
+                party_code=(r.get("party.") or {}).get("code"),
+                currency=(r.get("currency.") or {}).get("code", ""),
+                invoice_date=r["invoice_date"],
+                untaxed_amount=r["untaxed_amount"],
+                tax_amount=r["tax_amount"],
+                total_amount=r["total_amount"],
+                amount_to_pay=r["amount_to_pay"] or Decimal(0),
+                write_date=r["write_date"] or r["create_date"],
+            )
+            for r in rows
+        ]
+
+    def record_payment(self, reference: str, key: str, amount: Decimal, on: date) -> bool:
+        """Pay ``amount`` on invoice ``reference`` through the Bank method (partial payments
+        allowed); ``False`` when a payment with ``key`` was already recorded.
+
+        Raises ``LookupError`` for an unknown invoice.
+        """
+        found = self.find_invoices([reference])
+        if reference not in found:
+            raise LookupError(f"invoice {reference} does not exist in Tryton")
+        invoice = found[reference].id
+        if self.rpc.search_read(
+            "account.move",
+            [["description", "=", key], ["origin", "=", f"account.invoice,{invoice}"]],
+            ["id"],
+            limit=1,
+        ):
+            return False
+        ctx = {
+            **self.rpc.context,
+            "active_model": "account.invoice",
+            "active_id": invoice,
+            "active_ids": [invoice],
+        }
+        session, _, _ = self.rpc.call_raw("wizard.account.invoice.pay.create", [ctx])
+        try:
+            start = self.rpc.call_raw(
+                "wizard.account.invoice.pay.execute", [session, {}, "start", ctx]
+            )
+            values = _defaults(start)
+            values.update(
+                {
+                    "amount": amount,
+                    "payment_method": self.ids.payment_method,
+                    "date": on,
+                    "description": key,
+                }
+            )
+            answer = self.rpc.call_raw(
+                "wizard.account.invoice.pay.execute", [session, {"start": values}, "choice", ctx]
+            )
+            if answer.get("view"):  # partial payment: say so
+                ask = {**_defaults(answer), "type": "partial"}
+                self.rpc.call_raw(
+                    "wizard.account.invoice.pay.execute",
+                    [session, {"start": values, "ask": ask}, "pay", ctx],
+                )
+        finally:
+            self.rpc.call_raw("wizard.account.invoice.pay.delete", [session, ctx])
+        return True
+
+
+def _defaults(answer: dict[str, Any]) -> dict[str, Any]:
+    """A wizard view's defaults without the ``field.`` helper keys (tryton.md)."""
+    return {k: v for k, v in answer["view"]["defaults"].items() if not k.endswith(".")}
+
+
+def _address_values(address: dict[str, Any]) -> dict[str, Any]:
+    street = "\n".join(p for p in (address.get("line1"), address.get("line2")) if p)
+    values = {
+        "street": street or None,
+        "city": address.get("city"),
+        "postal_code": address.get("postal_code"),
+    }
+    return {k: v for k, v in values.items() if v}
