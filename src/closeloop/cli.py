@@ -20,11 +20,17 @@ exceptions_app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 schema_app = typer.Typer(help="Canonical model JSON Schemas.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="Local sandboxes of the vendor systems.", no_args_is_help=True)
+tryton_app = typer.Typer(help="The Tryton ERP.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app.add_typer(exceptions_app, name="exceptions")
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
 app.add_typer(schema_app, name="schema")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(tryton_app, name="tryton")
+
+HomeOption = Annotated[Path, typer.Option("--home", help="sandbox state folder")]
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -351,6 +357,110 @@ def schema_export(folder: Path) -> None:
         index[name] = {"version": model.SCHEMA_VERSION, "sha256": schema_fingerprint(name)}
     (folder / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     print(f"{len(index)} schemas written to {folder}")
+
+
+@sandbox_app.command("up")
+def sandbox_up(home: HomeOption = Path(".closeloop")) -> None:
+    """Start the sandboxes (a real Tryton); write their details to HOME/sandbox.json."""
+    from closeloop.sandboxctl import up
+    from closeloop.sandboxes.tryton.server import SandboxError
+
+    try:
+        with console.status("starting Tryton (the first start initialises it, ~1 min) ..."):
+            state = up(home)
+    except SandboxError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    for name, entry in state.items():
+        console.print(f"{name}: {entry['url']} (database {entry['database']}, pid {entry['pid']})")
+    console.print(f"details in {home / 'sandbox.json'}; stop with: closeloop sandbox down")
+
+
+@sandbox_app.command("down")
+def sandbox_down(home: HomeOption = Path(".closeloop")) -> None:
+    """Stop what `sandbox up` started, by PID."""
+    from closeloop.sandboxctl import down
+
+    stopped = down(home)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@sandbox_app.command("status")
+def sandbox_status(home: HomeOption = Path(".closeloop")) -> None:
+    """Say what runs."""
+    from closeloop.sandboxctl import status as sandbox_state
+
+    report = sandbox_state(home)
+    for name, text in report.items():
+        console.print(f"{name}: {text}")
+    if not report:
+        console.print("no sandbox is running")
+
+
+@tryton_app.command("init")
+def tryton_init(
+    url: Annotated[str | None, typer.Option(help="Tryton URL (default: the sandbox's)")] = None,
+    database: Annotated[str | None, typer.Option()] = None,
+    user: Annotated[str, typer.Option()] = "admin",
+    password: Annotated[str | None, typer.Option(envvar="CLOSELOOP_TRYTON_PASSWORD")] = None,
+    home: HomeOption = Path(".closeloop"),
+) -> None:
+    """Prepare a Tryton database for closeloop, idempotently: company, currency, chart,
+    fiscal years and periods, sales tax, service product, payment method."""
+    from closeloop.connectors.tryton.rpc import TrytonError, TrytonRPC
+    from closeloop.connectors.tryton.setup import TrytonSetup, initialize
+    from closeloop.sandboxctl import read_state
+
+    sandbox = read_state(home).get("tryton", {})
+    url, database = url or sandbox.get("url"), database or sandbox.get("database")
+    password = password or sandbox.get("password")
+    if not (url and database and password):
+        err.print("give --url, --database and --password, or start the sandbox first")
+        raise typer.Exit(2)
+    rpc = TrytonRPC(url, database, user, password, timeout_s=300)
+    try:
+        ids = initialize(rpc, TrytonSetup())
+    except TrytonError as exc:
+        err.print(f"[red]Tryton refused: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        rpc.close()
+    console.print(f"Tryton ready: company {ids.company}, product {ids.product}, tax {ids.tax}")
+
+
+@bench_app.command("tryton")
+def bench_tryton(
+    entries: Annotated[int, typer.Option(help="time entries per run")] = 5000,
+    runs: Annotated[int, typer.Option(help="runs; medians are reported")] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Timesheet lines per second into a real Tryton: through the connector, next to the bare
+    bulk RPC floor and to one call per line; API calls per 1,000 time entries."""
+    from closeloop.bench_tryton import run_tryton_bench
+    from closeloop.observability import configure_logging
+
+    configure_logging("console", "warning")
+    with console.status("benchmarking Tryton ..."):
+        figures = run_tryton_bench(entries=entries, runs=runs)
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return
+    table = Table(title=f"Tryton timesheet import ({entries} entries, median of {runs} runs)")
+    for column in ("way", "lines/s", "API calls per 1,000 entries"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        "connector",
+        f"{figures['connector_lines_per_s']:.0f}",
+        f"{figures['connector_calls_per_1000']:.1f}",
+    )
+    table.add_row(
+        "floor (bare bulk RPC)",
+        f"{figures['floor_lines_per_s']:.0f}",
+        f"{figures['floor_calls_per_1000']:.1f}",
+    )
+    table.add_row("one call per line", f"{figures['one_call_per_line_lines_per_s']:.0f}", "1000")
+    console.print(table)
+    console.print(f"connector / floor = {figures['ratio_to_floor']:.2f}")
 
 
 @app.command()

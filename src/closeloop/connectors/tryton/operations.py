@@ -352,6 +352,11 @@ class TrytonOperations:
         adopted = self._adopt(project, reference, invoice_date or up_to)
         if adopted is None:
             self.rpc.write("project.work", [project], {"project_invoice_timesheet_up_to": up_to})
+            (due,) = self.rpc.search_read(
+                "project.work", [["id", "=", project]], ["amount_to_invoice"]
+            )
+            if not due["amount_to_invoice"]:
+                return None  # Tryton refuses to invoice nothing
             self.rpc.call("project.work", "invoice", [project])
             adopted = self._adopt(project, reference, invoice_date or up_to)
         return adopted

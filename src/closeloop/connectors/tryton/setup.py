@@ -18,6 +18,9 @@ import pycountry
 from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.domain.money import minor_unit
 
+SETUP_VERSION = 1
+"""Bump when :func:`initialize` changes: sandboxes then build a new pristine database."""
+
 CHART_TEMPLATE = "Universal Chart of Accounts"
 RECEIVABLE_CODE = "1.2.1"  # Accounts, Notes And Loans Receivable
 PAYABLE_CODE = "2.1.1"  # Trade Payables
@@ -33,7 +36,9 @@ class TrytonSetup:
 
     company_name: str = "closeloop Consulting GmbH"
     currency: str = "EUR"
-    fiscal_years: tuple[int, ...] = field(default_factory=lambda: (datetime.now(UTC).year,))
+    fiscal_years: tuple[int, ...] = field(
+        default_factory=lambda: tuple(datetime.now(UTC).year + d for d in (-1, 0, 1))
+    )
     tax_name: str = "VAT 19%"
     tax_rate: Decimal = Decimal("0.19")
     service_name: str = "Consulting"

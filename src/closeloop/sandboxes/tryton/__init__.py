@@ -1,0 +1,1 @@
+"""A real Tryton server run locally for development, tests and the demo."""
