@@ -464,3 +464,63 @@ def test_the_connector_declares_its_limits(ops: TrytonOperations, tmp_path: Path
     connector = TrytonConnector(ops)
     assert connector.limits.max_concurrent == 1 and connector.limits.batch_size == 1000
     assert connector.objects() == ("account.invoice",)
+
+
+def test_warnings_are_acknowledged_and_the_call_retried(
+    tryton: TrytonServer, ids: TrytonIds, proxy: FaultProxy
+) -> None:
+    client = connect(proxy.url, tryton)
+    ops = TrytonOperations(client, ids)
+    project, task = project_with_task(ops)
+    ahead = date(date.today().year + 1, 1, 20)  # an invoice date in the future warns
+    ops.add_timesheet_lines([TimesheetEntry(unique("te"), "kim", "Kim", task, ahead, Decimal("1"))])
+    reference = unique("INV")
+    ops.invoice_project(project, ahead, reference, invoice_date=ahead)
+    assert ops.post_invoices([reference])[reference].state == "posted"
+    posts = [m for m in proxy.seen if m.endswith("account.invoice.post")]
+    acknowledged = [m for m in proxy.seen if m.endswith("res.user.warning.create")]
+    assert len(posts) == len(acknowledged) + 1 >= 2  # warned, acknowledged, posted
+    client.close()
+
+
+def test_http_status_errors(rpc: TrytonRPC) -> None:
+    with pytest.raises(TrytonLoginError, match="not exposed"):
+        rpc.call_raw("model.ir.model.data.search", [[], rpc.context])
+    with pytest.raises(TrytonServerError, match="HTTP 422"):
+        rpc.call_raw("model.party.party.search", [[]])  # no context
+
+
+def test_the_engine_polls_invoices_with_its_overlap_window(
+    tmp_path: Path, rpc: TrytonRPC, ops: TrytonOperations
+) -> None:
+    from closeloop.bootstrap import build_hub
+    from closeloop.config import Settings
+    from closeloop.ports.flows import Binding
+
+    hub = build_hub(
+        Settings(database_url=f"sqlite:///{tmp_path / 'hub.db'}"),
+        connectors={"tryton": TrytonConnector(ops)},
+        bindings=[
+            Binding(
+                "tryton", "account.invoice", "invoice_status", lambda change: dict(change.payload)
+            )
+        ],
+    )
+    try:
+        first = hub.intake.poll("tryton", "account.invoice", overlap_s=3600)
+        again = hub.intake.poll("tryton", "account.invoice", overlap_s=3600)
+        project, task = project_with_task(ops)
+        ops.add_timesheet_lines(
+            [TimesheetEntry(unique("te"), "kim", "Kim", task, date(Y, 12, 5), Decimal("1"))]
+        )
+        reference = unique("INV")
+        ops.invoice_project(project, date(Y, 12, 31), reference)
+        ops.post_invoices([reference])
+        third = hub.intake.poll("tryton", "account.invoice", overlap_s=3600)
+        with hub.store.transaction() as tx:
+            (row,) = [r for r in tx.claim_inbox(1000) if r.change.payload["reference"] == reference]
+    finally:
+        hub.close()
+    assert row.change.payload["state"] == "posted" and row.change.payload["number"]
+    assert first.accepted >= 1 and again.accepted == 0 and again.duplicates == first.accepted
+    assert third.accepted == 1  # the invoice as it stood at the poll: posted
