@@ -18,7 +18,6 @@ Keys, and why:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -30,7 +29,6 @@ from closeloop.connectors.tryton.setup import TrytonIds, ensure_country
 
 WORK_KEY = "closeloop:{key}"
 LINE_MARK = "[cl:{key}]"
-_LINE_KEY = re.compile(r"\[cl:([^\]]+)\]\s*$")
 
 
 @dataclass(frozen=True)
@@ -81,6 +79,9 @@ class TrytonOperations:
         self.rpc = rpc
         self.ids = ids
         self._status_open: int | None = None
+        # what bulk timesheet imports look up again and again; dropped on any refusal
+        self._employees: dict[str, int] = {}
+        self._timesheet_works: dict[str, int] = {}
 
     # --- customers ----------------------------------------------------------------------
     def find_customers(self, codes: Sequence[str]) -> dict[str, int]:
@@ -245,7 +246,9 @@ class TrytonOperations:
     def ensure_employees(self, people: Iterable[tuple[str, str]]) -> dict[str, int]:
         """Employee ids by person key, creating party (code ``EMP-<key>``) and employee for
         people Tryton does not know yet: three calls at most, whatever the count."""
-        wanted = dict(people)
+        wanted = {k: v for k, v in people if k not in self._employees}
+        if not wanted:
+            return dict(self._employees)
         codes = {f"EMP-{k}": k for k in wanted}
         rows = self.rpc.search_read(
             "company.employee",
@@ -263,28 +266,24 @@ class TrytonOperations:
                 "company.employee", [{"party": p, "company": self.ids.company} for p in parties]
             )
             found.update(zip(missing, employees, strict=True))
-        return found
+        self._employees.update(found)
+        return dict(self._employees)
 
     def find_timesheet_lines(
-        self, work_ids: Sequence[int], first: date, last: date
+        self, entries: Sequence[TimesheetEntry], work_of: dict[str, int]
     ) -> dict[str, int]:
-        """Line ids by key among the lines of ``work_ids`` dated ``first``..``last``."""
+        """Line ids by key of ``entries`` already recorded: one search on the exact
+        descriptions they would have (returns only the lines that exist, usually none)."""
+        descriptions = {_line_description(e): e.key for e in entries}
         rows = self.rpc.search_read(
             "timesheet.line",
             [
-                ["work", "in", list(work_ids)],
-                ["date", ">=", first],
-                ["date", "<=", last],
-                ["description", "like", "%[cl:%"],
+                ["work", "in", sorted({work_of[e.task_key] for e in entries})],
+                ["description", "in", list(descriptions)],
             ],
             ["description"],
         )
-        found = {}
-        for row in rows:
-            match = _LINE_KEY.search(row["description"] or "")
-            if match:
-                found[match.group(1)] = row["id"]
-        return found
+        return {descriptions[r["description"]]: r["id"] for r in rows}
 
     def add_timesheet_lines(self, entries: Sequence[TimesheetEntry]) -> dict[str, int]:
         """Record ``entries`` in bulk, skipping those already recorded; line ids by key.
@@ -293,35 +292,44 @@ class TrytonOperations:
         """
         if not entries:
             return {}
-        tasks = self.find_works(sorted({e.task_key for e in entries}))
-        unknown = sorted({e.task_key for e in entries} - set(tasks))
+        wanted = sorted({e.task_key for e in entries} - set(self._timesheet_works))
+        if wanted:
+            tasks = self.find_works(wanted)
+            self._timesheet_works.update({k: v["timesheet_works"][0] for k, v in tasks.items()})
+        unknown = sorted({e.task_key for e in entries} - set(self._timesheet_works))
         if unknown:
             raise LookupError(f"tasks unknown to Tryton: {', '.join(unknown)}")
-        work_of = {k: v["timesheet_works"][0] for k, v in tasks.items()}
-        done = self.find_timesheet_lines(
-            sorted(set(work_of.values())),
-            min(e.date for e in entries),
-            max(e.date for e in entries),
-        )
+        work_of = self._timesheet_works
+        done = self.find_timesheet_lines(entries, work_of)
         todo = [e for e in entries if e.key not in done]
         if todo:
             employees = self.ensure_employees((e.employee_key, e.employee_name) for e in todo)
-            ids = self.rpc.create(
-                "timesheet.line",
-                [
-                    {
-                        "company": self.ids.company,
-                        "employee": employees[e.employee_key],
-                        "work": work_of[e.task_key],
-                        "date": e.date,
-                        "duration": timedelta(hours=float(e.hours)),
-                        "description": f"{e.description} {LINE_MARK.format(key=e.key)}".strip(),
-                    }
-                    for e in todo
-                ],
-            )
+            try:
+                ids = self._create_lines(todo, employees, work_of)
+            except Exception:
+                self._employees.clear()
+                self._timesheet_works.clear()
+                raise
             done.update(zip((e.key for e in todo), ids, strict=True))
         return {e.key: done[e.key] for e in entries}
+
+    def _create_lines(
+        self, todo: Sequence[TimesheetEntry], employees: dict[str, int], work_of: dict[str, int]
+    ) -> list[int]:
+        return self.rpc.create(
+            "timesheet.line",
+            [
+                {
+                    "company": self.ids.company,
+                    "employee": employees[e.employee_key],
+                    "work": work_of[e.task_key],
+                    "date": e.date,
+                    "duration": timedelta(hours=float(e.hours)),
+                    "description": _line_description(e),
+                }
+                for e in todo
+            ],
+        )
 
     # --- invoices -----------------------------------------------------------------------
     def find_invoices(self, references: Sequence[str]) -> dict[str, InvoiceState]:
@@ -486,6 +494,11 @@ class TrytonOperations:
         finally:
             self.rpc.call_raw("wizard.account.invoice.pay.delete", [session, ctx])
         return True
+
+
+def _line_description(entry: TimesheetEntry) -> str:
+    """The entry's text with its key marker at the end."""
+    return f"{entry.description} {LINE_MARK.format(key=entry.key)}".strip()
 
 
 def _defaults(answer: dict[str, Any]) -> dict[str, Any]:
