@@ -279,6 +279,8 @@ class TrytonOperations:
             "timesheet.line",
             [
                 ["work", "in", sorted({work_of[e.task_key] for e in entries})],
+                ["date", ">=", min(e.date for e in entries)],
+                ["date", "<=", max(e.date for e in entries)],
                 ["description", "in", list(descriptions)],
             ],
             ["description"],
