@@ -524,3 +524,43 @@ def test_the_engine_polls_invoices_with_its_overlap_window(
     assert row.change.payload["state"] == "posted" and row.change.payload["number"]
     assert first.accepted >= 1 and again.accepted == 0 and again.duplicates == first.accepted
     assert third.accepted == 1  # the invoice as it stood at the poll: posted
+
+
+def test_a_stale_write_is_a_transient_concurrency_error(
+    rpc: TrytonRPC, ops: TrytonOperations
+) -> None:
+    code = unique("C")
+    party = ops.upsert_customer(code, "Zeta", "US")
+    stale = {"_timestamp": {f"party.party,{party}": "2000-01-01 00:00:00.000000"}}
+    with pytest.raises(TransientError, match="concurrency"):
+        rpc.call("party.party", "write", [party], {"name": "Zeta 2"}, context=stale)
+
+
+def test_sandbox_cli_up_status_down(tmp_path: Path, tryton: TrytonServer) -> None:
+    """The commands a developer runs; the pristine copy already exists (session fixture)."""
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "closeloop.cli", "sandbox", *args, "--home", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "tryton: http://127.0.0.1:" in cli("up")
+    state = json.loads((tmp_path / "sandbox.json").read_text())["tryton"]
+    assert {"url", "database", "user", "password", "pid"} <= set(state)
+    client = TrytonRPC(state["url"], state["database"], state["user"], state["password"])
+    assert client.search_read("company.company", [], ["id"])  # initialised, ready to use
+    client.close()
+    assert "running at" in cli("status")
+    assert "stopped: tryton" in cli("down")
+    assert not (tmp_path / "sandbox.json").exists()
+    from closeloop.sandboxctl import alive
+
+    assert not alive(int(state["pid"]))

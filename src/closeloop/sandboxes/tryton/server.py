@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from dataclasses import dataclass
@@ -175,7 +176,11 @@ class TrytonSandbox:
                 server.stop()
         source = work / "data" / f"{self.database}.sqlite"
         tmp = pristine.with_suffix(".tmp")
-        shutil.copyfile(source, tmp)
+        tmp.unlink(missing_ok=True)
+        # the backup API copies what is still in the write-ahead log too (a plain file copy
+        # would lose it: tryton.md, gotcha 3)
+        with sqlite3.connect(source) as src, sqlite3.connect(tmp) as dst:
+            src.backup(dst)
         tmp.replace(pristine)
         shutil.rmtree(work, ignore_errors=True)
 
