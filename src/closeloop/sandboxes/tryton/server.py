@@ -167,13 +167,7 @@ class TrytonSandbox:
         init = TrytonSandbox(work, self.cache, self.database, self.uri, self.flavour)
         (work / "data").mkdir(parents=True)
         (work / "data" / f"{self.database}.sqlite").touch()
-        init._admin(bin_dir)
-        if prepare_db is not None:
-            server = init.start(bin_dir)
-            try:
-                prepare_db(server)
-            finally:
-                server.stop()
+        init._build(bin_dir, prepare_db)
         source = work / "data" / f"{self.database}.sqlite"
         tmp = pristine.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
@@ -184,7 +178,18 @@ class TrytonSandbox:
         tmp.replace(pristine)
         shutil.rmtree(work, ignore_errors=True)
 
-    def _admin(self, bin_dir: Path, database: str | None = None) -> None:
+    def _build(self, bin_dir: Path, prepare_db: Any) -> None:
+        """Initialise this database with ``trytond-admin``, then ``prepare_db(server)`` on a
+        server started for the purpose."""
+        self._admin(bin_dir)
+        if prepare_db is not None:
+            server = self.start(bin_dir)
+            try:
+                prepare_db(server)
+            finally:
+                server.stop()
+
+    def _admin(self, bin_dir: Path) -> None:
         conf = self._config(free_port())
         password_file = self.home / "admin-password"
         password_file.write_text(ADMIN_PASSWORD)
@@ -196,7 +201,7 @@ class TrytonSandbox:
                     "-c",
                     str(conf),
                     "-d",
-                    database or self.database,
+                    self.database,
                     "--all",
                     "--activate-dependencies",
                     "--email",
@@ -224,13 +229,7 @@ class TrytonSandbox:
             if not exists:
                 conn.execute(f'CREATE DATABASE "{pristine}"')
                 init = TrytonSandbox(self.home, self.cache, pristine, self.uri, self.flavour)
-                init._admin(bin_dir, pristine)
-                if prepare_db is not None:
-                    server = init.start(bin_dir)
-                    try:
-                        prepare_db(server)
-                    finally:
-                        server.stop()
+                init._build(bin_dir, prepare_db)
             conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{self.database}" TEMPLATE "{pristine}"')
 
