@@ -552,14 +552,17 @@ def test_sandbox_cli_up_status_down(tmp_path: Path, tryton: TrytonServer) -> Non
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    assert "tryton: http://127.0.0.1:" in cli("up")
-    state = json.loads((tmp_path / "sandbox.json").read_text())["tryton"]
-    assert {"url", "database", "user", "password", "pid"} <= set(state)
-    client = TrytonRPC(state["url"], state["database"], state["user"], state["password"])
-    assert client.search_read("company.company", [], ["id"])  # initialised, ready to use
-    client.close()
-    assert "running at" in cli("status")
-    assert "stopped: tryton" in cli("down")
+    try:
+        assert "tryton: http://127.0.0.1:" in cli("up")
+        state = json.loads((tmp_path / "sandbox.json").read_text())["tryton"]
+        assert {"url", "database", "user", "password", "pid"} <= set(state)
+        client = TrytonRPC(state["url"], state["database"], state["user"], state["password"])
+        assert client.search_read("company.company", [], ["id"])  # initialised, ready to use
+        client.close()
+        assert "running at" in cli("status")
+    finally:
+        stopped = cli("down")
+    assert "stopped: tryton" in stopped
     assert not (tmp_path / "sandbox.json").exists()
     from closeloop.sandboxctl import alive
 

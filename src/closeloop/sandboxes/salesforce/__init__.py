@@ -1,0 +1,1 @@
+"""A local Salesforce sandbox built to Salesforce's REST contract (issue 5, in progress)."""
