@@ -16,6 +16,7 @@ from closeloop.ports.connector import ConnectorError
 from closeloop.ports.store import Store
 
 log = structlog.get_logger(__name__)
+APPLY_BATCHES_PER_ROUND = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class Worker:
         if self.settings.poll_interval_s > 0 and time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.settings.poll_interval_s
             work += self.poll_all()
-        while True:
+        for _ in range(APPLY_BATCHES_PER_ROUND):  # then dispatch, even under steady intake
             applied = self.applier.apply_batch(self.settings.apply_batch)
             work += applied
             if applied < self.settings.apply_batch:
