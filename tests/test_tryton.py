@@ -567,3 +567,47 @@ def test_sandbox_cli_up_status_down(tmp_path: Path, tryton: TrytonServer) -> Non
     from closeloop.sandboxctl import alive
 
     assert not alive(int(state["pid"]))
+
+
+def test_a_configured_tryton_system_is_wired_without_writing(
+    tmp_path: Path, tryton: TrytonServer, ids: TrytonIds, ops: TrytonOperations
+) -> None:
+    from closeloop.bootstrap import build_hub
+    from closeloop.config import Settings
+    from closeloop.ports.flows import Binding
+
+    project, task = project_with_task(ops)
+    ops.add_timesheet_lines(
+        [TimesheetEntry(unique("te"), "kim", "Kim", task, date(Y, 6, 1), Decimal("1"))]
+    )
+    assert ops.invoice_project(project, date(Y, 6, 30), unique("INV"))  # a draft invoice
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'hub.db'}",
+        systems={
+            "tryton": {
+                "kind": "tryton",
+                "url": tryton.url,
+                "database": tryton.database,
+                "user": tryton.user,
+                "password": tryton.password,
+            }
+        },
+    )
+    hub = build_hub(
+        settings,
+        bindings=[
+            Binding(
+                "tryton", "account.invoice", "invoice_status", lambda change: dict(change.payload)
+            )
+        ],
+    )
+    try:
+        connector = hub.registry.connector("tryton")
+        assert isinstance(connector, TrytonConnector)
+        assert connector.operations.ids == ids and connector.limits.batch_size == 1000
+        assert hub.worker.poll_all() >= 1
+    finally:
+        hub.close()
+    with pytest.raises(ValueError, match="needs database, user and password"):
+        Settings(systems={"erp": {"kind": "tryton", "url": tryton.url}})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from closeloop.config import Settings
+from closeloop.config import Settings, SystemConfig
 from closeloop.connectors.memory.client import MemoryConnector
 from closeloop.engine.apply import Applier
 from closeloop.engine.dispatch import Dispatcher, DispatchSettings
@@ -57,8 +57,11 @@ def connectors_from_settings(settings: Settings) -> dict[str, Connector]:
     """One connector per configured system."""
     connectors: dict[str, Connector] = {}
     for name, system in settings.systems.items():
+        if system.kind == "tryton":
+            connectors[name] = tryton_connector(system)
+            continue
         limits = ConnectorLimits(
-            batch_size=system.batch_size,
+            batch_size=system.batch_size or 100,
             requests_per_window=system.requests_per_window,
             window_s=system.window_s,
             max_concurrent=system.max_concurrent,
@@ -72,6 +75,25 @@ def connectors_from_settings(settings: Settings) -> dict[str, Connector]:
             timeout_s=system.timeout_s,
         )
     return connectors
+
+
+def tryton_connector(system: SystemConfig) -> Connector:
+    """A connector to a prepared Tryton database (ids looked up, nothing written).
+
+    Raises ``LookupError`` when the database was not prepared with ``closeloop tryton init``.
+    """
+    from closeloop.connectors.tryton.connector import TrytonConnector
+    from closeloop.connectors.tryton.operations import TrytonOperations
+    from closeloop.connectors.tryton.rpc import TrytonRPC
+    from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
+
+    assert system.database and system.user and system.password  # checked by Settings
+    rpc = TrytonRPC(
+        system.url, system.database, system.user, system.password, timeout_s=system.timeout_s
+    )
+    return TrytonConnector(
+        TrytonOperations(rpc, find_ids(rpc, TrytonSetup())), batch_size=system.batch_size or 1000
+    )
 
 
 def mirror_bindings(settings: Settings) -> list[Binding]:

@@ -44,12 +44,20 @@ class WorkerConfig(BaseModel):
 
 
 class SystemConfig(BaseModel):
-    """One connected system. ``kind`` picks the connector; limits override its defaults."""
+    """One connected system. ``kind`` picks the connector; limits override its defaults.
 
-    kind: Literal["memory"]
+    ``tryton`` needs ``database``, ``user`` and ``password`` (better given as
+    ``CLOSELOOP_SYSTEMS__<NAME>__PASSWORD``); the database must have been prepared with
+    ``closeloop tryton init``.
+    """
+
+    kind: Literal["memory", "tryton"]
     url: str
+    database: str | None = None
+    user: str | None = None
+    password: str | None = None
     objects: list[str] = Field(default_factory=lambda: ["Record"])
-    batch_size: int = Field(default=100, ge=1)
+    batch_size: int | None = Field(default=None, ge=1, description="default: the connector's")
     requests_per_window: int = Field(default=100, ge=1)
     window_s: float = Field(default=1.0, gt=0)
     max_concurrent: int = Field(default=4, ge=1)
@@ -90,6 +98,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _mirrors_name_systems(self) -> Settings:
         for name, system in self.systems.items():
+            if system.kind == "tryton" and not (
+                system.database and system.user and system.password
+            ):
+                raise ValueError(
+                    f"systems.{name}: a tryton system needs database, user and password"
+                )
             if system.timeout_s * 2 > self.worker.lease_s:
                 raise ValueError(
                     f"systems.{name}.timeout_s ({system.timeout_s}) must be under half of "

@@ -81,6 +81,10 @@ class TrytonConnector:
         """``"tryton"``."""
         return SYSTEM
 
+    def close(self) -> None:
+        """Close the RPC session's connections."""
+        self.operations.rpc.close()
+
     @property
     def limits(self) -> ConnectorLimits:
         """One writer, batches of up to 1,000 commands."""

@@ -226,8 +226,46 @@ def initialize(rpc: TrytonRPC, setup: TrytonSetup) -> TrytonIds:
                 }
             ],
         )[0]
+    return find_ids(rpc, setup)
+
+
+def find_ids(rpc: TrytonRPC, setup: TrytonSetup) -> TrytonIds:
+    """The ids of what :func:`initialize` makes, looked up without writing anything (for a
+    production ERP). Raises ``LookupError`` naming what is missing."""
+
+    def need(what: str, found: int | None) -> int:
+        if found is None:
+            raise LookupError(f"Tryton has no {what}: run `closeloop tryton init` first")
+        return found
+
+    company = need("company", _one(rpc, "company.company", []))
+    if rpc.context.get("company") != company:
+        raise LookupError(f"the Tryton user {rpc.user!r} does not work in company {company}")
     return TrytonIds(
-        company, currency, receivable, payable, revenue, tax, product, hour, method, revenue_journal
+        company=company,
+        currency=need(
+            "currency " + setup.currency,
+            _one(rpc, "currency.currency", [["code", "=", setup.currency]]),
+        ),
+        receivable=_account(rpc, company, RECEIVABLE_CODE),
+        payable=_account(rpc, company, PAYABLE_CODE),
+        revenue=_account(rpc, company, REVENUE_CODE),
+        tax=need(
+            "tax " + setup.tax_name,
+            _one(rpc, "account.tax", [["name", "=", setup.tax_name], ["company", "=", company]]),
+        ),
+        product=need(
+            "product " + setup.service_name,
+            _one(rpc, "product.product", [["template.name", "=", setup.service_name]]),
+        ),
+        hour=need("unit h", _one(rpc, "product.uom", [["symbol", "=", "h"]])),
+        payment_method=need(
+            "payment method Bank",
+            _one(rpc, "account.invoice.payment.method", [["name", "=", "Bank"]]),
+        ),
+        journal_revenue=need(
+            "revenue journal", _one(rpc, "account.journal", [["type", "=", "revenue"]])
+        ),
     )
 
 
