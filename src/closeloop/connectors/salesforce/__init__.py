@@ -1,0 +1,1 @@
+"""Salesforce connector (issue 5, in progress): Outbound Message intake so far."""
