@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -58,8 +58,6 @@ def _commands(run: int, count: int, task: str) -> list[Command]:
 
 def datetime_year() -> int:
     """This year (lines are dated in it)."""
-    from datetime import UTC, datetime
-
     return datetime.now(UTC).year
 
 

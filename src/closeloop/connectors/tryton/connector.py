@@ -190,18 +190,15 @@ class TrytonConnector:
         }
 
     def _timesheet(self, commands: list[Command]) -> list[Outcome]:
-        entries = [_entry(c.payload) for c in commands]
         try:
+            entries = [_entry(c.payload) for c in commands]
             ids = self.operations.add_timesheet_lines(entries)
-        except (TrytonError, LookupError):
+        except (TrytonError, LookupError, ValueError) as exc:
             if len(commands) == 1:
-                return [_guard(lambda: self._raise_again(entries))]
+                return [_refusal(exc)]
             # one bad line refuses the whole bulk create: find it, line by line
             return [o for c in commands for o in self._timesheet([c])]
         return [Applied({"line": ids[e.key]}) for e in entries]
-
-    def _raise_again(self, entries: list[TimesheetEntry]) -> dict[str, Any]:
-        return {"lines": self.operations.add_timesheet_lines(entries)}
 
     # --- lookups ----------------------------------------------------------------------------
     def find(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
@@ -266,11 +263,16 @@ def _guard(action: Callable[[], dict[str, Any]]) -> Outcome:
     (transport failures propagate: the engine retries or looks up)."""
     try:
         return Applied(action())
-    except TrytonError as exc:
-        return Permanent(
-            exc.error_class, exc.message + (f" ({exc.description})" if exc.description else "")
-        )
-    except (KeyError, ValueError) as exc:  # KeyError first: it is a LookupError too
+    except (TrytonError, LookupError, ValueError) as exc:
+        return _refusal(exc)
+
+
+def _refusal(exc: Exception) -> Permanent:
+    """The permanent outcome of a refused operation: Tryton's class for its refusals, not
+    found for unknown references, validation for a malformed command."""
+    if isinstance(exc, TrytonError):
+        detail = f" ({exc.description})" if exc.description else ""
+        return Permanent(exc.error_class, exc.message + detail)
+    if isinstance(exc, (KeyError, ValueError)):  # KeyError first: it is a LookupError too
         return Permanent(ExceptionClass.VALIDATION, f"malformed command: missing or bad {exc}")
-    except LookupError as exc:
-        return Permanent(ExceptionClass.NOT_FOUND, str(exc.args[0]))
+    return Permanent(ExceptionClass.NOT_FOUND, str(exc.args[0]))

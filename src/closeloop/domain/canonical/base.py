@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
@@ -66,6 +65,3 @@ blank."""
 
 def _blank() -> str:
     raise ValueError("reference must not be blank")
-
-
-Day = date

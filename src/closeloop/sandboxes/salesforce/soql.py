@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from functools import cmp_to_key
@@ -138,10 +138,17 @@ class Query:
 class _Parser:
     tokens: list[Token]
     index: int = 0
-    _: Any = field(default=None, repr=False)
 
     def peek(self) -> Token | None:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
+
+    def comma(self) -> bool:
+        """Consume a ``,`` when it comes next."""
+        token = self.peek()
+        if token is not None and token.text == ",":
+            self.index += 1
+            return True
+        return False
 
     def keyword(self, *words: str) -> bool:
         token = self.peek()
@@ -173,8 +180,7 @@ class _Parser:
     def query(self) -> Query:
         self.expect_keyword("select")
         fields = [self.name()]
-        while self.peek() and self.peek().text == ",":  # type: ignore[union-attr]
-            self.take()
+        while self.comma():
             fields.append(self.name())
         self.expect_keyword("from")
         sobject = self.name()
@@ -187,8 +193,7 @@ class _Parser:
             self.take()
             self.expect_keyword("by")
             order.append(self.order_item())
-            while self.peek() and self.peek().text == ",":  # type: ignore[union-attr]
-                self.take()
+            while self.comma():
                 order.append(self.order_item())
         limit = offset = None
         if self.keyword("limit"):
@@ -254,8 +259,7 @@ class _Parser:
             self.take()
             self.expect("(")
             values = [self.value()]
-            while self.peek() and self.peek().text == ",":  # type: ignore[union-attr]
-                self.take()
+            while self.comma():
                 values.append(self.value())
             self.expect(")")
             return Comparison(name, "not in" if negated else "in", tuple(values))
