@@ -16,7 +16,8 @@ from closeloop.engine.intake import IntakeError
 from closeloop.engine.operations import OperationError
 from closeloop.flows.mirror import MirrorFlow, record_mapper
 from closeloop.ports.flows import Binding
-from closeloop.sandboxes.memory.system import FaultPlan, MemorySystem
+from closeloop.sandboxes.faults import FaultPlan
+from closeloop.sandboxes.memory.system import MemorySystem
 from tests.conftest import make_hub
 
 

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from closeloop.domain.changes import Change, version_sort_key
-from closeloop.sandboxes.memory.system import FaultPlan, MemorySystem
+from closeloop.sandboxes.faults import FaultPlan
+from closeloop.sandboxes.memory.system import MemorySystem
 from tests.conftest import make_hub
 
 

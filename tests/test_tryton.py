@@ -559,10 +559,25 @@ def test_sandbox_cli_up_status_down(tmp_path: Path, tryton: TrytonServer) -> Non
         client = TrytonRPC(state["url"], state["database"], state["user"], state["password"])
         assert client.search_read("company.company", [], ["id"])  # initialised, ready to use
         client.close()
-        assert "running at" in cli("status")
+        salesforce = json.loads((tmp_path / "sandbox.json").read_text())["salesforce"]
+        assert {
+            "instance_url",
+            "token_url",
+            "client_id",
+            "client_secret",
+            "username",
+            "password",
+            "ca_bundle",
+            "organization_id",
+            "api_version",
+        } <= set(salesforce)
+        report = cli("status")
+        assert "tryton: running at" in report
+        assert "salesforce: running at https://127.0.0.1:" in report
     finally:
         stopped = cli("down")
-    assert "stopped: tryton" in stopped
+    assert "tryton" in stopped
+    assert "salesforce" in stopped
     assert not (tmp_path / "sandbox.json").exists()
     from closeloop.sandboxctl import alive
 

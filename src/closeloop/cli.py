@@ -360,20 +360,45 @@ def schema_export(folder: Path) -> None:
 
 
 @sandbox_app.command("up")
-def sandbox_up(home: HomeOption = Path(".closeloop")) -> None:
-    """Start the sandboxes (a real Tryton); write their details to HOME/sandbox.json."""
-    from closeloop.sandboxctl import up
+def sandbox_up(
+    home: HomeOption = Path(".closeloop"),
+    system: Annotated[
+        list[str] | None, typer.Option(help="start only these (tryton, salesforce)")
+    ] = None,
+) -> None:
+    """Start the sandboxes (a real Tryton, Salesforce); write their details to
+    HOME/sandbox.json."""
+    from closeloop.sandboxctl import SYSTEMS, up
+    from closeloop.sandboxes.salesforce.server import SalesforceSandboxError
     from closeloop.sandboxes.tryton.server import SandboxError
 
     try:
-        with console.status("starting Tryton (the first start initialises it, ~1 min) ..."):
-            state = up(home)
-    except SandboxError as exc:
+        with console.status("starting sandboxes (Tryton's first start initialises it, ~1 min)"):
+            state = up(home, tuple(system or SYSTEMS))
+    except (SandboxError, SalesforceSandboxError, ValueError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     for name, entry in state.items():
-        console.print(f"{name}: {entry['url']} (database {entry['database']}, pid {entry['pid']})")
+        console.print(f"{name}: {entry['url']} (pid {entry['pid']})")
     console.print(f"details in {home / 'sandbox.json'}; stop with: closeloop sandbox down")
+
+
+@sandbox_app.command("seed")
+def sandbox_seed(
+    system: Annotated[str, typer.Argument(help="salesforce")],
+    file: Annotated[Path, typer.Argument(help='records in REST shape: {"Account": [...], ...}')],
+    home: HomeOption = Path(".closeloop"),
+) -> None:
+    """Load records into a running sandbox (all or nothing)."""
+    from closeloop.sandboxctl import seed
+
+    try:
+        data = json.loads(file.read_text())
+        loaded = seed(home, system, data)
+    except (OSError, ValueError, LookupError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(", ".join(f"{n} {name}" for name, n in loaded.items()) or "nothing loaded")
 
 
 @sandbox_app.command("down")

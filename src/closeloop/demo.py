@@ -21,7 +21,8 @@ from closeloop.bootstrap import build_hub
 from closeloop.config import Settings
 from closeloop.flows.mirror import MirrorFlow, record_mapper
 from closeloop.ports.flows import Binding
-from closeloop.sandboxes.memory.system import FaultPlan, MemorySystem
+from closeloop.sandboxes.faults import FaultPlan
+from closeloop.sandboxes.memory.system import MemorySystem
 
 
 def run_demo(

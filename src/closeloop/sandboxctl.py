@@ -1,8 +1,9 @@
-"""``closeloop sandbox up|down|status``: the local systems a developer or the demo runs.
+"""``closeloop sandbox up|down|status|seed``: the local systems a developer or the demo runs.
 
-``up`` starts a real Tryton (initialised once, restored from a pristine copy after that)
-and writes the connection details to ``<home>/sandbox.json``; ``down`` stops what ``up``
-started, by PID; ``status`` says what runs.
+``up`` starts a real Tryton (initialised once, restored from a pristine copy after that) and
+the Salesforce sandbox (HTTPS with a locally made certificate), and writes the connection
+details to ``<home>/sandbox.json``; ``down`` stops what ``up`` started, by PID; ``status``
+says what runs; ``seed`` loads records into a running sandbox.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from closeloop.sandboxes.tryton.server import (
     TrytonSandbox,
     TrytonServer,
     find_trytond,
+    free_port,
     stop_pid,
 )
 
@@ -75,14 +77,45 @@ def alive(pid: int) -> bool:
     return True
 
 
-def up(home: Path) -> dict[str, Any]:
-    """Start what is not running yet; returns the sandbox state."""
+SYSTEMS = ("tryton", "salesforce")
+
+
+def up(home: Path, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
+    """Start those of ``systems`` that are not running yet; returns the sandbox state.
+    Raises ``SandboxError`` or ``SalesforceSandboxError`` when one does not come up."""
+    from closeloop.sandboxes.salesforce.server import start_salesforce
+
     state = read_state(home)
-    entry = state.get("tryton")
-    if not (entry and alive(int(entry["pid"]))):
-        state["tryton"] = start_tryton(home).as_json()
+    for name in systems:
+        entry = state.get(name)
+        if entry and alive(int(entry["pid"])):
+            continue
+        if name == "tryton":
+            state[name] = start_tryton(home).as_json()
+        elif name == "salesforce":
+            state[name] = start_salesforce(home / "salesforce", free_port()).as_json()
+        else:
+            raise ValueError(f"no sandbox called {name!r} (known: {', '.join(SYSTEMS)})")
         write_state(home, state)
     return state
+
+
+def seed(home: Path, system: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Load ``data`` into the running sandbox ``system``; returns what it loaded.
+    Raises ``LookupError`` when it does not run and ``ValueError`` with the sandbox's
+    answer when it refuses the data (then nothing was loaded)."""
+    entry = read_state(home).get(system)
+    if system != "salesforce":
+        raise LookupError(f"seeding is offered for: salesforce (not {system})")
+    if not entry or not alive(int(entry["pid"])):
+        raise LookupError(f"the {system} sandbox is not running: closeloop sandbox up")
+    response = httpx.post(
+        f"{entry['url']}/__sandbox/seed", json=data, verify=entry["ca_bundle"], timeout=300
+    )
+    if response.status_code != 200:
+        raise ValueError(f"{system} refused the seed: {response.text[:2000]}")
+    loaded: dict[str, Any] = response.json()["loaded"]
+    return loaded
 
 
 def down(home: Path) -> list[str]:
@@ -107,11 +140,14 @@ def status(home: Path) -> dict[str, str]:
             report[name] = f"stopped (pid {entry['pid']} is gone)"
             continue
         try:
-            httpx.post(
-                f"{entry['url']}/rpc/",
-                json={"id": 0, "method": "common.server.version", "params": []},
-                timeout=2,
-            )
+            if name == "salesforce":
+                httpx.get(f"{entry['url']}/healthz", verify=entry["ca_bundle"], timeout=2)
+            else:
+                httpx.post(
+                    f"{entry['url']}/rpc/",
+                    json={"id": 0, "method": "common.server.version", "params": []},
+                    timeout=2,
+                )
             report[name] = f"running at {entry['url']} (pid {entry['pid']})"
         except httpx.HTTPError:
             report[name] = f"pid {entry['pid']} alive but {entry['url']} does not answer"

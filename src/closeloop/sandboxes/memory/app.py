@@ -12,25 +12,10 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
 
 from closeloop.domain.commands import command_from_dict, outcome_to_dict
-from closeloop.sandboxes.memory.system import Fault, FaultPlan, MemorySystem
-
-
-class _CutResponse(Response):
-    """Declares a body it never finishes sending: the server closes the connection, and the
-    client sees the response lost after the write was made."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b'{"outcomes": [', "more_body": False})
+from closeloop.sandboxes.faults import CutResponse, Fault, FaultPlan
+from closeloop.sandboxes.memory.system import MemorySystem
 
 
 def create_app(system: MemorySystem, hang_s: float = 5.0) -> FastAPI:
@@ -47,7 +32,7 @@ def create_app(system: MemorySystem, hang_s: float = 5.0) -> FastAPI:
         if fault.kind == "server_error":
             return JSONResponse({"error": "unavailable"}, status_code=503)
         if fault.kind == "lost_response":
-            return _CutResponse()
+            return CutResponse()
         return None
 
     @app.get("/healthz")

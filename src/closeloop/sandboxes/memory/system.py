@@ -12,42 +12,7 @@ from typing import Any
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Outcome, Permanent
 from closeloop.ports.connector import AmbiguousError, ConnectorLimits, TransientError
-
-
-@dataclass
-class FaultPlan:
-    """Probabilities (0 to 1) of each fault per batch call, drawn from a seeded generator.
-
-    ``rate_limited``: answer 429 with ``Retry-After: retry_after_s``. ``server_error``: 503,
-    nothing applied. ``timeout``: no answer, nothing applied. ``lost_response``: the batch is
-    applied, then no answer comes. ``latency_s``: added to every call.
-    """
-
-    rate_limited: float = 0.0
-    server_error: float = 0.0
-    timeout: float = 0.0
-    lost_response: float = 0.0
-    retry_after_s: float = 0.05
-    latency_s: float = 0.0
-    seed: int = 0
-
-    def draw(self, rng: random.Random) -> str | None:
-        """The fault for one call, or ``None``."""
-        roll = rng.random()
-        for name in ("rate_limited", "server_error", "timeout", "lost_response"):
-            roll -= float(getattr(self, name))
-            if roll < 0:
-                return name
-        return None
-
-
-class Fault(Exception):
-    """A fault the plan drew for a call; ``kind`` is the fault's name."""
-
-    def __init__(self, kind: str, applied: list[Outcome] | None = None) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.applied = applied
+from closeloop.sandboxes.faults import Fault, FaultPlan
 
 
 @dataclass
@@ -168,7 +133,7 @@ class MemorySystem:
                 raise Fault(fault)
             outcomes = [self._apply(c) for c in commands]
             if fault == "lost_response":
-                raise Fault(fault, outcomes)
+                raise Fault(fault)
             return outcomes
 
     def _apply(self, command: Command) -> Outcome:

@@ -2,7 +2,9 @@
 
 Grammar (Salesforce *SOQL and SOSL Reference*, "SOQL SELECT Syntax")::
 
-    SELECT field [, field ...] FROM object
+    SELECT item [, item ...] FROM object
+    item       := field | COUNT() | ( SELECT field [, ...] FROM childRelationship
+                                      [WHERE ...] [ORDER BY ...] [LIMIT n] )
       [WHERE condition] [ORDER BY field [ASC|DESC] [NULLS FIRST|LAST] [, ...]]
       [LIMIT n] [OFFSET n]
 
@@ -25,7 +27,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from functools import cmp_to_key
 from typing import Any
 
 Value = str | Decimal | bool | date | datetime | None
@@ -124,14 +125,22 @@ class Order:
 
 @dataclass(frozen=True)
 class Query:
-    """A parsed query."""
+    """A parsed query. ``fields`` holds field paths and, for child relationship subqueries,
+    nested :class:`Query` objects whose ``sobject`` is the relationship name; ``count`` is
+    ``SELECT COUNT()``."""
 
-    fields: tuple[str, ...]
+    fields: tuple[str | Query, ...]
     sobject: str
     where: Any = None
     order: tuple[Order, ...] = ()
     limit: int | None = None
     offset: int = 0
+    count: bool = False
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The selected field paths (subqueries left out)."""
+        return tuple(f for f in self.fields if isinstance(f, str))
 
 
 @dataclass
@@ -177,11 +186,29 @@ class _Parser:
             raise MalformedQuery(f"unexpected token: '{token.text}' (expecting a field name)")
         return token.text
 
-    def query(self) -> Query:
+    def item(self, nested: bool) -> str | Query:
+        token = self.peek()
+        if token is not None and token.text == "(" and not nested:
+            self.take()
+            sub = self.query(nested=True)
+            self.expect(")")
+            return sub
+        name = self.name()
+        following = self.peek()
+        if name.lower() == "count" and following is not None and following.text == "(":
+            self.take()
+            self.expect(")")
+            return "COUNT()"
+        return name
+
+    def query(self, nested: bool = False) -> Query:
         self.expect_keyword("select")
-        fields = [self.name()]
+        fields = [self.item(nested)]
         while self.comma():
-            fields.append(self.name())
+            fields.append(self.item(nested))
+        count = fields == ["COUNT()"]
+        if "COUNT()" in fields and not count:
+            raise MalformedQuery("COUNT() cannot be combined with other fields")
         self.expect_keyword("from")
         sobject = self.name()
         where = None
@@ -202,9 +229,12 @@ class _Parser:
         if self.keyword("offset"):
             self.take()
             offset = self.integer("OFFSET")
-        if self.peek() is not None:
+        following = self.peek()
+        if following is not None and not (nested and following.text == ")"):
             raise MalformedQuery(f"unexpected token: '{self.take().text}'")
-        return Query(tuple(fields), sobject, where, tuple(order), limit, offset or 0)
+        return Query(
+            tuple(() if count else fields), sobject, where, tuple(order), limit, offset or 0, count
+        )
 
     def integer(self, clause: str) -> int:
         token = self.take()
@@ -300,6 +330,9 @@ def get_path(record: dict[str, Any], path: str) -> Any:
     for step in path.split("."):
         if not isinstance(node, dict):
             return None
+        if step in node:
+            node = node[step]
+            continue
         key = next((k for k in node if k.lower() == step.lower()), None)
         node = node.get(key) if key is not None else None
     return node
@@ -366,31 +399,27 @@ def matches(condition: Any, record: dict[str, Any]) -> bool:
     return _COMPARE[condition.op](value, condition.value)
 
 
-def _compare(orders: tuple[Order, ...], a: dict[str, Any], b: dict[str, Any]) -> int:
-    """SOQL ordering: nulls first ascending and last descending unless NULLS says otherwise;
-    text ignores case."""
-    for order in orders:
-        va, vb = get_path(a, order.field), get_path(b, order.field)
-        nulls_first = (not order.descending) if order.nulls_last is None else not order.nulls_last
-        if va is None and vb is None:
-            continue
-        if va is None or vb is None:
-            return (-1 if nulls_first else 1) * (1 if va is None else -1)
-        if isinstance(va, str) and isinstance(vb, str):
-            va, vb = va.lower(), vb.lower()
-        if va == vb:
-            continue
-        result = -1 if va < vb else 1
-        return -result if order.descending else result
-    return 0
+def _sort_key(order: Order) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+    """SOQL ordering of one item: nulls first ascending and last descending unless NULLS
+    says otherwise; text ignores case."""
+    nulls_first = (not order.descending) if order.nulls_last is None else not order.nulls_last
+    null_rank = 0 if nulls_first != order.descending else 1  # the sort may run reversed
+
+    def key(record: dict[str, Any]) -> tuple[int, Any]:
+        value = get_path(record, order.field)
+        if value is None:
+            return (null_rank, "")
+        return (1 - null_rank, value.lower() if isinstance(value, str) else value)
+
+    return key
 
 
 def run(query: Query, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Filter, order, offset and limit ``records`` (full records; projection is the
     caller's). Ordering is stable: ties keep the records' order."""
     selected = [r for r in records if matches(query.where, r)]
-    if query.order:
-        selected.sort(key=cmp_to_key(lambda a, b: _compare(query.order, a, b)))
+    for order in reversed(query.order):  # stable sorts, last item first
+        selected.sort(key=_sort_key(order), reverse=order.descending)
     selected = selected[query.offset :]
     return selected if query.limit is None else selected[: query.limit]
 
@@ -398,7 +427,7 @@ def run(query: Query, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]
 def project(query: Query, record: dict[str, Any]) -> dict[str, Any]:
     """The selected fields of ``record``, relationship fields as nested objects."""
     out: dict[str, Any] = {}
-    for path in query.fields:
+    for path in query.paths:
         *parents, leaf = path.split(".")
         node = out
         for step in parents:

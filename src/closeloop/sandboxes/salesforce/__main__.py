@@ -1,0 +1,43 @@
+"""``python -m closeloop.sandboxes.salesforce --home DIR --port N --certfile F --keyfile F``:
+serve a Salesforce sandbox org over HTTPS (see :mod:`.server` for how ``closeloop sandbox up``
+starts it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import uvicorn
+
+from closeloop.sandboxes.faults import FaultPlan
+from closeloop.sandboxes.salesforce.server import build_sandbox
+
+
+def main() -> None:
+    """Parse arguments and serve until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--home", type=Path, required=True, help="state directory")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--certfile", type=Path, help="server certificate chain (PEM)")
+    parser.add_argument("--keyfile", type=Path, help="server private key (PEM)")
+    parser.add_argument("--faults", default="{}", help="fault plan as JSON")
+    parser.add_argument("--hang-s", type=float, default=5.0)
+    args = parser.parse_args()
+    sandbox, app = build_sandbox(args.home, FaultPlan(**json.loads(args.faults)), args.hang_s)
+    sandbox.messenger.start()
+    try:
+        uvicorn.run(
+            app,
+            host="127.0.0.1",
+            port=args.port,
+            log_level="warning",
+            ssl_certfile=str(args.certfile) if args.certfile else None,
+            ssl_keyfile=str(args.keyfile) if args.keyfile else None,
+        )
+    finally:
+        sandbox.messenger.stop()
+
+
+if __name__ == "__main__":
+    main()
