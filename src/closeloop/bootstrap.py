@@ -60,6 +60,9 @@ def connectors_from_settings(settings: Settings) -> dict[str, Connector]:
         if system.kind == "tryton":
             connectors[name] = tryton_connector(system)
             continue
+        if system.kind == "salesforce":
+            connectors[name] = salesforce_connector(name, system)
+            continue
         limits = ConnectorLimits(
             batch_size=system.batch_size or 100,
             requests_per_window=system.requests_per_window,
@@ -70,7 +73,7 @@ def connectors_from_settings(settings: Settings) -> dict[str, Connector]:
         connectors[name] = MemoryConnector(
             system.url,
             system=name,
-            source_objects=system.objects,
+            source_objects=system.objects or ["Record"],
             limits=limits,
             timeout_s=system.timeout_s,
         )
@@ -93,6 +96,36 @@ def tryton_connector(system: SystemConfig) -> Connector:
     )
     return TrytonConnector(
         TrytonOperations(rpc, find_ids(rpc, TrytonSetup())), batch_size=system.batch_size or 1000
+    )
+
+
+def salesforce_connector(name: str, system: SystemConfig) -> Connector:
+    """A connector to a Salesforce org (nothing is called until it is used)."""
+    from closeloop.connectors.salesforce.client import SalesforceClient, SalesforceCredentials
+    from closeloop.connectors.salesforce.connector import DEFAULT_OBJECTS, SalesforceConnector
+    from closeloop.connectors.salesforce.quota import QuotaBudget
+
+    assert system.client_id and system.client_secret  # checked by Settings
+    credentials = SalesforceCredentials(
+        instance_url=system.url,
+        client_id=system.client_id,
+        client_secret=system.client_secret,
+        token_url=system.token_url,
+        username=system.user,
+        password=system.password,
+        api_version=system.api_version,
+        ca_bundle=system.ca_bundle,
+    )
+    client = SalesforceClient(
+        credentials, quota=QuotaBudget(system.quota_reserve), timeout_s=system.timeout_s
+    )
+    return SalesforceConnector(
+        client,
+        system=name,
+        objects=tuple(system.objects or DEFAULT_OBJECTS),
+        batch_size=system.batch_size or 1000,
+        max_concurrent=system.max_concurrent,
+        call_timeout_s=system.timeout_s,
     )
 
 
@@ -187,7 +220,15 @@ def build_http_app(hub: Hub) -> FastAPI:
             return False, f"schema at {current}, code needs {head}: run closeloop db upgrade"
         return True, "ok"
 
-    return create_app(hub.intake, hub.operations, hub.metrics.registry, ready)
+    from closeloop.connectors.salesforce.webhook import outbound_message_router
+
+    orgs = {
+        system.organization_id or "": name
+        for name, system in hub.settings.systems.items()
+        if system.kind == "salesforce"
+    }
+    routers = [outbound_message_router(hub.intake, orgs)] if orgs else []
+    return create_app(hub.intake, hub.operations, hub.metrics.registry, ready, routers)
 
 
 def mapped_binding(

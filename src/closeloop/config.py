@@ -49,14 +49,26 @@ class SystemConfig(BaseModel):
     ``tryton`` needs ``database``, ``user`` and ``password`` (better given as
     ``CLOSELOOP_SYSTEMS__<NAME>__PASSWORD``); the database must have been prepared with
     ``closeloop tryton init``.
+
+    ``salesforce``: ``url`` is the org's instance URL; ``client_id`` and ``client_secret`` of
+    the connected app, and ``user``/``password`` for the username-password flow (without a
+    user, the client-credentials flow); ``organization_id`` is checked on outbound messages;
+    ``quota_reserve`` is the fraction of the daily API allocation left untouched.
     """
 
-    kind: Literal["memory", "tryton"]
+    kind: Literal["memory", "tryton", "salesforce"]
     url: str
     database: str | None = None
     user: str | None = None
     password: str | None = None
-    objects: list[str] = Field(default_factory=lambda: ["Record"])
+    objects: list[str] | None = Field(default=None, description="default: the connector's")
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    organization_id: str | None = None
+    api_version: str = "62.0"
+    ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust")
+    quota_reserve: float = Field(default=0.1, ge=0, lt=1)
     batch_size: int | None = Field(default=None, ge=1, description="default: the connector's")
     requests_per_window: int = Field(default=100, ge=1)
     window_s: float = Field(default=1.0, gt=0)
@@ -103,6 +115,13 @@ class Settings(BaseSettings):
             ):
                 raise ValueError(
                     f"systems.{name}: a tryton system needs database, user and password"
+                )
+            if system.kind == "salesforce" and not (
+                system.client_id and system.client_secret and system.organization_id
+            ):
+                raise ValueError(
+                    f"systems.{name}: a salesforce system needs client_id, client_secret and "
+                    "organization_id"
                 )
             if system.timeout_s * 2 > self.worker.lease_s:
                 raise ValueError(

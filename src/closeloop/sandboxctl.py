@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,10 @@ def seed(home: Path, system: str, data: dict[str, Any]) -> dict[str, Any]:
     if not entry or not alive(int(entry["pid"])):
         raise LookupError(f"the {system} sandbox is not running: closeloop sandbox up")
     response = httpx.post(
-        f"{entry['url']}/__sandbox/seed", json=data, verify=entry["ca_bundle"], timeout=300
+        f"{entry['url']}/__sandbox/seed",
+        json=data,
+        verify=ssl.create_default_context(cafile=entry["ca_bundle"]),
+        timeout=300,
     )
     if response.status_code != 200:
         raise ValueError(f"{system} refused the seed: {response.text[:2000]}")
@@ -141,7 +145,11 @@ def status(home: Path) -> dict[str, str]:
             continue
         try:
             if name == "salesforce":
-                httpx.get(f"{entry['url']}/healthz", verify=entry["ca_bundle"], timeout=2)
+                httpx.get(
+                    f"{entry['url']}/healthz",
+                    verify=ssl.create_default_context(cafile=entry["ca_bundle"]),
+                    timeout=2,
+                )
             else:
                 httpx.post(
                     f"{entry['url']}/rpc/",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import ssl
 import threading
 import time
 import uuid
@@ -66,7 +67,8 @@ class Messenger:
     """Queues notifications of matching writes and delivers them from a background thread.
 
     ``retry_base_s`` doubles per failed attempt up to ``retry_max_s``; ``verify`` is the TLS
-    setting for HTTPS endpoints (a CA bundle path, or ``True`` for the system's).
+    setting for HTTPS endpoints (a context trusting the endpoint's CA, or ``True`` for the
+    system's).
     """
 
     path: Path
@@ -75,7 +77,7 @@ class Messenger:
     retry_base_s: float = 15.0
     retry_max_s: float = 7200.0
     timeout_s: float = 10.0
-    verify: bool | str = True
+    verify: ssl.SSLContext | bool = True
     rules: list[OutboundRule] = field(default_factory=list)
     delivered: int = 0
 

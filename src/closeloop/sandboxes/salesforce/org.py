@@ -301,7 +301,7 @@ class Org:
         ``MULTIPLE_CHOICES`` (300) when several records match."""
         spec = self.sobject(sobject)
         ext = spec.field(field_name)
-        if ext is None or not (ext.external_id or ext.type == "id"):
+        if ext is None or ext not in spec.external_ids():
             raise SalesforceError(
                 404,
                 "NOT_FOUND",

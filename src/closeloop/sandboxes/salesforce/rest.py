@@ -158,7 +158,7 @@ class Rest:
             answer = {"id": rid, "success": True, "errors": [], "created": created}
             return (201 if created else 200), answer
         fdef = spec.field(field_name)
-        if fdef is None or not fdef.external_id:
+        if fdef is None or fdef not in spec.external_ids():
             raise not_found()
         matches = self.org.find_by(spec, fdef.name, value)
         if not matches:

@@ -5,7 +5,8 @@ Standard fields are written from the *Salesforce Object Reference* (and checked 
 describe() results in ``tests/test_salesforce_sandbox.py`` when ``../shared/realdata`` is
 there). Each is one line: ``name type [length|precision.scale] [flags] [->Target:Relationship]``
 with flags ``N`` nillable, ``C`` createable, ``U`` updateable, ``D`` defaulted on create,
-``K`` name field, ``X`` external id, ``Q`` unique, ``S`` case sensitive.
+``K`` name field, ``X`` external id, ``Q`` unique, ``S`` case sensitive, ``L`` id lookup
+(an upsert may match on it, like an external id).
 
 The org is multi-currency (every object has ``CurrencyIsoCode``) so that the hub's money
 always carries its currency.
@@ -42,7 +43,7 @@ _ADDRESS = (
 )
 STANDARD_FIELDS: dict[str, tuple[str, ...]] = {
     "User": (
-        "Username string 80 CUQ",
+        "Username string 80 CUQL",
         "LastName string 80 CU",
         "FirstName string 40 NCU",
         "Name string 121 K",
@@ -79,7 +80,7 @@ STANDARD_FIELDS: dict[str, tuple[str, ...]] = {
         *(f.format(p="Mailing") for f in _ADDRESS),
         "Phone phone 40 NCU",
         "MobilePhone phone 40 NCU",
-        "Email email 80 NCU",
+        "Email email 80 NCUL",
         "Title string 128 NCU",
         "Department string 80 NCU",
         "Description textarea 32000 NCU",
@@ -88,7 +89,7 @@ STANDARD_FIELDS: dict[str, tuple[str, ...]] = {
     "Opportunity": (
         "AccountId reference 18 NCU ->Account:Account",
         "IsPrivate boolean CUD",
-        "Name string 120 CUK",
+        "Name string 120 CUKL",
         "Description textarea 32000 NCU",
         "StageName picklist 255 CU",
         "Amount currency 18.2 NCU",
@@ -238,6 +239,7 @@ class FieldDef:
     external_id: bool = False
     unique: bool = False
     case_sensitive: bool = False
+    id_lookup: bool = False
     custom: bool = False
     label: str = ""
     reference_to: tuple[str, ...] = ()
@@ -266,7 +268,7 @@ class FieldDef:
             "externalId": self.external_id,
             "unique": self.unique,
             "caseSensitive": self.case_sensitive,
-            "idLookup": self.type == "id" or self.external_id or self.name == "Username",
+            "idLookup": self.type == "id" or self.external_id or self.id_lookup,
             "custom": self.custom,
             "calculated": False,
             "filterable": True,
@@ -315,6 +317,7 @@ def parse_field(sobject: str, spec: str) -> FieldDef:
         external_id="X" in flags,
         unique="Q" in flags,
         case_sensitive="S" in flags,
+        id_lookup="L" in flags,
         reference_to=reference,
         relationship_name=relationship,
         picklist=picklist,
@@ -339,8 +342,8 @@ class SObjectDef:
         return found
 
     def external_ids(self) -> list[FieldDef]:
-        """Fields an upsert may match on."""
-        return [f for f in self.fields.values() if f.external_id or f.type == "id"]
+        """Fields an upsert may match on: external ids and id lookups."""
+        return [f for f in self.fields.values() if f.external_id or f.id_lookup or f.type == "id"]
 
     def describe(self, version: str) -> dict[str, Any]:
         """``GET /sobjects/<name>/describe``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import subprocess
 import sys
 import time
@@ -157,7 +158,11 @@ def start_salesforce(
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
             raise SalesforceSandboxError(f"the Salesforce sandbox exited:\n{tail}")
         try:
-            httpx.get(f"{settings.instance_url}/healthz", verify=str(ca_bundle), timeout=1)
+            httpx.get(
+                f"{settings.instance_url}/healthz",
+                verify=ssl.create_default_context(cafile=ca_bundle),
+                timeout=1,
+            )
             return SalesforceServer(process.pid, settings, ca_bundle, log)
         except httpx.HTTPError:
             time.sleep(0.1)
