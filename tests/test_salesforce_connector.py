@@ -460,3 +460,36 @@ def test_outbound_endpoint_refuses_malformed_and_foreign_envelopes(
     )
     assert httpx.post(endpoint, content=no_stamp).status_code == 500
     assert inbox_versions(hub) == []
+
+
+def test_benchmark_uses_the_fewest_requests_the_api_allows() -> None:
+    """``closeloop bench salesforce`` runs (small) and its request counts meet the floor."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "closeloop.cli",
+            "bench",
+            "salesforce",
+            "--runs",
+            "1",
+            "--opportunities",
+            "2500",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    for direction, requests in (("inbound", 2), ("outbound", 3)):  # per 2,500 opportunities
+        spent = figures[f"{direction}_calls_per_1000"] * 2.5
+        assert (
+            spent == pytest.approx(requests) == figures[f"{direction}_floor_calls_per_1000"] * 2.5
+        )
+    assert figures["inbound_per_s"] > 0 and figures["outbound_per_s"] > 0

@@ -488,6 +488,41 @@ def bench_tryton(
     console.print(f"connector / floor = {figures['ratio_to_floor']:.2f}")
 
 
+@bench_app.command("salesforce")
+def bench_salesforce(
+    opportunities: Annotated[int, typer.Option(help="opportunities per run")] = 2000,
+    runs: Annotated[int, typer.Option(help="runs; medians are reported")] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Opportunities per second and API requests per 1,000 opportunities, in and out of the
+    Salesforce sandbox with a real org's limits, next to the bounds the limits allow."""
+    from closeloop.bench_salesforce import run_salesforce_bench
+    from closeloop.observability import configure_logging
+
+    configure_logging("console", "warning")
+    with console.status("benchmarking Salesforce ..."):
+        f = run_salesforce_bench(opportunities=opportunities, runs=runs)
+    if as_json:
+        print(json.dumps(f, indent=2))
+        return
+    table = Table(title=f"Salesforce sync ({opportunities} opportunities, median of {runs} runs)")
+    for column in ("direction", "opps/s", "requests/1,000", "fewest/1,000", "quota bound/s"):
+        table.add_column(column, justify="right")
+    for direction, label in (("inbound", "in (poll)"), ("outbound", "out (write-back)")):
+        table.add_row(
+            label,
+            f"{f[f'{direction}_per_s']:.0f}",
+            f"{f[f'{direction}_calls_per_1000']:.2f}",
+            f"{f[f'{direction}_floor_calls_per_1000']:.2f}",
+            f"{f[f'{direction}_quota_bound_per_s']:.0f}",
+        )
+    console.print(table)
+    console.print(
+        "fewest: 2,000 records per query page, 5 Collections of 200 per Composite request; "
+        "quota bound: 100,000 requests a day at that rate, spread over 24 h"
+    )
+
+
 @app.command()
 def demo(
     keep_db: Annotated[bool, typer.Option(help="keep the demo database")] = False,

@@ -79,10 +79,11 @@ class Queries:
         chunk = cursor.ids[cursor.position : cursor.position + QUERY_BATCH]
         cursor.position += len(chunk)
         records = []
+        children = self._children(spec, cursor.query)
         for rid in chunk:
             row = self.org.live[spec.name].get(rid) or self.org.deleted[spec.name].get(rid)
             if row is not None:
-                records.append(self._project(spec, cursor.query, row))
+                records.append(self._project(spec, cursor.query, row, children))
         page: dict[str, Any] = {
             "totalSize": len(cursor.ids),
             "done": cursor.position >= len(cursor.ids),
@@ -176,21 +177,39 @@ class Queries:
                 node = node[step]
         return view
 
-    def _project(self, spec: SObjectDef, query: soql.Query, row: dict[str, Any]) -> dict[str, Any]:
+    def _children(self, spec: SObjectDef, query: soql.Query) -> dict[str, dict[str, list[Any]]]:
+        """For each subquery's relationship: the live child records by parent id."""
+        grouped: dict[str, dict[str, list[Any]]] = {}
+        for item in query.fields:
+            if isinstance(item, soql.Query):
+                child, ref, _ = _child(spec, item.sobject)
+                by_parent: dict[str, list[Any]] = {}
+                for row in self.org.live[child].values():
+                    by_parent.setdefault(row.get(ref) or "", []).append(row)
+                grouped[item.sobject] = by_parent
+        return grouped
+
+    def _project(
+        self,
+        spec: SObjectDef,
+        query: soql.Query,
+        row: dict[str, Any],
+        children_of: dict[str, dict[str, list[Any]]],
+    ) -> dict[str, Any]:
         version = self.org.settings.api_version
         view = self._view(spec, query, row) if _relations(query) else row
         out: dict[str, Any] = {"attributes": attributes(spec.name, row["Id"], version)}
         for item in query.fields:
             if isinstance(item, soql.Query):
-                child, ref, _ = _child(spec, item.sobject)
-                children = [r for r in self.org.live[child].values() if r.get(ref) == row["Id"]]
+                child, _, _ = _child(spec, item.sobject)
+                children = children_of[item.sobject].get(row["Id"], [])
                 chosen = soql.run(item, children)
                 child_spec = self.org.schema[child]
                 out[item.sobject] = (
                     {
                         "totalSize": len(chosen),
                         "done": True,
-                        "records": [self._project(child_spec, item, r) for r in chosen],
+                        "records": [self._project(child_spec, item, r, {}) for r in chosen],
                     }
                     if chosen
                     else None
