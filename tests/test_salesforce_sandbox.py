@@ -545,3 +545,54 @@ def test_faults_server_error_and_lost_response(tmp_path: Path) -> None:
         names = api.call("GET", "query", params={"q": "SELECT Name FROM Account"}).json()
         assert [r["Name"] for r in names["records"]] == ["Written, answer lost"]
         api.close()
+
+
+def test_sandbox_cli_up_seed_faults_status_down(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str, ok: bool = True) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "closeloop.cli", "sandbox", *args, "--home", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert (result.returncode == 0) == ok, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"Account": [{"Name": "CLI Seeded", "BillingCountry": "CH"}]}))
+    try:
+        assert "salesforce: https://127.0.0.1:" in cli("up", "--system", "salesforce")
+        entry = json.loads((tmp_path / "sandbox.json").read_text())["salesforce"]
+        assert "1 Account" in cli("seed", "salesforce", str(seed))
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"Opportunity": [{"Name": "no stage"}]}))
+        assert "REQUIRED_FIELD_MISSING" in cli("seed", "salesforce", str(bad), ok=False)
+        cli("faults", "salesforce", "--server-error", "1")
+        api = Api(
+            SalesforceServer(entry["pid"], _settings(entry), Path(entry["ca_bundle"]), tmp_path)
+        )
+        assert api.call("GET", "limits").status_code == 503
+        cli("faults", "salesforce")
+        names = api.call("GET", "query", params={"q": "SELECT Name FROM Account"}).json()
+        assert [r["Name"] for r in names["records"]] == ["CLI Seeded"]
+        api.close()
+        assert "salesforce: running at https://" in cli("status")
+    finally:
+        stopped = cli("down")
+    assert "salesforce" in stopped
+
+
+def _settings(entry: dict[str, Any]) -> Any:
+    from closeloop.sandboxes.salesforce.org import OrgSettings
+
+    return OrgSettings(
+        organization_id=entry["organization_id"],
+        instance_url=entry["instance_url"],
+        client_id=entry["client_id"],
+        client_secret=entry["client_secret"],
+        username=entry["username"],
+        password=entry["password"],
+    )

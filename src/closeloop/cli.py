@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -381,6 +382,36 @@ def sandbox_up(
     for name, entry in state.items():
         console.print(f"{name}: {entry['url']} (pid {entry['pid']})")
     console.print(f"details in {home / 'sandbox.json'}; stop with: closeloop sandbox down")
+
+
+@sandbox_app.command("faults")
+def sandbox_faults(
+    system: Annotated[str, typer.Argument(help="salesforce")],
+    server_error: Annotated[float, typer.Option(help="share of calls answered 503")] = 0.0,
+    timeout: Annotated[float, typer.Option(help="share of calls that hang, not applied")] = 0.0,
+    lost_response: Annotated[
+        float, typer.Option(help="share of calls applied, then the answer is cut")
+    ] = 0.0,
+    latency_s: Annotated[float, typer.Option(help="added to every call")] = 0.0,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    home: HomeOption = Path(".closeloop"),
+) -> None:
+    """Make a running sandbox fail like a real system (all zero: no faults)."""
+    from closeloop.sandboxctl import set_faults
+
+    plan = {
+        "server_error": server_error,
+        "timeout": timeout,
+        "lost_response": lost_response,
+        "latency_s": latency_s,
+        "seed": seed,
+    }
+    try:
+        set_faults(home, system, plan)
+    except (LookupError, httpx.HTTPError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{system} faults: {plan}")
 
 
 @sandbox_app.command("seed")

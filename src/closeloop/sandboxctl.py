@@ -101,15 +101,36 @@ def up(home: Path, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
     return state
 
 
+def set_faults(home: Path, system: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """Set the fault plan of the running sandbox ``system`` (see
+    :class:`~closeloop.sandboxes.faults.FaultPlan`); an empty plan clears it. Raises
+    ``LookupError`` when it does not run."""
+    entry = _running(home, system)
+    response = httpx.put(
+        f"{entry['url']}/__sandbox/faults",
+        json=plan,
+        verify=ssl.create_default_context(cafile=entry["ca_bundle"]),
+        timeout=10,
+    )
+    response.raise_for_status()
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _running(home: Path, system: str) -> dict[str, Any]:
+    entry: dict[str, Any] | None = read_state(home).get(system)
+    if system != "salesforce":
+        raise LookupError(f"offered for: salesforce (not {system})")
+    if not entry or not alive(int(entry["pid"])):
+        raise LookupError(f"the {system} sandbox is not running: closeloop sandbox up")
+    return entry
+
+
 def seed(home: Path, system: str, data: dict[str, Any]) -> dict[str, Any]:
     """Load ``data`` into the running sandbox ``system``; returns what it loaded.
     Raises ``LookupError`` when it does not run and ``ValueError`` with the sandbox's
     answer when it refuses the data (then nothing was loaded)."""
-    entry = read_state(home).get(system)
-    if system != "salesforce":
-        raise LookupError(f"seeding is offered for: salesforce (not {system})")
-    if not entry or not alive(int(entry["pid"])):
-        raise LookupError(f"the {system} sandbox is not running: closeloop sandbox up")
+    entry = _running(home, system)
     response = httpx.post(
         f"{entry['url']}/__sandbox/seed",
         json=data,

@@ -66,12 +66,23 @@ def version_sort_key(version: str) -> tuple[int, Any]:
     if text.lstrip("-").isdigit():
         return (0, int(text))
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = parse_instant(text)
     except ValueError:
         return (2, text)
-    if moment.tzinfo is None:
-        return (2, text)
     return (1, moment.timestamp())
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant with its UTC offset as an aware datetime; also vendors' forms
+    ``...Z`` and ``...+0000`` (Salesforce's ``2024-05-01T09:30:00.000+0000``). Raises
+    ``ValueError`` for anything else, including a time without an offset."""
+    text = text.strip().replace("Z", "+00:00")
+    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":" and text[-4:].isdigit():
+        text = f"{text[:-2]}:{text[-2:]}"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return moment
 
 
 def content_hash(data: Any) -> str:

@@ -27,6 +27,7 @@ import structlog
 
 from closeloop.connectors.http import classify_http_error
 from closeloop.connectors.salesforce.quota import QuotaBudget
+from closeloop.domain.changes import parse_instant
 from closeloop.ports.connector import TransientError
 
 log = structlog.get_logger(__name__)
@@ -256,13 +257,7 @@ def _resource(url: str) -> str:
 def parse_stamp(text: str) -> datetime:
     """Salesforce's datetime text (``2024-05-01T09:30:00.000+0000`` or ``...Z``) as an aware
     datetime. Raises ``ValueError``."""
-    text = text.replace("Z", "+00:00")
-    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
-        text = f"{text[:-2]}:{text[-2:]}"
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset")
-    return moment
+    return parse_instant(text)
 
 
 def soql_literal(value: str) -> str:

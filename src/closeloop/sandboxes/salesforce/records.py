@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from closeloop.domain.changes import parse_instant
 from closeloop.sandboxes.salesforce.schema import NUMBER_TYPES, TEXT_TYPES, FieldDef, SObjectDef
 
 _ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
@@ -84,14 +85,8 @@ def timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """Parse Salesforce's datetime text (or any ISO 8601 instant with an offset)."""
-    text = text.replace("Z", "+00:00")
-    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
-        text = f"{text[:-2]}:{text[-2:]}"
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset")
-    return moment.astimezone(UTC)
+    """Parse Salesforce's datetime text (or any ISO 8601 instant with an offset) in UTC."""
+    return parse_instant(text).astimezone(UTC)
 
 
 def _bad_value(spec: FieldDef, value: Any, kind: str) -> SalesforceError:

@@ -29,6 +29,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from closeloop.domain.changes import parse_instant
+
 Value = str | Decimal | bool | date | datetime | None
 
 
@@ -348,10 +350,7 @@ def _coerce(value: Any, like: Any) -> Any:
         if isinstance(like, Decimal):
             return Decimal(str(value))
         if isinstance(like, datetime):
-            text = str(value).replace("Z", "+00:00")
-            if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":  # +0000 -> +00:00
-                text = f"{text[:-2]}:{text[-2:]}"
-            return datetime.fromisoformat(text)
+            return parse_instant(str(value))
         if isinstance(like, date):
             return date.fromisoformat(str(value)[:10])
     except (ValueError, ArithmeticError):
