@@ -180,7 +180,7 @@ def create_app(sandbox: Sandbox) -> FastAPI:
     def rest(version: str, path: str, request: Request, raw: bytes = Depends(_body)) -> Response:
         if not sandbox.check_token(request.headers.get("Authorization")):
             return _json(401, _INVALID_SESSION)
-        if version != settings.api_version:
+        if not _supported(version, settings.api_version):
             return _json(404, [{"errorCode": "NOT_FOUND", "message": f"API version {version}"}])
         if not sandbox.enter():
             return _json(
@@ -233,6 +233,14 @@ def _serve(
     if fault == "lost_response":
         return CutResponse()
     return _json(status, answer, {"Sforce-Limit-Info": f"api-usage={used}/{allocation}"})
+
+
+def _supported(version: str, newest: str) -> bool:
+    """Versions 31.0 up to the org's newest answer (Salesforce keeps old versions alive)."""
+    try:
+        return 31.0 <= float(version) <= float(newest)
+    except ValueError:
+        return False
 
 
 def _resource(path: str) -> str:

@@ -27,6 +27,7 @@ MAX_COLLECTION = 200
 MAX_COMPOSITE = 25
 MAX_COMPOSITE_HEAVY = 5  #: Collections and query subrequests in one Composite request
 MAX_RETRIEVE = 2000
+_VERSIONED = re.compile(r"^/services/data/v\d+\.\d+/")
 _REFERENCE = re.compile(r"@\{([A-Za-z0-9_]+)\.([^}]+)\}")
 _ROLLED_BACK = (
     "ALL_OR_NONE_OPERATION_ROLLED_BACK",
@@ -350,8 +351,8 @@ class Rest:
             ]
         else:
             split = urlsplit(url)
-            prefix = f"/services/data/v{self.org.settings.api_version}/"
-            if not split.path.startswith(prefix):
+            versioned = _VERSIONED.match(split.path)
+            if versioned is None:
                 status, answer = not_found().status, not_found().body()
             else:
                 params = {k: v[-1] for k, v in parse_qs(split.query).items()}
@@ -359,7 +360,7 @@ class Rest:
                 try:
                     with self.org.transaction():
                         status, answer = self.handle(
-                            method, split.path[len(prefix) :], params, payload
+                            method, split.path[versioned.end() :], params, payload
                         )
                         if status >= 400:
                             raise _RollBack
