@@ -364,19 +364,19 @@ def schema_export(folder: Path) -> None:
 def sandbox_up(
     home: HomeOption = Path(".closeloop"),
     system: Annotated[
-        list[str] | None, typer.Option(help="start only these (tryton, salesforce)")
+        list[str] | None, typer.Option(help="start only these (tryton, salesforce, harvest)")
     ] = None,
 ) -> None:
-    """Start the sandboxes (a real Tryton, Salesforce); write their details to
+    """Start the sandboxes (a real Tryton, Salesforce, Harvest); write their details to
     HOME/sandbox.json."""
     from closeloop.sandboxctl import SYSTEMS, up
-    from closeloop.sandboxes.salesforce.server import SalesforceSandboxError
+    from closeloop.sandboxes.process import SandboxStartError
     from closeloop.sandboxes.tryton.server import SandboxError
 
     try:
         with console.status("starting sandboxes (Tryton's first start initialises it, ~1 min)"):
             state = up(home, tuple(system or SYSTEMS))
-    except (SandboxError, SalesforceSandboxError, ValueError) as exc:
+    except (SandboxError, SandboxStartError, ValueError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     for name, entry in state.items():
@@ -386,7 +386,7 @@ def sandbox_up(
 
 @sandbox_app.command("faults")
 def sandbox_faults(
-    system: Annotated[str, typer.Argument(help="salesforce")],
+    system: Annotated[str, typer.Argument(help="salesforce or harvest")],
     server_error: Annotated[float, typer.Option(help="share of calls answered 503")] = 0.0,
     timeout: Annotated[float, typer.Option(help="share of calls that hang, not applied")] = 0.0,
     lost_response: Annotated[
@@ -416,8 +416,13 @@ def sandbox_faults(
 
 @sandbox_app.command("seed")
 def sandbox_seed(
-    system: Annotated[str, typer.Argument(help="salesforce")],
-    file: Annotated[Path, typer.Argument(help='records in REST shape: {"Account": [...], ...}')],
+    system: Annotated[str, typer.Argument(help="salesforce or harvest")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help='Salesforce: {"Account": [...], ...}; Harvest: {"clients": [...], ...}'
+        ),
+    ],
     home: HomeOption = Path(".closeloop"),
 ) -> None:
     """Load records into a running sandbox (all or nothing)."""

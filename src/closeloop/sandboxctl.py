@@ -78,12 +78,13 @@ def alive(pid: int) -> bool:
     return True
 
 
-SYSTEMS = ("tryton", "salesforce")
+SYSTEMS = ("tryton", "salesforce", "harvest")
 
 
 def up(home: Path, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
     """Start those of ``systems`` that are not running yet; returns the sandbox state.
-    Raises ``SandboxError`` or ``SalesforceSandboxError`` when one does not come up."""
+    Raises ``SandboxError`` or ``SandboxStartError`` when one does not come up."""
+    from closeloop.sandboxes.harvest.server import start_harvest
     from closeloop.sandboxes.salesforce.server import start_salesforce
 
     state = read_state(home)
@@ -95,6 +96,8 @@ def up(home: Path, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
             state[name] = start_tryton(home).as_json()
         elif name == "salesforce":
             state[name] = start_salesforce(home / "salesforce", free_port()).as_json()
+        elif name == "harvest":
+            state[name] = start_harvest(home / "harvest", free_port()).as_json()
         else:
             raise ValueError(f"no sandbox called {name!r} (known: {', '.join(SYSTEMS)})")
         write_state(home, state)
@@ -107,20 +110,22 @@ def set_faults(home: Path, system: str, plan: dict[str, Any]) -> dict[str, Any]:
     ``LookupError`` when it does not run."""
     entry = _running(home, system)
     response = httpx.put(
-        f"{entry['url']}/__sandbox/faults",
-        json=plan,
-        verify=ssl.create_default_context(cafile=entry["ca_bundle"]),
-        timeout=10,
+        f"{entry['url']}/__sandbox/faults", json=plan, verify=_verify(entry), timeout=10
     )
     response.raise_for_status()
     answer: dict[str, Any] = response.json()
     return answer
 
 
+def _verify(entry: dict[str, Any]) -> ssl.SSLContext | bool:
+    ca_bundle = entry.get("ca_bundle")
+    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+
+
 def _running(home: Path, system: str) -> dict[str, Any]:
     entry: dict[str, Any] | None = read_state(home).get(system)
-    if system != "salesforce":
-        raise LookupError(f"offered for: salesforce (not {system})")
+    if system not in ("salesforce", "harvest"):
+        raise LookupError(f"offered for: salesforce, harvest (not {system})")
     if not entry or not alive(int(entry["pid"])):
         raise LookupError(f"the {system} sandbox is not running: closeloop sandbox up")
     return entry
@@ -132,10 +137,7 @@ def seed(home: Path, system: str, data: dict[str, Any]) -> dict[str, Any]:
     answer when it refuses the data (then nothing was loaded)."""
     entry = _running(home, system)
     response = httpx.post(
-        f"{entry['url']}/__sandbox/seed",
-        json=data,
-        verify=ssl.create_default_context(cafile=entry["ca_bundle"]),
-        timeout=300,
+        f"{entry['url']}/__sandbox/seed", json=data, verify=_verify(entry), timeout=300
     )
     if response.status_code != 200:
         raise ValueError(f"{system} refused the seed: {response.text[:2000]}")
@@ -165,12 +167,8 @@ def status(home: Path) -> dict[str, str]:
             report[name] = f"stopped (pid {entry['pid']} is gone)"
             continue
         try:
-            if name == "salesforce":
-                httpx.get(
-                    f"{entry['url']}/healthz",
-                    verify=ssl.create_default_context(cafile=entry["ca_bundle"]),
-                    timeout=2,
-                )
+            if name in ("salesforce", "harvest"):
+                httpx.get(f"{entry['url']}/healthz", verify=_verify(entry), timeout=2)
             else:
                 httpx.post(
                     f"{entry['url']}/rpc/",

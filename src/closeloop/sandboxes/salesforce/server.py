@@ -11,28 +11,20 @@ from __future__ import annotations
 
 import json
 import secrets
-import ssl
-import subprocess
-import sys
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 
 from closeloop.sandboxes.faults import FaultPlan
+from closeloop.sandboxes.process import spawn
 from closeloop.sandboxes.salesforce.app import Sandbox, create_app
 from closeloop.sandboxes.salesforce.messaging import Messenger
 from closeloop.sandboxes.salesforce.org import Org, OrgSettings
 from closeloop.sandboxes.salesforce.query import Queries
 from closeloop.sandboxes.salesforce.rest import Rest
 from closeloop.sandboxes.salesforce.schema import SHIPPED_SCHEMA, load_schema
-
-
-class SalesforceSandboxError(RuntimeError):
-    """The sandbox could not be started; the message says why (with its log's tail)."""
 
 
 def org_settings(home: Path, port: int | None = None, **overrides: Any) -> OrgSettings:
@@ -131,14 +123,11 @@ def start_salesforce(
 ) -> SalesforceServer:
     """Start the sandbox of ``home`` on ``port`` and wait until it answers over HTTPS.
     ``overrides`` set org settings (``daily_api_requests``, ``max_concurrent``, ...). Raises
-    :class:`SalesforceSandboxError` when it does not come up."""
+    :class:`~closeloop.sandboxes.process.SandboxStartError` when it does not come up."""
     settings = org_settings(home, port, **overrides)
     ca_bundle, server_pem = certificates(home)
     log = home / "salesforce.log"
-    command = [
-        sys.executable,
-        "-m",
-        "closeloop.sandboxes.salesforce",
+    arguments = [
         "--home",
         str(home),
         "--port",
@@ -150,22 +139,12 @@ def start_salesforce(
         "--faults",
         json.dumps(asdict(faults or FaultPlan())),
     ]
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-            raise SalesforceSandboxError(f"the Salesforce sandbox exited:\n{tail}")
-        try:
-            httpx.get(
-                f"{settings.instance_url}/healthz",
-                verify=ssl.create_default_context(cafile=ca_bundle),
-                timeout=1,
-            )
-            return SalesforceServer(process.pid, settings, ca_bundle, log)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    process.wait()
-    raise SalesforceSandboxError(f"the Salesforce sandbox did not answer within {timeout_s} s")
+    pid = spawn(
+        "closeloop.sandboxes.salesforce",
+        arguments,
+        f"{settings.instance_url}/healthz",
+        log,
+        ca_bundle=ca_bundle,
+        timeout_s=timeout_s,
+    )
+    return SalesforceServer(pid, settings, ca_bundle, log)
