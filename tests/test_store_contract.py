@@ -226,3 +226,31 @@ def test_exceptions_audit_and_stats(store: SqlStore) -> None:
 def test_naive_datetimes_are_refused(store: SqlStore) -> None:
     with pytest.raises(Exception, match="naive datetime"), store.transaction() as tx:
         tx.insert_changes([change("a")], datetime(2026, 1, 1))
+
+
+def test_shared_rate_limit_counts_every_worker(store: SqlStore) -> None:
+    """Eight threads with their own connections (as workers would be) race for a window of
+    five slots: exactly five get one, the rest learn when the oldest slot frees."""
+    import threading
+
+    from closeloop.store.ratelimit_repo import SqlSharedRateLimit
+
+    now = [1000.0]
+    limit = SqlSharedRateLimit(store.engine, clock=lambda: now[0])
+    waits: list[float] = []
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        waits.append(limit.take("harvest:acct", 5, 15.0))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(waits)[:5] == [0.0] * 5
+    assert all(w == pytest.approx(15.0) for w in sorted(waits)[5:])
+    assert limit.take("other-account", 5, 15.0) == 0.0  # keys are separate
+    now[0] += 15.0  # the window has moved on
+    assert limit.take("harvest:acct", 5, 15.0) == 0.0

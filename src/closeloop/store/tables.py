@@ -170,6 +170,13 @@ cursors = Table(
     Column("updated_at", TS, nullable=False),
 )
 
+rate_windows = Table(
+    "rate_windows",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("sent", JSON, nullable=False),
+)
+
 audit = Table(
     "audit",
     metadata,

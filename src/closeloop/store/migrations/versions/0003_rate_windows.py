@@ -1,0 +1,28 @@
+"""rate limit windows shared by worker processes
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-22
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "rate_windows",
+        sa.Column("key", sa.String(128), primary_key=True),
+        sa.Column("sent", sa.JSON, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("rate_windows")
