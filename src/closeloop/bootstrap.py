@@ -24,7 +24,9 @@ from closeloop.flows.mirror import MirrorFlow, record_mapper
 from closeloop.ports.clock import Clock, SystemClock
 from closeloop.ports.connector import Connector, ConnectorLimits
 from closeloop.ports.flows import Binding, Flow
+from closeloop.ports.ratelimit import SharedRateLimit
 from closeloop.store import migrate
+from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.sql import SqlStore
 
 
@@ -53,10 +55,16 @@ class Hub:
         self.store.close()
 
 
-def connectors_from_settings(settings: Settings) -> dict[str, Connector]:
-    """One connector per configured system."""
+def connectors_from_settings(
+    settings: Settings, shared_limit: SharedRateLimit | None = None
+) -> dict[str, Connector]:
+    """One connector per configured system; ``shared_limit`` counts requests of accounts
+    whose limit all workers share (Harvest)."""
     connectors: dict[str, Connector] = {}
     for name, system in settings.systems.items():
+        if system.kind == "harvest":
+            connectors[name] = harvest_connector(name, system, shared_limit)
+            continue
         if system.kind == "tryton":
             connectors[name] = tryton_connector(system)
             continue
@@ -65,8 +73,8 @@ def connectors_from_settings(settings: Settings) -> dict[str, Connector]:
             continue
         limits = ConnectorLimits(
             batch_size=system.batch_size or 100,
-            requests_per_window=system.requests_per_window,
-            window_s=system.window_s,
+            requests_per_window=system.requests_per_window or 100,
+            window_s=system.window_s or 1.0,
             max_concurrent=system.max_concurrent,
             call_timeout_s=system.timeout_s,
         )
@@ -129,6 +137,32 @@ def salesforce_connector(name: str, system: SystemConfig) -> Connector:
     )
 
 
+def harvest_connector(
+    name: str, system: SystemConfig, shared_limit: SharedRateLimit | None
+) -> Connector:
+    """A connector to a Harvest account; its rate limit is taken from ``shared_limit``."""
+    from closeloop.connectors.harvest.client import REQUESTS_PER_WINDOW, WINDOW_S, HarvestClient
+    from closeloop.connectors.harvest.connector import OBJECTS, HarvestConnector
+
+    assert system.token and system.account_id  # checked by Settings
+    client = HarvestClient(
+        system.url,
+        system.token,
+        system.account_id,
+        shared_limit=shared_limit,
+        requests_per_window=system.requests_per_window or REQUESTS_PER_WINDOW,
+        window_s=system.window_s or WINDOW_S,
+        timeout_s=system.timeout_s,
+    )
+    return HarvestConnector(
+        client,
+        system=name,
+        objects=tuple(system.objects or OBJECTS),
+        batch_size=system.batch_size or 50,
+        call_timeout_s=system.timeout_s,
+    )
+
+
 def mirror_bindings(settings: Settings) -> list[Binding]:
     """Bindings of the built-in example flow, one per configured mirror."""
     flows: dict[tuple[str, str], list[Flow]] = {}
@@ -169,7 +203,9 @@ def build_hub(
         migrate.upgrade(store.engine)
     registry = Registry(
         connectors=dict(
-            connectors if connectors is not None else connectors_from_settings(settings)
+            connectors
+            if connectors is not None
+            else connectors_from_settings(settings, SqlSharedRateLimit(store.engine))
         ),
         bindings=list(bindings if bindings is not None else mirror_bindings(settings)),
     )

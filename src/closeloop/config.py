@@ -54,9 +54,13 @@ class SystemConfig(BaseModel):
     the connected app, and ``user``/``password`` for the username-password flow (without a
     user, the client-credentials flow); ``organization_id`` is checked on outbound messages;
     ``quota_reserve`` is the fraction of the daily API allocation left untouched.
+
+    ``harvest``: ``url`` is the API base (``https://api.harvestapp.com/v2``), ``token`` a
+    personal access token (better ``CLOSELOOP_SYSTEMS__<NAME>__TOKEN``) and ``account_id``;
+    ``requests_per_window`` per ``window_s`` is the account's limit, shared by all workers.
     """
 
-    kind: Literal["memory", "tryton", "salesforce"]
+    kind: Literal["memory", "tryton", "salesforce", "harvest"]
     url: str
     database: str | None = None
     user: str | None = None
@@ -69,9 +73,13 @@ class SystemConfig(BaseModel):
     api_version: str = "62.0"
     ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust")
     quota_reserve: float = Field(default=0.1, ge=0, lt=1)
+    token: str | None = None
+    account_id: str | None = None
     batch_size: int | None = Field(default=None, ge=1, description="default: the connector's")
-    requests_per_window: int = Field(default=100, ge=1)
-    window_s: float = Field(default=1.0, gt=0)
+    requests_per_window: int | None = Field(
+        default=None, ge=1, description="default: the vendor's (memory: 100)"
+    )
+    window_s: float | None = Field(default=None, gt=0, description="default: the vendor's (1 s)")
     max_concurrent: int = Field(default=4, ge=1)
     timeout_s: float = Field(default=10.0, gt=0)
 
@@ -123,6 +131,8 @@ class Settings(BaseSettings):
                     f"systems.{name}: a salesforce system needs client_id, client_secret and "
                     "organization_id"
                 )
+            if system.kind == "harvest" and not (system.token and system.account_id):
+                raise ValueError(f"systems.{name}: a harvest system needs token and account_id")
             if system.timeout_s * 2 > self.worker.lease_s:
                 raise ValueError(
                     f"systems.{name}.timeout_s ({system.timeout_s}) must be under half of "

@@ -1,0 +1,1 @@
+"""The Harvest (PSA) connector."""

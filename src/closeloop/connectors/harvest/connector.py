@@ -1,0 +1,210 @@
+"""The Harvest connector as the engine sees it: a change feed by ``updated_since`` polling of
+clients, projects, tasks, users, time entries and expenses, and idempotent writes
+(:mod:`.operations`).
+
+**Change feed.** Harvest lists time entries newest ``spent_date`` first and other resources
+newest first, with page-number paging, so the pages are not in modification order and a
+record can shift between pages while they are read. The connector therefore reads every page
+of ``updated_since`` (the engine's watermark minus its overlap), checks that it saw as many
+distinct records as Harvest counted (else it reads again, then gives up transiently), and
+yields the records sorted by ``(updated_at, id)`` in chunks, so each committed chunk moves the
+watermark forward only past what is already in the inbox.
+
+Idempotency keys: ``harvest:<operation>:<key>`` with the key Harvest shows (client name,
+project code, invoice number, time entry id and reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from closeloop.connectors.harvest.client import PER_PAGE, HarvestApiError, HarvestClient
+from closeloop.connectors.harvest.operations import Batch, refused
+from closeloop.domain.changes import Change, parse_instant
+from closeloop.domain.commands import Applied, Command, ExceptionClass, Outcome, Permanent
+from closeloop.ports.connector import ConnectorLimits, TransientError
+
+SYSTEM = "harvest"
+OBJECTS = ("clients", "projects", "tasks", "users", "time_entries", "expenses")
+_OPERATIONS = (
+    "upsert_client",
+    "upsert_project",
+    "close_project",
+    "mark_billed",
+    "attach_reference",
+)
+
+
+def idempotency_key(operation: str, key: str) -> str:
+    """``harvest:<operation>:<key>``."""
+    if operation not in _OPERATIONS:
+        raise ValueError(f"unknown Harvest operation {operation!r}")
+    return f"{SYSTEM}:{operation}:{key}"
+
+
+def command_key(command: Command) -> str:
+    """The Harvest-visible key of a command's payload (what :meth:`find` looks up)."""
+    payload = command.payload
+    if command.operation == "upsert_client":
+        return str(payload["name"])
+    if command.operation in ("upsert_project", "close_project"):
+        return str(payload["code"])
+    if command.operation == "mark_billed":
+        return str(payload["number"])
+    return f"{payload['time_entry_id']}:{payload['reference']['id']}"
+
+
+class HarvestConnector:
+    """Reads and writes one Harvest account through :class:`HarvestClient`.
+
+    ``limits``: one request at a time per worker and Harvest's 100 requests per 15 seconds
+    (the client also takes each request from the account's shared window).
+    """
+
+    def __init__(
+        self,
+        client: HarvestClient,
+        *,
+        system: str = SYSTEM,
+        objects: Sequence[str] = OBJECTS,
+        batch_size: int = 50,
+        call_timeout_s: float = 30.0,
+    ) -> None:
+        unknown = set(objects) - set(OBJECTS)
+        if unknown:
+            raise ValueError(f"Harvest objects {sorted(unknown)} are not polled (known: {OBJECTS})")
+        self.client = client
+        self._system = system
+        self._objects = tuple(objects)
+        requests, window_s = client.window
+        self._limits = ConnectorLimits(
+            batch_size=batch_size,
+            requests_per_window=requests,
+            window_s=window_s,
+            max_concurrent=2,
+            call_timeout_s=call_timeout_s,
+        )
+
+    @property
+    def system(self) -> str:
+        """The configured system name (default ``"harvest"``)."""
+        return self._system
+
+    @property
+    def limits(self) -> ConnectorLimits:
+        """Harvest's rate limit; small batches (each command is a few calls)."""
+        return self._limits
+
+    def objects(self) -> Sequence[str]:
+        """The polled resources."""
+        return self._objects
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()
+
+    def read_changes(self, object_name: str, since: datetime | None) -> Iterator[Sequence[Change]]:
+        """Changes of ``object_name`` updated at or after ``since``, oldest first (see the
+        module docstring). Raises :class:`TransientError` when records kept moving."""
+        if object_name not in self._objects:
+            raise ValueError(f"{object_name!r} is not among the polled objects {self._objects}")
+        params = {}
+        if since is not None:
+            params["updated_since"] = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for _attempt in range(2):
+            rows, total = self.client.list_all(object_name, params)
+            unique = {r["id"]: r for r in rows}
+            if len(unique) >= total:
+                break
+        else:
+            raise TransientError(
+                f"Harvest {object_name}: records moved between pages twice; polling again later"
+            )
+        ordered = sorted(unique.values(), key=lambda r: (r["updated_at"], r["id"]))
+        for start in range(0, len(ordered), PER_PAGE):
+            yield [self._change(object_name, r) for r in ordered[start : start + PER_PAGE]]
+
+    def _change(self, object_name: str, record: dict[str, Any]) -> Change:
+        modified = parse_instant(record["updated_at"])
+        return Change(
+            system=self._system,
+            object=object_name,
+            external_id=str(record["id"]),
+            version=modified.isoformat(),
+            modified_at=modified,
+            payload=record,
+        )
+
+    # --- writes -----------------------------------------------------------------------------
+    def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
+        """Run ``commands`` in order with lookups shared by the batch. A transport failure
+        or 429/5xx ends the batch (raised: the engine retries; the writes are idempotent)."""
+        batch = Batch(self.client)
+        outcomes: list[Outcome] = []
+        for command in commands:
+            action = _action(batch, command.operation)
+            try:
+                outcomes.append(Applied(action(command.payload)))
+            except HarvestApiError as exc:
+                outcomes.append(Permanent(_error_class(exc), refused(exc)))
+            except LookupError as exc:  # an unknown client, project or person
+                outcomes.append(Permanent(ExceptionClass.NOT_FOUND, refused(exc)))
+            except (TypeError, ValueError) as exc:
+                outcomes.append(Permanent(ExceptionClass.VALIDATION, f"malformed command: {exc}"))
+        return outcomes
+
+    def find(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
+        """Earlier writes, looked up by the key each operation makes visible."""
+        batch = Batch(self.client)
+        found: dict[str, Applied] = {}
+        for full in idempotency_keys:
+            parts = full.split(":", 2)
+            if len(parts) != 3 or parts[0] != SYSTEM:
+                continue
+            operation, key = parts[1], parts[2]
+            if operation == "upsert_client" and (client := batch.client_named(key)):
+                found[full] = Applied({"client_id": client["id"]})
+            elif operation == "upsert_project" and (project := batch.project_coded(key)):
+                found[full] = Applied({"project_id": project["id"], "found": True})
+            elif operation == "close_project":
+                project = batch.project_coded(key)
+                if project is not None and not project.get("is_active", True):
+                    found[full] = Applied({"project_id": project["id"], "is_active": False})
+            elif operation == "mark_billed" and (invoice := batch.invoice_numbered(key)):
+                found[full] = Applied(
+                    {"invoice_id": invoice["id"], "amount": str(invoice["amount"])}
+                )
+            elif operation == "attach_reference":
+                entry_id, _, reference = key.partition(":")
+                entry = self.client.request("GET", f"time_entries/{entry_id}")
+                if (entry.get("external_reference") or {}).get("id") == reference:
+                    found[full] = Applied({"time_entry_id": int(entry_id)})
+        return found
+
+
+def _action(batch: Batch, operation: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    actions: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+        "upsert_client": batch.upsert_client,
+        "upsert_project": batch.upsert_project,
+        "close_project": batch.close_project,
+        "mark_billed": batch.mark_billed,
+        "attach_reference": batch.attach_reference,
+    }
+    if operation not in actions:
+        raise ValueError(f"unknown Harvest operation {operation!r}")
+    return actions[operation]
+
+
+def _error_class(exc: HarvestApiError) -> ExceptionClass:
+    text = exc.message.lower()
+    if exc.status in (401, 403):
+        return ExceptionClass.AUTH
+    if exc.status == 404:
+        return ExceptionClass.NOT_FOUND
+    if "already been taken" in text:
+        return ExceptionClass.DUPLICATE
+    if "locked" in text or "archived" in text:
+        return ExceptionClass.CONFLICT
+    return ExceptionClass.VALIDATION
