@@ -242,7 +242,7 @@ def test_shared_rate_limit_counts_every_worker(store: SqlStore) -> None:
 
     def worker() -> None:
         barrier.wait()
-        waits.append(limit.take("harvest:acct", 5, 15.0))
+        waits.append(limit.take("harvest:acct", 5, 15.0)[0])
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for thread in threads:
@@ -251,6 +251,9 @@ def test_shared_rate_limit_counts_every_worker(store: SqlStore) -> None:
         thread.join()
     assert sorted(waits)[:5] == [0.0] * 5
     assert all(w == pytest.approx(15.0) for w in sorted(waits)[5:])
-    assert limit.take("other-account", 5, 15.0) == 0.0  # keys are separate
-    now[0] += 15.0  # the window has moved on
-    assert limit.take("harvest:acct", 5, 15.0) == 0.0
+    assert limit.take("other-account", 5, 15.0) == (0.0, 1000.0)  # keys are separate
+    now[0] += 5.0
+    limit.settle("other-account", 1000.0)  # answered at 1005: counts from then on
+    now[0] += 10.0  # the window has moved on from the first slots
+    assert limit.take("harvest:acct", 5, 15.0) == (0.0, 1015.0)
+    assert limit.take("other-account", 1, 15.0)[0] == pytest.approx(5.0)

@@ -12,7 +12,13 @@ class SharedRateLimit(Protocol):
     account, however many workers share it.
     """
 
-    def take(self, key: str, requests_per_window: int, window_s: float) -> float:
-        """Take one slot of ``key``'s window: ``0.0`` when taken, else the seconds until the
-        oldest request leaves the window (nothing taken; try again then)."""
+    def take(self, key: str, requests_per_window: int, window_s: float) -> tuple[float, float]:
+        """Take one slot of ``key``'s window: ``(0.0, stamp)`` when taken, else ``(seconds
+        until the oldest request leaves the window, 0.0)`` (nothing taken; try again then)."""
+        ...
+
+    def settle(self, key: str, stamp: float) -> None:
+        """The request of slot ``stamp`` is answered: from now on the slot counts from the
+        answer's time. The vendor counts a request when it arrives, somewhere between the two;
+        counting from the answer keeps every worker under the vendor's count."""
         ...

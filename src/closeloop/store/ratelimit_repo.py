@@ -24,7 +24,7 @@ class SqlSharedRateLimit:
         self.engine = engine
         self.clock = clock
 
-    def take(self, key: str, requests_per_window: int, window_s: float) -> float:
+    def take(self, key: str, requests_per_window: int, window_s: float) -> tuple[float, float]:
         """See :meth:`~closeloop.ports.ratelimit.SharedRateLimit.take`."""
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
@@ -38,7 +38,19 @@ class SqlSharedRateLimit:
             now = self.clock()
             sent = [t for t in conn.execute(query).scalar_one() if t > now - window_s]
             if len(sent) >= requests_per_window:
-                return max(0.001, float(min(sent)) + window_s - now)
+                return max(0.001, float(min(sent)) + window_s - now), 0.0
             sent.append(now)
             conn.execute(rate_windows.update().where(rate_windows.c.key == key).values(sent=sent))
-            return 0.0
+            return 0.0, now
+
+    def settle(self, key: str, stamp: float) -> None:
+        """See :meth:`~closeloop.ports.ratelimit.SharedRateLimit.settle`."""
+        with self.engine.begin() as conn:
+            query = sa.select(rate_windows.c.sent).where(rate_windows.c.key == key)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            sent = list(conn.execute(query).scalar_one_or_none() or [])
+            if stamp in sent:
+                sent[sent.index(stamp)] = max(stamp, self.clock())
+                update = rate_windows.update().where(rate_windows.c.key == key)
+                conn.execute(update.values(sent=sent))

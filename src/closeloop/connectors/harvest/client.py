@@ -43,14 +43,19 @@ class _LocalWindow:
     sent: list[float]
     lock: threading.Lock
 
-    def take(self, key: str, requests_per_window: int, window_s: float) -> float:
+    def take(self, key: str, requests_per_window: int, window_s: float) -> tuple[float, float]:
         with self.lock:
             now = time.monotonic()
             self.sent = [t for t in self.sent if t > now - window_s]
             if len(self.sent) >= requests_per_window:
-                return min(self.sent) + window_s - now
+                return min(self.sent) + window_s - now, 0.0
             self.sent.append(now)
-            return 0.0
+            return 0.0, now
+
+    def settle(self, key: str, stamp: float) -> None:
+        with self.lock:
+            if stamp in self.sent:
+                self.sent[self.sent.index(stamp)] = max(stamp, time.monotonic())
 
 
 class HarvestClient:
@@ -95,12 +100,15 @@ class HarvestClient:
         """Close the connection pool."""
         self._http.close()
 
-    def _take_slot(self) -> None:
-        key = f"harvest:{self.account_id}"
+    @property
+    def _key(self) -> str:
+        return f"harvest:{self.account_id}"
+
+    def _take_slot(self) -> float:
         while True:
-            wait = self._limit.take(key, *self._window)
+            wait, stamp = self._limit.take(self._key, *self._window)
             if wait <= 0:
-                return
+                return stamp
             self.waited_s += wait
             self._sleep(wait)
 
@@ -110,13 +118,15 @@ class HarvestClient:
         """One call to ``path`` (relative to the base URL, or a full URL from ``links``);
         returns the parsed JSON (``None`` when empty). Raises the module docstring's errors."""
         url = path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
-        self._take_slot()
+        stamp = self._take_slot()
         resource = url.removeprefix(self.base_url).split("?")[0].strip("/").split("/")[0]
         self.calls[resource] = self.calls.get(resource, 0) + 1
         try:
             response = self._http.request(method, url, params=params, json=body)
         except httpx.HTTPError as exc:
             raise classify_http_error(exc) from exc
+        finally:
+            self._limit.settle(self._key, stamp)
         status = response.status_code
         if status == 429 or status >= 500:
             retry_after = response.headers.get("Retry-After")

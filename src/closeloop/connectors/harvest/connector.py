@@ -23,8 +23,16 @@ from typing import Any
 from closeloop.connectors.harvest.client import PER_PAGE, HarvestApiError, HarvestClient
 from closeloop.connectors.harvest.operations import Batch, refused
 from closeloop.domain.changes import Change, parse_instant
-from closeloop.domain.commands import Applied, Command, ExceptionClass, Outcome, Permanent
-from closeloop.ports.connector import ConnectorLimits, TransientError
+from closeloop.domain.commands import (
+    Ambiguous,
+    Applied,
+    Command,
+    ExceptionClass,
+    Outcome,
+    Permanent,
+    Transient,
+)
+from closeloop.ports.connector import AmbiguousError, ConnectorLimits, TransientError
 
 SYSTEM = "harvest"
 OBJECTS = ("clients", "projects", "tasks", "users", "time_entries", "expenses")
@@ -139,14 +147,29 @@ class HarvestConnector:
 
     # --- writes -----------------------------------------------------------------------------
     def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
-        """Run ``commands`` in order with lookups shared by the batch. A transport failure
-        or 429/5xx ends the batch (raised: the engine retries; the writes are idempotent)."""
+        """Run ``commands`` in order with lookups shared by the batch. A command whose call
+        fails is transient or ambiguous on its own (the others go on); a 429 leaves it and
+        the rest of the batch for after ``Retry-After``. When nothing succeeded the first
+        failure is raised, so the engine's breaker sees it."""
         batch = Batch(self.client)
         outcomes: list[Outcome] = []
-        for command in commands:
+        failures: list[Exception] = []
+        for position, command in enumerate(commands):
             action = _action(batch, command.operation)
             try:
                 outcomes.append(Applied(action(command.payload)))
+            except AmbiguousError as exc:
+                failures.append(exc)
+                outcomes.append(Ambiguous(str(exc)))
+                batch = Batch(self.client)  # what it cached may be stale now
+            except TransientError as exc:
+                failures.append(exc)
+                outcomes.append(Transient(str(exc), exc.retry_after_s))
+                batch = Batch(self.client)
+                if exc.retry_after_s is not None:  # the account is throttled: stop here
+                    rest = commands[position + 1 :]
+                    outcomes.extend(Transient(str(exc), exc.retry_after_s) for _ in rest)
+                    break
             except HarvestApiError as exc:
                 outcomes.append(Permanent(_error_class(exc), refused(exc)))
             except LookupError as exc:  # an unknown client, project or person
@@ -156,7 +179,8 @@ class HarvestConnector:
         return outcomes
 
     def find(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
-        """Earlier writes, looked up by the key each operation makes visible."""
+        """Earlier writes, looked up by the key each operation makes visible (not for
+        ``upsert_project``: see below)."""
         batch = Batch(self.client)
         found: dict[str, Applied] = {}
         for full in idempotency_keys:
@@ -166,8 +190,9 @@ class HarvestConnector:
             operation, key = parts[1], parts[2]
             if operation == "upsert_client" and (client := batch.client_named(key)):
                 found[full] = Applied({"client_id": client["id"]})
-            elif operation == "upsert_project" and (project := batch.project_coded(key)):
-                found[full] = Applied({"project_id": project["id"], "found": True})
+            # upsert_project is several writes (project, tasks, assignments): a project found
+            # by its code may lack an assignment, so it is not reported; running it again
+            # completes it and writes nothing twice.
             elif operation == "close_project":
                 project = batch.project_coded(key)
                 if project is not None and not project.get("is_active", True):

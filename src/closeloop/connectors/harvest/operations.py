@@ -77,12 +77,18 @@ class Batch:
         return {"client_id": found["id"]}
 
     def upsert_project(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Create or update the project with code ``code`` for client ``client`` (a name),
-        with its ``tasks`` (``[{name, hourly_rate, billable}]``, created in the account when
+        """Create or update the project with code ``code`` for client ``client`` (a name; the
+        client is created, with ``currency``, when Harvest has none of that name), with its
+        ``tasks`` (``[{name, hourly_rate, billable}]``, created in the account when
         missing, assigned to the project) and ``people`` (``[{email, hourly_rate,
         is_project_manager}]``), budget, ``bill_by``, hourly rate or fixed fee. Returns
-        ``{"project_id", "task_ids": {name: id}}``. Raises ``LookupError`` for an unknown
-        client or person."""
+        ``{"project_id", "client_id", "task_ids": {name: id}}``. Raises ``LookupError`` for an
+        unknown person."""
+        client_payload = {"name": payload["client"]}
+        if payload.get("currency"):
+            client_payload["currency"] = payload["currency"]
+        if self.client_named(str(payload["client"])) is None:
+            self.upsert_client(client_payload)
         client = self.client_named(str(payload["client"]))
         if client is None:
             raise LookupError(f"Harvest has no client named {payload['client']!r}")
@@ -98,7 +104,7 @@ class Batch:
             project.update(self.client.request("PATCH", f"projects/{project['id']}", body=body))
         task_ids = self._assign_tasks(project["id"], payload.get("tasks") or [])
         self._assign_people(project["id"], payload.get("people") or [])
-        return {"project_id": project["id"], "task_ids": task_ids}
+        return {"project_id": project["id"], "client_id": client["id"], "task_ids": task_ids}
 
     def _assign_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> dict[str, int]:
         path = f"projects/{project_id}/task_assignments"

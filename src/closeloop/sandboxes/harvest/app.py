@@ -57,6 +57,7 @@ class HarvestSandbox:
     hang_s: float = 5.0
     calls: dict[str, int] = field(default_factory=dict)
     throttled: int = 0
+    faults_injected: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._recent: deque[float] = deque()
@@ -81,9 +82,12 @@ class HarvestSandbox:
             self.faults, self._rng = plan, random.Random(plan.seed)
 
     def draw_fault(self) -> str | None:
-        """The fault for one call."""
+        """The fault for one call (counted in :attr:`faults_injected`)."""
         with self._gate:
-            return self.faults.draw(self._rng)
+            fault = self.faults.draw(self._rng)
+            if fault is not None:
+                self.faults_injected[fault] = self.faults_injected.get(fault, 0) + 1
+            return fault
 
 
 async def _body(request: Request) -> bytes:
@@ -360,4 +364,9 @@ def _admin(app: FastAPI, sandbox: HarvestSandbox) -> None:
     def stats() -> dict[str, Any]:
         with account.lock:
             records = {name: len(account.records[name]) for name in RESOURCES}
-        return {"calls": dict(sandbox.calls), "throttled": sandbox.throttled, "records": records}
+        return {
+            "calls": dict(sandbox.calls),
+            "throttled": sandbox.throttled,
+            "faults_injected": dict(sandbox.faults_injected),
+            "records": records,
+        }

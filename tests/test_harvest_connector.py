@@ -1,0 +1,322 @@
+"""The Harvest connector over real HTTP against the sandbox process: a 10,000-time-entry sync
+through the engine and the shipped mapping with the rate limit on, the rate limit shared by
+several workers, idempotent writes under injected faults, and records moving between pages."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from closeloop.bootstrap import Hub, build_hub, mapped_binding
+from closeloop.config import Settings
+from closeloop.connectors.harvest.connector import HarvestConnector, command_key, idempotency_key
+from closeloop.domain.changes import Change
+from closeloop.domain.commands import Applied, Command, CommandStatus, Impact, Permanent
+from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
+from closeloop.ports.connector import TransientError
+from closeloop.ports.flows import Binding
+from closeloop.sandboxes.faults import FaultPlan
+from closeloop.sandboxes.harvest.server import HarvestServer
+from closeloop.sandboxes.memory.system import MemorySystem
+from closeloop.store import migrate
+from closeloop.store.ratelimit_repo import SqlSharedRateLimit
+from closeloop.store.sql import SqlStore
+from closeloop.store.tables import xref
+from tests.harvest_support import Api, client_for, firm, running_harvest
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[HarvestServer]:
+    with running_harvest(tmp_path / "harvest") as started:
+        yield started
+
+
+@pytest.fixture
+def api(server: HarvestServer) -> Iterator[Api]:
+    client = Api(server)
+    yield client
+    client.close()
+
+
+def count(hub: Hub, table: sa.Table) -> int:
+    with hub.store.engine.connect() as db:
+        return int(db.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def test_ten_thousand_time_entries_sync_through_the_mapping_with_the_rate_limit_on(
+    tmp_path: Path, server: HarvestServer, api: Api
+) -> None:
+    assert api.admin("POST", "seed", json=firm(10_000, approved_share=0.8)).status_code == 200
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'hub.db'}")
+    client = client_for(server)
+    connector = HarvestConnector(client, objects=("time_entries", "projects"))
+    bindings = [
+        mapped_binding(settings, "harvest", "time_entries", ()),
+        mapped_binding(settings, "harvest", "projects", ()),
+    ]
+    hub = build_hub(settings, connectors={"harvest": connector}, bindings=bindings)
+    try:
+        assert hub.worker.poll_all() == 10_003
+        while hub.applier.apply_batch(1000):
+            pass
+        stats = hub.operations.stats()
+        assert count(hub, xref) == 10_003  # every entry and project mapped to a canonical record
+        assert hub.worker.poll_all() == 0  # nothing new: the overlap re-read is all repeats
+    finally:
+        hub.close()
+    assert stats.inbox_by_status == {"applied": 10_003}
+    assert not stats.open_exceptions_by_class
+    # 2,000 per page; the second poll reads only the overlap window
+    assert client.calls == {"time_entries": 5 + 1, "projects": 1 + 1}
+    assert api.admin("GET", "stats").json()["throttled"] == 0
+
+
+def test_workers_sharing_an_account_share_its_rate_limit(tmp_path: Path) -> None:
+    """Four workers (threads, each with its own client and database connection) make 40
+    requests against an account allowing 10 per 2 s: with the shared window Harvest never
+    answers 429; with a window per worker it does."""
+    store = SqlStore.from_url(f"sqlite:///{tmp_path / 'hub.db'}")
+    migrate.upgrade(store.engine)
+    shared = SqlSharedRateLimit(store.engine)
+    with running_harvest(tmp_path / "harvest", requests_per_window=10, window_s=2) as server:
+        api = Api(server)
+
+        def run(**kwargs: Any) -> None:
+            def worker() -> None:
+                client = client_for(server, requests_per_window=10, window_s=2, **kwargs)
+                for _ in range(10):
+                    with contextlib.suppress(TransientError):  # the second run's 429s
+                        client.request("GET", "company")
+                client.close()
+
+            threads = [threading.Thread(target=worker) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+        run(shared_limit=shared)
+        assert api.admin("GET", "stats").json()["throttled"] == 0
+        run()  # each worker counts only its own requests
+        assert api.admin("GET", "stats").json()["throttled"] > 0
+        api.close()
+    store.close()
+
+
+@dataclass
+class MovingPages:
+    """A connector client whose first list read loses a record between pages (as when a
+    record is deleted while pages are read): the connector must notice and read again."""
+
+    inner: Any
+    lost_once: bool = False
+
+    def list_all(self, resource: str, params: dict[str, Any] | None = None) -> Any:
+        rows, total = self.inner.list_all(resource, params)
+        if not self.lost_once:
+            self.lost_once = True
+            return rows[:-1], total
+        return rows, total
+
+    @property
+    def window(self) -> tuple[int, float]:
+        return self.inner.window  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_poll_that_saw_fewer_records_than_harvest_counted_reads_again(
+    server: HarvestServer, api: Api
+) -> None:
+    api.admin("POST", "seed", json=firm(50))
+    connector = HarvestConnector(MovingPages(client_for(server)), objects=("time_entries",))  # type: ignore[arg-type]
+    pages = list(connector.read_changes("time_entries", None))
+    changes = [c for page in pages for c in page]
+    assert len(changes) == 50 and len({c.external_id for c in changes}) == 50
+    times = [c.modified_at for c in changes]
+    assert times == sorted(times)  # oldest first, whatever Harvest's own order
+
+
+# --- writes under faults ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class SetUpProjects:
+    """A test flow (a fake of the Flow protocol): each engagement record asks for its client
+    and project in Harvest; each billing record marks its period billed."""
+
+    name: str = "test-harvest-setup"
+
+    def business_key(self, record: CanonicalRecord) -> str | None:
+        return f"engagement:{record.data['code']}"
+
+    def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
+        data = record.data
+        if "number" in data:
+            payload = {
+                "client": data["client"],
+                "codes": [data["code"]],
+                "number": data["number"],
+                "from": "2026-01-01",
+                "to": "2026-12-31",
+            }
+            operation = "mark_billed"
+        elif "project" in data:
+            payload = {
+                "client": data["client"],
+                "code": data["code"],
+                "name": data["project"],
+                "bill_by": "Tasks",
+                "budget_by": "project",
+                "budget": 200.0,
+                "tasks": [{"name": t, "hourly_rate": 150.0} for t in data["tasks"]],
+                "people": [{"email": "c0@firm.example"}],
+            }
+            operation = "upsert_project"
+        else:
+            payload = {"name": data["client"], "currency": "EUR"}
+            operation = "upsert_client"
+        command = Command(
+            system="harvest",
+            operation=operation,
+            business_key=self.business_key(record) or "",
+            idempotency_key=idempotency_key(operation, command_key_of(operation, payload)),
+            payload=payload,
+            impact=Impact.REVENUE,
+        )
+        return FlowStep("asked", {}, commands=(command,))
+
+    def on_result(
+        self, state: FlowState, operation: str, entity: str, outcome: Applied
+    ) -> FlowStep | None:
+        return FlowStep("done", dict(state.data))
+
+
+def command_key_of(operation: str, payload: dict[str, Any]) -> str:
+    return command_key(Command("harvest", operation, "", "", payload))
+
+
+def passthrough(change: Change) -> dict[str, Any]:
+    return dict(change.payload)
+
+
+def test_engine_writes_are_idempotent_under_faults(tmp_path: Path) -> None:
+    faults = FaultPlan(
+        server_error=0.05, lost_response=0.05, rate_limited=0.03, retry_after_s=0.05, seed=3
+    )
+    with running_harvest(tmp_path / "harvest") as server:
+        api = Api(server)
+        api.admin("POST", "seed", json=firm(300))
+        api.admin("PUT", "faults", json=faults.__dict__)
+        crm = MemorySystem(name="crm", source_objects=("Engagement",))
+        for n in range(12):
+            code = f"NEW-{n}"
+            crm.put("Engagement", f"{code}-client", {"client": f"Client {n % 4}", "code": code})
+            crm.put(
+                "Engagement",
+                f"{code}-project",
+                {
+                    "client": f"Client {n % 4}",
+                    "code": code,
+                    "project": f"Project {n}",
+                    "tasks": ["Consulting", f"Workshop {n % 3}"],
+                },
+            )
+        for code, client in (("CL-30", "Acme GmbH"), ("CL-31", "Bluth Company")):
+            crm.put(
+                "Engagement",
+                f"{code}-bill",
+                {"client": client, "code": code, "number": f"ERP-{code}"},
+            )
+        connector = HarvestConnector(client_for(server, timeout_s=2), objects=())
+        settings = Settings(
+            database_url=f"sqlite:///{tmp_path / 'hub.db'}",
+            worker={
+                "retry_base_delay_s": 0.01,
+                "retry_max_delay_s": 0.2,
+                "breaker_cooldown_s": 0.2,
+            },
+        )
+        hub = build_hub(
+            settings,
+            connectors={"harvest": connector, "crm": crm},
+            bindings=[Binding("crm", "Engagement", "engagement", passthrough, (SetUpProjects(),))],
+        )
+        try:
+            assert hub.worker.run_until_idle(timeout_s=400)
+            stats = hub.operations.stats()
+        finally:
+            hub.close()
+        api.admin("PUT", "faults", json={})
+        clients = api.call("GET", "clients").json()["clients"]
+        projects = api.call("GET", "projects").json()["projects"]
+        invoices = api.call("GET", "invoices").json()["invoices"]
+        entries = api.call("GET", "time_entries").json()["time_entries"]
+        assignments = api.call("GET", "task_assignments").json()["task_assignments"]
+        injected = api.admin("GET", "stats").json()["faults_injected"]
+        api.close()
+    assert set(injected) == {"server_error", "lost_response", "rate_limited"}
+    names = [c["name"] for c in clients]
+    assert len(names) == len(set(names)) == 2 + 4  # seeded two, four new: none twice
+    codes = [p["code"] for p in projects]
+    assert len(codes) == len(set(codes)) == 3 + 12
+    new = {a["project"]["code"] for a in assignments if a["project"]["code"].startswith("NEW-")}
+    assert (
+        len(new) == 12 and sum(a["project"]["code"].startswith("NEW-") for a in assignments) == 24
+    )
+    assert sorted(i["number"] for i in invoices) == ["ERP-CL-30", "ERP-CL-31"]
+    billed = [e for e in entries if e["is_billed"]]
+    assert billed and {e["project"]["code"] for e in billed} == {"CL-30", "CL-31"}
+    assert all(e["is_closed"] for e in billed)
+    # four clients (one command per name: the outbox keeps one per idempotency key), twelve
+    # projects, two billings
+    assert stats.commands_by_system["harvest"] == {CommandStatus.DONE.value: 4 + 12 + 2}
+    assert not stats.open_exceptions_by_class
+
+
+def test_refusals_become_business_exceptions_with_harvest_s_reason(
+    server: HarvestServer, api: Api
+) -> None:
+    api.admin("POST", "seed", json=firm(10))
+    connector = HarvestConnector(client_for(server))
+    outcomes = connector.execute(
+        [
+            Command(
+                "harvest",
+                "upsert_project",
+                "a",
+                "k1",
+                {
+                    "client": "Nobody Inc",
+                    "code": "X-1",
+                    "name": "Ghost",
+                    "people": [{"email": "c0@firm.example"}, {"email": "ghost@firm.example"}],
+                },
+            ),
+            Command(
+                "harvest",
+                "upsert_project",
+                "b",
+                "k2",
+                {"client": "Acme GmbH", "code": "X-2", "name": "Bad", "bill_by": "Hourly"},
+            ),
+            Command("harvest", "close_project", "c", "k3", {"code": "CL-32"}),
+        ]
+    )
+    assert isinstance(outcomes[0], Permanent) and outcomes[0].error_class == "not_found"
+    assert "ghost@firm.example" in outcomes[0].message
+    assert isinstance(outcomes[1], Permanent) and outcomes[1].error_class == "validation"
+    assert "Bill by" in outcomes[1].message
+    assert isinstance(outcomes[2], Applied)
+    found = connector.find(
+        [idempotency_key("close_project", "CL-32"), idempotency_key("upsert_client", "Nobody")]
+    )
+    assert list(found) == [idempotency_key("close_project", "CL-32")]
