@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,10 @@ from typing import Any
 import httpx
 
 from closeloop.connectors.harvest.client import HarvestClient
+from closeloop.connectors.harvest.connector import command_key, idempotency_key
+from closeloop.domain.changes import Change
+from closeloop.domain.commands import Applied, Command, Impact
+from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.harvest.server import HarvestServer, start_harvest
 from closeloop.sandboxes.tryton.server import stop_pid
@@ -157,3 +162,63 @@ def firm(entries: int, *, approved_share: float = 1.0, people: int = 5) -> dict[
         "user_assignments": user_assignments,
         "time_entries": time_entries,
     }
+
+
+@dataclass(frozen=True)
+class SetUpProjects:
+    """A test flow (a fake of the Flow protocol): each engagement record asks for its client
+    and project in Harvest; each billing record marks its period billed."""
+
+    name: str = "test-harvest-setup"
+
+    def business_key(self, record: CanonicalRecord) -> str | None:
+        return f"engagement:{record.data['code']}"
+
+    def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
+        data = record.data
+        if "number" in data:
+            payload = {
+                "client": data["client"],
+                "codes": [data["code"]],
+                "number": data["number"],
+                "from": "2026-01-01",
+                "to": "2026-12-31",
+            }
+            operation = "mark_billed"
+        elif "project" in data:
+            payload = {
+                "client": data["client"],
+                "code": data["code"],
+                "name": data["project"],
+                "bill_by": "Tasks",
+                "budget_by": "project",
+                "budget": 200.0,
+                "tasks": [{"name": t, "hourly_rate": 150.0} for t in data["tasks"]],
+                "people": [{"email": "c0@firm.example"}],
+            }
+            operation = "upsert_project"
+        else:
+            payload = {"name": data["client"], "currency": "EUR"}
+            operation = "upsert_client"
+        command = Command(
+            system="harvest",
+            operation=operation,
+            business_key=self.business_key(record) or "",
+            idempotency_key=idempotency_key(operation, command_key_of(operation, payload)),
+            payload=payload,
+            impact=Impact.REVENUE,
+        )
+        return FlowStep("asked", {}, commands=(command,))
+
+    def on_result(
+        self, state: FlowState, operation: str, entity: str, outcome: Applied
+    ) -> FlowStep | None:
+        return FlowStep("done", dict(state.data))
+
+
+def command_key_of(operation: str, payload: dict[str, Any]) -> str:
+    return command_key(Command("harvest", operation, "", "", payload))
+
+
+def passthrough(change: Change) -> dict[str, Any]:
+    return dict(change.payload)

@@ -16,10 +16,8 @@ import sqlalchemy as sa
 
 from closeloop.bootstrap import Hub, build_hub, mapped_binding
 from closeloop.config import Settings
-from closeloop.connectors.harvest.connector import HarvestConnector, command_key, idempotency_key
-from closeloop.domain.changes import Change
-from closeloop.domain.commands import Applied, Command, CommandStatus, Impact, Permanent
-from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
+from closeloop.connectors.harvest.connector import HarvestConnector, idempotency_key
+from closeloop.domain.commands import Applied, Command, CommandStatus, Permanent
 from closeloop.ports.connector import TransientError
 from closeloop.ports.flows import Binding
 from closeloop.sandboxes.faults import FaultPlan
@@ -29,7 +27,7 @@ from closeloop.store import migrate
 from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.sql import SqlStore
 from closeloop.store.tables import xref
-from tests.harvest_support import Api, client_for, firm, running_harvest
+from tests.harvest_support import Api, SetUpProjects, client_for, firm, passthrough, running_harvest
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -148,66 +146,6 @@ def test_a_poll_that_saw_fewer_records_than_harvest_counted_reads_again(
 
 
 # --- writes under faults ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class SetUpProjects:
-    """A test flow (a fake of the Flow protocol): each engagement record asks for its client
-    and project in Harvest; each billing record marks its period billed."""
-
-    name: str = "test-harvest-setup"
-
-    def business_key(self, record: CanonicalRecord) -> str | None:
-        return f"engagement:{record.data['code']}"
-
-    def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
-        data = record.data
-        if "number" in data:
-            payload = {
-                "client": data["client"],
-                "codes": [data["code"]],
-                "number": data["number"],
-                "from": "2026-01-01",
-                "to": "2026-12-31",
-            }
-            operation = "mark_billed"
-        elif "project" in data:
-            payload = {
-                "client": data["client"],
-                "code": data["code"],
-                "name": data["project"],
-                "bill_by": "Tasks",
-                "budget_by": "project",
-                "budget": 200.0,
-                "tasks": [{"name": t, "hourly_rate": 150.0} for t in data["tasks"]],
-                "people": [{"email": "c0@firm.example"}],
-            }
-            operation = "upsert_project"
-        else:
-            payload = {"name": data["client"], "currency": "EUR"}
-            operation = "upsert_client"
-        command = Command(
-            system="harvest",
-            operation=operation,
-            business_key=self.business_key(record) or "",
-            idempotency_key=idempotency_key(operation, command_key_of(operation, payload)),
-            payload=payload,
-            impact=Impact.REVENUE,
-        )
-        return FlowStep("asked", {}, commands=(command,))
-
-    def on_result(
-        self, state: FlowState, operation: str, entity: str, outcome: Applied
-    ) -> FlowStep | None:
-        return FlowStep("done", dict(state.data))
-
-
-def command_key_of(operation: str, payload: dict[str, Any]) -> str:
-    return command_key(Command("harvest", operation, "", "", payload))
-
-
-def passthrough(change: Change) -> dict[str, Any]:
-    return dict(change.payload)
-
-
 def test_engine_writes_are_idempotent_under_faults(tmp_path: Path) -> None:
     faults = FaultPlan(
         server_error=0.05, lost_response=0.05, rate_limited=0.03, retry_after_s=0.05, seed=3
@@ -320,3 +258,120 @@ def test_refusals_become_business_exceptions_with_harvest_s_reason(
         [idempotency_key("close_project", "CL-32"), idempotency_key("upsert_client", "Nobody")]
     )
     assert list(found) == [idempotency_key("close_project", "CL-32")]
+
+
+def _done(db: Path) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db, timeout=30) as conn:
+        try:
+            query = "select count(*) from commands where status='done'"
+            return int(conn.execute(query).fetchone()[0])
+        except sqlite3.OperationalError:  # tables not created yet
+            return 0
+
+
+def test_sigkill_mid_run_duplicates_nothing_in_harvest(
+    tmp_path: Path, sandbox_factory: Any
+) -> None:
+    """The hub in its own process, Harvest failing 10 % of calls (incl. answers lost after
+    the write and hung requests), killed with SIGKILL three times at random points of
+    progress and restarted: every client, project, assignment and billing exists once."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = random.Random(6)
+    engagements = 30
+    crm = sandbox_factory("crm")
+    records = []
+    for n in range(engagements):
+        code, client = f"NEW-{n}", f"Client {n % 6}"
+        records.append(
+            {
+                "id": f"{code}-project",
+                "data": {
+                    "client": client,
+                    "code": code,
+                    "project": f"Project {n}",
+                    "tasks": ["Consulting", f"Workshop {n % 3}"],
+                },
+            }
+        )
+    for code, client in (
+        ("CL-30", "Acme GmbH"),
+        ("CL-31", "Bluth Company"),
+        ("CL-32", "Bluth Company"),
+    ):
+        records.append(
+            {
+                "id": f"{code}-bill",
+                "data": {"client": client, "code": code, "number": f"ERP-{code}"},
+            }
+        )
+    crm.http.post("/records/Engagement", json=records)
+    total = len(records)
+    with running_harvest(tmp_path / "harvest", hang_s=1.5) as server:
+        api = Api(server)
+        api.admin("POST", "seed", json=firm(200, approved_share=0.7))
+        api.admin(
+            "PUT",
+            "faults",
+            json={"server_error": 0.03, "lost_response": 0.05, "timeout": 0.02, "seed": 5},
+        )
+        db, log_path = tmp_path / "hub.db", tmp_path / "hub.log"
+        command = [
+            sys.executable,
+            "-m",
+            "tests.harvest_hub",
+            str(db),
+            crm.url,
+            server.base_url,
+            server.token,
+            str(server.account_id),
+        ]
+        killed_at = []
+        with log_path.open("ab") as log:
+            for _ in range(3):
+                process = subprocess.Popen(command, stdout=log, stderr=log)
+                target = min(_done(db) + rng.randint(3, 12), total)
+                deadline = time.monotonic() + 120
+                while _done(db) < target and time.monotonic() < deadline:
+                    assert process.poll() is None, log_path.read_text()[-3000:]
+                    time.sleep(rng.uniform(0.01, 0.3))  # a random moment to kill at
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                killed_at.append(_done(db))
+            process = subprocess.Popen(command, stdout=log, stderr=log)
+            deadline = time.monotonic() + 240
+            while _done(db) < total and time.monotonic() < deadline:
+                assert process.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        api.admin("PUT", "faults", json={})
+        clients = api.call("GET", "clients").json()["clients"]
+        projects = api.call("GET", "projects").json()["projects"]
+        assignments = api.call("GET", "task_assignments").json()["task_assignments"]
+        invoices = api.call("GET", "invoices").json()["invoices"]
+        entries = api.call("GET", "time_entries").json()["time_entries"]
+        api.close()
+    assert _done(db) == total, log_path.read_text()[-3000:]
+    assert sum(done < total for done in killed_at) >= 2, killed_at  # kills came mid-work
+    names = [c["name"] for c in clients]
+    assert len(names) == len(set(names)) == 2 + 6
+    codes = [p["code"] for p in projects]
+    assert len(codes) == len(set(codes)) == 3 + engagements
+    pairs = [(a["project"]["code"], a["task"]["name"]) for a in assignments]
+    assert len(pairs) == len(set(pairs))
+    assert sum(code.startswith("NEW-") for code, _ in pairs) == 2 * engagements
+    assert sorted(i["number"] for i in invoices) == ["ERP-CL-30", "ERP-CL-31", "ERP-CL-32"]
+    billed = [e for e in entries if e["is_billed"]]
+    approved = [e for e in entries if e["is_closed"] and e["billable"]]
+    assert {e["id"] for e in billed} == {e["id"] for e in approved}  # each once, none missed
+    invoiced_hours = sum(line["quantity"] for i in invoices for line in i["line_items"])
+    assert invoiced_hours == pytest.approx(sum(e["hours"] for e in billed))
