@@ -375,3 +375,32 @@ def test_sigkill_mid_run_duplicates_nothing_in_harvest(
     assert {e["id"] for e in billed} == {e["id"] for e in approved}  # each once, none missed
     invoiced_hours = sum(line["quantity"] for i in invoices for line in i["line_items"])
     assert invoiced_hours == pytest.approx(sum(e["hours"] for e in billed))
+
+
+def test_benchmark_polls_with_the_fewest_requests() -> None:
+    """``closeloop bench harvest`` runs (small) and reads 2,000 entries per request."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "closeloop.cli",
+            "bench",
+            "harvest",
+            "--runs",
+            "1",
+            "--entries",
+            "4500",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    assert figures["requests"] == figures["fewest_requests"] == 3
+    assert figures["entries_per_s"] > 0

@@ -242,3 +242,38 @@ def test_seed_is_all_or_nothing_and_faults_are_real(tmp_path: Path) -> None:
         assert stats["records"]["time_entries"] == 3
         api.close()
     assert json.loads((tmp_path / "account.json").read_text())["token"]
+
+
+def test_sandbox_cli_up_seed_status_down(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str, ok: bool = True) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "closeloop.cli", "sandbox", *args, "--home", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert (result.returncode == 0) == ok, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps(firm(4)))
+    try:
+        assert "harvest: http://127.0.0.1:" in cli("up", "--system", "harvest")
+        entry = json.loads((tmp_path / "sandbox.json").read_text())["harvest"]
+        assert {"base_url", "token", "account_id"} <= set(entry)
+        assert "4 time_entries" in cli("seed", "harvest", str(seed))
+        listed = httpx.get(
+            f"{entry['base_url']}/time_entries",
+            headers={
+                "Authorization": f"Bearer {entry['token']}",
+                "Harvest-Account-Id": entry["account_id"],
+            },
+        )
+        assert listed.json()["total_entries"] == 4
+        assert "harvest: running at http://127.0.0.1:" in cli("status")
+    finally:
+        stopped = cli("down")
+    assert "harvest" in stopped

@@ -559,6 +559,36 @@ def bench_salesforce(
     )
 
 
+@bench_app.command("harvest")
+def bench_harvest(
+    entries: Annotated[int, typer.Option(help="time entries in the account")] = 10_000,
+    runs: Annotated[int, typer.Option(help="runs; medians are reported")] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Time entries per second from Harvest into the inbox with the rate limit on, next to
+    the bound the limit and page size allow."""
+    from closeloop.bench_harvest import run_harvest_bench
+    from closeloop.observability import configure_logging
+
+    configure_logging("console", "warning")
+    with console.status("benchmarking Harvest ..."):
+        f = run_harvest_bench(entries=entries, runs=runs)
+    if as_json:
+        print(json.dumps(f, indent=2))
+        return
+    table = Table(title=f"Harvest time entry sync ({entries} entries, median of {runs} runs)")
+    for column in ("entries/s", "requests", "fewest requests", "rate-limit bound entries/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{f['entries_per_s']:.0f}",
+        f"{f['requests']:.0f}",
+        f"{f['fewest_requests']}",
+        f"{f['rate_limit_bound_per_s']:.0f}",
+    )
+    console.print(table)
+    console.print("bound: 100 requests per 15 s, 2,000 entries per page")
+
+
 @app.command()
 def demo(
     keep_db: Annotated[bool, typer.Option(help="keep the demo database")] = False,
