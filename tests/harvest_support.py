@@ -153,6 +153,19 @@ def firm(entries: int, *, approved_share: float = 1.0, people: int = 5) -> dict[
                 "is_closed": (i % 100) < approved_share * 100,
             }
         )
+    expenses = [
+        {
+            "id": 5000 + i,
+            "project": {"id": 30},
+            "user": {"id": users[0]["id"]},
+            "expense_category": {"id": 50},
+            "spent_date": "2026-02-0" + str(i + 1),
+            "total_cost": 42.5 + i,
+            "notes": "train ticket",
+            "is_closed": i == 0,
+        }
+        for i in range(2)
+    ]
     return {
         "users": users,
         "clients": clients,
@@ -160,7 +173,9 @@ def firm(entries: int, *, approved_share: float = 1.0, people: int = 5) -> dict[
         "projects": projects,
         "task_assignments": task_assignments,
         "user_assignments": user_assignments,
+        "expense_categories": [{"id": 50, "name": "Travel"}],
         "time_entries": time_entries,
+        "expenses": expenses,
     }
 
 

@@ -65,6 +65,7 @@ def test_answers_validate_against_the_openapi_description(api: Api, openapi: Any
         "tasks",
         "users",
         "time_entries",
+        "expenses",
         "task_assignments",
         "user_assignments",
         "invoices",
@@ -116,7 +117,7 @@ def test_answers_validate_against_the_openapi_description(api: Api, openapi: Any
     assert entry.json()["billable_rate"] == 180.0 and entry.json()["is_locked"] is False
     patched = api.call("PATCH", f"time_entries/{entry.json()['id']}", json={"notes": "edited"})
     validate(openapi, "PATCH", f"time_entries/{entry.json()['id']}", patched)
-    assert checked == 8
+    assert checked == 9
 
 
 def test_auth_headers_and_errors(server: HarvestServer, api: Api) -> None:
