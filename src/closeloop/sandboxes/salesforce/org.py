@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from closeloop.sandboxes.salesforce.derived import derive
 from closeloop.sandboxes.salesforce.records import (
     SalesforceError,
     clean,
@@ -267,7 +268,7 @@ class Org:
         record.update({k: v for k, v in audit.items() if v is not None})
         self._defaults(spec, record)
         require(spec, record)
-        self._derive(spec, record, None)
+        derive(self.live, spec, record, None)
         self._check_references(spec, record)
         self._check_unique(spec, record)
         self._touch(spec.name, rid)
@@ -285,7 +286,7 @@ class Org:
         record.update(
             LastModifiedDate=now, LastModifiedById=self.integration_user, SystemModstamp=now
         )
-        self._derive(spec, record, current)
+        derive(self.live, spec, record, current)
         self._check_references(spec, record)
         self._check_unique(spec, record)
         self._touch(spec.name, record["Id"])
@@ -391,61 +392,6 @@ class Org:
         if "CurrencyIsoCode" in spec.fields and not record.get("CurrencyIsoCode"):
             record["CurrencyIsoCode"] = "USD"
 
-    def _derive(
-        self, spec: SObjectDef, record: dict[str, Any], before: dict[str, Any] | None
-    ) -> None:
-        """Fields Salesforce computes: names, stage-driven fields, line totals."""
-        if spec.name in ("Contact", "User"):
-            record["Name"] = " ".join(
-                p for p in (record.get("FirstName"), record.get("LastName")) if p
-            )
-        if spec.name == "Opportunity" and record.get("StageName") in _STAGE:
-            stage = _STAGE[record["StageName"]]
-            changed = before is None or before.get("StageName") != record["StageName"]
-            if changed and (
-                before is None or record.get("Probability") == before.get("Probability")
-            ):
-                record["Probability"] = float(stage[1])
-            if record.get("Probability") is None:
-                record["Probability"] = float(stage[1])
-            record.update(IsClosed=stage[2], IsWon=stage[3])
-            if changed:
-                record["ForecastCategoryName"] = stage[4]
-            amount = record.get("Amount")
-            record["ExpectedRevenue"] = (
-                None if amount is None else round(amount * record["Probability"] / 100, 2)
-            )
-        if spec.name == "OpportunityLineItem":
-            self._derive_line(record)
-        if spec.name == "PricebookEntry":
-            product = self.live["Product2"].get(record.get("Product2Id") or "")
-            record["Name"] = product["Name"] if product else None
-            record["ProductCode"] = product.get("ProductCode") if product else None
-
-    def _derive_line(self, record: dict[str, Any]) -> None:
-        entry = self.live["PricebookEntry"].get(record.get("PricebookEntryId") or "")
-        if entry is not None:
-            record["Product2Id"] = entry["Product2Id"]
-            record["ListPrice"] = entry.get("UnitPrice")
-            if record.get("UnitPrice") is None:
-                record["UnitPrice"] = entry.get("UnitPrice")
-        if record.get("UnitPrice") is None and record.get("TotalPrice") is not None:
-            record["UnitPrice"] = round(record["TotalPrice"] / record["Quantity"], 2)
-        if record.get("UnitPrice") is None:
-            raise SalesforceError(
-                400,
-                "REQUIRED_FIELD_MISSING",
-                "Required fields are missing: [UnitPrice, TotalPrice]",
-                ["UnitPrice"],
-            )
-        total = Decimal(str(record["Quantity"])) * Decimal(str(record["UnitPrice"]))
-        record["TotalPrice"] = float(round(total, 2))
-        opportunity = self.live["Opportunity"].get(record.get("OpportunityId") or "")
-        product = self.live["Product2"].get(record.get("Product2Id") or "")
-        record["Name"] = " ".join(
-            p for p in ((opportunity or {}).get("Name"), (product or {}).get("Name")) if p
-        )
-
     def _check_references(self, spec: SObjectDef, record: dict[str, Any]) -> None:
         for fdef in spec.fields.values():
             target = fdef.reference_to[0] if fdef.reference_to else None
@@ -500,7 +446,7 @@ class Org:
             "SystemModstamp": now,
             "LastModifiedDate": now,
         }
-        self._derive(self.schema["Opportunity"], updated, opportunity)
+        derive(self.live, self.schema["Opportunity"], updated, opportunity)
         self._touch("Opportunity", opportunity["Id"])
         self.live["Opportunity"][opportunity["Id"]] = updated
         if not seed:
