@@ -275,6 +275,13 @@ def test_sandbox_cli_up_seed_status_down(tmp_path: Path) -> None:
         )
         assert listed.json()["total_entries"] == 4
         assert "harvest: running at http://127.0.0.1:" in cli("status")
+        from closeloop.bootstrap import connectors_from_settings
+        from closeloop.config import load_settings
+
+        settings = load_settings(tmp_path / "closeloop.yaml")  # written by `up`, ready to run
+        connector = connectors_from_settings(settings)["harvest"]
+        assert [c.external_id for page in connector.read_changes("clients", None) for c in page]
+        getattr(connector, "close", lambda: None)()
     finally:
         stopped = cli("down")
     assert "harvest" in stopped

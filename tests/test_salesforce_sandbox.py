@@ -580,6 +580,16 @@ def test_sandbox_cli_up_seed_faults_status_down(tmp_path: Path) -> None:
         assert [r["Name"] for r in names["records"]] == ["CLI Seeded"]
         api.close()
         assert "salesforce: running at https://" in cli("status")
+        from closeloop.bootstrap import connectors_from_settings
+        from closeloop.config import load_settings
+
+        settings = load_settings(tmp_path / "closeloop.yaml")  # written by `up`, ready to run
+        connector = connectors_from_settings(settings)["salesforce"]
+        polled = [
+            c.payload["Name"] for page in connector.read_changes("Account", None) for c in page
+        ]
+        assert polled == ["CLI Seeded"]
+        getattr(connector, "close", lambda: None)()
     finally:
         stopped = cli("down")
     assert "salesforce" in stopped

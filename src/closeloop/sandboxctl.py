@@ -60,11 +60,63 @@ def read_state(home: Path) -> dict[str, Any]:
 
 
 def write_state(home: Path, state: dict[str, Any]) -> None:
-    """Write ``home/sandbox.json`` atomically."""
+    """Write ``home/sandbox.json`` and a ``home/closeloop.yaml`` that connects a hub to the
+    running sandboxes (both readable by the owner only: they hold the sandboxes' secrets)."""
     home.mkdir(parents=True, exist_ok=True)
-    tmp = home / "sandbox.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(home / "sandbox.json")
+    for name, text in (
+        ("sandbox.json", json.dumps(state, indent=2) + "\n"),
+        ("closeloop.yaml", hub_config(home, state)),
+    ):
+        tmp = home / f"{name}.tmp"
+        tmp.write_text(text)
+        tmp.chmod(0o600)
+        tmp.replace(home / name)
+
+
+def hub_config(home: Path, state: dict[str, Any]) -> str:
+    """A ``closeloop.yaml`` for the sandboxes of ``state`` (``closeloop run -c`` it)."""
+    import yaml
+
+    systems: dict[str, Any] = {}
+    if "salesforce" in state:
+        sf = state["salesforce"]
+        systems["salesforce"] = {
+            "kind": "salesforce",
+            "url": sf["instance_url"],
+            "client_id": sf["client_id"],
+            "client_secret": sf["client_secret"],
+            "user": sf["username"],
+            "password": sf["password"],
+            "organization_id": sf["organization_id"],
+            "api_version": sf["api_version"],
+            "ca_bundle": sf["ca_bundle"],
+        }
+    if "harvest" in state:
+        hv = state["harvest"]
+        systems["harvest"] = {
+            "kind": "harvest",
+            "url": hv["base_url"],
+            "token": hv["token"],
+            "account_id": hv["account_id"],
+        }
+    if "tryton" in state:
+        tr = state["tryton"]
+        systems["tryton"] = {
+            "kind": "tryton",
+            "url": tr["url"],
+            "database": tr["database"],
+            "user": tr["user"],
+            "password": tr["password"],
+        }
+    config = {
+        "database_url": f"sqlite:///{(home / 'hub.db').resolve()}",
+        "systems": systems,
+    }
+    header = (
+        "# Written by `closeloop sandbox up` for the local sandboxes; run the hub on them\n"
+        f"# with: closeloop run -c {home / 'closeloop.yaml'}\n"
+    )
+    return header + yaml.safe_dump(config, sort_keys=False)
 
 
 def alive(pid: int) -> bool:
@@ -154,6 +206,7 @@ def down(home: Path) -> list[str]:
             stop_pid(int(entry["pid"]))
             stopped.append(name)
     (home / "sandbox.json").unlink(missing_ok=True)
+    (home / "closeloop.yaml").unlink(missing_ok=True)
     return stopped
 
 
