@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,7 @@ from closeloop.connectors.salesforce.quota import QuotaBudget, QuotaExhausted
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, CommandStatus, Impact, Permanent
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
-from closeloop.ports.connector import AmbiguousError, ConnectorLimits
+from closeloop.ports.connector import AmbiguousError
 from closeloop.ports.flows import Binding
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.memory.system import MemorySystem
@@ -53,7 +53,7 @@ def seed_opportunities(api: Api, count: int, stamp: str | None = None) -> list[s
     extra = {"SystemModstamp": stamp} if stamp else {}
     ids = [f"0065g{i:010d}AAA" for i in range(count)]
     data = {
-        "Account": [{"Id": account, "Name": "Seed Account"}],
+        "Account": [{"Id": account, "Name": "Seed Account", **extra}],
         "Opportunity": [
             opportunity(f"Deal {i:05d}", account, Id=rid, **extra) for i, rid in enumerate(ids)
         ],
@@ -88,40 +88,7 @@ def api(server: SalesforceServer) -> Iterator[Api]:
     client.close()
 
 
-# --- change feed --------------------------------------------------------------------------------
-@dataclass
-class BetweenPages:
-    """A connector that runs ``hook`` after the first page of its first poll: the test's way of
-    landing updates while a poll is paging (it implements the Connector protocol by
-    delegating to the real connector)."""
-
-    inner: SalesforceConnector
-    hook: Callable[[], None]
-    done: bool = False
-
-    system = "salesforce"
-
-    @property
-    def limits(self) -> ConnectorLimits:
-        return self.inner.limits
-
-    def objects(self) -> Sequence[str]:
-        return self.inner.objects()
-
-    def read_changes(self, object_name: str, since: datetime | None) -> Iterator[Sequence[Change]]:
-        for number, page in enumerate(self.inner.read_changes(object_name, since)):
-            yield page
-            if number == 0 and not self.done:
-                self.done = True
-                self.hook()
-
-    def execute(self, commands: Sequence[Command]) -> Sequence[Any]:
-        return self.inner.execute(commands)
-
-    def find(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
-        return self.inner.find(idempotency_keys)
-
-
+# --- change feed ------------------------------------------------------------------------------
 def inbox_versions(hub: Hub) -> list[tuple[str, str]]:
     with hub.store.engine.connect() as db:
         rows = db.execute(sa.select(inbox.c.external_id, inbox.c.version)).all()
@@ -136,14 +103,20 @@ def test_polling_5000_records_sharing_one_systemmodstamp_while_records_change(
     ids = seed_opportunities(api, 5000, stamp)
     changed = ids[-10:]  # ordered by (SystemModstamp, Id): these are on the last page
 
-    def update_during_poll() -> None:
-        for rid in changed:
-            response = api.call("PATCH", f"sobjects/Opportunity/{rid}", json={"NextStep": "call"})
-            assert response.status_code == 204
-
     client = client_for(server)
+    updated: list[str] = []
+
+    def update_during_poll(response: httpx.Response) -> None:
+        """After the first page of the first poll came back: change records of later pages."""
+        if "queryAll" in str(response.request.url) and not updated:
+            for rid in changed:
+                answer = api.call("PATCH", f"sobjects/Opportunity/{rid}", json={"NextStep": "call"})
+                assert answer.status_code == 204
+                updated.append(rid)
+
+    client._http.event_hooks["response"].append(update_during_poll)  # httpx's own hook
     connector = SalesforceConnector(client, objects=("Opportunity",))
-    hub = hub_for(tmp_path, BetweenPages(connector, update_during_poll))
+    hub = hub_for(tmp_path, connector)
     try:
         first = hub.intake.poll("salesforce", "Opportunity", overlap_s=60)
         assert first.accepted == 4990  # the ten changed mid-poll are left for the next poll
@@ -173,6 +146,34 @@ def test_polling_5000_records_sharing_one_systemmodstamp_while_records_change(
         assert expected_old == (rid not in changed), rid
     assert client.calls["queryAll"] == 3  # one query per poll
     assert client.calls["query"] == 2 * 2  # two nextRecordsUrl pages in each poll of 5,000
+
+
+def test_a_fixed_account_is_a_new_version_of_its_opportunities(
+    tmp_path: Path, server: SalesforceServer, api: Api
+) -> None:
+    """Deals carry their account's commercial data; fixing the account in Salesforce brings
+    its deals back through the feed (their version is the later of both stamps)."""
+    old = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    ids = seed_opportunities(api, 3, old)
+    client = client_for(server)
+    hub = hub_for(tmp_path, SalesforceConnector(client, objects=("Opportunity",)))
+    try:
+        assert hub.intake.poll("salesforce", "Opportunity", overlap_s=60).accepted == 3
+        fixed = api.call(
+            "PATCH", "sobjects/Account/0015g00000SEED0AAA", json={"Tax_Id__c": "DE136695976"}
+        )
+        assert fixed.status_code == 204
+        stamp = api.call("GET", "sobjects/Account/0015g00000SEED0AAA").json()["SystemModstamp"]
+        while client.server_now() <= datetime.fromisoformat(stamp.replace("+0000", "+00:00")):
+            time.sleep(0.05)  # a poll reads up to the org's clock in whole seconds
+        again = hub.intake.poll("salesforce", "Opportunity", overlap_s=60)
+        assert again.accepted == 3
+    finally:
+        hub.close()
+    with hub.store.engine.connect() as db:
+        rows = db.execute(sa.select(inbox.c.external_id, inbox.c.payload)).all()
+    latest = [payload for rid, payload in rows if rid == ids[0]][-1]
+    assert latest["Account"]["Tax_Id__c"] == "DE136695976"
 
 
 # --- writes ---------------------------------------------------------------------------------------

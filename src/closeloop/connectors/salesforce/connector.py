@@ -9,8 +9,11 @@ the start of the poll: a record changed while the poll pages has a newer ``Syste
 if its new values come back on a later page it is left for the next poll, so the watermark
 never passes a change that was not delivered. Thousands of records may share one
 ``SystemModstamp``: the engine's overlap window and ``(Id, SystemModstamp)`` dedupe handle
-them, as no keyset on the timestamp alone could. Opportunities come with their line items
-(``OpportunityLineItems`` subquery), so a deal arrives whole.
+them, as no keyset on the timestamp alone could. Opportunities come with their account's
+fields and their line items (``OpportunityLineItems`` subquery), so a deal arrives whole; an
+opportunity's version is the later of its own and its account's ``SystemModstamp``, so a fixed
+account brings its deals back (those polls read every page first, then yield in version
+order).
 
 **Writes.** ``update`` (payload ``{"object", "id", "fields"}``) and ``upsert`` (``{"object",
 "fields", "external_id", "external_id_field"}``, by default on ``Closeloop_Id__c``). Each
@@ -57,6 +60,8 @@ DEFAULT_EXTERNAL_ID = "Closeloop_Id__c"
 COLLECTION_SIZE = 200
 COLLECTIONS_PER_COMPOSITE = 5
 CHILDREN = {"Opportunity": ("OpportunityLineItems", "OpportunityLineItem")}
+#: Parents read with a record, whose changes are changes of the record (relationship, object).
+PARENTS = {"Opportunity": ("Account", "Account")}
 _SKIPPED_TYPES = frozenset({"address", "location", "base64", "complexvalue"})
 _VALIDATION = ExceptionClass.VALIDATION
 _ERROR_CLASSES = {
@@ -143,10 +148,14 @@ class SalesforceConnector:
 
     # --- change feed ------------------------------------------------------------------------
     def select_list(self, sobject: str) -> str:
-        """Every field of ``sobject`` (from describe, once), and for an opportunity its line
-        items with their product's name."""
+        """Every field of ``sobject`` (from describe, once), and for an opportunity its
+        account's fields and its line items with their product's name."""
         if sobject not in self._fields:
             names = _field_names(self.client.describe(sobject))
+            if sobject in PARENTS:
+                relationship, parent = PARENTS[sobject]
+                parent_fields = _field_names(self.client.describe(parent))
+                names += [f"{relationship}.{name}" for name in parent_fields]
             if sobject in CHILDREN:
                 relationship, child = CHILDREN[sobject]
                 child_fields = _field_names(self.client.describe(child))
@@ -157,34 +166,61 @@ class SalesforceConnector:
         return self._fields[sobject]
 
     def read_changes(self, object_name: str, since: datetime | None) -> Iterator[Sequence[Change]]:
-        """Pages of changes of ``object_name`` with ``since <= SystemModstamp < upper``
-        (see the module docstring), oldest first."""
+        """Pages of changes of ``object_name`` with ``since <= version < upper`` (see the
+        module docstring), oldest first. An opportunity's version is the later of its own
+        ``SystemModstamp`` and its account's: a fixed account is a new version of its deals."""
         if object_name not in self._objects:
             raise ValueError(f"{object_name!r} is not among the polled objects {self._objects}")
         select = self.select_list(object_name)
         upper = self.client.server_now()
+        parent = PARENTS.get(object_name, ("", ""))[0]
         where = f"SystemModstamp < {soql_datetime(upper)}"
         if since is not None:
-            where = f"SystemModstamp >= {soql_datetime(since)} AND {where}"
+            changed = f"SystemModstamp >= {soql_datetime(since)}"
+            if parent:
+                changed = f"({changed} OR {parent}.SystemModstamp >= {soql_datetime(since)})"
+            where = f"{changed} AND {where}"
         soql = f"SELECT {select} FROM {object_name} WHERE {where} ORDER BY SystemModstamp, Id"
-        for page in self.client.query(soql, include_deleted=True):
-            changes = []
-            for record in page["records"]:
-                modified = parse_stamp(record["SystemModstamp"])
-                if modified >= upper:  # changed while we paged: the next poll reads it
-                    continue
-                changes.append(
-                    Change(
-                        system=self._system,
-                        object=object_name,
-                        external_id=record["Id"],
-                        version=modified.isoformat(),
-                        modified_at=modified,
-                        payload=plain(record),
-                    )
-                )
-            if changes:
-                yield changes
+        pages = self.client.query(soql, include_deleted=True)
+        if not parent:  # in modification order already
+            for page in pages:
+                changes = [
+                    c
+                    for c in (self._change(object_name, r, "", upper) for r in page["records"])
+                    if c
+                ]
+                if changes:
+                    yield changes
+            return
+        every = [
+            c
+            for page in pages
+            for r in page["records"]
+            if (c := self._change(object_name, r, parent, upper))
+        ]
+        every.sort(key=lambda c: (c.modified_at, c.external_id))
+        for start in range(0, len(every), 2000):
+            yield every[start : start + 2000]
+
+    def _change(
+        self, object_name: str, record: dict[str, Any], parent: str, upper: datetime
+    ) -> Change | None:
+        """The change of ``record``, or ``None`` when it (or its parent) changed while the poll
+        paged: the next poll reads it."""
+        modified = parse_stamp(record["SystemModstamp"])
+        parent_record = record.get(parent) if parent else None
+        if isinstance(parent_record, dict) and parent_record.get("SystemModstamp"):
+            modified = max(modified, parse_stamp(parent_record["SystemModstamp"]))
+        if modified >= upper:
+            return None
+        return Change(
+            system=self._system,
+            object=object_name,
+            external_id=record["Id"],
+            version=modified.isoformat(),
+            modified_at=modified,
+            payload=plain(record),
+        )
 
     # --- writes -----------------------------------------------------------------------------
     def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
