@@ -42,13 +42,14 @@ def mappers() -> dict[str, Mapper]:
     return load_mappers()
 
 
-def vendor_paths(rules: dict[str, FieldRule]) -> set[str]:
-    """First steps of the vendor paths a mapping reads (not literals, not root paths)."""
+def vendor_paths(rules: dict[str, FieldRule], whole: bool = False) -> set[str]:
+    """First steps (or, with ``whole``, the whole paths) of the vendor paths a mapping reads
+    (not literals, not root paths)."""
     paths: set[str] = set()
     for rule in rules.values():
         for path in [rule.path or "", *(rule.coalesce or []), *(rule.concat or [])]:
             if path and not path.startswith(("=", "$.")):
-                paths.add(path.split(".")[0].split("[")[0])
+                paths.add(path if whole else path.split(".")[0].split("[")[0])
     return paths
 
 
@@ -64,11 +65,22 @@ def describe(sobject: str) -> dict[str, Any]:
 def test_salesforce_mapping_reads_only_fields_the_real_describe_has(
     mappers: dict[str, Mapper], sobject: str
 ) -> None:
-    fields = {f["name"] for f in describe(sobject)["fields"]}
+    real = describe(sobject)["fields"]
+    fields = {f["name"] for f in real}
     rules = mappers["salesforce"].spec.objects[sobject].fields
     standard = {p for p in vendor_paths(rules) if not p.endswith(("__c", "__r"))}
+    parents = {
+        f["relationshipName"]: f["referenceTo"][0]
+        for f in real
+        if f["relationshipName"] and f["referenceTo"]
+    }
     relationships = {"OpportunityLineItems", "Product2", "CurrencyIsoCode"}  # child/multi-currency
-    assert standard - relationships <= fields, standard - relationships - fields
+    assert standard - relationships - set(parents) <= fields, standard - relationships - fields
+    for path in vendor_paths(rules, whole=True):  # Account.BillingCountry: on the parent
+        relationship, _, rest = path.partition(".")
+        if relationship in parents and not rest.endswith("__c") and rest != "CurrencyIsoCode":
+            parent_fields = {f["name"] for f in describe(parents[relationship])["fields"]}
+            assert rest in parent_fields, path
 
 
 def test_every_real_stage_maps_to_a_canonical_stage(mappers: dict[str, Mapper]) -> None:

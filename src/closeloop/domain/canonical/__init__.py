@@ -22,6 +22,7 @@ from closeloop.domain.canonical.delivery import (
 )
 from closeloop.domain.canonical.parties import Account, Address, Contact, Person
 from closeloop.domain.canonical.sales import (
+    DealCustomer,
     Engagement,
     FixedFeePlan,
     Opportunity,
@@ -38,6 +39,7 @@ _MODELS: tuple[type[Canonical], ...] = (
     Person,
     Opportunity,
     OpportunityLineItem,
+    DealCustomer,
     RateCard,
     Engagement,
     TimeAndMaterialsPlan,

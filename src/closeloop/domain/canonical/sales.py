@@ -85,10 +85,27 @@ class OpportunityLineItem(Canonical):
     unit_price: Money
 
 
+class DealCustomer(Canonical):
+    """The customer as the CRM holds it on a deal: taken as it is (a deal with a wrong tax id
+    is still a deal); mobilization checks it before the customer reaches the ERP."""
+
+    CANONICAL_TYPE = "deal_customer"
+    crm_id: str | None = None
+    legal_name: str | None = None
+    country: str | None = Field(default=None, description="as typed in the CRM, mapped to ISO")
+    tax_id: str | None = None
+    street: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    currency: str | None = None
+
+
 class Opportunity(Canonical):
-    """A deal in the CRM. ``won`` is true only at the closed-won stage."""
+    """A deal in the CRM. ``won`` is true only at the closed-won stage; ``customer`` is the
+    account's commercial data as the CRM holds it (version 2)."""
 
     CANONICAL_TYPE = "opportunity"
+    SCHEMA_VERSION = 2
     name: str = Field(min_length=1)
     account: Ref
     stage: OpportunityStage
@@ -102,6 +119,7 @@ class Opportunity(Canonical):
     sow_reference: str | None = None
     rate_card: RateCard | None = None
     line_items: tuple[OpportunityLineItem, ...] = ()
+    customer: DealCustomer | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Opportunity:
