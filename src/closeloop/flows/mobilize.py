@@ -1,0 +1,394 @@
+"""Mobilize: a closed-won opportunity becomes a customer in the ERP and a project in the PSA
+and in the ERP, and the CRM learns where it stands.
+
+One instance per opportunity (business key ``engagement:<canonical id>``). States:
+
+- ``blocked``: the deal's commercial data is missing or invalid (legal name, billing country,
+  a tax id valid for that country, currency, billing method, rate card, start date) or the
+  ERP holds several customers it could be; a business exception "closed-won deal blocked from
+  mobilization: ..." (impact revenue) is open and the CRM shows the reason. A new version of
+  the deal (or of its account) is checked again and resumes the flow by itself.
+- ``matching``: the ERP is asked which customer the account is (``match_customer``: tax id
+  exact, else name and address similarity, see :mod:`closeloop.mdm.matching`).
+- ``provisioning``: the customer is created when there was none, and the project is set up in
+  the PSA (client, project, tasks by role at the rate card's rates) and in the ERP (project
+  with the same tasks, invoiced on timesheets).
+- ``mobilized``, or ``provisional`` when finance approval is required and not yet given
+  (billable time against it is held until approval arrives); the CRM gets the ERP customer id,
+  the project ids and the status.
+- ``closed``: compensation. A deal reopened or lost before any time was billed closes the
+  projects in both systems (never deletes them) and records why.
+
+Pure decisions over canonical data: the commands carry the target systems' idempotency keys
+in their documented forms (``tryton:<op>:<key>``, ``harvest:<op>:<key>``,
+``salesforce:<Object>:<...>``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from closeloop.domain.canonical.sales import (
+    BillingMethod,
+    FinanceApproval,
+    Opportunity,
+    RateCard,
+)
+from closeloop.domain.commands import Applied, Command, ExceptionClass, Impact
+from closeloop.domain.money import minor_unit
+from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep
+from closeloop.domain.taxids import country_code, validate_tax_id
+
+BLOCKED = "closed-won deal blocked from mobilization"
+UNDER_WAY = ("matching", "provisioning", "mobilized", "provisional")
+
+
+@dataclass(frozen=True)
+class MobilizeFlow:
+    """The flow, for the systems named ``crm``, ``psa`` and ``erp`` in the configuration.
+    ``match_threshold``: the similarity score (0-100) a name-and-address match needs."""
+
+    crm: str = "salesforce"
+    psa: str = "harvest"
+    erp: str = "tryton"
+    match_threshold: float = 85.0
+    name: str = "mobilize"
+
+    def business_key(self, record: CanonicalRecord) -> str | None:
+        """One instance per opportunity."""
+        if record.canonical_type != "opportunity":
+            return None
+        return f"engagement:{record.canonical_id}"
+
+    # --- a new version of the deal -----------------------------------------------------------
+    def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
+        """Check a closed-won deal and start mobilizing it; react to a deal reopened or lost,
+        or to finance approval arriving."""
+        opportunity = Opportunity.model_validate(record.data)
+        deal_id = record.source[2]
+        current = state.state if state else None
+        if not opportunity.won:
+            return self._not_won(state, deal_id, opportunity)
+        if current == "provisional" and opportunity.finance_approval is FinanceApproval.APPROVED:
+            assert state is not None
+            data = {**state.data, "finance_approved": True}
+            return FlowStep("mobilized", data, commands=(self._write_back(data, "Mobilized"),))
+        if current in UNDER_WAY:
+            return None
+        problems = commercial_problems(opportunity)
+        entity = f"{self.crm}:Opportunity:{deal_id}"
+        if problems:
+            message = f"{BLOCKED}: " + "; ".join(problems)
+            data = {"deal_id": deal_id, "version": record.version, "problems": problems}
+            issue = BusinessIssue(ExceptionClass.VALIDATION, Impact.REVENUE, entity, message)
+            return FlowStep(
+                "blocked", data, issues=(issue,), commands=(self._status(data, "Blocked", message),)
+            )
+        data = _deal_data(opportunity, deal_id, record.version)
+        customer = data["customer"]
+        command = Command(
+            system=self.erp,
+            operation="match_customer",
+            business_key=f"engagement:{record.canonical_id}",
+            idempotency_key=f"tryton:match_customer:{customer['crm_id']}:{record.version}",
+            payload={
+                "name": customer["legal_name"],
+                "country": customer["country"],
+                "tax_ids": [customer["tax_id"]],
+                "street": customer.get("street") or "",
+                "city": customer.get("city") or "",
+                "postal_code": customer.get("postal_code") or "",
+                "threshold": self.match_threshold,
+            },
+            entity=f"{self.erp}:customer:{customer['crm_id']}",
+            impact=Impact.REVENUE,
+        )
+        resolves = (entity,) if current == "blocked" else ()
+        return FlowStep("matching", data, commands=(command,), resolves=resolves)
+
+    def _not_won(
+        self, state: FlowState | None, deal_id: str, opportunity: Opportunity
+    ) -> FlowStep | None:
+        if state is None:
+            return None
+        entity = f"{self.crm}:Opportunity:{deal_id}"
+        if state.state == "blocked":  # no longer closed-won: nothing to mobilize
+            return FlowStep("withdrawn", dict(state.data), resolves=(entity,))
+        if state.state not in UNDER_WAY or state.data.get("billed"):
+            return None
+        reason = f"the deal went back to {opportunity.stage.value} before any time was billed"
+        data = {**state.data, "closed_because": reason}
+        key = data["project_key"]
+        commands = [
+            Command(
+                self.psa,
+                "close_project",
+                f"engagement:{key}",
+                f"harvest:close_project:{key}",
+                {"code": key},
+                f"{self.psa}:project:{key}",
+                Impact.REVENUE,
+            ),
+            Command(
+                self.erp,
+                "close_project",
+                f"engagement:{key}",
+                f"tryton:close_project:{key}",
+                {"key": key},
+                f"{self.erp}:project:{key}",
+                Impact.REVENUE,
+            ),
+            self._status(data, "Closed", reason),
+        ]
+        return FlowStep("closed", data, commands=tuple(commands))
+
+    # --- results from the target systems ---------------------------------------------------
+    def on_result(
+        self, state: FlowState, operation: str, entity: str, outcome: Applied
+    ) -> FlowStep | None:
+        """Advance on each applied command: the match decides the customer, the set-up
+        results are collected, the write-back ends the mobilization."""
+        data = dict(state.data)
+        if operation == "match_customer" and state.state == "matching":
+            return self._matched(data, outcome.result)
+        if state.state != "provisioning":
+            return None
+        if operation == "upsert_customer":
+            data["erp_customer_id"] = outcome.result.get("party")
+        elif operation == "upsert_project" and entity.startswith(f"{self.psa}:"):
+            data["psa_project_id"] = outcome.result.get("project_id")
+        elif operation == "upsert_project" and entity.startswith(f"{self.erp}:"):
+            works = outcome.result.get("works") or {}
+            data["erp_project_id"] = works.get(data["project_key"])
+        waiting = [k for k in ("psa_project_id", "erp_project_id") if data.get(k) is None]
+        if waiting:
+            return FlowStep("provisioning", data)
+        provisional = data["finance_approval"] == FinanceApproval.PENDING.value
+        status = "Provisional" if provisional else "Mobilized"
+        return FlowStep(status.lower(), data, commands=(self._write_back(data, status),))
+
+    def _matched(self, data: dict[str, Any], result: dict[str, Any]) -> FlowStep:
+        deal_id, key = data["deal_id"], data["project_key"]
+        entity = f"{self.crm}:Opportunity:{deal_id}"
+        if result.get("kind") == "ambiguous":
+            message = f"{BLOCKED}: {result.get('explain')}; merge the ERP customers or pick one"
+            issue = BusinessIssue(ExceptionClass.DUPLICATE, Impact.REVENUE, entity, message)
+            return FlowStep(
+                "blocked", data, issues=(issue,), commands=(self._status(data, "Blocked", message),)
+            )
+        customer = data["customer"]
+        commands = []
+        if result.get("kind") in ("tax_id", "similar"):
+            data["erp_customer_code"] = result["party_code"]
+            data["erp_customer_id"] = result.get("party_id")
+            data["customer_match"] = result.get("explain")
+        else:
+            code = f"SF-{customer['crm_id']}"
+            data["erp_customer_code"] = code
+            data["customer_match"] = "created"
+            commands.append(
+                Command(
+                    self.erp,
+                    "upsert_customer",
+                    f"engagement:{key}",
+                    f"tryton:upsert_customer:{code}",
+                    {
+                        "code": code,
+                        "name": customer["legal_name"],
+                        "country": customer["country"],
+                        "tax_ids": [[customer["tax_scheme"], customer["tax_id"]]],
+                        "address": {
+                            "street": customer.get("street") or "",
+                            "city": customer.get("city") or "",
+                            "postal_code": customer.get("postal_code") or "",
+                        },
+                    },
+                    f"{self.erp}:customer:{code}",
+                    Impact.REVENUE,
+                )
+            )
+        commands += [self._psa_project(data), self._erp_project(data)]
+        return FlowStep("provisioning", data, commands=tuple(commands))
+
+    def _psa_project(self, data: dict[str, Any]) -> Command:
+        key = data["project_key"]
+        payload = {
+            "client": data["customer"]["legal_name"],
+            "currency": data["currency"],
+            "code": key,
+            "name": data["name"],
+            "is_billable": True,
+            "bill_by": "Tasks",
+            "budget_by": "project",
+            "budget": float(sum(Decimal(r["hours"]) for r in data["roles"])),
+            "starts_on": data["start_date"],
+            "tasks": [
+                {"name": r["role"], "hourly_rate": float(Decimal(r["rate"]))} for r in data["roles"]
+            ],
+        }
+        return Command(
+            self.psa,
+            "upsert_project",
+            f"engagement:{key}",
+            f"harvest:upsert_project:{key}",
+            payload,
+            f"{self.psa}:project:{key}",
+            Impact.REVENUE,
+        )
+
+    def _erp_project(self, data: dict[str, Any]) -> Command:
+        key = data["project_key"]
+        tasks = [
+            {"key": f"{key}:{r['role']}", "name": r["role"], "list_price": r["rate"]}
+            for r in data["roles"]
+        ]
+        payload = {
+            "key": key,
+            "name": data["name"],
+            "customer_code": data["erp_customer_code"],
+            "tasks": tasks,
+            "list_price": max(data["roles"], key=lambda r: Decimal(r["rate"]))["rate"],
+            "invoice_method": "timesheet",
+        }
+        return Command(
+            self.erp,
+            "upsert_project",
+            f"engagement:{key}",
+            f"tryton:upsert_project:{key}",
+            payload,
+            f"{self.erp}:project:{key}",
+            Impact.REVENUE,
+        )
+
+    def _write_back(self, data: dict[str, Any], status: str) -> Command:
+        fields = {
+            "ERP_Customer_Id__c": data.get("erp_customer_code"),
+            "PSA_Project_Id__c": str(data.get("psa_project_id") or ""),
+            "ERP_Project_Id__c": data.get("project_key"),
+            "Mobilization_Status__c": status,
+            "Mobilization_Message__c": data.get("customer_match") or "",
+        }
+        return self._crm_update(data, status, fields)
+
+    def _status(self, data: dict[str, Any], status: str, message: str) -> Command:
+        fields = {"Mobilization_Status__c": status, "Mobilization_Message__c": message[:1000]}
+        return self._crm_update(data, status, fields)
+
+    def _crm_update(self, data: dict[str, Any], status: str, fields: dict[str, Any]) -> Command:
+        deal_id = data["deal_id"]
+        return Command(
+            self.crm,
+            "update",
+            f"engagement:{deal_id}:crm",
+            f"salesforce:Opportunity:{deal_id}:mobilization:{status}:{data['version']}",
+            {"object": "Opportunity", "id": deal_id, "fields": fields},
+            f"{self.crm}:Opportunity:{deal_id}",
+            Impact.REVENUE,
+        )
+
+
+def commercial_problems(opportunity: Opportunity) -> list[str]:
+    """What keeps a closed-won deal from mobilization, in words an account manager can act
+    on (empty when it can go ahead)."""
+    problems = []
+    customer = opportunity.customer
+    if customer is None:
+        return ["the deal has no account"]
+    if not (customer.legal_name or "").strip():
+        problems.append("the account's legal name is missing")
+    country = None
+    if not (customer.country or "").strip():
+        problems.append("the account's billing country is missing")
+    else:
+        try:
+            country = country_code(customer.country or "")
+        except ValueError:
+            problems.append(f"the billing country {customer.country!r} is not a country")
+    if not (customer.tax_id or "").strip():
+        problems.append("the account's tax id is missing")
+    elif country is not None:
+        try:
+            validate_tax_id(customer.tax_id or "", country)
+        except ValueError as exc:
+            problems.append(f"the tax id {customer.tax_id} is not valid: {exc}")
+    currency = customer.currency or (opportunity.amount.currency if opportunity.amount else None)
+    try:
+        minor_unit(currency or "")
+    except (KeyError, ValueError):
+        problems.append(f"the currency {currency!r} is missing or unknown")
+    if opportunity.billing_method is None:
+        problems.append("the billing method is missing")
+    elif opportunity.billing_method is not BillingMethod.TIME_AND_MATERIALS:
+        problems.append(
+            f"the billing method {opportunity.billing_method.value} is not mobilized "
+            "automatically yet (time and materials is)"
+        )
+    problems += _rate_card_problems(opportunity)
+    if opportunity.start_date is None:
+        problems.append("the start date is missing")
+    if opportunity.finance_approval is FinanceApproval.REJECTED:
+        problems.append("finance rejected the deal")
+    return problems
+
+
+def _rate_card_problems(opportunity: Opportunity) -> list[str]:
+    if not opportunity.line_items:
+        return ["the deal has no line items to make a rate card from"]
+    unnamed = [i.service for i in opportunity.line_items if not (i.role or "").strip()]
+    if unnamed:
+        return [f"line items without a role: {', '.join(unnamed)}"]
+    try:
+        _rate_card(opportunity)
+    except (ValidationError, ValueError) as exc:
+        return [f"the rate card is inconsistent: {exc}"]
+    return []
+
+
+def _rate_card(opportunity: Opportunity) -> RateCard:
+    rates: dict[str, Any] = {}
+    for item in opportunity.line_items:
+        role = str(item.role)
+        if role in rates and rates[role]["hourly_rate"] != item.unit_price:
+            raise ValueError(f"role {role} is sold at two rates")
+        rates[role] = {"role": role, "hourly_rate": item.unit_price}
+    currency = opportunity.line_items[0].unit_price.currency
+    return RateCard(name=opportunity.name, currency=currency, rates=tuple(rates.values()))
+
+
+def _deal_data(opportunity: Opportunity, deal_id: str, version: str) -> dict[str, Any]:
+    """What the later steps need, as JSON (the flow's persisted data)."""
+    customer = opportunity.customer
+    assert customer is not None
+    country = country_code(customer.country or "")
+    scheme, tax_id = validate_tax_id(customer.tax_id or "", country)
+    hours: dict[str, Decimal] = {}
+    for item in opportunity.line_items:
+        hours[str(item.role)] = hours.get(str(item.role), Decimal(0)) + item.quantity_hours
+    card = _rate_card(opportunity)
+    return {
+        "deal_id": deal_id,
+        "version": version,
+        "name": opportunity.name,
+        "project_key": f"SF-{deal_id}",
+        "start_date": opportunity.start_date.isoformat() if opportunity.start_date else None,
+        "currency": card.currency,
+        "finance_approval": opportunity.finance_approval.value,
+        "customer": {
+            "crm_id": customer.crm_id or deal_id,
+            "legal_name": (customer.legal_name or "").strip(),
+            "country": country,
+            "tax_id": tax_id,
+            "tax_scheme": scheme,
+            "street": customer.street,
+            "city": customer.city,
+            "postal_code": customer.postal_code,
+        },
+        "roles": [
+            {"role": r.role, "rate": str(r.hourly_rate.amount), "hours": str(hours[r.role])}
+            for r in card.rates
+        ],
+    }

@@ -1,0 +1,209 @@
+"""The Mobilize flow's decisions (a pure state machine: each step is called as the engine
+would, with the canonical record or the applied command's result)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from closeloop.domain.canonical.sales import Opportunity
+from closeloop.domain.commands import Applied
+from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
+from closeloop.flows.mobilize import BLOCKED, MobilizeFlow, commercial_problems
+
+FLOW = MobilizeFlow()
+DEAL = "0065g0000000001AAA"
+
+
+def deal(version: str = "2026-03-01T10:00:00+00:00", **changes: Any) -> CanonicalRecord:
+    customer = {
+        "crm_id": "0015g0000000001AAA",
+        "legal_name": "Acme Consulting GmbH",
+        "country": "Germany",
+        "tax_id": "DE136695976",
+        "street": "Hauptstr. 5",
+        "city": "Berlin",
+        "postal_code": "10115",
+        "currency": "EUR",
+    }
+    customer.update(changes.pop("customer", {}))
+    data: dict[str, Any] = {
+        "name": "ERP rollout",
+        "account": "0015g0000000001AAA",
+        "stage": "closed_won",
+        "won": True,
+        "close_date": "2026-02-27",
+        "billing_method": "time_and_materials",
+        "finance_approval": "not_required",
+        "start_date": "2026-03-02",
+        "customer": customer,
+        "line_items": [
+            {
+                "service": "Consulting",
+                "role": "Senior Consultant",
+                "quantity_hours": "80",
+                "unit_price": {"amount": "180.00", "currency": "EUR"},
+            },
+            {
+                "service": "Consulting",
+                "role": "Analyst",
+                "quantity_hours": "40",
+                "unit_price": {"amount": "95.00", "currency": "EUR"},
+            },
+        ],
+    }
+    data.update(changes)
+    return CanonicalRecord("opportunity", "c-1", ("salesforce", "Opportunity", DEAL), version, data)
+
+
+def state(step: FlowStep) -> FlowState:
+    return FlowState("mobilize", "engagement:c-1", step.state, step.data)
+
+
+def test_missing_and_invalid_commercial_data_blocks_the_deal_with_every_reason() -> None:
+    record = deal(
+        customer={"tax_id": "DE123", "country": "", "legal_name": " "},
+        billing_method=None,
+        start_date=None,
+        line_items=[],
+    )
+    step = FLOW.on_record(None, record)
+    assert step is not None and step.state == "blocked"
+    (issue,) = step.issues
+    assert issue.impact == "revenue" and issue.error_class == "validation"
+    assert issue.message.startswith(BLOCKED)
+    for reason in (
+        "legal name is missing",
+        "billing country is missing",
+        "billing method is missing",
+        "no line items",
+        "start date is missing",
+    ):
+        assert reason in issue.message
+    (status,) = step.commands  # the account manager sees why in Salesforce
+    assert status.system == "salesforce"
+    assert status.payload["fields"]["Mobilization_Status__c"] == "Blocked"
+
+
+def test_an_invalid_tax_id_names_the_rule() -> None:
+    problems = commercial_problems(
+        Opportunity.model_validate(deal(customer={"tax_id": "DE136695977"}).data)
+    )
+    assert len(problems) == 1 and "DE136695977" in problems[0] and "checksum" in problems[0].lower()
+
+
+def test_a_fixed_deal_resumes_by_itself_and_closes_the_exception() -> None:
+    blocked = FLOW.on_record(None, deal(customer={"tax_id": ""}))
+    assert blocked is not None and blocked.state == "blocked"
+    fixed = FLOW.on_record(state(blocked), deal(version="2026-03-02T09:00:00+00:00"))
+    assert fixed is not None and fixed.state == "matching"
+    assert fixed.resolves == (f"salesforce:Opportunity:{DEAL}",)
+    (match,) = fixed.commands
+    assert match.system == "tryton" and match.operation == "match_customer"
+    assert match.payload["tax_ids"] == ["DE136695976"] and match.payload["country"] == "DE"
+
+
+def provision(result: dict[str, Any], **changes: Any) -> FlowStep:
+    matching = FLOW.on_record(None, deal(**changes))
+    assert matching is not None
+    step = FLOW.on_result(state(matching), "match_customer", "tryton:customer:x", Applied(result))
+    assert step is not None
+    return step
+
+
+def test_no_match_creates_the_customer_then_both_projects() -> None:
+    step = provision({"kind": "none"})
+    assert step.state == "provisioning"
+    ops = [(c.system, c.operation) for c in step.commands]
+    assert ops == [
+        ("tryton", "upsert_customer"),
+        ("harvest", "upsert_project"),
+        ("tryton", "upsert_project"),
+    ]
+    customer, psa, erp = step.commands
+    assert customer.payload["code"] == "SF-0015g0000000001AAA"
+    assert customer.payload["tax_ids"] == [["eu_vat", "DE136695976"]]
+    tasks = {t["name"]: t["hourly_rate"] for t in psa.payload["tasks"]}
+    assert tasks == {"Senior Consultant": 180.0, "Analyst": 95.0}
+    assert psa.payload["budget"] == 120.0 and psa.payload["code"] == f"SF-{DEAL}"
+    assert {t["name"]: t["list_price"] for t in erp.payload["tasks"]} == {
+        "Senior Consultant": "180.00",
+        "Analyst": "95.00",
+    }
+    assert erp.payload["customer_code"] == "SF-0015g0000000001AAA"
+
+
+def test_a_matched_customer_is_used_not_created() -> None:
+    step = provision(
+        {
+            "kind": "tax_id",
+            "party_code": "C-0042",
+            "party_id": 42,
+            "explain": "matched ERP customer C-0042 by tax id",
+        }
+    )
+    assert [c.operation for c in step.commands] == ["upsert_project", "upsert_project"]
+    assert step.commands[1].payload["customer_code"] == "C-0042"
+
+
+def test_an_ambiguous_match_waits_for_a_person() -> None:
+    step = provision(
+        {"kind": "ambiguous", "explain": "several ERP customers could be this account"}
+    )
+    assert step.state == "blocked" and step.issues[0].error_class == "duplicate"
+    assert "several ERP customers" in step.issues[0].message
+
+
+def finish(step: FlowStep) -> FlowStep:
+    current = step
+    for op, entity, result in (
+        ("upsert_customer", "tryton:customer:SF-1", {"party": 7}),
+        ("upsert_project", f"harvest:project:SF-{DEAL}", {"project_id": 5000001}),
+        ("upsert_project", f"tryton:project:SF-{DEAL}", {"works": {f"SF-{DEAL}": 31}}),
+    ):
+        following = FLOW.on_result(state(current), op, entity, Applied(result))
+        assert following is not None
+        current = following
+    return current
+
+
+def test_results_lead_to_mobilized_and_the_write_back() -> None:
+    done = finish(provision({"kind": "none"}))
+    assert done.state == "mobilized"
+    (write_back,) = done.commands
+    fields = write_back.payload["fields"]
+    assert fields["Mobilization_Status__c"] == "Mobilized"
+    assert fields["ERP_Customer_Id__c"] == "SF-0015g0000000001AAA"
+    assert fields["PSA_Project_Id__c"] == "5000001" and fields["ERP_Project_Id__c"] == f"SF-{DEAL}"
+
+
+def test_pending_finance_approval_provisions_provisionally_until_approved() -> None:
+    done = finish(provision({"kind": "none"}, finance_approval="pending"))
+    assert done.state == "provisional"
+    assert done.commands[0].payload["fields"]["Mobilization_Status__c"] == "Provisional"
+    approved = FLOW.on_record(
+        state(done), deal(version="2026-03-05T00:00:00+00:00", finance_approval="approved")
+    )
+    assert (
+        approved is not None and approved.state == "mobilized" and approved.data["finance_approved"]
+    )
+
+
+def test_a_deal_lost_before_billing_closes_both_projects_and_says_why() -> None:
+    done = finish(provision({"kind": "none"}))
+    lost = FLOW.on_record(
+        state(done), deal(version="2026-03-09T00:00:00+00:00", stage="closed_lost", won=False)
+    )
+    assert lost is not None and lost.state == "closed"
+    assert [(c.system, c.operation) for c in lost.commands] == [
+        ("harvest", "close_project"),
+        ("tryton", "close_project"),
+        ("salesforce", "update"),
+    ]
+    assert "before any time was billed" in lost.data["closed_because"]
+    billed = FlowState("mobilize", "engagement:c-1", "mobilized", {**done.data, "billed": True})
+    assert FLOW.on_record(billed, deal(stage="closed_lost", won=False)) is None
+
+
+def test_only_opportunities_have_an_engagement() -> None:
+    other = CanonicalRecord("account", "a-1", ("salesforce", "Account", "001"), "1", {})
+    assert FLOW.business_key(other) is None and FLOW.business_key(deal()) == "engagement:c-1"
