@@ -78,3 +78,11 @@ def test_unknown_scheme_and_country_without_scheme() -> None:
         validate_tax_id("123", "DE", "de_steuernummer")
     with pytest.raises(ValueError, match="no tax id scheme is known for country BR"):
         validate_tax_id("123", "BR")
+
+
+def test_tax_id_forms_cover_how_systems_store_them() -> None:
+    from closeloop.domain.taxids import tax_id_forms
+
+    assert tax_id_forms("CHE100155212", "CH") >= {"CHE100155212", "CHE-100.155.212"}
+    assert "DE136695976" in tax_id_forms("de 136 695 976", "DE")
+    assert tax_id_forms("not-a-vat", "DE") == {"not-a-vat", "NOTAVAT"}  # invalid: no formatting

@@ -626,3 +626,37 @@ def test_a_configured_tryton_system_is_wired_without_writing(
         hub.close()
     with pytest.raises(ValueError, match="needs database, user and password"):
         Settings(systems={"erp": {"kind": "tryton", "url": tryton.url}})
+
+
+def test_match_customer_by_tax_id_then_name_and_address(ops: TrytonOperations) -> None:
+    """The ERP side of mobilization: which existing customer a deal's account is."""
+    connector = TrytonConnector(ops)
+    code = unique("CUST")
+    name = f"Zorblax Analytics {code}"
+    ops.upsert_customer(
+        code,
+        name,
+        "CH",
+        [("ch_uid", "CHE100155212")],
+        {"line1": "Bahnhofstrasse 1", "city": "Zurich", "postal_code": "8001"},
+    )
+
+    def match(**payload: object) -> dict[str, object]:
+        command = Command("tryton", "match_customer", "k", unique("m"), payload)
+        (outcome,) = connector.execute([command])
+        assert isinstance(outcome, Applied), outcome
+        return outcome.result
+
+    by_tax_id = match(name="Something else entirely", country="CH", tax_ids=["CHE-100.155.212"])
+    assert (by_tax_id["kind"], by_tax_id["party_code"]) == ("tax_id", code)
+    assert by_tax_id["party_id"]
+    similar = match(
+        name=f"ZORBLAX Analytics AG {code}",
+        country="CH",
+        tax_ids=[],
+        street="Bahnhofstr. 1",
+        city="Zürich",
+        postal_code="8001",
+    )
+    assert (similar["kind"], similar["party_code"]) == ("similar", code)
+    assert match(name=unique("Nobody Like This"), country="CH", tax_ids=[])["kind"] == "none"

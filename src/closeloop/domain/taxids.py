@@ -86,6 +86,24 @@ def _module(scheme: str) -> tuple[ModuleType, str]:
     return importlib.import_module(path), label
 
 
+def tax_id_forms(value: str, country: str) -> set[str]:
+    """The ways a system may have stored a tax id: as given, compact, and formatted the
+    scheme's way (python-stdnum ``format``: ``CHE-100.155.212`` for ``CHE100155212``). An
+    id that is not valid for ``country`` gives only the first two."""
+    compact = "".join(ch for ch in value if ch.isalnum()).upper()
+    forms = {value.strip(), compact}
+    try:
+        scheme, checked = validate_tax_id(value, country)
+    except ValueError:
+        return forms
+    module, _ = _module(scheme)
+    forms.add(checked)
+    formatter = getattr(module, "format", None)
+    if callable(formatter):
+        forms.add(str(formatter(checked)))
+    return forms
+
+
 def validate_tax_id(value: str, country: str, scheme: str | None = None) -> tuple[str, str]:
     """Check ``value`` as a tax id of ``country``; returns ``(scheme, compact value)``.
 

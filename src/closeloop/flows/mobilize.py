@@ -202,7 +202,7 @@ class MobilizeFlow:
                         "country": customer["country"],
                         "tax_ids": [[customer["tax_scheme"], customer["tax_id"]]],
                         "address": {
-                            "street": customer.get("street") or "",
+                            "line1": customer.get("street") or "",
                             "city": customer.get("city") or "",
                             "postal_code": customer.get("postal_code") or "",
                         },

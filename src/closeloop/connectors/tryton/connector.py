@@ -24,6 +24,7 @@ from closeloop.connectors.tryton.operations import (
 from closeloop.connectors.tryton.rpc import TrytonError
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Outcome, Permanent
+from closeloop.mdm.matching import Party, match_customer
 from closeloop.ports.connector import ConnectorLimits
 
 SYSTEM = "tryton"
@@ -171,6 +172,7 @@ class TrytonConnector:
                 )
             },
             "close_project": lambda p: {"closed": ops.close_project(p["key"])},
+            "match_customer": self._match_customer,
             "invoice_project": lambda p: _invoice(
                 ops.invoice_project(
                     p["project_key"],
@@ -187,6 +189,33 @@ class TrytonConnector:
                     p["reference"], p["key"], Decimal(p["amount"]), date.fromisoformat(p["date"])
                 )
             },
+        }
+
+    def _match_customer(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Which ERP customer the account is (:func:`closeloop.mdm.matching.match_customer`):
+        ``{"kind", "party_code", "party_id", "score", "explain", "candidates"}``. Reads only."""
+        account = Party(
+            id="deal",
+            name=str(payload["name"]),
+            country=str(payload.get("country") or ""),
+            tax_ids=tuple(str(t) for t in payload.get("tax_ids") or ()),
+            street=str(payload.get("street") or ""),
+            city=str(payload.get("city") or ""),
+            postal_code=str(payload.get("postal_code") or ""),
+        )
+        candidates = self.operations.customer_candidates(
+            account.tax_ids, account.name, account.country
+        )
+        result = match_customer(account, candidates, float(payload.get("threshold", 85.0)))
+        found = result.match
+        party_ids = self.operations.find_customers([found.id]) if found else {}
+        return {
+            "kind": result.kind,
+            "party_code": found.id if found else None,
+            "party_id": party_ids.get(found.id) if found else None,
+            "score": result.score,
+            "explain": result.explain(),
+            "candidates": [[p.id, p.name, round(s, 1)] for p, s in result.candidates],
         }
 
     def _timesheet(self, commands: list[Command]) -> list[Outcome]:

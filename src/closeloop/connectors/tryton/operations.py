@@ -26,6 +26,8 @@ from typing import Any
 
 from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.connectors.tryton.setup import TrytonIds, ensure_country
+from closeloop.domain.taxids import tax_id_forms
+from closeloop.mdm.matching import Party, normalize_name
 
 WORK_KEY = "closeloop:{key}"
 LINE_MARK = "[cl:{key}]"
@@ -97,6 +99,73 @@ class TrytonOperations:
             else []
         )
         return {r["code"]: r["id"] for r in rows}
+
+    def customer_candidates(
+        self, tax_ids: Sequence[str], name: str, country: str = ""
+    ) -> list[Party]:
+        """Parties that could be the customer: those holding any of ``tax_ids`` (in any of
+        the forms Tryton may have stored: Tryton formats some, ``CHE-100.155.212``) and those
+        whose name contains the name's longest significant word; with their tax ids and
+        first address, as :class:`~closeloop.mdm.matching.Party` (``id`` is the party code)."""
+        ids: set[int] = set()
+        codes = sorted({form for t in tax_ids if t for form in tax_id_forms(t, country)})
+        if codes:
+            rows = self.rpc.search_read("party.identifier", [["code", "in", codes]], ["party"])
+            ids |= {r["party"] for r in rows}
+        words = sorted(normalize_name(name).split(), key=len, reverse=True)
+        if words:
+            rows = self.rpc.search_read(
+                "party.party", [["name", "ilike", f"%{words[0]}%"]], ["id"], limit=50
+            )
+            ids |= {r["id"] for r in rows}
+        if not ids:
+            return []
+        parties = self.rpc.search_read("party.party", [["id", "in", sorted(ids)]], ["code", "name"])
+        identifiers: dict[int, list[str]] = {}
+        for row in self.rpc.search_read(
+            "party.identifier", [["party", "in", sorted(ids)]], ["party", "code"]
+        ):
+            identifiers.setdefault(row["party"], []).append(row["code"])
+        addresses: dict[int, dict[str, Any]] = {}
+        for row in self.rpc.search_read(
+            "party.address",
+            [["party", "in", sorted(ids)]],
+            ["party", "street", "city", "postal_code", "country"],
+        ):
+            addresses.setdefault(row["party"], row)
+        countries = (
+            {
+                c["id"]: c["code"]
+                for c in self.rpc.search_read(
+                    "country.country",
+                    [
+                        [
+                            "id",
+                            "in",
+                            sorted({a["country"] for a in addresses.values() if a["country"]}),
+                        ]
+                    ],
+                    ["code"],
+                )
+            }
+            if addresses
+            else {}
+        )
+        out = []
+        for party in parties:
+            address = addresses.get(party["id"], {})
+            out.append(
+                Party(
+                    id=str(party["code"]),
+                    name=str(party["name"]),
+                    country=countries.get(address.get("country"), ""),
+                    tax_ids=tuple(identifiers.get(party["id"], ())),
+                    street=(address.get("street") or "").replace("\n", " "),
+                    city=address.get("city") or "",
+                    postal_code=address.get("postal_code") or "",
+                )
+            )
+        return out
 
     def upsert_customer(
         self,
