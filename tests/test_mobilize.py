@@ -130,6 +130,7 @@ def test_no_match_creates_the_customer_then_both_projects() -> None:
         "Analyst": "95.00",
     }
     assert erp.payload["customer_code"] == "SF-0015g0000000001AAA"
+    assert {c.business_key for c in step.commands} == {"engagement:c-1"}  # the instance's key
 
 
 def test_a_matched_customer_is_used_not_created() -> None:

@@ -179,6 +179,19 @@ def mirror_bindings(settings: Settings) -> list[Binding]:
     ]
 
 
+def flow_bindings(settings: Settings) -> list[Binding]:
+    """Bindings of the configured project-to-cash flows (each vendor object through its
+    declarative mapping). Raises what :func:`mapped_binding` raises."""
+    from closeloop.flows.mobilize import MobilizeFlow
+
+    bindings = []
+    mobilize = settings.flows.mobilize
+    if mobilize is not None:
+        flow = MobilizeFlow(mobilize.crm, mobilize.psa, mobilize.erp, mobilize.match_threshold)
+        bindings.append(mapped_binding(settings, mobilize.crm, "Opportunity", (flow,)))
+    return bindings
+
+
 def worker_id() -> str:
     """``host:pid:random``, unique per worker process."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -207,7 +220,11 @@ def build_hub(
             if connectors is not None
             else connectors_from_settings(settings, SqlSharedRateLimit(store.engine))
         ),
-        bindings=list(bindings if bindings is not None else mirror_bindings(settings)),
+        bindings=list(
+            bindings
+            if bindings is not None
+            else [*mirror_bindings(settings), *flow_bindings(settings)]
+        ),
     )
     metrics = EngineMetrics()
     intake = Intake(store, registry, clock, metrics)

@@ -93,6 +93,23 @@ class MirrorConfig(BaseModel):
     target_object: str = "Record"
 
 
+class MobilizeConfig(BaseModel):
+    """The Mobilize flow: closed-won deals of ``crm`` become customers and projects in ``erp``
+    and projects in ``psa``. ``match_threshold``: the name-and-address similarity (0-100) an
+    existing ERP customer needs to be taken for the deal's account."""
+
+    crm: str = "salesforce"
+    psa: str = "harvest"
+    erp: str = "tryton"
+    match_threshold: float = Field(default=85.0, ge=0, le=100)
+
+
+class FlowsConfig(BaseModel):
+    """The project-to-cash flows to run (none unless configured)."""
+
+    mobilize: MobilizeConfig | None = None
+
+
 class Settings(BaseSettings):
     """Everything closeloop reads from configuration, parsed once.
 
@@ -110,6 +127,7 @@ class Settings(BaseSettings):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     systems: dict[str, SystemConfig] = Field(default_factory=dict)
     mirrors: list[MirrorConfig] = Field(default_factory=list)
+    flows: FlowsConfig = Field(default_factory=FlowsConfig)
     mappings: list[Path] = Field(
         default_factory=list,
         description="mapping files; one for a connection replaces the shipped default",
@@ -138,6 +156,14 @@ class Settings(BaseSettings):
                     f"systems.{name}.timeout_s ({system.timeout_s}) must be under half of "
                     f"worker.lease_s ({self.worker.lease_s}): a claim must outlive its call"
                 )
+        mobilize = self.flows.mobilize
+        if mobilize is not None:
+            for role in ("crm", "psa", "erp"):
+                if getattr(mobilize, role) not in self.systems:
+                    raise ValueError(
+                        f"flows.mobilize.{role} names system {getattr(mobilize, role)!r}, "
+                        "which is not under systems"
+                    )
         for mirror in self.mirrors:
             for name in (mirror.source, mirror.target):
                 if name not in self.systems:

@@ -83,17 +83,23 @@ class MobilizeFlow:
         entity = f"{self.crm}:Opportunity:{deal_id}"
         if problems:
             message = f"{BLOCKED}: " + "; ".join(problems)
-            data = {"deal_id": deal_id, "version": record.version, "problems": problems}
+            data = {
+                "deal_id": deal_id,
+                "version": record.version,
+                "problems": problems,
+                "business_key": self.business_key(record),
+            }
             issue = BusinessIssue(ExceptionClass.VALIDATION, Impact.REVENUE, entity, message)
             return FlowStep(
                 "blocked", data, issues=(issue,), commands=(self._status(data, "Blocked", message),)
             )
         data = _deal_data(opportunity, deal_id, record.version)
+        data["business_key"] = self.business_key(record)
         customer = data["customer"]
         command = Command(
             system=self.erp,
             operation="match_customer",
-            business_key=f"engagement:{record.canonical_id}",
+            business_key=data["business_key"],
             idempotency_key=f"tryton:match_customer:{customer['crm_id']}:{record.version}",
             payload={
                 "name": customer["legal_name"],
@@ -127,7 +133,7 @@ class MobilizeFlow:
             Command(
                 self.psa,
                 "close_project",
-                f"engagement:{key}",
+                data["business_key"],
                 f"harvest:close_project:{key}",
                 {"code": key},
                 f"{self.psa}:project:{key}",
@@ -136,7 +142,7 @@ class MobilizeFlow:
             Command(
                 self.erp,
                 "close_project",
-                f"engagement:{key}",
+                data["business_key"],
                 f"tryton:close_project:{key}",
                 {"key": key},
                 f"{self.erp}:project:{key}",
@@ -172,7 +178,7 @@ class MobilizeFlow:
         return FlowStep(status.lower(), data, commands=(self._write_back(data, status),))
 
     def _matched(self, data: dict[str, Any], result: dict[str, Any]) -> FlowStep:
-        deal_id, key = data["deal_id"], data["project_key"]
+        deal_id = data["deal_id"]
         entity = f"{self.crm}:Opportunity:{deal_id}"
         if result.get("kind") == "ambiguous":
             message = f"{BLOCKED}: {result.get('explain')}; merge the ERP customers or pick one"
@@ -194,7 +200,7 @@ class MobilizeFlow:
                 Command(
                     self.erp,
                     "upsert_customer",
-                    f"engagement:{key}",
+                    data["business_key"],
                     f"tryton:upsert_customer:{code}",
                     {
                         "code": code,
@@ -233,7 +239,7 @@ class MobilizeFlow:
         return Command(
             self.psa,
             "upsert_project",
-            f"engagement:{key}",
+            data["business_key"],
             f"harvest:upsert_project:{key}",
             payload,
             f"{self.psa}:project:{key}",
@@ -257,7 +263,7 @@ class MobilizeFlow:
         return Command(
             self.erp,
             "upsert_project",
-            f"engagement:{key}",
+            data["business_key"],
             f"tryton:upsert_project:{key}",
             payload,
             f"{self.erp}:project:{key}",
@@ -283,7 +289,7 @@ class MobilizeFlow:
         return Command(
             self.crm,
             "update",
-            f"engagement:{deal_id}:crm",
+            data["business_key"],
             f"salesforce:Opportunity:{deal_id}:mobilization:{status}:{data['version']}",
             {"object": "Opportunity", "id": deal_id, "fields": fields},
             f"{self.crm}:Opportunity:{deal_id}",

@@ -1,0 +1,194 @@
+"""Mobilize end to end: the Salesforce and Harvest sandboxes in their own processes, a real
+Tryton, and the hub wired from settings. A closed-won deal whose account the ERP already knows
+is matched and mobilized; a deal with an account lacking its tax id is blocked with a business
+exception and the reason in Salesforce, and resumes by itself once the account is fixed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from closeloop.bootstrap import Hub, build_hub
+from closeloop.config import Settings
+from closeloop.connectors.tryton.operations import TrytonOperations
+from closeloop.connectors.tryton.rpc import TrytonRPC
+from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
+from closeloop.sandboxes.harvest.server import HarvestServer
+from closeloop.sandboxes.salesforce.server import SalesforceServer
+from closeloop.sandboxes.tryton.server import TrytonServer
+from tests.harvest_support import Api as HarvestApi
+from tests.harvest_support import running_harvest
+from tests.salesforce_support import Api as SalesforceApi
+from tests.salesforce_support import running_salesforce
+from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
+
+pytestmark = [pytest.mark.tryton, pytest.mark.timeout(300)]
+PAST = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+ACME, BETA = "0015g00000ACME0AAA", "0015g00000BETA0AAA"
+DEAL_A, DEAL_B = "0065g00000DEAL0AAA", "0065g00000DEAL1AAA"
+
+
+def seed() -> dict[str, Any]:
+    def deal(rid: str, account: str, name: str) -> dict[str, Any]:
+        return {
+            "Id": rid,
+            "Name": name,
+            "AccountId": account,
+            "StageName": "Closed Won",
+            "CloseDate": "2026-02-27",
+            "CurrencyIsoCode": "EUR",
+            "Start_Date__c": "2026-03-02",
+            "Billing_Method__c": "Time and Materials",
+            "Finance_Approval__c": "Not Required",
+            "SystemModstamp": PAST,
+        }
+
+    def line(deal_id: str, role: str, hours: int, rate: str) -> dict[str, Any]:
+        return {
+            "OpportunityId": deal_id,
+            "Product2Id": "01t5g00000CONS0AAA",
+            "Quantity": hours,
+            "UnitPrice": rate,
+            "Role__c": role,
+            "CurrencyIsoCode": "EUR",
+        }
+
+    return {
+        "Account": [
+            {
+                "Id": ACME,
+                "Name": "ACME Consulting",
+                "Legal_Name__c": "Acme Consulting GmbH",
+                "BillingCountry": "Germany",
+                "BillingCity": "Berlin",
+                "BillingPostalCode": "10115",
+                "Tax_Id__c": "DE 136 695 976",
+                "CurrencyIsoCode": "EUR",
+                "SystemModstamp": PAST,
+            },
+            {
+                "Id": BETA,
+                "Name": "Beta Systems",
+                "Legal_Name__c": "Beta Systems AG",
+                "BillingCountry": "Switzerland",
+                "BillingCity": "Zurich",
+                "CurrencyIsoCode": "EUR",
+                "SystemModstamp": PAST,
+            },
+        ],
+        "Product2": [{"Id": "01t5g00000CONS0AAA", "Name": "Consulting"}],
+        "Opportunity": [deal(DEAL_A, ACME, "Acme ERP rollout"), deal(DEAL_B, BETA, "Beta audit")],
+        "OpportunityLineItem": [
+            line(DEAL_A, "Senior Consultant", 80, "180.00"),
+            line(DEAL_A, "Analyst", 40, "95.00"),
+            line(DEAL_B, "Auditor", 60, "150.00"),
+        ],
+    }
+
+
+@pytest.fixture
+def systems(tmp_path: Path) -> Iterator[tuple[SalesforceServer, HarvestServer]]:
+    with running_salesforce(tmp_path / "sf") as sf, running_harvest(tmp_path / "hv") as hv:
+        yield sf, hv
+
+
+def wire(tmp_path: Path, sf: SalesforceServer, hv: HarvestServer, tr: TrytonServer) -> Hub:
+    entry = sf.as_json()
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'hub.db'}",
+        worker={"poll_interval_s": 0.5, "retry_base_delay_s": 0.05, "retry_max_delay_s": 1},
+        systems={
+            "salesforce": {
+                "kind": "salesforce",
+                "url": entry["instance_url"],
+                "client_id": entry["client_id"],
+                "client_secret": entry["client_secret"],
+                "user": entry["username"],
+                "password": entry["password"],
+                "organization_id": entry["organization_id"],
+                "ca_bundle": entry["ca_bundle"],
+                "objects": ["Opportunity"],
+            },
+            "harvest": {
+                "kind": "harvest",
+                "url": hv.base_url,
+                "token": hv.token,
+                "account_id": str(hv.account_id),
+                "objects": [],
+            },
+            "tryton": {
+                "kind": "tryton",
+                "url": tr.url,
+                "database": tr.database,
+                "user": tr.user,
+                "password": tr.password,
+                "timeout_s": 30,
+            },
+        },
+        flows={"mobilize": {}},
+    )
+    return build_hub(settings)
+
+
+def test_closed_won_deals_are_mobilized_or_blocked_until_fixed(
+    tmp_path: Path,
+    systems: tuple[SalesforceServer, HarvestServer],
+    tryton: TrytonServer,  # noqa: F811
+) -> None:
+    sf, hv = systems
+    salesforce, harvest = SalesforceApi(sf), HarvestApi(hv)
+    assert salesforce.admin("POST", "seed", json=seed()).status_code == 200
+    rpc = TrytonRPC(tryton.url, tryton.database, tryton.user, tryton.password)
+    ops = TrytonOperations(rpc, find_ids(rpc, TrytonSetup()))
+    existing = f"C-{time.monotonic_ns()}"  # the ERP already has Acme, under its own code
+    ops.upsert_customer(existing, "Acme Consulting GmbH", "DE", [("eu_vat", "DE136695976")])
+    hub = wire(tmp_path, sf, hv, tryton)
+    try:
+        assert hub.worker.run_until_idle(timeout_s=120)
+        deal_a = salesforce.call("GET", f"sobjects/Opportunity/{DEAL_A}").json()
+        deal_b = salesforce.call("GET", f"sobjects/Opportunity/{DEAL_B}").json()
+        assert deal_a["Mobilization_Status__c"] == "Mobilized", deal_a["Mobilization_Message__c"]
+        assert deal_a["ERP_Customer_Id__c"] == existing  # matched by tax id, not created again
+        assert "by tax id" in deal_a["Mobilization_Message__c"]
+        assert deal_b["Mobilization_Status__c"] == "Blocked"
+        assert "tax id is missing" in deal_b["Mobilization_Message__c"]
+        (issue,) = hub.operations.list_exceptions("open", 10)
+        assert issue.impact == "revenue" and "closed-won deal blocked" in issue.message
+        projects = {p["code"]: p for p in harvest.call("GET", "projects").json()["projects"]}
+        assert set(projects) == {f"SF-{DEAL_A}"}
+        assert deal_a["PSA_Project_Id__c"] == str(projects[f"SF-{DEAL_A}"]["id"])
+        rates = {
+            a["task"]["name"]: a["hourly_rate"]
+            for a in harvest.call(
+                "GET", f"projects/{deal_a['PSA_Project_Id__c']}/task_assignments"
+            ).json()["task_assignments"]
+        }
+        assert rates == {"Senior Consultant": 180.0, "Analyst": 95.0}
+        works = ops.find_works([f"SF-{DEAL_A}"])
+        assert f"SF-{DEAL_A}" in works
+        assert len(ops.find_customers([existing, f"SF-{ACME}"])) == 1  # no second Acme
+
+        fixed = salesforce.call(
+            "PATCH", f"sobjects/Account/{BETA}", json={"Tax_Id__c": "CHE-100.155.212"}
+        )
+        assert fixed.status_code == 204
+        stamp = salesforce.call("GET", f"sobjects/Account/{BETA}").json()["SystemModstamp"]
+        client = hub.registry.connector("salesforce").client  # type: ignore[attr-defined]
+        while client.server_now() <= datetime.fromisoformat(stamp.replace("+0000", "+00:00")):
+            time.sleep(0.05)  # a poll reads up to the org's clock in whole seconds
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(timeout_s=120)
+        deal_b = salesforce.call("GET", f"sobjects/Opportunity/{DEAL_B}").json()
+        assert deal_b["Mobilization_Status__c"] == "Mobilized"
+        assert deal_b["ERP_Customer_Id__c"] == f"SF-{BETA}"  # created: no ERP customer matched
+        assert hub.operations.list_exceptions("open", 10) == []
+    finally:
+        hub.close()
+        rpc.close()
+        salesforce.close()
+        harvest.close()
