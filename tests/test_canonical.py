@@ -167,7 +167,7 @@ def test_schema_export_writes_versioned_files(tmp_path: Path) -> None:
         check=True,
     )
     assert "23 schemas written" in result.stdout
-    schema = json.loads((tmp_path / "time_entry.v1.json").read_text())
-    assert schema["$id"].endswith("/time_entry/v1.json") and "hours" in schema["properties"]
+    schema = json.loads((tmp_path / "time_entry.v2.json").read_text())
+    assert schema["$id"].endswith("/time_entry/v2.json") and "hours" in schema["properties"]
     index = json.loads((tmp_path / "index.json").read_text())
     assert index["invoice"] == {"version": 1, "sha256": schema_fingerprint("invoice")}

@@ -182,6 +182,7 @@ def mirror_bindings(settings: Settings) -> list[Binding]:
 def flow_bindings(settings: Settings) -> list[Binding]:
     """Bindings of the configured project-to-cash flows (each vendor object through its
     declarative mapping). Raises what :func:`mapped_binding` raises."""
+    from closeloop.flows.bill_time import BillTimeFlow
     from closeloop.flows.mobilize import MobilizeFlow
 
     bindings = []
@@ -189,6 +190,10 @@ def flow_bindings(settings: Settings) -> list[Binding]:
     if mobilize is not None:
         flow = MobilizeFlow(mobilize.crm, mobilize.psa, mobilize.erp, mobilize.match_threshold)
         bindings.append(mapped_binding(settings, mobilize.crm, "Opportunity", (flow,)))
+    bill_time = settings.flows.bill_time
+    if bill_time is not None:
+        billing = BillTimeFlow(bill_time.psa, bill_time.erp)
+        bindings.append(mapped_binding(settings, bill_time.psa, "time_entries", (billing,)))
     return bindings
 
 

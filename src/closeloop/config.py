@@ -104,10 +104,19 @@ class MobilizeConfig(BaseModel):
     match_threshold: float = Field(default=85.0, ge=0, le=100)
 
 
+class BillTimeConfig(BaseModel):
+    """The Bill time flow: approved billable time entries of ``psa`` become timesheet lines
+    in ``erp``."""
+
+    psa: str = "harvest"
+    erp: str = "tryton"
+
+
 class FlowsConfig(BaseModel):
     """The project-to-cash flows to run (none unless configured)."""
 
     mobilize: MobilizeConfig | None = None
+    bill_time: BillTimeConfig | None = None
 
 
 class Settings(BaseSettings):
@@ -156,13 +165,14 @@ class Settings(BaseSettings):
                     f"systems.{name}.timeout_s ({system.timeout_s}) must be under half of "
                     f"worker.lease_s ({self.worker.lease_s}): a claim must outlive its call"
                 )
-        mobilize = self.flows.mobilize
-        if mobilize is not None:
+        for flow_name in ("mobilize", "bill_time"):
+            flow = getattr(self.flows, flow_name)
             for role in ("crm", "psa", "erp"):
-                if getattr(mobilize, role) not in self.systems:
+                named = getattr(flow, role, None) if flow is not None else None
+                if named is not None and named not in self.systems:
                     raise ValueError(
-                        f"flows.mobilize.{role} names system {getattr(mobilize, role)!r}, "
-                        "which is not under systems"
+                        f"flows.{flow_name}.{role} names system {named!r}, which is not under "
+                        "systems"
                     )
         for mirror in self.mirrors:
             for name in (mirror.source, mirror.target):

@@ -90,9 +90,12 @@ class TimeEntry(Canonical):
     """Hours a person spent on a project task on one day.
 
     ``hours`` is more than 0 and at most 24. ``rate`` is the billable hourly rate when known.
+    Version 2 adds the names the PSA shows (``person_name``, ``project_code``, ``task_name``),
+    by which the ERP's employee, project and task are found.
     """
 
     CANONICAL_TYPE = "time_entry"
+    SCHEMA_VERSION = 2
     date: date
     hours: Quantity
     billable: bool
@@ -103,6 +106,9 @@ class TimeEntry(Canonical):
     rate: Money | None = None
     notes: str | None = None
     invoice: Ref | None = Field(default=None, description="the invoice that billed it")
+    person_name: str | None = None
+    project_code: str | None = None
+    task_name: str | None = None
 
     @field_validator("hours")
     @classmethod
