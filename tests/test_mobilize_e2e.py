@@ -97,6 +97,47 @@ def systems(tmp_path: Path) -> Iterator[tuple[SalesforceServer, HarvestServer]]:
         yield sf, hv
 
 
+def log_time(harvest: HarvestApi, project_id: int) -> dict[int, bool | None]:
+    """Time on the mobilized project: two approved entries (to be billed), one waiting for
+    approval, one approved on a task added in Harvest that Tryton does not have (refused).
+    Returns ``{entry id: billed?}`` (``None``: refused)."""
+    harvest.admin(
+        "POST",
+        "seed",
+        json={
+            "users": [
+                {"id": 901, "first_name": "Kim", "last_name": "Allen", "email": "kim@firm.example"}
+            ]
+        },
+    )
+    tasks = {
+        a["task"]["name"]: a["task"]["id"]
+        for a in harvest.call("GET", f"projects/{project_id}/task_assignments").json()[
+            "task_assignments"
+        ]
+    }
+    workshop = harvest.call("POST", "tasks", json={"name": "Workshop"}).json()["id"]
+    harvest.call("POST", f"projects/{project_id}/task_assignments", json={"task_id": workshop})
+    harvest.call("POST", f"projects/{project_id}/user_assignments", json={"user_id": 901})
+    plan = [("Senior Consultant", 7.5, True), ("Analyst", 4.0, True), ("Analyst", 2.0, False)]
+    entries: dict[int, bool | None] = {}
+    for task, hours, approve in [*plan, ("Workshop", 3.0, True)]:
+        task_id = workshop if task == "Workshop" else tasks[task]
+        body = {
+            "project_id": project_id,
+            "task_id": task_id,
+            "spent_date": "2026-03-03",
+            "hours": hours,
+            "user_id": 901,
+            "notes": f"{task} work",
+        }
+        created = harvest.call("POST", "time_entries", json=body).json()
+        if approve:
+            harvest.admin("POST", "approve", json={"ids": [created["id"]]})
+        entries[created["id"]] = None if task == "Workshop" else approve
+    return entries
+
+
 def wire(tmp_path: Path, sf: SalesforceServer, hv: HarvestServer, tr: TrytonServer) -> Hub:
     entry = sf.as_json()
     settings = Settings(
@@ -130,7 +171,7 @@ def wire(tmp_path: Path, sf: SalesforceServer, hv: HarvestServer, tr: TrytonServ
                 "timeout_s": 30,
             },
         },
-        flows={"mobilize": {}},
+        flows={"mobilize": {}, "bill_time": {}},
     )
     return build_hub(settings)
 
@@ -187,6 +228,20 @@ def test_closed_won_deals_are_mobilized_or_blocked_until_fixed(
         assert deal_b["Mobilization_Status__c"] == "Mobilized"
         assert deal_b["ERP_Customer_Id__c"] == f"SF-{BETA}"  # created: no ERP customer matched
         assert hub.operations.list_exceptions("open", 10) == []
+
+        # Bill time: approved billable hours on deal A's project become Tryton lines, once.
+        entries = log_time(harvest, int(deal_a["PSA_Project_Id__c"]))
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(timeout_s=120)
+        hub.worker.poll_all()  # a second look changes nothing
+        assert hub.worker.run_until_idle(timeout_s=60)
+        for entry_id, recorded in entries.items():
+            marker = f"%[cl:harvest-{entry_id}]"
+            lines = rpc.search_read("timesheet.line", [["description", "like", marker]], ["id"])
+            assert len(lines) == (1 if recorded else 0), (entry_id, recorded)
+        (refused,) = hub.operations.list_exceptions("open", 10)  # the task Tryton lacks
+        workshop = [e for e, recorded in entries.items() if recorded is None]
+        assert refused.entity == f"harvest:time_entry:{workshop[0]}"
     finally:
         hub.close()
         rpc.close()
