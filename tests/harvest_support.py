@@ -17,6 +17,7 @@ from closeloop.connectors.harvest.connector import command_key, idempotency_key
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, Impact
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
+from closeloop.sandboxctl import alive
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.harvest.server import HarvestServer, start_harvest
 from closeloop.sandboxes.tryton.server import stop_pid
@@ -36,6 +37,7 @@ def running_harvest(
         yield server
     finally:
         stop_pid(server.pid)
+        assert not alive(server.pid), f"sandbox process {server.pid} outlived its stop"
 
 
 class Api:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from closeloop.connectors.salesforce.client import SalesforceClient, SalesforceCredentials
+from closeloop.sandboxctl import alive
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.salesforce.server import SalesforceServer, start_salesforce
 from closeloop.sandboxes.tryton.server import stop_pid
@@ -31,6 +32,7 @@ def running_salesforce(
         yield server
     finally:
         stop_pid(server.pid)
+        assert not alive(server.pid), f"sandbox process {server.pid} outlived its stop"
 
 
 class Api:

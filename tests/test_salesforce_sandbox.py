@@ -593,6 +593,9 @@ def test_sandbox_cli_up_seed_faults_status_down(tmp_path: Path) -> None:
     finally:
         stopped = cli("down")
     assert "salesforce" in stopped
+    from closeloop.sandboxctl import alive
+
+    assert not alive(int(entry["pid"]))
 
 
 def _settings(entry: dict[str, Any]) -> Any:

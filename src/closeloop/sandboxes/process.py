@@ -33,7 +33,10 @@ def spawn(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, *arguments], stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", module, *arguments],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop_pid stops it and its children
         )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
