@@ -154,3 +154,19 @@ def sandbox_factory() -> Iterator[type[Sandbox]]:
     yield _Factory
     for sandbox in started:
         sandbox.stop()
+
+
+def fresh_tax_id(country: str) -> str:
+    """A valid tax id no other test uses (a German VAT number or a Swiss UID): tests that
+    share one ERP database must not share tax ids, or customer matching rightly sees twins."""
+    import random
+
+    from stdnum.ch import uid
+    from stdnum.iso7064 import mod_11_10
+
+    digits = f"{random.SystemRandom().randrange(10_000_000, 99_999_999)}"
+    if country == "DE":
+        return f"DE{digits}{mod_11_10.calc_check_digit(digits)}"
+    if country == "CH":
+        return f"CHE{digits}{uid.calc_check_digit(digits)}"
+    raise ValueError(f"no tax id maker for {country}")

@@ -21,6 +21,7 @@ from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
 from closeloop.sandboxes.harvest.server import HarvestServer
 from closeloop.sandboxes.salesforce.server import SalesforceServer
 from closeloop.sandboxes.tryton.server import TrytonServer
+from tests.conftest import fresh_tax_id
 from tests.harvest_support import Api as HarvestApi
 from tests.harvest_support import running_harvest
 from tests.salesforce_support import Api as SalesforceApi
@@ -31,6 +32,7 @@ pytestmark = [pytest.mark.tryton, pytest.mark.timeout(300)]
 PAST = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 ACME, BETA = "0015g00000ACME0AAA", "0015g00000BETA0AAA"
 DEAL_A, DEAL_B = "0065g00000DEAL0AAA", "0065g00000DEAL1AAA"
+ACME_VAT, BETA_UID = fresh_tax_id("DE"), fresh_tax_id("CH")  # unique in the shared Tryton
 
 
 def seed() -> dict[str, Any]:
@@ -67,7 +69,7 @@ def seed() -> dict[str, Any]:
                 "BillingCountry": "Germany",
                 "BillingCity": "Berlin",
                 "BillingPostalCode": "10115",
-                "Tax_Id__c": "DE 136 695 976",
+                "Tax_Id__c": f"{ACME_VAT[:2]} {ACME_VAT[2:]}",  # as people type it
                 "CurrencyIsoCode": "EUR",
                 "SystemModstamp": PAST,
             },
@@ -187,7 +189,7 @@ def test_closed_won_deals_are_mobilized_or_blocked_until_fixed(
     rpc = TrytonRPC(tryton.url, tryton.database, tryton.user, tryton.password)
     ops = TrytonOperations(rpc, find_ids(rpc, TrytonSetup()))
     existing = f"C-{time.monotonic_ns()}"  # the ERP already has Acme, under its own code
-    ops.upsert_customer(existing, "Acme Consulting GmbH", "DE", [("eu_vat", "DE136695976")])
+    ops.upsert_customer(existing, "Acme Consulting GmbH", "DE", [("eu_vat", ACME_VAT)])
     hub = wire(tmp_path, sf, hv, tryton)
     try:
         assert hub.worker.run_until_idle(timeout_s=120)
@@ -214,9 +216,7 @@ def test_closed_won_deals_are_mobilized_or_blocked_until_fixed(
         assert f"SF-{DEAL_A}" in works
         assert len(ops.find_customers([existing, f"SF-{ACME}"])) == 1  # no second Acme
 
-        fixed = salesforce.call(
-            "PATCH", f"sobjects/Account/{BETA}", json={"Tax_Id__c": "CHE-100.155.212"}
-        )
+        fixed = salesforce.call("PATCH", f"sobjects/Account/{BETA}", json={"Tax_Id__c": BETA_UID})
         assert fixed.status_code == 204
         stamp = salesforce.call("GET", f"sobjects/Account/{BETA}").json()["SystemModstamp"]
         client = hub.registry.connector("salesforce").client  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ from closeloop.connectors.tryton.setup import TrytonIds, TrytonSetup, initialize
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Permanent
 from closeloop.ports.connector import AmbiguousError, TransientError
 from closeloop.sandboxes.tryton.server import TrytonServer
+from tests.conftest import fresh_tax_id
 from tests.faultproxy import FaultProxy, Rule
 
 pytestmark = pytest.mark.tryton
@@ -633,11 +634,12 @@ def test_match_customer_by_tax_id_then_name_and_address(ops: TrytonOperations) -
     connector = TrytonConnector(ops)
     code = unique("CUST")
     name = f"Zorblax Analytics {code}"
+    tax_id = fresh_tax_id("CH")
     ops.upsert_customer(
         code,
         name,
         "CH",
-        [("ch_uid", "CHE100155212")],
+        [("ch_uid", tax_id)],
         {"line1": "Bahnhofstrasse 1", "city": "Zurich", "postal_code": "8001"},
     )
 
@@ -647,7 +649,8 @@ def test_match_customer_by_tax_id_then_name_and_address(ops: TrytonOperations) -
         assert isinstance(outcome, Applied), outcome
         return outcome.result
 
-    by_tax_id = match(name="Something else entirely", country="CH", tax_ids=["CHE-100.155.212"])
+    spaced = f"{tax_id[:3]}-{tax_id[3:6]}.{tax_id[6:9]}.{tax_id[9:]}"  # as people type it
+    by_tax_id = match(name="Something else entirely", country="CH", tax_ids=[spaced])
     assert (by_tax_id["kind"], by_tax_id["party_code"]) == ("tax_id", code)
     assert by_tax_id["party_id"]
     similar = match(

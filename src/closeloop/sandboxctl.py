@@ -120,14 +120,18 @@ def hub_config(home: Path, state: dict[str, Any]) -> str:
 
 
 def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists."""
+    """Whether process ``pid`` runs (an exited process not yet collected, a zombie, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" not in status
 
 
 SYSTEMS = ("tryton", "salesforce", "harvest")

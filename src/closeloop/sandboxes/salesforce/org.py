@@ -443,9 +443,9 @@ class Org:
             **opportunity,
             "Amount": float(total) if lines else opportunity.get("Amount"),
             "HasOpportunityLineItem": bool(lines),
-            "SystemModstamp": now,
-            "LastModifiedDate": now,
         }
+        if not seed:  # a seed keeps the audit fields it was given
+            updated.update(SystemModstamp=now, LastModifiedDate=now)
         derive(self.live, self.schema["Opportunity"], updated, opportunity)
         self._touch("Opportunity", opportunity["Id"])
         self.live["Opportunity"][opportunity["Id"]] = updated

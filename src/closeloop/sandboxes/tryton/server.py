@@ -95,22 +95,36 @@ class TrytonServer:
 
 
 def stop_pid(pid: int, timeout_s: float = 10.0) -> None:
-    """SIGTERM the process group of ``pid``, then SIGKILL it if it outlives ``timeout_s``."""
+    """SIGTERM the process group of ``pid``, then SIGKILL it if it outlives ``timeout_s``;
+    reap ``pid`` when it is this process's child (no zombie is left behind)."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
+        _reap(pid)
         return
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if _reap(pid):
+            return
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
+            _reap(pid)
             return
-        with contextlib.suppress(ChildProcessError):  # reap it when it is our child
-            os.waitpid(pid, os.WNOHANG)
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _reap(pid: int) -> bool:
+    """Collect ``pid``'s exit when it is our child and has exited; ``True`` when it has."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (or already collected)
+        return False
+    return done == pid
 
 
 @dataclass
