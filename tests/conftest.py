@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -170,3 +171,29 @@ def fresh_tax_id(country: str) -> str:
     if country == "CH":
         return f"CHE{digits}{uid.calc_check_digit(digits)}"
     raise ValueError(f"no tax id maker for {country}")
+
+
+def done_commands(db: Path) -> int:
+    """Commands done in the hub database ``db`` (SQLite; 0 before the hub created it)."""
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db, timeout=30) as conn:
+        try:
+            return int(
+                conn.execute("select count(*) from commands where status='done'").fetchone()[0]
+            )
+        except sqlite3.OperationalError:  # tables not created yet
+            return 0
+
+
+def sandbox_cli(home: Path, *args: str, ok: bool = True, timeout_s: float = 300) -> str:
+    """Run ``closeloop sandbox ARGS --home HOME`` as a user would; its output (stdout and
+    stderr). Asserts it succeeded (or, with ``ok=False``, that it failed)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "closeloop.cli", "sandbox", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert (result.returncode == 0) == ok, result.stdout + result.stderr
+    return result.stdout + result.stderr

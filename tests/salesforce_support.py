@@ -4,6 +4,7 @@ HTTPS), log in, call the REST API."""
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 
 from closeloop.connectors.salesforce.client import SalesforceClient, SalesforceCredentials
+from closeloop.domain.changes import parse_instant
 from closeloop.sandboxctl import alive
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.salesforce.server import SalesforceServer, start_salesforce
@@ -99,3 +101,12 @@ def opportunity(name: str, account_id: str, **fields: Any) -> dict[str, Any]:
         "CloseDate": "2026-06-30",
         **fields,
     }
+
+
+def wait_past(client: SalesforceClient, stamp: str) -> None:
+    """Wait until the org's clock, as ``client`` sees it, is past ``stamp`` (a
+    ``SystemModstamp``): a poll reads up to that clock in whole seconds, so a change made in
+    the current second is read by the next poll (a condition, not a race to win)."""
+    moment = parse_instant(stamp)
+    while client.server_now() <= moment:
+        time.sleep(0.05)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import Sandbox, free_port, wait_http
+from tests.conftest import Sandbox, done_commands, free_port, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -64,18 +63,6 @@ def write_config(path: Path, db: Path, crm: Sandbox, erp: Sandbox, port: int) ->
             }
         )
     )
-
-
-def done_commands(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db, timeout=30) as conn:
-        try:
-            return int(
-                conn.execute("select count(*) from commands where status='done'").fetchone()[0]
-            )
-        except sqlite3.OperationalError:  # tables not created yet
-            return 0
 
 
 def start_hub(config: Path, port: int, log: Any) -> subprocess.Popen[bytes]:

@@ -27,6 +27,7 @@ from closeloop.store import migrate
 from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.sql import SqlStore
 from closeloop.store.tables import xref
+from tests.conftest import done_commands
 from tests.harvest_support import Api, SetUpProjects, client_for, firm, passthrough, running_harvest
 
 pytestmark = pytest.mark.timeout(600)
@@ -260,19 +261,6 @@ def test_refusals_become_business_exceptions_with_harvest_s_reason(
     assert list(found) == [idempotency_key("close_project", "CL-32")]
 
 
-def _done(db: Path) -> int:
-    import sqlite3
-
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db, timeout=30) as conn:
-        try:
-            query = "select count(*) from commands where status='done'"
-            return int(conn.execute(query).fetchone()[0])
-        except sqlite3.OperationalError:  # tables not created yet
-            return 0
-
-
 def test_sigkill_mid_run_duplicates_nothing_in_harvest(
     tmp_path: Path, sandbox_factory: Any
 ) -> None:
@@ -338,17 +326,17 @@ def test_sigkill_mid_run_duplicates_nothing_in_harvest(
         with log_path.open("ab") as log:
             for _ in range(3):
                 process = subprocess.Popen(command, stdout=log, stderr=log)
-                target = min(_done(db) + rng.randint(3, 12), total)
+                target = min(done_commands(db) + rng.randint(3, 12), total)
                 deadline = time.monotonic() + 120
-                while _done(db) < target and time.monotonic() < deadline:
+                while done_commands(db) < target and time.monotonic() < deadline:
                     assert process.poll() is None, log_path.read_text()[-3000:]
                     time.sleep(rng.uniform(0.01, 0.3))  # a random moment to kill at
                 process.send_signal(signal.SIGKILL)
                 process.wait()
-                killed_at.append(_done(db))
+                killed_at.append(done_commands(db))
             process = subprocess.Popen(command, stdout=log, stderr=log)
             deadline = time.monotonic() + 240
-            while _done(db) < total and time.monotonic() < deadline:
+            while done_commands(db) < total and time.monotonic() < deadline:
                 assert process.poll() is None, log_path.read_text()[-3000:]
                 time.sleep(0.2)
             process.send_signal(signal.SIGTERM)
@@ -360,7 +348,7 @@ def test_sigkill_mid_run_duplicates_nothing_in_harvest(
         invoices = api.call("GET", "invoices").json()["invoices"]
         entries = api.call("GET", "time_entries").json()["time_entries"]
         api.close()
-    assert _done(db) == total, log_path.read_text()[-3000:]
+    assert done_commands(db) == total, log_path.read_text()[-3000:]
     assert sum(done < total for done in killed_at) >= 2, killed_at  # kills came mid-work
     names = [c["name"] for c in clients]
     assert len(names) == len(set(names)) == 2 + 6

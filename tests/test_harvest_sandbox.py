@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from closeloop.sandboxes.harvest.server import HarvestServer
+from tests.conftest import sandbox_cli
 from tests.harvest_support import OPENAPI, Api, firm, running_harvest
 
 pytestmark = pytest.mark.timeout(120)
@@ -76,7 +77,7 @@ def test_answers_validate_against_the_openapi_description(api: Api, openapi: Any
         rows = listed.json()[resource]
         if rows and resource not in ("task_assignments", "user_assignments"):
             one = api.call("GET", f"{resource}/{rows[0]['id']}")
-            validate(openapi, "GET", f"{resource}/{{id}}".replace("{id}", str(rows[0]["id"])), one)
+            validate(openapi, "GET", f"{resource}/{rows[0]['id']}", one)
         checked += 1
     validate(openapi, "GET", "company", api.call("GET", "company"))
     validate(openapi, "GET", "users/me", api.call("GET", "users/me"))
@@ -246,18 +247,9 @@ def test_seed_is_all_or_nothing_and_faults_are_real(tmp_path: Path) -> None:
 
 
 def test_sandbox_cli_up_seed_status_down(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     def cli(*args: str, ok: bool = True) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "closeloop.cli", "sandbox", *args, "--home", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert (result.returncode == 0) == ok, result.stdout + result.stderr
-        return result.stdout + result.stderr
+        return sandbox_cli(tmp_path, *args, ok=ok)
 
     seed = tmp_path / "seed.json"
     seed.write_text(json.dumps(firm(4)))

@@ -25,7 +25,7 @@ from tests.conftest import fresh_tax_id
 from tests.harvest_support import Api as HarvestApi
 from tests.harvest_support import running_harvest
 from tests.salesforce_support import Api as SalesforceApi
-from tests.salesforce_support import running_salesforce
+from tests.salesforce_support import running_salesforce, wait_past
 from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
 
 pytestmark = [pytest.mark.tryton, pytest.mark.timeout(300)]
@@ -220,8 +220,7 @@ def test_closed_won_deals_are_mobilized_or_blocked_until_fixed(
         assert fixed.status_code == 204
         stamp = salesforce.call("GET", f"sobjects/Account/{BETA}").json()["SystemModstamp"]
         client = hub.registry.connector("salesforce").client  # type: ignore[attr-defined]
-        while client.server_now() <= datetime.fromisoformat(stamp.replace("+0000", "+00:00")):
-            time.sleep(0.05)  # a poll reads up to the org's clock in whole seconds
+        wait_past(client, stamp)
         hub.worker.poll_all()
         assert hub.worker.run_until_idle(timeout_s=120)
         deal_b = salesforce.call("GET", f"sobjects/Opportunity/{DEAL_B}").json()

@@ -37,7 +37,7 @@ from closeloop.sandboxes.salesforce.outbound import envelope
 from closeloop.sandboxes.salesforce.server import SalesforceServer
 from closeloop.store.tables import inbox
 from tests.conftest import free_port, wait_http
-from tests.salesforce_support import Api, client_for, opportunity, running_salesforce
+from tests.salesforce_support import Api, client_for, opportunity, running_salesforce, wait_past
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -121,16 +121,8 @@ def test_polling_5000_records_sharing_one_systemmodstamp_while_records_change(
         first = hub.intake.poll("salesforce", "Opportunity", overlap_s=60)
         assert first.accepted == 4990  # the ten changed mid-poll are left for the next poll
         # a poll reads up to the org's clock (whole seconds): wait for it to pass the updates
-        newest = max(
-            datetime.fromisoformat(
-                api.call("GET", f"sobjects/Opportunity/{rid}")
-                .json()["SystemModstamp"]
-                .replace("+0000", "+00:00")
-            )
-            for rid in changed
-        )
-        while client.server_now() <= newest:
-            time.sleep(0.05)
+        stamps = [api.call("GET", f"sobjects/Opportunity/{r}").json() for r in changed]
+        wait_past(client, max(s["SystemModstamp"] for s in stamps))
         second = hub.intake.poll("salesforce", "Opportunity", overlap_s=60)
         assert (second.accepted, second.duplicates) == (10, 4990)
         third = hub.intake.poll("salesforce", "Opportunity", overlap_s=60)
@@ -164,8 +156,7 @@ def test_a_fixed_account_is_a_new_version_of_its_opportunities(
         )
         assert fixed.status_code == 204
         stamp = api.call("GET", "sobjects/Account/0015g00000SEED0AAA").json()["SystemModstamp"]
-        while client.server_now() <= datetime.fromisoformat(stamp.replace("+0000", "+00:00")):
-            time.sleep(0.05)  # a poll reads up to the org's clock in whole seconds
+        wait_past(client, stamp)
         again = hub.intake.poll("salesforce", "Opportunity", overlap_s=60)
         assert again.accepted == 3
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from closeloop.connectors.salesforce.outbound import parse as parse_envelope
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.salesforce.server import SalesforceServer
+from tests.conftest import sandbox_cli
 from tests.salesforce_support import CASSETTES, Api, opportunity, running_salesforce
 
 pytestmark = pytest.mark.timeout(120)
@@ -484,10 +486,10 @@ def test_outbound_message_is_retried_until_acked(tmp_path: Path) -> None:
             won = api.call("POST", "sobjects/Opportunity", json=opportunity("Won", acct)).json()
             api.call("POST", "sobjects/Opportunity", json=opportunity("Open", acct))
             api.call("PATCH", f"sobjects/Opportunity/{won['id']}", json={"StageName": "Closed Won"})
-            deadline = __import__("time").monotonic() + 20
+            deadline = time.monotonic() + 20
             while api.admin("GET", "stats").json()["outbound"]["delivered"] < 1:
-                assert __import__("time").monotonic() < deadline, "no Ack-ed delivery"
-                threading.Event().wait(0.05)
+                assert time.monotonic() < deadline, "no Ack-ed delivery"
+                time.sleep(0.05)  # polling the sandbox's counter, not a race
             api.close()
     finally:
         endpoint.shutdown()
@@ -548,18 +550,9 @@ def test_faults_server_error_and_lost_response(tmp_path: Path) -> None:
 
 
 def test_sandbox_cli_up_seed_faults_status_down(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     def cli(*args: str, ok: bool = True) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "closeloop.cli", "sandbox", *args, "--home", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert (result.returncode == 0) == ok, result.stdout + result.stderr
-        return result.stdout + result.stderr
+        return sandbox_cli(tmp_path, *args, ok=ok)
 
     seed = tmp_path / "seed.json"
     seed.write_text(json.dumps({"Account": [{"Name": "CLI Seeded", "BillingCountry": "CH"}]}))

@@ -24,7 +24,7 @@ from closeloop.connectors.tryton.setup import TrytonIds, TrytonSetup, initialize
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Permanent
 from closeloop.ports.connector import AmbiguousError, TransientError
 from closeloop.sandboxes.tryton.server import TrytonServer
-from tests.conftest import fresh_tax_id
+from tests.conftest import fresh_tax_id, sandbox_cli
 from tests.faultproxy import FaultProxy, Rule
 
 pytestmark = pytest.mark.tryton
@@ -540,18 +540,9 @@ def test_a_stale_write_is_a_transient_concurrency_error(
 def test_sandbox_cli_up_status_down(tmp_path: Path, tryton: TrytonServer) -> None:
     """The commands a developer runs; the pristine copy already exists (session fixture)."""
     import json
-    import subprocess
-    import sys
 
-    def cli(*args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "closeloop.cli", "sandbox", *args, "--home", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+    def cli(*args: str, ok: bool = True) -> str:
+        return sandbox_cli(tmp_path, *args, ok=ok)
 
     try:
         assert "tryton: http://127.0.0.1:" in cli("up")

@@ -164,10 +164,7 @@ def set_faults(home: Path, system: str, plan: dict[str, Any]) -> dict[str, Any]:
     """Set the fault plan of the running sandbox ``system`` (see
     :class:`~closeloop.sandboxes.faults.FaultPlan`); an empty plan clears it. Raises
     ``LookupError`` when it does not run."""
-    entry = _running(home, system)
-    response = httpx.put(
-        f"{entry['url']}/__sandbox/faults", json=plan, verify=_verify(entry), timeout=10
-    )
+    response = _admin(home, system, "PUT", "faults", plan, timeout_s=10)
     response.raise_for_status()
     answer: dict[str, Any] = response.json()
     return answer
@@ -176,6 +173,16 @@ def set_faults(home: Path, system: str, plan: dict[str, Any]) -> dict[str, Any]:
 def _verify(entry: dict[str, Any]) -> ssl.SSLContext | bool:
     ca_bundle = entry.get("ca_bundle")
     return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+
+
+def _admin(
+    home: Path, system: str, method: str, path: str, body: Any, timeout_s: float
+) -> httpx.Response:
+    """One call to the running sandbox's ``/__sandbox/<path>``; raises ``LookupError`` when
+    it does not run."""
+    entry = _running(home, system)
+    url = f"{entry['url']}/__sandbox/{path}"
+    return httpx.request(method, url, json=body, verify=_verify(entry), timeout=timeout_s)
 
 
 def _running(home: Path, system: str) -> dict[str, Any]:
@@ -191,10 +198,7 @@ def seed(home: Path, system: str, data: dict[str, Any]) -> dict[str, Any]:
     """Load ``data`` into the running sandbox ``system``; returns what it loaded.
     Raises ``LookupError`` when it does not run and ``ValueError`` with the sandbox's
     answer when it refuses the data (then nothing was loaded)."""
-    entry = _running(home, system)
-    response = httpx.post(
-        f"{entry['url']}/__sandbox/seed", json=data, verify=_verify(entry), timeout=300
-    )
+    response = _admin(home, system, "POST", "seed", data, timeout_s=300)
     if response.status_code != 200:
         raise ValueError(f"{system} refused the seed: {response.text[:2000]}")
     loaded: dict[str, Any] = response.json()["loaded"]

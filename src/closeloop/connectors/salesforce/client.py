@@ -27,7 +27,6 @@ import structlog
 
 from closeloop.connectors.http import classify_http_error
 from closeloop.connectors.salesforce.quota import QuotaBudget
-from closeloop.domain.changes import parse_instant
 from closeloop.ports.connector import TransientError
 
 log = structlog.get_logger(__name__)
@@ -252,12 +251,6 @@ def _resource(url: str) -> str:
     if parts[:2] == ["composite", "sobjects"]:
         return "composite/sobjects"
     return parts[0] if parts else "root"
-
-
-def parse_stamp(text: str) -> datetime:
-    """Salesforce's datetime text (``2024-05-01T09:30:00.000+0000`` or ``...Z``) as an aware
-    datetime. Raises ``ValueError``."""
-    return parse_instant(text)
 
 
 def soql_literal(value: str) -> str:

@@ -37,11 +37,10 @@ from typing import Any
 from closeloop.connectors.salesforce.client import (
     SalesforceApiError,
     SalesforceClient,
-    parse_stamp,
     soql_datetime,
     soql_literal,
 )
-from closeloop.domain.changes import Change
+from closeloop.domain.changes import Change, parse_instant
 from closeloop.domain.commands import (
     Ambiguous,
     Applied,
@@ -207,10 +206,10 @@ class SalesforceConnector:
     ) -> Change | None:
         """The change of ``record``, or ``None`` when it (or its parent) changed while the poll
         paged: the next poll reads it."""
-        modified = parse_stamp(record["SystemModstamp"])
+        modified = parse_instant(record["SystemModstamp"])
         parent_record = record.get(parent) if parent else None
         if isinstance(parent_record, dict) and parent_record.get("SystemModstamp"):
-            modified = max(modified, parse_stamp(parent_record["SystemModstamp"]))
+            modified = max(modified, parse_instant(parent_record["SystemModstamp"]))
         if modified >= upper:
             return None
         return Change(

@@ -17,19 +17,14 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from closeloop.connectors.salesforce.client import parse_stamp
 from closeloop.connectors.salesforce.outbound import MalformedEnvelope, ack, fault, parse
+from closeloop.domain.changes import parse_instant
 from closeloop.engine.intake import Intake, IntakeError
 from closeloop.engine.registry import UnknownObjectError
 
 log = structlog.get_logger(__name__)
 PATH = "/webhooks/salesforce/outbound-message"
 _XML = "text/xml; charset=utf-8"
-
-
-def _stamp(text: str) -> str:
-    """Salesforce's ``2024-05-01T09:30:00.000Z`` as the poll writes versions (ISO, +00:00)."""
-    return parse_stamp(text).isoformat()
 
 
 async def _raw(request: Request) -> bytes:
@@ -70,13 +65,14 @@ def outbound_message_router(intake: Intake, orgs: dict[str, str]) -> APIRouter:
             if not stamp:
                 problem = f"notification {note.notification_id} has no SystemModstamp field"
                 return Response(fault(problem), status_code=500, media_type=_XML)
+            version = parse_instant(str(stamp)).isoformat()
             changes.append(
                 {
                     "system": system,
                     "object": note.sobject,
                     "external_id": note.record_id,
-                    "version": _stamp(str(stamp)),
-                    "modified_at": _stamp(str(stamp)),
+                    "version": version,
+                    "modified_at": version,
                     "payload": note.fields,
                     "correlation_id": note.notification_id,
                 }

@@ -89,24 +89,30 @@ class Account:
             self.records[resource][rid] = json.loads(data)
         meta = dict(self._db.execute("SELECT key, value FROM meta"))
         self._sequences: dict[str, int] = json.loads(meta.get("sequences", "{}"))
-        self._dirty: dict[tuple[str, int], bool] | None = None
+        # the records a transaction touched, as they were before it (None: did not exist)
+        self._before: dict[tuple[str, int], dict[str, Any] | None] | None = None
 
     # --- persistence -----------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Writes inside are all-or-nothing and commit to SQLite together."""
-        if self._dirty is not None:
+        """Writes inside are all-or-nothing (the touched records are restored as they were)
+        and commit to SQLite together."""
+        if self._before is not None:
             yield
             return
-        snapshot = {r: dict(rows) for r, rows in self.records.items()}
         sequences = dict(self._sequences)
-        self._dirty = {}
+        self._before = {}
         try:
             yield
         except BaseException:
-            self.records, self._sequences, self._dirty = snapshot, sequences, None
+            for (resource, rid), record in self._before.items():
+                if record is None:
+                    self.records[resource].pop(rid, None)
+                else:
+                    self.records[resource][rid] = record
+            self._sequences, self._before = sequences, None
             raise
-        dirty, self._dirty = self._dirty, None
+        dirty, self._before = self._before, None
         rows = [(r, i, json.dumps(self.records[r][i])) for (r, i) in dirty if i in self.records[r]]
         gone = [(r, i) for (r, i) in dirty if i not in self.records[r]]
         self._db.execute("BEGIN")
@@ -119,10 +125,13 @@ class Account:
 
     def put(self, resource: str, record: dict[str, Any]) -> dict[str, Any]:
         """Store ``record`` (inside a transaction); returns it."""
-        assert self._dirty is not None, "writes happen inside Account.transaction()"
+        self._remember(resource, record["id"])
         self.records[resource][record["id"]] = record
-        self._dirty[(resource, record["id"])] = True
         return record
+
+    def _remember(self, resource: str, rid: int) -> None:
+        assert self._before is not None, "writes happen inside Account.transaction()"
+        self._before.setdefault((resource, rid), self.records[resource].get(rid))
 
     # --- generic create / update / delete --------------------------------------------------
     def get(self, resource: str, rid: int) -> dict[str, Any]:
@@ -165,9 +174,8 @@ class Account:
             for other in ("projects", "time_entries", "task_assignments", "contacts"):
                 if any(r.get(key) == rid for r in self.records[other].values()):
                     raise HarvestError(422, f"This {resource[:-1]} is in use and cannot be deleted")
-        assert self._dirty is not None
+        self._remember(resource, rid)
         del self.records[resource][rid]
-        self._dirty[(resource, rid)] = True
 
     def next_id(self, resource: str) -> int:
         """A new id of ``resource`` (each resource has its own range)."""

@@ -84,11 +84,6 @@ def timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
 
 
-def parse_timestamp(text: str) -> datetime:
-    """Parse Salesforce's datetime text (or any ISO 8601 instant with an offset) in UTC."""
-    return parse_instant(text).astimezone(UTC)
-
-
 def _bad_value(spec: FieldDef, value: Any, kind: str) -> SalesforceError:
     return SalesforceError(
         400,
@@ -151,7 +146,7 @@ def coerce(spec: FieldDef, value: Any) -> Any:
         except ValueError:
             raise _bad_value(spec, value, "date") from None
     try:  # datetime
-        return timestamp(parse_timestamp(str(value)))
+        return timestamp(parse_instant(str(value)))
     except ValueError:
         raise _bad_value(spec, value, "datetime") from None
 
