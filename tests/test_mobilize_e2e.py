@@ -224,7 +224,11 @@ def test_closed_won_deals_are_mobilized_or_blocked_until_fixed(
         hub.worker.poll_all()
         assert hub.worker.run_until_idle(timeout_s=120)
         deal_b = salesforce.call("GET", f"sobjects/Opportunity/{DEAL_B}").json()
-        assert deal_b["Mobilization_Status__c"] == "Mobilized"
+        assert deal_b["Mobilization_Status__c"] == "Mobilized", (
+            deal_b["Mobilization_Message__c"],
+            hub.operations.stats(),
+            [e.message for e in hub.operations.list_exceptions("open", 10)],
+        )
         assert deal_b["ERP_Customer_Id__c"] == f"SF-{BETA}"  # created: no ERP customer matched
         assert hub.operations.list_exceptions("open", 10) == []
 
