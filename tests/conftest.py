@@ -163,14 +163,22 @@ def fresh_tax_id(country: str) -> str:
     import random
 
     from stdnum.ch import uid
+    from stdnum.de import vat
     from stdnum.iso7064 import mod_11_10
 
-    digits = f"{random.SystemRandom().randrange(10_000_000, 99_999_999)}"
-    if country == "DE":
-        return f"DE{digits}{mod_11_10.calc_check_digit(digits)}"
-    if country == "CH":
-        return f"CHE{digits}{uid.calc_check_digit(digits)}"
-    raise ValueError(f"no tax id maker for {country}")
+    rng = random.SystemRandom()
+    while True:  # some bases have no check digit (a Swiss UID's mod 11 of 10): draw again
+        digits = f"{rng.randrange(10_000_000, 99_999_999)}"
+        if country == "DE":
+            number = f"DE{digits}{mod_11_10.calc_check_digit(digits)}"
+            valid = vat.is_valid(number)
+        elif country == "CH":
+            number = f"CHE{digits}{uid.calc_check_digit(digits)}"
+            valid = uid.is_valid(number)
+        else:
+            raise ValueError(f"no tax id maker for {country}")
+        if valid:
+            return number
 
 
 def done_commands(db: Path) -> int:
