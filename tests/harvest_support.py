@@ -17,6 +17,7 @@ from closeloop.connectors.harvest.connector import command_key, idempotency_key
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, Impact
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
+from closeloop.ports.flows import Unsignalled
 from closeloop.sandboxctl import alive
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.harvest.server import HarvestServer, start_harvest
@@ -182,7 +183,7 @@ def firm(entries: int, *, approved_share: float = 1.0, people: int = 5) -> dict[
 
 
 @dataclass(frozen=True)
-class SetUpProjects:
+class SetUpProjects(Unsignalled):
     """A test flow (a fake of the Flow protocol): each engagement record asks for its client
     and project in Harvest; each billing record marks its period billed."""
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from closeloop.domain.commands import Applied
-from closeloop.domain.records import CanonicalRecord, FlowState
+from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.flows.bill_time import BillTimeFlow
 
 FLOW = BillTimeFlow()
+NOW = datetime(2026, 3, 10, tzinfo=UTC)
 
 
 def entry(**changes: Any) -> CanonicalRecord:
@@ -29,24 +31,63 @@ def entry(**changes: Any) -> CanonicalRecord:
     return CanonicalRecord("time_entry", "t-1", ("harvest", "time_entries", "1042"), "v1", data)
 
 
+def logged(step: FlowStep | None) -> FlowState:
+    assert step is not None
+    return FlowState("bill_time", "time_entry:t-1", step.state, step.data)
+
+
 def test_an_approved_billable_entry_of_an_engagement_becomes_one_timesheet_line() -> None:
     step = FLOW.on_record(None, entry())
-    assert step is not None and step.state == "recording"
-    (command,) = step.commands
+    assert step is not None and step.state == "logged" and not step.commands
+    (ask,) = step.signals  # the engagement decides: it may be waiting for finance approval
+    assert (ask.flow, ask.business_key, ask.name) == (
+        "invoice",
+        "billing:SF-0065g00000DEAL0AAA",
+        "time_logged",
+    )
+    assert ask.data == {"entry": "time_entry:t-1"}
+    released = FLOW.on_signal(logged(step), Signal("bill_time", "time_entry:t-1", "release"), NOW)
+    assert released is not None and released.state == "recording"
+    (command,) = released.commands
     assert (command.system, command.operation) == ("tryton", "add_timesheet_line")
     assert command.idempotency_key == "tryton:add_timesheet_line:harvest-1042"
+    assert command.business_key == "time_entry:t-1"
     assert command.payload["task_key"] == "SF-0065g00000DEAL0AAA:Senior Consultant"
     assert command.payload["employee_name"] == "Kim Allen" and command.payload["hours"] == "7.5"
     assert command.entity == "harvest:time_entry:1042"  # an exception names the entry
     done = FLOW.on_result(
-        FlowState("bill_time", "time_entry:t-1", step.state, step.data),
-        "add_timesheet_line",
-        command.entity,
-        Applied({"line": 77}),
+        logged(released), "add_timesheet_line", command.entity, Applied({"line": 77})
     )
     assert done is not None and done.state == "recorded" and done.data["erp_line_id"] == 77
-    again = FlowState("bill_time", "time_entry:t-1", "recorded", done.data)
-    assert FLOW.on_record(again, entry(notes="edited later")) is None  # never twice
+    (recorded,) = done.signals
+    assert recorded.name == "recorded" and recorded.data == {"date": "2026-03-03", "hours": "7.5"}
+    assert FLOW.on_record(logged(done), entry(notes="edited later")) is None  # never twice
+    again = Signal("bill_time", "time_entry:t-1", "release")
+    assert FLOW.on_signal(logged(done), again, NOW) is None
+
+
+def test_held_entries_wait_and_refused_ones_name_the_entry_and_the_reason() -> None:
+    held = FLOW.on_signal(
+        logged(FLOW.on_record(None, entry())), Signal("bill_time", "time_entry:t-1", "hold"), NOW
+    )
+    assert held is not None and held.state == "held" and not held.commands
+    refusal = Signal("bill_time", "time_entry:t-1", "refuse", {"reason": "engagement closed"})
+    refused = FLOW.on_signal(logged(held), refusal, NOW)
+    assert refused is not None and refused.state == "refused" and not refused.commands
+    (issue,) = refused.issues
+    assert issue.entity == "harvest:time_entry:1042"
+    assert "time entry 1042 (7.5 h on 2026-03-03)" in issue.message
+    assert "engagement closed" in issue.message
+
+
+def test_an_entry_unapproved_while_held_is_withdrawn_and_never_recorded() -> None:
+    held = FLOW.on_signal(
+        logged(FLOW.on_record(None, entry())), Signal("bill_time", "time_entry:t-1", "hold"), NOW
+    )
+    withdrawn = FLOW.on_record(logged(held), entry(approval_state="submitted"))
+    assert withdrawn is not None and withdrawn.state == "withdrawn"
+    release = Signal("bill_time", "time_entry:t-1", "release")
+    assert FLOW.on_signal(logged(withdrawn), release, NOW) is None
 
 
 def test_entries_that_are_not_to_be_billed_are_left_alone() -> None:

@@ -15,7 +15,7 @@ from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
 from closeloop.engine.intake import IntakeError
 from closeloop.engine.operations import OperationError
 from closeloop.flows.mirror import MirrorFlow, record_mapper
-from closeloop.ports.flows import Binding
+from closeloop.ports.flows import Binding, Unsignalled
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.memory.system import MemorySystem
 from tests.conftest import make_hub
@@ -280,7 +280,7 @@ def test_poll_overlap_rereads_without_duplicates(sqlite_url: str) -> None:
     assert len(target.effects) == 301
 
 
-class BuggyFlow:
+class BuggyFlow(Unsignalled):
     """A flow with a bug: it raises on records named 'boom' and on every result."""
 
     name = "buggy"

@@ -86,7 +86,7 @@ def test_check_passes_on_the_shipped_mappings_and_example_config(tmp_path: Path)
     example = Path(__file__).resolve().parent.parent / "closeloop.example.yaml"
     result = run("check", "-c", str(example), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok:" in result.stdout and "3 mapping files" in result.stdout
+    assert "ok:" in result.stdout and "4 mapping files" in result.stdout
 
 
 def test_map_prints_the_canonical_record_or_the_problems(tmp_path: Path) -> None:

@@ -3,14 +3,16 @@ would, with the canonical record or the applied command's result)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from closeloop.domain.canonical.sales import Opportunity
 from closeloop.domain.commands import Applied
-from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
+from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.flows.mobilize import BLOCKED, MobilizeFlow, commercial_problems
 
 FLOW = MobilizeFlow()
+NOW = datetime(2026, 3, 10, tzinfo=UTC)
 DEAL = "0065g0000000001AAA"
 
 
@@ -175,18 +177,27 @@ def test_results_lead_to_mobilized_and_the_write_back() -> None:
     assert fields["Mobilization_Status__c"] == "Mobilized"
     assert fields["ERP_Customer_Id__c"] == "SF-0015g0000000001AAA"
     assert fields["PSA_Project_Id__c"] == "5000001" and fields["ERP_Project_Id__c"] == f"SF-{DEAL}"
+    invoicing, status = done.signals  # the engagement's invoicing releases its time
+    assert (invoicing.flow, invoicing.business_key) == ("invoice", f"billing:SF-{DEAL}")
+    assert invoicing.data["status"] == "mobilized"
+    assert invoicing.data["engagement"] == "engagement:c-1"
+    assert (status.flow, status.business_key) == ("status_back", f"status:SF-{DEAL}")
+    assert status.data["account_id"] == "0015g0000000001AAA"
+    assert status.data["client"] == "Acme Consulting GmbH"
 
 
 def test_pending_finance_approval_provisions_provisionally_until_approved() -> None:
     done = finish(provision({"kind": "none"}, finance_approval="pending"))
     assert done.state == "provisional"
     assert done.commands[0].payload["fields"]["Mobilization_Status__c"] == "Provisional"
+    assert done.signals[0].data["status"] == "provisional"  # its time is held
     approved = FLOW.on_record(
         state(done), deal(version="2026-03-05T00:00:00+00:00", finance_approval="approved")
     )
     assert (
         approved is not None and approved.state == "mobilized" and approved.data["finance_approved"]
     )
+    assert approved.signals[0].data["status"] == "mobilized"  # and now released
 
 
 def test_a_deal_lost_before_billing_closes_both_projects_and_says_why() -> None:
@@ -201,8 +212,18 @@ def test_a_deal_lost_before_billing_closes_both_projects_and_says_why() -> None:
         ("salesforce", "update"),
     ]
     assert "before any time was billed" in lost.data["closed_because"]
-    billed = FlowState("mobilize", "engagement:c-1", "mobilized", {**done.data, "billed": True})
-    assert FLOW.on_record(billed, deal(stage="closed_lost", won=False)) is None
+    assert lost.signals[0].data["status"] == "closed"  # held time is refused, not recorded
+
+
+def test_a_deal_lost_after_time_was_billed_keeps_its_projects_and_asks_a_person() -> None:
+    done = finish(provision({"kind": "none"}))
+    billed = FLOW.on_signal(state(done), Signal("mobilize", "engagement:c-1", "billed"), NOW)
+    assert billed is not None and billed.state == "mobilized" and billed.data["billed"]
+    lost = FLOW.on_record(state(billed), deal(stage="closed_lost", won=False))
+    assert lost is not None and not lost.commands
+    (issue,) = lost.issues
+    assert issue.error_class.value == "conflict" and "after time was billed" in issue.message
+    assert FLOW.on_record(state(lost), deal(stage="closed_lost", won=False)) is None  # once
 
 
 def test_only_opportunities_have_an_engagement() -> None:

@@ -30,7 +30,7 @@ from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, CommandStatus, Impact, Permanent
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
 from closeloop.ports.connector import AmbiguousError
-from closeloop.ports.flows import Binding
+from closeloop.ports.flows import Binding, Unsignalled
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.memory.system import MemorySystem
 from closeloop.sandboxes.salesforce.outbound import envelope
@@ -269,7 +269,7 @@ def test_quota_budget_paces_then_keeps_the_reserve(tmp_path: Path) -> None:
 
 # --- the engine writing back under faults ---------------------------------------------------------
 @dataclass(frozen=True)
-class InvoiceWriteBack:
+class InvoiceWriteBack(Unsignalled):
     """A test flow (a fake of the Flow protocol): each billing record writes its invoice
     number and amount back onto its opportunity."""
 

@@ -19,6 +19,7 @@ from closeloop.engine.metrics import EngineMetrics
 from closeloop.engine.operations import Operations
 from closeloop.engine.registry import Registry
 from closeloop.engine.retry import RetryPolicy
+from closeloop.engine.timers import Timers
 from closeloop.engine.worker import Worker, WorkerSettings
 from closeloop.flows.mirror import MirrorFlow, record_mapper
 from closeloop.ports.clock import Clock, SystemClock
@@ -179,22 +180,33 @@ def mirror_bindings(settings: Settings) -> list[Binding]:
     ]
 
 
-def flow_bindings(settings: Settings) -> list[Binding]:
+def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
     """Bindings of the configured project-to-cash flows (each vendor object through its
-    declarative mapping). Raises what :func:`mapped_binding` raises."""
+    declarative mapping), and the flows no record drives (Invoice: signals and timers only).
+    Raises what :func:`mapped_binding` raises."""
     from closeloop.flows.bill_time import BillTimeFlow
+    from closeloop.flows.invoice import InvoiceFlow
     from closeloop.flows.mobilize import MobilizeFlow
+    from closeloop.flows.status_back import StatusBackFlow
 
-    bindings = []
-    mobilize = settings.flows.mobilize
-    if mobilize is not None:
-        flow = MobilizeFlow(mobilize.crm, mobilize.psa, mobilize.erp, mobilize.match_threshold)
-        bindings.append(mapped_binding(settings, mobilize.crm, "Opportunity", (flow,)))
-    bill_time = settings.flows.bill_time
-    if bill_time is not None:
-        billing = BillTimeFlow(bill_time.psa, bill_time.erp)
-        bindings.append(mapped_binding(settings, bill_time.psa, "time_entries", (billing,)))
-    return bindings
+    flows = settings.flows
+    bindings: list[Binding] = []
+    unbound: list[Flow] = []
+    if flows.mobilize is not None:
+        m = flows.mobilize
+        mobilize = MobilizeFlow(m.crm, m.psa, m.erp, m.match_threshold)
+        bindings.append(mapped_binding(settings, m.crm, "Opportunity", (mobilize,)))
+    if flows.bill_time is not None:
+        billing = BillTimeFlow(flows.bill_time.psa, flows.bill_time.erp)
+        bindings.append(mapped_binding(settings, flows.bill_time.psa, "time_entries", (billing,)))
+    if flows.invoice is not None:
+        i = flows.invoice
+        unbound.append(InvoiceFlow(i.erp, i.period, i.grace_days, i.settle_s))
+    if flows.status_back is not None:
+        b = flows.status_back
+        status = StatusBackFlow(b.crm, b.psa, b.erp)
+        bindings.append(mapped_binding(settings, b.erp, "account.invoice", (status,)))
+    return bindings, unbound
 
 
 def worker_id() -> str:
@@ -207,10 +219,12 @@ def build_hub(
     *,
     connectors: Mapping[str, Connector] | None = None,
     bindings: Sequence[Binding] | None = None,
+    flows: Sequence[Flow] = (),
     clock: Clock | None = None,
     upgrade: bool = True,
 ) -> Hub:
-    """Wire a hub from ``settings``; ``connectors`` and ``bindings`` replace the configured ones.
+    """Wire a hub from ``settings``; ``connectors`` and ``bindings`` replace the configured ones
+    (``flows``: flows no binding names, which given ``bindings`` need for their signals).
 
     With ``upgrade`` the database is migrated to the newest schema first.
     """
@@ -219,6 +233,7 @@ def build_hub(
     store = SqlStore.from_url(settings.database_url, pool_size=w.threads + 2)
     if upgrade:
         migrate.upgrade(store.engine)
+    configured, unbound = flow_bindings(settings) if bindings is None else ([], list(flows))
     registry = Registry(
         connectors=dict(
             connectors
@@ -226,10 +241,9 @@ def build_hub(
             else connectors_from_settings(settings, SqlSharedRateLimit(store.engine))
         ),
         bindings=list(
-            bindings
-            if bindings is not None
-            else [*mirror_bindings(settings), *flow_bindings(settings)]
+            bindings if bindings is not None else [*mirror_bindings(settings), *configured]
         ),
+        flows=unbound,
     )
     metrics = EngineMetrics()
     intake = Intake(store, registry, clock, metrics)
@@ -255,6 +269,7 @@ def build_hub(
         intake,
         applier,
         dispatcher,
+        Timers(store, registry, clock, metrics),
         WorkerSettings(w.poll_interval_s, w.overlap_s, w.apply_batch, w.idle_wait_s),
     )
     operations = Operations(store, clock)

@@ -116,29 +116,56 @@ def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Inbox, commands by state and system, open exceptions by class."""
+    """Each engagement's lifecycle and blockers, commands by state, open exceptions by class,
+    and each system's calls (from the running hub) and quota."""
+    from closeloop.statusview import gather
+
     hub = _hub(config)
     try:
-        stats = hub.operations.stats()
+        view = gather(hub)
     finally:
         hub.close()
     if as_json:
-        print(json.dumps(asdict(stats), default=str, indent=2))
+        print(json.dumps(view, default=str, indent=2))
         return
+    if view["engagements"]:
+        table = Table(title="engagements")
+        for column in ("deal", "stage", "customer", "hours", "held", "invoices", "invoiced"):
+            table.add_column(column, justify="right" if column in ("hours", "held") else "left")
+        table.add_column("paid / outstanding")
+        table.add_column("blocked by")
+        for e in view["engagements"]:
+            table.add_row(
+                f"{e['deal_id']}\n{e['name']}",
+                e["stage"],
+                e["customer"],
+                e["hours_recorded"],
+                e["hours_held"],
+                str(e["invoices_posted"]),
+                e["invoiced"],
+                f"{e['paid']} / {e['outstanding']} ({e['payment_status']})",
+                "; ".join(e["blockers"]),
+            )
+        console.print(table)
     table = Table(title="closeloop status")
     table.add_column("what")
     table.add_column("state")
     table.add_column("count", justify="right")
-    for state, count in sorted(stats.inbox_by_status.items()):
+    for state, count in sorted(view["inbox"].items()):
         table.add_row("inbox", state, str(count))
-    for system, counts in sorted(stats.commands_by_system.items()):
+    for system, counts in sorted(view["commands"].items()):
         for state, count in sorted(counts.items()):
             table.add_row(f"commands {system}", state, str(count))
-    for error_class, count in sorted(stats.open_exceptions_by_class.items()):
+    for error_class, count in sorted(view["open_exceptions_by_class"].items()):
         table.add_row("open exceptions", error_class, str(count))
     console.print(table)
-    if stats.oldest_pending_inbox:
-        console.print(f"oldest pending change received at {stats.oldest_pending_inbox.isoformat()}")
+    systems = Table(title="systems")
+    for column in ("system", "API calls (running hub)", "quota"):
+        systems.add_column(column)
+    for name, info in view["systems"].items():
+        calls = "hub not running" if info["calls"] is None else f"{info['calls']:,}"
+        systems.add_row(name, calls, info["quota"])
+    console.print(systems)
 
 
 @exceptions_app.command("list")
@@ -380,8 +407,10 @@ def sandbox_up(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     for name, entry in state.items():
-        console.print(f"{name}: {entry['url']} (pid {entry['pid']})")
+        if "url" in entry:
+            console.print(f"{name}: {entry['url']} (pid {entry['pid']})")
     console.print(f"details in {home / 'sandbox.json'}; stop with: closeloop sandbox down")
+    console.print(f"run the hub on them with: closeloop run -c {home / 'closeloop.yaml'}")
 
 
 @sandbox_app.command("faults")
@@ -591,15 +620,34 @@ def bench_harvest(
 
 @app.command()
 def demo(
-    keep_db: Annotated[bool, typer.Option(help="keep the demo database")] = False,
-    records: Annotated[int, typer.Option(help="records in the example source")] = 400,
+    keep_running: Annotated[
+        bool, typer.Option(help="leave the systems and a hub running (sandbox down stops them)")
+    ] = False,
+    home: Annotated[Path, typer.Option(help="where the systems and the summary go")] = Path(
+        ".closeloop"
+    ),
+    clients: Annotated[int, typer.Option(help="clients of the firm")] = 40,
+    deals: Annotated[int, typer.Option(help="closed-won deals over the quarter")] = 60,
+    consultants: Annotated[int, typer.Option(help="consultants logging time")] = 25,
 ) -> None:
-    """Run the hub on the built-in example until it is idle, and print what happened."""
-    from closeloop.demo import run_demo
+    """Start Salesforce, Harvest and Tryton, seed a firm, run the hub through a quarter of
+    project-to-cash until it is idle, and print what happened."""
+    from closeloop.demo import DemoError, DemoOptions, run_demo
     from closeloop.observability import configure_logging
 
-    configure_logging("console", "warning")
-    summary = run_demo(Path(".closeloop"), records=records, keep_db=keep_db, console=console)
+    configure_logging("console", "error")
+    options = DemoOptions(
+        home=home,
+        clients=clients,
+        deals=deals,
+        consultants=consultants,
+        keep_running=keep_running,
+    )
+    try:
+        summary = run_demo(options, console=console)
+    except DemoError as exc:
+        err.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from None
     if summary["commands"].get("pending") or summary["commands"].get("in_flight"):
         raise typer.Exit(1)
 

@@ -16,6 +16,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from closeloop.domain.periods import PeriodKind
+
 DEFAULT_CONFIG = Path("closeloop.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///./.closeloop/closeloop.db"
 
@@ -112,11 +114,47 @@ class BillTimeConfig(BaseModel):
     erp: str = "tryton"
 
 
+class InvoiceConfig(BaseModel):
+    """The Invoice flow: per project and billing ``period``, ``erp`` invoices the recorded
+    time and posts the invoice, ``grace_days`` after the period's end and once no line came
+    for ``settle_s`` seconds."""
+
+    erp: str = "tryton"
+    period: PeriodKind = PeriodKind.MONTHLY
+    grace_days: int = Field(default=0, ge=0, le=60)
+    settle_s: float = Field(default=60.0, ge=0)
+
+
+class StatusBackConfig(BaseModel):
+    """The Status back flow: posted and paid invoices of ``erp`` update the opportunity and
+    account in ``crm`` and mark the time billed in ``psa``."""
+
+    crm: str = "salesforce"
+    psa: str = "harvest"
+    erp: str = "tryton"
+
+
 class FlowsConfig(BaseModel):
-    """The project-to-cash flows to run (none unless configured)."""
+    """The project-to-cash flows to run (none unless configured). Invoice needs Mobilize and
+    Bill time (it holds and counts their time); Status back reads Invoice's references."""
 
     mobilize: MobilizeConfig | None = None
     bill_time: BillTimeConfig | None = None
+    invoice: InvoiceConfig | None = None
+    status_back: StatusBackConfig | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> FlowsConfig:
+        problems = []
+        if self.bill_time is not None and self.invoice is None:
+            problems.append("flows.bill_time needs flows.invoice (it decides what is held)")
+        if self.invoice is not None and (self.mobilize is None or self.bill_time is None):
+            problems.append("flows.invoice needs flows.mobilize and flows.bill_time")
+        if self.status_back is not None and self.invoice is None:
+            problems.append("flows.status_back needs flows.invoice")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class Settings(BaseSettings):

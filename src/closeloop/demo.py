@@ -1,124 +1,302 @@
-"""``closeloop demo``: the hub on a built-in example, until idle, with a summary.
+"""``closeloop demo``: the main job on the three systems, start to finish.
 
-Until the vendor sandboxes exist, the example is two fault-injecting memory systems: a
-"crm" whose records are mirrored into an "erp" that rate-limits, fails and loses responses.
-A few records are bad on purpose (unmappable, or refused by the target); one refused record
-is then fixed at the source, and the hub resumes it by itself.
+Starts fresh Salesforce and Harvest sandboxes and a real Tryton (``closeloop sandbox up`` in
+``home``), seeds the firm of :mod:`closeloop.demo_firm`, and runs the hub (configured from
+the ``closeloop.yaml`` that ``sandbox up`` writes) through the quarter:
+
+1. closed-won deals are mobilized (customers matched or created, projects in Harvest and
+   Tryton, status back to Salesforce) or blocked with the reason;
+2. finance closes two projects in Tryton; consultants log time in Harvest and managers
+   approve it; the hub records it in Tryton, invoices each project per month, posts the
+   invoices and reports them to Salesforce and Harvest;
+3. clients pay some invoices in Tryton; the hub reports the payments to Salesforce.
+
+Each phase runs until the hub is idle (nothing to apply or send, no invoice timer about to
+fire, and a last poll finds nothing new). Then it prints a summary and writes it to
+``home/demo-summary.json``; with ``keep_running`` the systems stay up and a hub process runs
+on (``closeloop sandbox down`` stops them all).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
-from closeloop.bootstrap import build_hub
-from closeloop.config import Settings
-from closeloop.flows.mirror import MirrorFlow, record_mapper
-from closeloop.ports.flows import Binding
-from closeloop.sandboxes.faults import FaultPlan
-from closeloop.sandboxes.memory.system import MemorySystem
+from closeloop import sandboxctl
+from closeloop.bootstrap import Hub, build_hub
+from closeloop.config import load_settings
+from closeloop.connectors.tryton.operations import TrytonOperations
+from closeloop.connectors.tryton.rpc import TrytonRPC
+from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
+from closeloop.demo_firm import Firm, make_firm, time_entries
+from closeloop.demo_summary import print_summary, summarize
 
 
-def run_demo(
-    home: Path, records: int = 400, keep_db: bool = False, console: Console | None = None
-) -> dict[str, Any]:
-    """Run the example in ``home`` (a fresh SQLite database there); returns the summary,
-    also written to ``home/demo-summary.json``."""
-    console = console or Console()
-    home.mkdir(parents=True, exist_ok=True)
-    db = home / "demo.db"
-    for stale in home.glob("demo.db*"):
+@dataclass(frozen=True)
+class DemoOptions:
+    """What to run: the firm's size, where (``home``), how long a phase may take, whether the
+    systems stay up afterwards and how fast the hub is made to react (``settle_s``: quiet
+    seconds before a period is invoiced)."""
+
+    home: Path = Path(".closeloop")
+    clients: int = 40
+    deals: int = 60
+    consultants: int = 25
+    keep_running: bool = False
+    phase_timeout_s: float = 900.0
+    settle_s: float = 2.0
+    today: date | None = None
+
+
+class DemoError(RuntimeError):
+    """A phase did not finish, or a system did not come up."""
+
+
+def fresh_start(home: Path) -> dict[str, Any]:
+    """Stop what an earlier run left, wipe its state and start the three systems."""
+    sandboxctl.down(home)
+    for name in ("salesforce", "harvest", "tryton"):
+        shutil.rmtree(home / name, ignore_errors=True)
+    for stale in home.glob("hub.db*"):
         stale.unlink()
-    crm = MemorySystem(name="crm")
-    erp = MemorySystem(
-        name="erp",
-        faults=FaultPlan(
-            rate_limited=0.05, server_error=0.05, timeout=0.03, lost_response=0.05, seed=7
-        ),
+    (home / "demo-summary.json").unlink(missing_ok=True)
+    return sandboxctl.up(home)
+
+
+def tryton_operations(state: dict[str, Any]) -> TrytonOperations:
+    """Operations on the sandbox's Tryton (the demo's own session, as a finance user's)."""
+    entry = state["tryton"]
+    rpc = TrytonRPC(entry["url"], entry["database"], entry["user"], entry["password"])
+    return TrytonOperations(rpc, find_ids(rpc, TrytonSetup()))
+
+
+def demo_hub(home: Path, settle_s: float) -> Hub:
+    """The hub of ``home/closeloop.yaml``, tuned to react within seconds."""
+    settings = load_settings(home / "closeloop.yaml")
+    worker = settings.worker
+    worker.poll_interval_s = 1.0
+    worker.retry_base_delay_s = 0.2
+    worker.retry_max_delay_s = 5.0
+    worker.idle_wait_s = 0.05
+    if settings.flows.invoice is not None:
+        settings.flows.invoice.settle_s = settle_s
+    return build_hub(settings)
+
+
+def run_phase(
+    hub: Hub, title: str, console: Console, *, settle_s: float, timeout_s: float
+) -> float:
+    """Run the hub until idle and a fresh poll brings nothing new; returns seconds taken.
+    Raises :class:`DemoError` after ``timeout_s``."""
+    started = time.monotonic()
+    # a poll reads changes up to the vendor's clock in whole seconds: start past the second
+    # the last seeding happened in
+    time.sleep(max(0.0, 1.5 - (time.time() % 1.0)))
+    hub.worker.poll_all()
+    last_view = 0.0
+    with Live(progress(hub, title, 0.0), console=console, refresh_per_second=4) as live:
+        while True:
+            elapsed = time.monotonic() - started
+            if elapsed > timeout_s:
+                raise DemoError(f"{title}: not idle after {timeout_s:.0f} s")
+            work = hub.worker.run_once()
+            if time.monotonic() - last_view > 0.5:
+                live.update(progress(hub, title, elapsed))
+                last_view = time.monotonic()
+            if work or not hub.worker.is_idle(timers_within_s=settle_s + 1):
+                if not work:
+                    time.sleep(hub.worker.settings.idle_wait_s)
+                continue
+            if hub.worker.poll_all() == 0:
+                live.update(progress(hub, title, time.monotonic() - started))
+                return time.monotonic() - started
+
+
+def progress(hub: Hub, title: str, elapsed_s: float) -> Table:
+    """What the hub has done so far: engagements by state, commands, exceptions."""
+    with hub.store.transaction() as tx:
+        stats = tx.stats()
+        flows = tx.list_flows(None, 100_000)
+    table = Table(title=f"{title} ({elapsed_s:.0f} s)", show_header=False)
+    by_flow: dict[str, dict[str, int]] = {}
+    for state in flows:
+        counts = by_flow.setdefault(state.flow, {})
+        counts[state.state] = counts.get(state.state, 0) + 1
+    labels = {"mobilize": "deals", "bill_time": "time entries", "invoice": "projects"}
+    for flow, label in labels.items():
+        counts = by_flow.get(flow, {})
+        table.add_row(label, ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "-")
+    commands = stats.commands_by_status
+    table.add_row("commands", ", ".join(f"{s} {n}" for s, n in sorted(commands.items())) or "-")
+    opened = stats.open_exceptions_by_class
+    table.add_row(
+        "open exceptions", ", ".join(f"{c} {n}" for c, n in sorted(opened.items())) or "-"
     )
-    for i in range(records):
-        data: dict[str, Any] = {"name": f"Client {i:04d}", "country": "DE"}
-        if i % 97 == 13:
-            data = {"country": "FR"}  # no name: the mapping refuses it
-        if i % 101 == 7:
-            data["reject_reason"] = "VAT number missing for an EU customer"
-        crm.put("Record", f"C{i:04d}", data)
-    settings = Settings(database_url=f"sqlite:///{db}")
-    settings.worker.retry_base_delay_s = 0.05
-    settings.worker.retry_max_delay_s = 0.5
-    hub = build_hub(
-        settings,
-        connectors={"crm": crm, "erp": erp},
-        bindings=[Binding("crm", "Record", "record", record_mapper, (MirrorFlow("erp"),))],
+    return table
+
+
+def seed_firm(home: Path, ops: TrytonOperations, firm: Firm) -> None:
+    """The CRM's accounts and deals, the ERP's existing customers, Harvest's consultants."""
+    sandboxctl.seed(home, "salesforce", firm.salesforce)
+    for customer in firm.erp_customers:
+        ops.upsert_customer(
+            customer["code"],
+            customer["name"],
+            customer["country"],
+            [tuple(t) for t in customer["tax_ids"]],
+            customer["address"],
+        )
+    sandboxctl.seed(home, "harvest", {"users": firm.consultants})
+
+
+def harvest_projects(hub: Hub, firm: Firm) -> dict[str, dict[str, Any]]:
+    """The engagements' Harvest projects by deal id: ``{"id", "tasks": {role: task id}}``."""
+    client = hub.registry.connector("harvest").client  # type: ignore[attr-defined]
+    projects, _ = client.list_all("projects")
+    assignments, _ = client.list_all("task_assignments")
+    found: dict[str, dict[str, Any]] = {}
+    for project in projects:
+        deal_id = str(project.get("code") or "").removeprefix("SF-")
+        if deal_id in firm.deals:
+            found[deal_id] = {"id": project["id"], "tasks": {}}
+    by_id = {p["id"]: d for d, p in found.items()}
+    for assignment in assignments:
+        owner = by_id.get(assignment["project"]["id"])
+        if owner is not None:
+            found[owner]["tasks"][assignment["task"]["name"]] = assignment["task"]["id"]
+    return found
+
+
+def log_and_approve_time(home: Path, firm: Firm, projects: dict[str, dict[str, Any]]) -> int:
+    """Consultants log the quarter's time; managers approve it, except two consultants' last
+    fortnight. Returns how many entries were logged."""
+    entries = time_entries(firm, projects)
+    for start in range(0, len(entries), 2000):
+        sandboxctl.seed(home, "harvest", {"time_entries": entries[start : start + 2000]})
+    late = {firm.consultants[0]["id"], firm.consultants[1]["id"]}
+    for person in firm.consultants:
+        until = firm.end - timedelta(days=14) if person["id"] in late else firm.end
+        body = {"user_id": person["id"], "from": firm.start.isoformat(), "to": until.isoformat()}
+        sandboxctl.harvest_approve(home, body)
+    return len(entries)
+
+
+def finance_closes_projects(ops: TrytonOperations, firm: Firm) -> None:
+    """Finance closes two engagements' projects in the ERP part way through the quarter."""
+    for deal_id, on in firm.finance_closes.items():
+        ops.close_project(f"SF-{deal_id}", on=on)
+
+
+def clients_pay(ops: TrytonOperations, firm: Firm) -> dict[str, Decimal]:
+    """Clients pay about 60 % of the posted invoices in full and 15 % in part; returns the
+    amounts paid by invoice reference."""
+    paid: dict[str, Decimal] = {}
+    invoices = ops.read_invoices([["state", "=", "posted"], ["reference", "like", "SF-%"]])
+    for n, invoice in enumerate(sorted(invoices, key=lambda i: str(i.reference))):
+        share = n % 20
+        if share >= 15:
+            continue
+        amount = (
+            invoice.total_amount
+            if share < 12
+            else (invoice.total_amount / 2).quantize(Decimal("0.01"))
+        )
+        on = min(datetime.now(UTC).date(), (invoice.invoice_date or firm.end) + timedelta(days=20))
+        ops.record_payment(str(invoice.reference), f"PAY-{invoice.reference}", amount, on)
+        paid[str(invoice.reference)] = amount
+    return paid
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
+    """Run the demo; returns the summary (also written to ``home/demo-summary.json``).
+    Raises :class:`DemoError` when a phase does not finish."""
+    console = console or Console()
+    home = options.home
+    started = time.monotonic()
+    firm = make_firm(
+        options.today or datetime.now(UTC).date(),
+        clients=options.clients,
+        deals=options.deals,
+        consultants=options.consultants,
     )
-    started = time.perf_counter()
+    phases: dict[str, float] = {}
+    keep = False
     try:
-        with console.status("polling the crm and syncing into the erp ..."):
-            hub.worker.poll_all()
-            hub.worker.run_until_idle(300)
-            fixed = next(
-                (eid for eid, r in crm.records["Record"].items() if r.data.get("reject_reason")),
-                None,
-            )
-            if fixed:
-                crm.put(
-                    "Record",
-                    fixed,
-                    {"name": f"Client {fixed} (fixed)", "country": "DE", "vat": "DE136695976"},
+        with console.status("starting Tryton, the Salesforce and the Harvest sandboxes ..."):
+            state = fresh_start(home)
+        ops = tryton_operations(state)
+        hub = demo_hub(home, options.settle_s)
+        try:
+            with console.status("seeding the firm: accounts, deals, ERP customers, consultants"):
+                seed_firm(home, ops, firm)
+
+            def phase(title: str, before: Callable[[], Any] = lambda: None) -> None:
+                before()
+                seconds = run_phase(
+                    hub,
+                    title,
+                    console,
+                    settle_s=options.settle_s,
+                    timeout_s=options.phase_timeout_s,
                 )
-                hub.worker.poll_all()
-                hub.worker.run_until_idle(120)
-        stats = hub.operations.stats()
-        exceptions = hub.operations.list_exceptions("open", 1000)
+                phases[title] = round(seconds, 1)
+
+            phase("mobilizing closed-won deals")
+            projects = harvest_projects(hub, firm)
+            logged = 0
+
+            def log_time() -> None:
+                nonlocal logged
+                finance_closes_projects(ops, firm)
+                logged = log_and_approve_time(home, firm, projects)
+
+            phase("billing time, invoicing, reporting back", log_time)
+            paid: dict[str, Decimal] = {}
+            phase("payments back to Salesforce", lambda: paid.update(clients_pay(ops, firm)))
+            summary = summarize(hub, ops, firm, logged, paid)
+            summary["phases_s"] = phases
+            summary["seconds"] = round(time.monotonic() - started, 1)
+            keep = options.keep_running
+        finally:
+            hub.close()
+            ops.rpc.close()
     finally:
-        hub.close()
-    keys = [e.idempotency_key for e in erp.effects]
-    summary = {
-        "records_in_crm": records,
-        "written_to_erp": len(erp.targets),
-        "duplicate_effects": len(keys) - len(set(keys)),
-        "fixed_at_source_and_resumed": fixed,
-        "inbox": stats.inbox_by_status,
-        "commands": stats.commands_by_status,
-        "open_exceptions_by_class": stats.open_exceptions_by_class,
-        "open_exceptions": [
-            {"class": e.error_class.value, "entity": e.entity, "message": e.message}
-            for e in exceptions
-        ],
-        "api_calls": {"crm": dict(crm.calls), "erp": dict(erp.calls)},
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    (home / "demo-summary.json").write_text(json.dumps(summary, indent=2))
-    _print(console, summary, home)
-    if not keep_db:
-        for path in home.glob("demo.db*"):
-            path.unlink() if path.is_file() else shutil.rmtree(path)
+        if not keep:
+            sandboxctl.down(home)
+    (home / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print_summary(console, summary, home)
+    if keep:
+        pid = start_hub_process(home)
+        console.print(
+            f"the systems and a hub (pid {pid}) keep running: see {home / 'sandbox.json'}; "
+            f"`closeloop status -c {home / 'closeloop.yaml'}`; stop all with "
+            f"`closeloop sandbox down --home {home}`"
+        )
     return summary
 
 
-def _print(console: Console, summary: dict[str, Any], home: Path) -> None:
-    table = Table(title="closeloop demo: crm -> erp")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_row("records in the crm", str(summary["records_in_crm"]))
-    table.add_row("records written to the erp", str(summary["written_to_erp"]))
-    table.add_row("duplicate effects in the erp", str(summary["duplicate_effects"]))
-    for state, count in sorted(summary["commands"].items()):
-        table.add_row(f"commands {state}", str(count))
-    for error_class, count in sorted(summary["open_exceptions_by_class"].items()):
-        table.add_row(f"open exceptions: {error_class}", str(count))
-    for system, calls in summary["api_calls"].items():
-        table.add_row(
-            f"api calls {system}", ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
-        )
-    table.add_row("seconds", str(summary["seconds"]))
-    console.print(table)
-    for e in summary["open_exceptions"][:10]:
-        console.print(f"[yellow]{e['class']}[/yellow] {e['message']}")
-    console.print(f"summary written to {home / 'demo-summary.json'}")
+def start_hub_process(home: Path) -> int:
+    """``closeloop run -c home/closeloop.yaml`` in the background, recorded in sandbox.json
+    (so ``sandbox down`` stops it); returns its pid."""
+    log = (home / "hub.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "closeloop.cli", "run", "-c", str(home / "closeloop.yaml")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    sandboxctl.record_process(home, "hub", process.pid, log_file=str(home / "hub.log"))
+    return process.pid

@@ -108,10 +108,14 @@ def hub_config(home: Path, state: dict[str, Any]) -> str:
             "user": tr["user"],
             "password": tr["password"],
         }
-    config = {
+    config: dict[str, Any] = {
         "database_url": f"sqlite:///{(home / 'hub.db').resolve()}",
         "systems": systems,
     }
+    if "hub" in state:
+        config["http"] = {"host": "127.0.0.1", "port": state["hub"]["port"]}
+    if {"salesforce", "harvest", "tryton"} <= set(systems):
+        config["flows"] = {"mobilize": {}, "bill_time": {}, "invoice": {}, "status_back": {}}
     header = (
         "# Written by `closeloop sandbox up` for the local sandboxes; run the hub on them\n"
         f"# with: closeloop run -c {home / 'closeloop.yaml'}\n"
@@ -144,6 +148,7 @@ def up(home: Path, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
     from closeloop.sandboxes.salesforce.server import start_salesforce
 
     state = read_state(home)
+    state.setdefault("hub", {"port": free_port()})  # where `closeloop run` will listen
     for name in systems:
         entry = state.get(name)
         if entry and alive(int(entry["pid"])):
@@ -194,6 +199,23 @@ def _running(home: Path, system: str) -> dict[str, Any]:
     return entry
 
 
+def harvest_approve(home: Path, body: dict[str, Any]) -> int:
+    """Approve Harvest time as a manager would (``{"ids": [...]}`` or ``{"user_id", "from",
+    "to"}``); returns how many entries were approved. Raises ``LookupError`` when Harvest
+    does not run."""
+    response = _admin(home, "harvest", "POST", "approve", body, timeout_s=60)
+    response.raise_for_status()
+    return int(response.json()["approved"])
+
+
+def record_process(home: Path, name: str, pid: int, **details: Any) -> None:
+    """Add a process the sandboxes' owner started (e.g. the demo's hub) to ``sandbox.json``,
+    so that :func:`down` stops it."""
+    state = read_state(home)
+    state[name] = {**state.get(name, {}), "pid": pid, **details}
+    write_state(home, state)
+
+
 def seed(home: Path, system: str, data: dict[str, Any]) -> dict[str, Any]:
     """Load ``data`` into the running sandbox ``system``; returns what it loaded.
     Raises ``LookupError`` when it does not run and ``ValueError`` with the sandbox's
@@ -228,7 +250,10 @@ def status(home: Path) -> dict[str, str]:
             report[name] = f"stopped (pid {entry['pid']} is gone)"
             continue
         try:
-            if name in ("salesforce", "harvest"):
+            if name == "hub":
+                httpx.get(f"http://127.0.0.1:{entry['port']}/healthz", timeout=2)
+                entry = {**entry, "url": f"http://127.0.0.1:{entry['port']}"}
+            elif name in ("salesforce", "harvest"):
                 httpx.get(f"{entry['url']}/healthz", verify=_verify(entry), timeout=2)
             else:
                 httpx.post(

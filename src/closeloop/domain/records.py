@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from closeloop.domain.commands import Command, ExceptionClass, Impact
@@ -36,11 +37,30 @@ class BusinessIssue:
 
 @dataclass(frozen=True, slots=True)
 class FlowState:
-    """The persisted state of one flow instance (one per flow name and business key)."""
+    """The persisted state of one flow instance (one per flow name and business key).
+
+    ``wake_at`` (aware) is when the engine next offers the instance its timer, if ever.
+    """
 
     flow: str
     business_key: str
     state: str
+    data: dict[str, Any] = field(default_factory=dict)
+    wake_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A message from one flow instance to another (e.g. mobilize telling invoicing that an
+    engagement is approved), delivered in the same transaction as the step that sends it.
+
+    ``flow`` and ``business_key`` name the receiving instance (which need not exist yet);
+    ``name`` says what happened and ``data`` (JSON) carries the details.
+    """
+
+    flow: str
+    business_key: str
+    name: str
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -49,7 +69,9 @@ class FlowStep:
     """What a flow decided: its next state and data, commands to send, issues to open.
 
     ``resolves`` lists entities whose open business exceptions the step settles (the source
-    record was fixed), so they close with the same transaction.
+    record was fixed), so they close with the same transaction. ``signals`` go to other flow
+    instances in the same transaction. ``wake_at`` (aware) replaces the instance's timer:
+    a step that does not set it leaves the instance without one.
     """
 
     state: str
@@ -57,6 +79,8 @@ class FlowStep:
     commands: tuple[Command, ...] = ()
     issues: tuple[BusinessIssue, ...] = ()
     resolves: tuple[str, ...] = ()
+    signals: tuple[Signal, ...] = ()
+    wake_at: datetime | None = None
 
 
 class MappingError(ValueError):

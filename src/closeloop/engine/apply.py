@@ -10,7 +10,7 @@ import structlog
 
 from closeloop.domain.changes import content_hash, version_sort_key
 from closeloop.domain.commands import ExceptionClass, Impact
-from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, MappingError
+from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, MappingError, Signal
 from closeloop.engine.metrics import EngineMetrics
 from closeloop.engine.registry import Registry, UnknownObjectError
 from closeloop.ports.clock import Clock
@@ -26,6 +26,7 @@ from closeloop.ports.store import (
 
 log = structlog.get_logger(__name__)
 _SETTLING = ("applied", "unchanged")
+MAX_SIGNALS = 10_000  # per transaction: more means flows signal each other in a loop
 
 
 @dataclass
@@ -36,10 +37,12 @@ class StepBuffer:
     commands: list[NewCommand] = field(default_factory=list)
     exceptions: list[NewException] = field(default_factory=list)
     resolves: list[str] = field(default_factory=list)
+    signals: list[tuple[Signal, str | None]] = field(default_factory=list)
 
     def add(self, flow: str, key: str, step: FlowStep, correlation_id: str | None) -> None:
         """Record ``step`` of flow instance ``(flow, key)``."""
-        self.states[(flow, key)] = FlowState(flow, key, step.state, step.data)
+        self.states[(flow, key)] = FlowState(flow, key, step.state, step.data, step.wake_at)
+        self.signals.extend((signal, correlation_id) for signal in step.signals)
         self.commands.extend(NewCommand(c, flow, correlation_id) for c in step.commands)
         self.exceptions.extend(
             NewException(
@@ -55,6 +58,35 @@ class StepBuffer:
         self.commands.extend(other.commands)
         self.exceptions.extend(other.exceptions)
         self.resolves.extend(other.resolves)
+        self.signals.extend(other.signals)
+
+    def deliver(
+        self,
+        tx: UnitOfWork,
+        registry: Registry,
+        known: dict[tuple[str, str], FlowState],
+        now: datetime,
+    ) -> None:
+        """Hand every pending signal to its receiving instance, and the signals those steps
+        send, until none is left. ``known`` caches states read in this transaction (it is
+        filled with the ones read here). A signal to a flow the configuration does not run
+        is not delivered (e.g. mobilize without invoicing). Raises ``RuntimeError`` past
+        ``MAX_SIGNALS``."""
+        delivered = 0
+        while self.signals:
+            signal, correlation_id = self.signals.pop(0)
+            delivered += 1
+            if delivered > MAX_SIGNALS:
+                raise RuntimeError(f"more than {MAX_SIGNALS} signals: flows signal in a loop")
+            if not registry.has_flow(signal.flow):
+                continue
+            key = (signal.flow, signal.business_key)
+            if key not in self.states and key not in known:
+                known.update(tx.get_flows([key]))
+            state = self.states.get(key) or known.get(key)
+            step = registry.flow(signal.flow).on_signal(state, signal, now)
+            if step is not None:
+                self.add(signal.flow, signal.business_key, step, correlation_id)
 
     def write(self, tx: UnitOfWork, now: datetime) -> None:
         """Persist states, supersede parked commands the new ones replace, write commands,
@@ -172,11 +204,20 @@ class Applier:
             )
         buffer = self._run_flows(tx, records, outcomes, exceptions)
         tx.put_snapshots([(s, d) for i, s, d in new_snapshots if i not in outcomes], now)
-        # a version that maps again settles the mapping exceptions of earlier versions
-        buffer.resolves.extend(
-            _entity(row) for row in rows if outcomes.get(row.id, ("applied",))[0] in _SETTLING
-        )
         buffer.write(tx, now)
+        # a version that maps again settles the rejections of earlier versions (what a flow
+        # raised about the record stays open until the flow resolves it)
+        settled = [
+            _entity(row) for row in rows if outcomes.get(row.id, ("applied",))[0] in _SETTLING
+        ]
+        tx.close_exceptions_for(
+            settled,
+            [],
+            "closeloop",
+            "fixed at source: a newer version applied",
+            now,
+            rejections_only=True,
+        )
         tx.open_exceptions(exceptions, now)
         results = [outcomes.get(row.id, ("applied", None)) for row in rows]
         tx.mark_inbox([(row.id, s, err) for row, (s, err) in zip(rows, results, strict=True)], now)
@@ -229,6 +270,7 @@ class Applier:
                     step = flow.on_record(current, record)
                     if step is not None:
                         local.add(flow_name, business_key, step, row.change.correlation_id)
+                local.deliver(tx, self.registry, states, self.clock.now())
             except Exception as exc:  # a flow bug must not stop the other records
                 log.exception(
                     "flow failed", entity=_entity(row), correlation_id=row.change.correlation_id

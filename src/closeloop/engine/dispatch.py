@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TypeVar
 
@@ -336,6 +336,24 @@ class Dispatcher:
                     )
                 )
                 continue
-            if step is not None:
-                buffer.add(row.flow, row.command.business_key, step, row.correlation_id)
+            if step is None:
+                continue
+            local = StepBuffer()
+            local.add(row.flow, row.command.business_key, step, row.correlation_id)
+            try:
+                local.deliver(tx, self.registry, {**states, **buffer.states}, self.clock.now())
+            except Exception as exc:  # a signal's receiver failed: keep the step, report it
+                log.exception(
+                    "flow failed on a signal", flow=row.flow, correlation_id=row.correlation_id
+                )
+                exceptions.append(
+                    self._exception(
+                        row,
+                        ExceptionClass.INTERNAL,
+                        f"was applied, but a flow failed on {row.flow}'s signal: {exc}",
+                    )
+                )
+                local = StepBuffer()
+                local.add(row.flow, row.command.business_key, replace(step, signals=()), None)
+            buffer.merge(local)
         return buffer

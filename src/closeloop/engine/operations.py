@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from closeloop.domain.commands import CommandStatus
+from closeloop.domain.records import FlowState
 from closeloop.ports.clock import Clock
 from closeloop.ports.store import AuditEntry, ExceptionRow, Store, StoreStats, UnitOfWork
 
@@ -25,6 +26,11 @@ class Operations:
         """Counts by state."""
         with self.store.transaction() as tx:
             return tx.stats()
+
+    def flows(self, flow: str | None = None, limit: int = 100_000) -> list[FlowState]:
+        """Flow instances (of one flow, or all) with their state, data and timer."""
+        with self.store.transaction() as tx:
+            return tx.list_flows(flow, limit)
 
     def list_exceptions(self, status: str | None = "open", limit: int = 100) -> list[ExceptionRow]:
         """Exceptions, newest first (``status=None`` for all)."""

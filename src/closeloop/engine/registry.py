@@ -16,12 +16,14 @@ class UnknownObjectError(LookupError):
 @dataclass
 class Registry:
     """Connectors (by system name) and bindings (by ``(system, object)``); built once by bootstrap.
+    ``flows`` adds flows that no record drives (only signals and timers).
 
     Raises ``ValueError`` on two bindings for one object or two flows with one name.
     """
 
     connectors: Mapping[str, Connector] = field(default_factory=dict)
     bindings: Sequence[Binding] = ()
+    flows: Sequence[Flow] = ()
 
     def __post_init__(self) -> None:
         self._bindings: dict[tuple[str, str], Binding] = {}
@@ -31,10 +33,10 @@ class Registry:
             if key in self._bindings:
                 raise ValueError(f"two bindings for {binding.system}.{binding.object}")
             self._bindings[key] = binding
-            for flow in binding.flows:
-                known = self._flows.setdefault(flow.name, flow)
-                if known is not flow:
-                    raise ValueError(f"two different flows named {flow.name!r}")
+        for flow in [*(f for b in self.bindings for f in b.flows), *self.flows]:
+            known = self._flows.setdefault(flow.name, flow)
+            if known is not flow:
+                raise ValueError(f"two different flows named {flow.name!r}")
 
     def binding(self, system: str, object_name: str) -> Binding:
         """The binding of one vendor object. Raises :class:`UnknownObjectError`."""
@@ -52,6 +54,10 @@ class Registry:
             return self._flows[name]
         except KeyError:
             raise UnknownObjectError(f"no flow named {name!r}") from None
+
+    def has_flow(self, name: str) -> bool:
+        """Whether a flow named ``name`` is configured."""
+        return name in self._flows
 
     def connector(self, system: str) -> Connector:
         """The connector of ``system``. Raises :class:`UnknownObjectError`."""

@@ -12,6 +12,7 @@ from closeloop.engine.apply import Applier
 from closeloop.engine.dispatch import Dispatcher
 from closeloop.engine.intake import Intake
 from closeloop.engine.registry import Registry
+from closeloop.engine.timers import Timers
 from closeloop.ports.connector import ConnectorError
 from closeloop.ports.store import Store
 
@@ -32,7 +33,8 @@ class WorkerSettings:
 
 
 class Worker:
-    """One loop of intake polling, apply and dispatch. Several may run, in several processes."""
+    """One loop of intake polling, apply, flow timers and dispatch. Several may run, in several
+    processes."""
 
     def __init__(
         self,
@@ -41,6 +43,7 @@ class Worker:
         intake: Intake,
         applier: Applier,
         dispatcher: Dispatcher,
+        timers: Timers,
         settings: WorkerSettings,
     ) -> None:
         self.store = store
@@ -48,6 +51,7 @@ class Worker:
         self.intake = intake
         self.applier = applier
         self.dispatcher = dispatcher
+        self.timers = timers
         self.settings = settings
         self._next_poll = 0.0
 
@@ -62,7 +66,8 @@ class Worker:
         return accepted
 
     def run_once(self) -> int:
-        """One round: poll if due, apply what is pending, dispatch once. Returns work done."""
+        """One round: poll if due, apply what is pending, fire due flow timers, dispatch once.
+        Returns work done."""
         work = 0
         if self.settings.poll_interval_s > 0 and time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.settings.poll_interval_s
@@ -72,16 +77,17 @@ class Worker:
             work += applied
             if applied < self.settings.apply_batch:
                 break
+        work += self.timers.fire_due()
         work += self.dispatcher.dispatch_once()
         return work
 
-    def is_idle(self) -> bool:
-        """No pending inbox row, no pending or in-flight command (parked ones wait for people)."""
+    def is_idle(self, timers_within_s: float = 0.0) -> bool:
+        """No pending inbox row, no pending or in-flight command that can run (parked ones,
+        and those queued behind them, wait for people) and no flow timer due within
+        ``timers_within_s`` seconds."""
         with self.store.transaction() as tx:
-            stats = tx.stats()
-        return not stats.inbox_by_status.get("pending") and not any(
-            stats.commands_by_status.get(s) for s in ("pending", "in_flight")
-        )
+            busy = tx.stats().inbox_by_status.get("pending") or tx.runnable_commands()
+        return not busy and not self.timers.next_due(timers_within_s)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; errors of one round are logged and the loop goes on."""
@@ -94,14 +100,17 @@ class Worker:
             if not work:
                 stop.wait(self.settings.idle_wait_s)
 
-    def run_until_idle(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
-        """Loop until :meth:`is_idle`; ``False`` if ``timeout_s`` passed first."""
+    def run_until_idle(
+        self, timeout_s: float, stop: threading.Event | None = None, timers_within_s: float = 0.0
+    ) -> bool:
+        """Loop until :meth:`is_idle` (``timers_within_s`` as there); ``False`` if ``timeout_s``
+        passed first."""
         stop = stop or threading.Event()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not stop.is_set():
             if self.run_once():
                 continue
-            if self.is_idle():
+            if self.is_idle(timers_within_s):
                 return True
             stop.wait(self.settings.idle_wait_s)
         return False

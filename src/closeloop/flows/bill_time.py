@@ -4,21 +4,31 @@ timesheet lines on the matching project and task, exactly once.
 One instance per time entry (business key ``time_entry:<canonical id>``); the ERP connector
 sends the lines of a batch in one call. An entry is taken when it is approved, billable, not
 already invoiced in the PSA, and logged on an engagement's project (code ``SF-...``, as
-:mod:`.mobilize` names them). The ERP's employee is found (or created) from the PSA person,
-the task by ``<project code>:<task name>``. An entry against a closed project, an unknown
-task or a locked period is refused by the ERP: the command's business exception names the
-entry. States: ``recorded`` (the line id is kept; a later version never records it again).
+:mod:`.mobilize` names them). The engagement's invoicing instance (:mod:`.invoice`) decides
+whether it goes ahead: released at once for a mobilized engagement, held while finance
+approval is pending (released when it arrives), refused for a closed engagement. The ERP's
+employee is found (or created) from the PSA person, the task by ``<project code>:<task
+name>``. An entry against a closed project, an unknown task or a locked period is refused by
+the ERP: the command's business exception names the entry.
+
+States: ``logged`` (asked the engagement), ``held``, ``recording``, ``recorded`` (the line id
+is kept; a later version never records it again), ``refused``, ``withdrawn`` (no longer
+approved or billable before it was recorded).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from closeloop.domain.canonical.delivery import ApprovalState, TimeEntry
-from closeloop.domain.commands import Applied, Command, Impact
-from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
+from closeloop.domain.commands import Applied, Command, ExceptionClass, Impact
+from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep, Signal
+from closeloop.flows.invoice import billing_key
 
 ENGAGEMENT_PREFIX = "SF-"
+DONE = ("recording", "recorded")
 
 
 @dataclass(frozen=True)
@@ -36,8 +46,8 @@ class BillTimeFlow:
         return f"time_entry:{record.canonical_id}"
 
     def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
-        """Record an approved, billable entry of an engagement once; ignore the rest."""
-        if state is not None and state.state in ("recording", "recorded"):
+        """Ask the engagement about an approved, billable entry once; ignore the rest."""
+        if state is not None and state.state in DONE:
             return None  # never twice (an approved entry is locked in the PSA anyway)
         entry = TimeEntry.model_validate(record.data)
         code = entry.project_code or ""
@@ -48,15 +58,20 @@ class BillTimeFlow:
             and code.startswith(ENGAGEMENT_PREFIX)
             and entry.task_name
         ):
+            if state is not None and state.state in ("logged", "held"):
+                return FlowStep("withdrawn", dict(state.data))
             return None
+        if state is not None and state.state == "refused":
+            return None  # waits for a person: replay the exception's command
         entry_id = record.source[2]
         key = f"{self.psa}-{entry_id}"
-        command = Command(
-            system=self.erp,
-            operation="add_timesheet_line",
-            business_key=self.business_key(record) or "",
-            idempotency_key=f"tryton:add_timesheet_line:{key}",
-            payload={
+        business_key = self.business_key(record) or ""
+        data = {
+            "entry_id": entry_id,
+            "project_code": code,
+            "hours": str(entry.hours),
+            "date": entry.date.isoformat(),
+            "line": {
                 "key": key,
                 "employee_key": f"{self.psa}-{entry.person}",
                 "employee_name": entry.person_name or f"{self.psa} person {entry.person}",
@@ -65,16 +80,54 @@ class BillTimeFlow:
                 "hours": str(entry.hours),
                 "description": entry.notes or "",
             },
-            entity=f"{self.psa}:time_entry:{entry_id}",
+        }
+        ask = Signal("invoice", billing_key(code), "time_logged", {"entry": business_key})
+        return FlowStep("logged", data, signals=(ask,))
+
+    def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
+        """The engagement's answer: ``release`` (record the line), ``hold``, ``refuse``."""
+        if state is None or state.state not in ("logged", "held"):
+            return None  # withdrawn meanwhile, or answered already
+        data = dict(state.data)
+        if signal.name == "hold":
+            return FlowStep("held", data)
+        entity = f"{self.psa}:time_entry:{data['entry_id']}"
+        if signal.name == "refuse":
+            message = (
+                f"time entry {data['entry_id']} ({data['hours']} h on {data['date']}) cannot be "
+                f"billed: {signal.data.get('reason') or 'its engagement refused it'}"
+            )
+            issue = BusinessIssue(ExceptionClass.VALIDATION, Impact.REVENUE, entity, message)
+            return FlowStep("refused", data, issues=(issue,))
+        if signal.name != "release":
+            raise ValueError(f"flow {self.name} has no signal {signal.name!r}")
+        key = data["line"]["key"]
+        command = Command(
+            system=self.erp,
+            operation="add_timesheet_line",
+            business_key=signal.business_key,
+            idempotency_key=f"tryton:add_timesheet_line:{key}",
+            payload=data["line"],
+            entity=entity,
             impact=Impact.REVENUE,
         )
-        data = {"entry_id": entry_id, "project_code": code, "hours": str(entry.hours)}
         return FlowStep("recording", data, commands=(command,))
+
+    def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
+        """No timers."""
+        return None
 
     def on_result(
         self, state: FlowState, operation: str, entity: str, outcome: Applied
     ) -> FlowStep | None:
-        """Keep the ERP line's id."""
+        """Keep the ERP line's id and tell the engagement's invoicing."""
         if operation != "add_timesheet_line":
             return None
-        return FlowStep("recorded", {**state.data, "erp_line_id": outcome.result.get("line")})
+        data: dict[str, Any] = {**state.data, "erp_line_id": outcome.result.get("line")}
+        recorded = Signal(
+            "invoice",
+            billing_key(data["project_code"]),
+            "recorded",
+            {"date": data["date"], "hours": data["hours"]},
+        )
+        return FlowStep("recorded", data, signals=(recorded,))

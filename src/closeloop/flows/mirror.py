@@ -13,6 +13,7 @@ from typing import Any
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, Impact
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, MappingError
+from closeloop.ports.flows import Unsignalled
 
 
 def record_mapper(change: Change) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def record_mapper(change: Change) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class MirrorFlow:
+class MirrorFlow(Unsignalled):
     """Upserts every new version of a record into ``target_system`` as ``target_object``.
 
     States: ``syncing`` (a command is out) and ``synced`` (the target holds ``version``).

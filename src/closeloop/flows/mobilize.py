@@ -17,16 +17,23 @@ One instance per opportunity (business key ``engagement:<canonical id>``). State
   (billable time against it is held until approval arrives); the CRM gets the ERP customer id,
   the project ids and the status.
 - ``closed``: compensation. A deal reopened or lost before any time was billed closes the
-  projects in both systems (never deletes them) and records why.
+  projects in both systems (never deletes them) and records why. One lost after time was
+  billed keeps its projects and opens a business exception for a person to decide.
+
+Entering ``provisional``, ``mobilized`` or ``closed`` signals the engagement's invoicing
+(:mod:`.invoice`, which holds or releases its time) and its status-back instance
+(:mod:`.status_back`); invoicing signals ``billed`` back when the first line is recorded.
 
 Pure decisions over canonical data: the commands carry the target systems' idempotency keys
 in their documented forms (``tryton:<op>:<key>``, ``harvest:<op>:<key>``,
-``salesforce:<Object>:<...>``).
+``salesforce:<Object>:<...>``). Keys name the deal, not only the account: two deals of one
+account each create (idempotently, by code) the customer they need, in their own order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -40,7 +47,7 @@ from closeloop.domain.canonical.sales import (
 )
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Impact
 from closeloop.domain.money import minor_unit
-from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep
+from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.domain.taxids import country_code, validate_tax_id
 
 BLOCKED = "closed-won deal blocked from mobilization"
@@ -76,7 +83,12 @@ class MobilizeFlow:
         if current == "provisional" and opportunity.finance_approval is FinanceApproval.APPROVED:
             assert state is not None
             data = {**state.data, "finance_approved": True}
-            return FlowStep("mobilized", data, commands=(self._write_back(data, "Mobilized"),))
+            return FlowStep(
+                "mobilized",
+                data,
+                commands=(self._write_back(data, "Mobilized"),),
+                signals=self._signals(data, "mobilized"),
+            )
         if current in UNDER_WAY:
             return None
         problems = commercial_problems(opportunity)
@@ -100,7 +112,7 @@ class MobilizeFlow:
             system=self.erp,
             operation="match_customer",
             business_key=data["business_key"],
-            idempotency_key=f"tryton:match_customer:{customer['crm_id']}:{record.version}",
+            idempotency_key=f"tryton:match_customer:{deal_id}:{record.version}",
             payload={
                 "name": customer["legal_name"],
                 "country": customer["country"],
@@ -124,8 +136,19 @@ class MobilizeFlow:
         entity = f"{self.crm}:Opportunity:{deal_id}"
         if state.state == "blocked":  # no longer closed-won: nothing to mobilize
             return FlowStep("withdrawn", dict(state.data), resolves=(entity,))
-        if state.state not in UNDER_WAY or state.data.get("billed"):
+        if state.state not in UNDER_WAY:
             return None
+        if state.data.get("billed"):
+            if state.data.get("lost_after_billing") == opportunity.stage.value:
+                return None
+            message = (
+                f"engagement {state.data['project_key']} went back to {opportunity.stage.value} "
+                "after time was billed: its projects stay open; close them and credit what "
+                "should not be billed by hand"
+            )
+            issue = BusinessIssue(ExceptionClass.CONFLICT, Impact.REVENUE, entity, message)
+            data = {**state.data, "lost_after_billing": opportunity.stage.value}
+            return FlowStep(state.state, data, issues=(issue,))
         reason = f"the deal went back to {opportunity.stage.value} before any time was billed"
         data = {**state.data, "closed_because": reason}
         key = data["project_key"]
@@ -150,7 +173,40 @@ class MobilizeFlow:
             ),
             self._status(data, "Closed", reason),
         ]
-        return FlowStep("closed", data, commands=tuple(commands))
+        return FlowStep(
+            "closed", data, commands=tuple(commands), signals=self._signals(data, "closed")
+        )
+
+    def _signals(self, data: dict[str, Any], status: str) -> tuple[Signal, ...]:
+        """Tell the engagement's invoicing and status-back instances where it stands."""
+        key = data["project_key"]
+        invoicing = {
+            "status": status,
+            "engagement": data["business_key"],
+            "closed_because": data.get("closed_because"),
+        }
+        engagement = {
+            "status": status,
+            "deal_id": data["deal_id"],
+            "account_id": data["customer"]["crm_id"],
+            "client": data["customer"]["legal_name"],
+            "start_date": data["start_date"],
+            "currency": data["currency"],
+        }
+        return (
+            Signal("invoice", f"billing:{key}", "engagement", invoicing),
+            Signal("status_back", f"status:{key}", "engagement", engagement),
+        )
+
+    def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
+        """``billed``: time of the engagement is in the ERP (no more automatic closing)."""
+        if state is None or signal.name != "billed" or state.data.get("billed"):
+            return None
+        return FlowStep(state.state, {**state.data, "billed": True})
+
+    def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
+        """No timers."""
+        return None
 
     # --- results from the target systems ---------------------------------------------------
     def on_result(
@@ -175,7 +231,12 @@ class MobilizeFlow:
             return FlowStep("provisioning", data)
         provisional = data["finance_approval"] == FinanceApproval.PENDING.value
         status = "Provisional" if provisional else "Mobilized"
-        return FlowStep(status.lower(), data, commands=(self._write_back(data, status),))
+        return FlowStep(
+            status.lower(),
+            data,
+            commands=(self._write_back(data, status),),
+            signals=self._signals(data, status.lower()),
+        )
 
     def _matched(self, data: dict[str, Any], result: dict[str, Any]) -> FlowStep:
         deal_id = data["deal_id"]
@@ -188,6 +249,7 @@ class MobilizeFlow:
             )
         customer = data["customer"]
         commands = []
+        data["customer_match_kind"] = result.get("kind") or "none"
         if result.get("kind") in ("tax_id", "similar"):
             data["erp_customer_code"] = result["party_code"]
             data["erp_customer_id"] = result.get("party_id")
@@ -201,7 +263,7 @@ class MobilizeFlow:
                     self.erp,
                     "upsert_customer",
                     data["business_key"],
-                    f"tryton:upsert_customer:{code}",
+                    f"tryton:upsert_customer:{code}:{deal_id}",
                     {
                         "code": code,
                         "name": customer["legal_name"],

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied
-from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
+from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 
 
 class Mapper(Protocol):
@@ -46,6 +47,27 @@ class Flow(Protocol):
     ) -> FlowStep | None:
         """React to a command of this flow applied in its target; ``None`` changes nothing."""
         ...
+
+    def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
+        """React to ``signal`` from another flow instance (``state`` is ``None`` when this
+        instance does not exist yet); ``None`` changes nothing."""
+        ...
+
+    def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
+        """The instance's ``wake_at`` has come; ``None`` keeps the state and clears the timer."""
+        ...
+
+
+class Unsignalled:
+    """Defaults for a flow that neither takes signals nor sets timers (inherit it)."""
+
+    def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
+        """Ignore signals."""
+        return None
+
+    def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
+        """Set no timers, so none fires."""
+        return None
 
 
 @dataclass(frozen=True)

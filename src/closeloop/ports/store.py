@@ -203,7 +203,16 @@ class UnitOfWork(Protocol):
         ...
 
     def put_flows(self, states: Sequence[FlowState], now: datetime) -> None:
-        """Create or replace flow states."""
+        """Create or replace flow states (with their timers)."""
+        ...
+
+    def due_flows(self, until: datetime, limit: int) -> list[FlowState]:
+        """Flow instances whose timer is due at ``until``, earliest first, locked until commit
+        (instances another transaction holds are skipped where the backend can)."""
+        ...
+
+    def list_flows(self, flow: str | None, limit: int) -> list[FlowState]:
+        """Flow instances by flow name and business key, optionally of one flow."""
         ...
 
     def add_commands(self, commands: Sequence[NewCommand], now: datetime) -> int:
@@ -229,6 +238,11 @@ class UnitOfWork(Protocol):
         lease (its worker died: it is returned with ``ambiguous`` set). Claimed commands are
         in flight until ``lease_until``.
         """
+        ...
+
+    def runnable_commands(self) -> int:
+        """Pending or in-flight commands not waiting behind a parked command of their
+        business key (those wait for a person)."""
         ...
 
     def still_claimed(self, command_ids: Sequence[int], worker: str) -> set[int]:
@@ -269,8 +283,12 @@ class UnitOfWork(Protocol):
         actor: str,
         reason: str,
         now: datetime,
+        *,
+        rejections_only: bool = False,
     ) -> list[int]:
-        """Resolve the open exceptions about ``entities`` or ``command_ids``; returns ids."""
+        """Resolve the open exceptions about ``entities`` or ``command_ids`` (with
+        ``rejections_only``, only inbox rejections: mapping or apply failures, not what a
+        flow raised about the record); returns ids."""
         ...
 
     def requeue_command(self, command_id: int, now: datetime) -> bool:

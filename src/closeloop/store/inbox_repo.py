@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select, tuple_, update
 
 from closeloop.domain.changes import Change
-from closeloop.domain.records import FlowState
 from closeloop.ports.store import Cursor, InboxRow, RecordKey, Snapshot, iter_chunks
 from closeloop.store import tables as t
 from closeloop.store._sql import CHUNK, dialect_insert, for_update, insert_ignore, upsert
@@ -236,41 +235,3 @@ class InboxRepository:
             for s, data in snapshots
         ]
         upsert(self.conn, t.records, rows, ["system", "object", "external_id"])
-
-    def get_flows(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], FlowState]:
-        f = t.flows
-        found: dict[tuple[str, str], FlowState] = {}
-        for chunk in iter_chunks(list(dict.fromkeys(keys)), CHUNK):
-            stmt = select(f.c.flow, f.c.business_key, f.c.state, f.c.data).where(
-                tuple_(f.c.flow, f.c.business_key).in_(chunk)
-            )
-            stmt = for_update(self.conn, stmt.order_by(f.c.flow, f.c.business_key))
-            for row in self.conn.execute(stmt):
-                found[(row.flow, row.business_key)] = FlowState(
-                    row.flow, row.business_key, row.state, dict(row.data)
-                )
-        return found
-
-    def put_flows(self, states: Sequence[FlowState], now: datetime) -> None:
-        if not states:
-            return
-        f = t.flows
-        rows_out = [
-            {
-                "flow": s.flow,
-                "business_key": s.business_key,
-                "state": s.state,
-                "data": s.data,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for s in states
-        ]
-        stmt = dialect_insert(self.conn, f)
-        self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["flow", "business_key"],
-                set_={"state": stmt.excluded.state, "data": stmt.excluded.data, "updated_at": now},
-            ),
-            rows_out,
-        )

@@ -86,6 +86,8 @@ class OpsRepository:
         actor: str,
         reason: str,
         now: datetime,
+        *,
+        rejections_only: bool = False,
     ) -> list[int]:
         e = t.exceptions
         if not entities and not command_ids:
@@ -97,6 +99,8 @@ class OpsRepository:
             .values(status="resolved", resolved_by=actor, resolution=reason, updated_at=now)
             .returning(e.c.id)
         )
+        if rejections_only:
+            stmt = stmt.where(e.c.inbox_id.is_not(None))
         return list(self.conn.execute(stmt).scalars())
 
     def audit(self, entries: Sequence[AuditEntry]) -> None:

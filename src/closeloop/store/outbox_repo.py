@@ -218,3 +218,21 @@ class OutboxRepository:
             .values(status=status.value, updated_at=now)
         )
         return bool(result.rowcount)
+
+    def runnable_commands(self) -> int:
+        c = t.commands
+        parked = c.alias("parked")
+        blocked = (
+            select(parked.c.id)
+            .where(
+                parked.c.business_key == c.c.business_key,
+                parked.c.status == CommandStatus.PARKED.value,
+                parked.c.id < c.c.id,
+            )
+            .exists()
+        )
+        stmt = select(func.count()).where(
+            c.c.status.in_([CommandStatus.PENDING.value, CommandStatus.IN_FLIGHT.value]),
+            ~blocked,
+        )
+        return int(self.conn.execute(stmt).scalar() or 0)

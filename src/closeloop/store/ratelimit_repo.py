@@ -43,6 +43,14 @@ class SqlSharedRateLimit:
             conn.execute(rate_windows.update().where(rate_windows.c.key == key).values(sent=sent))
             return 0.0, now
 
+    def used(self, key: str, window_s: float) -> int:
+        """Requests sent under ``key`` within the last ``window_s`` seconds (all workers)."""
+        with self.engine.connect() as conn:
+            query = sa.select(rate_windows.c.sent).where(rate_windows.c.key == key)
+            sent = conn.execute(query).scalar_one_or_none() or []
+        now = self.clock()
+        return sum(1 for t in sent if t > now - window_s)
+
     def settle(self, key: str, stamp: float) -> None:
         """See :meth:`~closeloop.ports.ratelimit.SharedRateLimit.settle`."""
         with self.engine.begin() as conn:

@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine
 
 from closeloop.store.db import create_db_engine
+from closeloop.store.flow_repo import FlowRepository
 from closeloop.store.inbox_repo import InboxRepository
 from closeloop.store.ops_repo import OpsRepository
 from closeloop.store.outbox_repo import OutboxRepository
 
 
-class SqlUnitOfWork(InboxRepository, OutboxRepository, OpsRepository):
+class SqlUnitOfWork(InboxRepository, FlowRepository, OutboxRepository, OpsRepository):
     """All store operations on one open transaction (``conn``)."""
 
     def __init__(self, conn: Connection) -> None:

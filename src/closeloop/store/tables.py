@@ -107,7 +107,9 @@ flows = Table(
     Column("data", JSON, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("wake_at", TS, nullable=True),
 )
+Index("ix_flows_wake_at", flows.c.wake_at)
 
 commands = Table(
     "commands",

@@ -56,6 +56,11 @@ def invoice_payload(invoice: InvoiceState) -> dict[str, Any]:
         "tax_amount": str(invoice.tax_amount),
         "total_amount": str(invoice.total_amount),
         "amount_to_pay": str(invoice.amount_to_pay),
+        "amount_paid": str(
+            invoice.total_amount - invoice.amount_to_pay
+            if invoice.state in ("posted", "paid")
+            else Decimal(0)
+        ),
     }
 
 
@@ -239,8 +244,10 @@ class TrytonConnector:
         ops, found = self.operations, {}
         for operation, keys in by_operation.items():
             hits: dict[str, dict[str, Any]]
-            if operation == "upsert_customer":
-                hits = {k: {"party": v} for k, v in ops.find_customers(keys).items()}
+            if operation == "upsert_customer":  # key: <code> or <code>:<requester>
+                codes = {k: k.split(":", 1)[0] for k in keys}
+                parties = ops.find_customers(sorted(set(codes.values())))
+                hits = {k: {"party": parties[c]} for k, c in codes.items() if c in parties}
             elif operation in ("upsert_project", "close_project"):
                 hits = {k: {"works": {k: v["id"]}} for k, v in ops.find_works(keys).items()}
             elif operation == "add_timesheet_line":

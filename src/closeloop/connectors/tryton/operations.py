@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from closeloop.connectors.tryton.rpc import TrytonRPC
+from closeloop.connectors.tryton.rpc import TrytonRPC, TrytonUserError
 from closeloop.connectors.tryton.setup import TrytonIds, ensure_country
 from closeloop.domain.taxids import tax_id_forms
 from closeloop.mdm.matching import Party, normalize_name
@@ -300,15 +300,24 @@ class TrytonOperations:
                     )
         return {k: v["id"] for k, v in self.find_works([key, *[t.key for t in tasks]]).items()}
 
-    def close_project(self, key: str) -> bool:
-        """Set the project and its tasks to Done (never delete); ``False`` if unknown."""
+    def close_project(self, key: str, on: date | None = None) -> bool:
+        """Set the project and its tasks to Done and end their timesheets on ``on`` (default
+        today; Tryton then refuses time logged after it), never delete; ``False`` if unknown."""
         works = self.find_works([key])
         if key not in works:
             return False
         done = self.rpc.search_read("project.work.status", [["name", "=", "Done"]], ["id"])[0]
         project = works[key]["id"]
         children = self.rpc.search_read("project.work", [["parent", "child_of", [project]]], ["id"])
-        self.rpc.write("project.work", [c["id"] for c in children], {"status": done["id"]})
+        self.rpc.write(
+            "project.work",
+            [c["id"] for c in children],
+            {
+                "status": done["id"],
+                "progress": 1.0,
+                "timesheet_end_date": on or datetime.now(UTC).date(),
+            },
+        )
         return True
 
     # --- people and time ----------------------------------------------------------------
@@ -371,6 +380,7 @@ class TrytonOperations:
         if unknown:
             raise LookupError(f"tasks unknown to Tryton: {', '.join(unknown)}")
         work_of = self._timesheet_works
+        self._check_open(entries, work_of)
         done = self.find_timesheet_lines(entries, work_of)
         todo = [e for e in entries if e.key not in done]
         if todo:
@@ -383,6 +393,22 @@ class TrytonOperations:
                 raise
             done.update(zip((e.key for e in todo), ids, strict=True))
         return {e.key: done[e.key] for e in entries}
+
+    def _check_open(self, entries: Sequence[TimesheetEntry], work_of: dict[str, int]) -> None:
+        """Raise ``TrytonUserError`` (closed period) for the first entry dated after its
+        task's timesheet end (a closed project): one read per batch, and a message finance
+        can act on instead of Tryton's domain error."""
+        works = sorted({work_of[e.task_key] for e in entries})
+        rows = self.rpc.search_read("timesheet.work", [["id", "in", works]], ["timesheet_end_date"])
+        ends = {r["id"]: r["timesheet_end_date"] for r in rows if r["timesheet_end_date"]}
+        for entry in entries:
+            end = ends.get(work_of[entry.task_key])
+            if end is not None and entry.date > end:
+                raise TrytonUserError(
+                    f"project task {entry.task_key} is closed: its timesheet ended on "
+                    f"{end.isoformat()}, so time of {entry.date.isoformat()} cannot be "
+                    "recorded (the period is closed)"
+                )
 
     def _create_lines(
         self, todo: Sequence[TimesheetEntry], employees: dict[str, int], work_of: dict[str, int]

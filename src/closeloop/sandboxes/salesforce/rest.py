@@ -12,7 +12,6 @@ with ``@{reference.path}`` references), ``limits``, ``limits/recordCount``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -339,7 +338,7 @@ class Rest:
         reference = str(sub.get("referenceId", ""))
         try:
             url = _substitute(str(sub.get("url", "")), done)
-            payload = json.loads(_substitute(json.dumps(sub.get("body")), done))
+            payload = _substitute_in(sub.get("body"), done)
         except KeyError as exc:
             status: int = 400
             answer: Any = [
@@ -402,6 +401,18 @@ def _substitute(text: str, done: dict[str, Any]) -> str:
         return str(node)
 
     return _REFERENCE.sub(value, text)
+
+
+def _substitute_in(node: Any, done: dict[str, Any]) -> Any:
+    """``node`` (a parsed JSON body) with :func:`_substitute` applied to every string in it;
+    numbers stay as parsed (Decimal)."""
+    if isinstance(node, str):
+        return _substitute(node, done)
+    if isinstance(node, list):
+        return [_substitute_in(item, done) for item in node]
+    if isinstance(node, dict):
+        return {key: _substitute_in(value, done) for key, value in node.items()}
+    return node
 
 
 def _fields(body: Any) -> dict[str, Any]:

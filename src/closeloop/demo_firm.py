@@ -1,0 +1,273 @@
+"""The firm the demo (and the end-to-end tests) run: clients, closed-won deals, consultants
+and their time, made deterministically from a seed.
+
+Northwind Advisory sells time-and-materials engagements to clients in several countries and
+bills in EUR. Over the quarter before the current month its sales team closed deals in
+Salesforce; some accounts are already customers in the ERP (matched by tax id, or by name and
+address); a few deals carry missing or invalid data on purpose; one needs finance approval;
+finance closes two projects in the ERP part way (time logged after that is refused).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from closeloop.domain.taxids import validate_tax_id
+
+ROLES = {
+    "Partner": Decimal("260.00"),
+    "Principal": Decimal("220.00"),
+    "Senior Consultant": Decimal("180.00"),
+    "Consultant": Decimal("140.00"),
+    "Analyst": Decimal("95.00"),
+}
+# country: (name in the CRM, legal form, cities with postal codes, tax id shape)
+COUNTRIES: dict[str, tuple[str, str, list[tuple[str, str]], tuple[str, int]]] = {
+    "DE": ("Germany", "GmbH", [("Berlin", "10115"), ("Munich", "80331")], ("DE", 9)),
+    "AT": ("Austria", "GmbH", [("Vienna", "1010"), ("Graz", "8010")], ("ATU", 8)),
+    "CH": ("Switzerland", "AG", [("Zurich", "8001"), ("Basel", "4051")], ("CHE", 9)),
+    "FR": ("France", "SAS", [("Paris", "75002"), ("Lyon", "69002")], ("FR", 11)),
+    "NL": ("Netherlands", "B.V.", [("Amsterdam", "1012"), ("Utrecht", "3511")], ("NL", 9)),
+    "BE": ("Belgium", "NV", [("Brussels", "1000"), ("Antwerp", "2000")], ("BE0", 9)),
+    "GB": ("United Kingdom", "Ltd", [("London", "EC1A 1BB"), ("Leeds", "LS1 1UR")], ("GB", 9)),
+    "US": ("United States", "Inc.", [("Boston", "02108"), ("Chicago", "60601")], ("", 9)),
+}
+NAMES = (
+    "Alder Bright Cobalt Delta Ember Fjord Granite Harbor Iris Juniper Kestrel Lumen Meridian "
+    "Nimbus Orchid Pioneer Quarry Riverside Summit Tidewater Umber Vantage Willow Xenon Yarrow "
+    "Zephyr Atlas Beacon Cedar Dune Evergreen Falcon Glacier Horizon Ironwood Jasper Keystone "
+    "Larch Mistral Northstar"
+).split()
+TRADES = ("Logistics", "Foods", "Energy", "Retail", "Pharma", "Insurance", "Mobility", "Media")
+FIRST = "Ana Ben Chloe Dev Elif Farid Greta Hugo Ines Jonas Kira Luca Mira Nils Omar Pia".split()
+LAST = "Adler Berg Costa Dahl Eriksen Fontaine Garcia Horvat Ito Jansen Keller Laurent".split()
+
+
+def tax_id(country: str, rng: random.Random) -> str:
+    """A valid tax id of ``country`` (VAT number, Swiss UID or US EIN), drawn from ``rng``."""
+    prefix, digits = COUNTRIES[country][3]
+    while True:
+        body = "".join(rng.choice("0123456789") for _ in range(digits))
+        if country == "FR":
+            body = "".join(rng.choice("0123456789") for _ in range(2)) + body[2:]
+        candidate = f"{prefix}{body}" + ("B01" if country == "NL" else "")
+        try:
+            validate_tax_id(candidate, country)
+        except ValueError:
+            continue
+        return candidate
+
+
+def sf_id(prefix: str, number: int) -> str:
+    """An 18-character Salesforce id (key prefix, digits only, so the case suffix is AAA)."""
+    return f"{prefix}5g0000{number:06d}AAA"
+
+
+@dataclass
+class Firm:
+    """What the demo seeds and what it expects. ``salesforce``: the org's records (seed
+    shape); ``erp_customers``: customers the ERP already has (code, name, country, tax ids,
+    address); ``consultants``: Harvest users; ``blocked``: deal id -> the words its blocking
+    reason contains; ``needs_approval``: the deal waiting for finance; ``finance_closes``:
+    deal id -> the day finance closes its ERP project; ``matches``: account id -> how it
+    should be matched (``tax_id``, ``similar``; others are created)."""
+
+    start: date
+    end: date
+    salesforce: dict[str, list[dict[str, Any]]]
+    erp_customers: list[dict[str, Any]]
+    consultants: list[dict[str, Any]]
+    blocked: dict[str, str] = field(default_factory=dict)
+    needs_approval: str = ""
+    finance_closes: dict[str, date] = field(default_factory=dict)
+    matches: dict[str, str] = field(default_factory=dict)
+    deals: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def valid_deals(self) -> list[str]:
+        """Deals that should be mobilized (provisionally or not)."""
+        return [d for d in self.deals if d not in self.blocked]
+
+
+def make_firm(
+    today: date, *, clients: int = 40, deals: int = 60, consultants: int = 25, seed: int = 7
+) -> Firm:
+    """The firm as of ``today``: deals closed over the three months before ``today``'s month.
+    ``seed`` (0-998) draws the data and numbers the records, so firms of different seeds can
+    share an ERP."""
+    rng = random.Random(seed)
+    first_of_month = today.replace(day=1)
+    end = first_of_month - timedelta(days=1)
+    start = ((end.replace(day=1) - timedelta(days=1)).replace(day=1) - timedelta(days=1)).replace(
+        day=1
+    )
+    countries = list(COUNTRIES)
+    accounts, erp_customers, matches = [], [], {}
+    for n in range(clients):
+        country = countries[n % len(countries)]
+        crm_country, form, cities, _ = COUNTRIES[country]
+        city, postal = rng.choice(cities)
+        legal = f"{NAMES[n % len(NAMES)]} {rng.choice(TRADES)} {form}"
+        account_id = sf_id("001", seed * 1000 + n + 1)
+        number = tax_id(country, rng)
+        street = f"{rng.randint(1, 99)} {rng.choice(('Market', 'Station', 'Harbour'))} Street"
+        accounts.append(
+            {
+                "Id": account_id,
+                "Name": legal.rsplit(" ", 1)[0],
+                "Legal_Name__c": legal,
+                "BillingCountry": crm_country,
+                "BillingStreet": street,
+                "BillingCity": city,
+                "BillingPostalCode": postal,
+                "Tax_Id__c": number,
+                "CurrencyIsoCode": "EUR",
+                "Payment_Terms_Days__c": 30,
+            }
+        )
+        if n % 4 == 1 and n < 28:  # the ERP knows some clients already
+            by_tax_id = n % 8 == 1
+            matches[account_id] = "tax_id" if by_tax_id else "similar"
+            scheme = validate_tax_id(number, country)[0]
+            erp_customers.append(
+                {
+                    "account": account_id,
+                    "code": f"C{seed:03d}{n:03d}",
+                    "name": legal,
+                    "country": country,
+                    "tax_ids": [(scheme, number)] if by_tax_id else [],
+                    "address": {"line1": street, "city": city, "postal_code": postal},
+                }
+            )
+    firm = Firm(start, end, {}, erp_customers, [], matches=matches)
+    _bad_accounts(firm, accounts, clients)
+    opportunities, items = [], []
+    span = (end - start).days
+    for n in range(deals):
+        deal_id = sf_id("006", seed * 1000 + n + 1)
+        account = accounts[n % clients]
+        close = start + timedelta(days=rng.randrange(0, max(span - 20, 1)))
+        begin = close + timedelta(days=rng.randint(3, 10))
+        roles = rng.sample(sorted(ROLES), k=rng.choice((2, 2, 3)))
+        deal = {
+            "Id": deal_id,
+            "Name": f"{account['Name']}: {rng.choice(('ERP rollout', 'Data platform', 'Audit'))}",
+            "AccountId": account["Id"],
+            "StageName": "Closed Won",
+            "CloseDate": close.isoformat(),
+            "CurrencyIsoCode": "EUR",
+            "Start_Date__c": begin.isoformat(),
+            "Billing_Method__c": "Time and Materials",
+            "Finance_Approval__c": "Not Required",
+            "SOW_Reference__c": f"SOW-{2026}-{n + 1:03d}",
+        }
+        opportunities.append(deal)
+        firm.deals[deal_id] = {"account": account["Id"], "start": begin, "roles": roles}
+        for role in roles:
+            items.append(
+                {
+                    "OpportunityId": deal_id,
+                    "Product2Id": sf_id("01t", 1),
+                    "Quantity": rng.choice((80, 120, 160, 200)),
+                    "UnitPrice": str(ROLES[role]),
+                    "Role__c": role,
+                    "CurrencyIsoCode": "EUR",
+                }
+            )
+        if account["Id"] in firm.blocked:
+            firm.blocked[deal_id] = firm.blocked[account["Id"]]
+    _bad_deals(firm, opportunities)
+    firm.salesforce = {
+        "Account": accounts,
+        "Product2": [{"Id": sf_id("01t", 1), "Name": "Consulting"}],
+        "Opportunity": opportunities,
+        "OpportunityLineItem": items,
+    }
+    firm.consultants = [
+        {
+            "id": seed * 1000 + n + 1,
+            "first_name": FIRST[n % len(FIRST)],
+            "last_name": LAST[(n * 7) % len(LAST)],
+            "email": f"consultant{n + 1}.{seed}@northwind.example",
+            "roles": [sorted(ROLES)[n % len(ROLES)]],
+        }
+        for n in range(consultants)
+    ]
+    return firm
+
+
+def _bad_accounts(firm: Firm, accounts: list[dict[str, Any]], clients: int) -> None:
+    """Accounts with missing or invalid data (each has one deal: the last ones)."""
+    broken = {
+        clients - 1: ("Tax_Id__c", None, "tax id is missing"),
+        clients - 2: ("BillingCountry", None, "billing country is missing"),
+    }
+    for index, (name, value, reason) in broken.items():
+        accounts[index][name] = value
+        firm.blocked[accounts[index]["Id"]] = reason
+        firm.matches.pop(accounts[index]["Id"], None)
+    invalid = accounts[clients - 3]  # a German client whose VAT number has a typo
+    number = tax_id("DE", random.Random(clients))
+    invalid.update(BillingCountry="Germany", BillingCity="Berlin", BillingPostalCode="10115")
+    invalid["Tax_Id__c"] = number[:-1] + str((int(number[-1]) + 1) % 10)
+    firm.blocked[invalid["Id"]] = "is not valid"
+    firm.matches.pop(invalid["Id"], None)
+
+
+def _bad_deals(firm: Firm, opportunities: list[dict[str, Any]]) -> None:
+    """A deal without a start date, a fixed-fee deal, one waiting for finance approval, and
+    two whose ERP projects finance closes part way."""
+    free = [o for o in opportunities if o["Id"] not in firm.blocked]
+    if len(free) < 8:
+        raise ValueError("the firm needs at least 8 deals with sound accounts")
+    undated, fixed_fee, pending, *closing = (
+        free[round(i * (len(free) - 1) / 15)] for i in (3, 5, 8, 10, 14)
+    )
+    undated["Start_Date__c"] = None
+    firm.blocked[undated["Id"]] = "start date is missing"
+    fixed_fee["Billing_Method__c"] = "Fixed Fee"
+    firm.blocked[fixed_fee["Id"]] = "not mobilized automatically"
+    pending["Finance_Approval__c"] = "Pending"
+    firm.needs_approval = pending["Id"]
+    for deal in closing:
+        begin = firm.deals[deal["Id"]]["start"]
+        firm.finance_closes[deal["Id"]] = begin + (firm.end - begin) // 2
+    for account_id in list(firm.blocked):
+        if account_id.startswith("001"):
+            del firm.blocked[account_id]
+
+
+def time_entries(
+    firm: Firm, projects: dict[str, dict[str, Any]], seed: int = 11
+) -> list[dict[str, Any]]:
+    """Harvest time entries (seed shape) for the mobilized ``projects`` (by deal id:
+    ``{"id", "tasks": {role: task id}}``): each role's consultant logs most working days from
+    the deal's start to the end of the quarter."""
+    rng = random.Random(seed)
+    by_role: dict[str, list[dict[str, Any]]] = {}
+    for person in firm.consultants:
+        by_role.setdefault(person["roles"][0], []).append(person)
+    entries = []
+    for deal_id, project in sorted(projects.items()):
+        begin = firm.deals[deal_id]["start"]
+        for role, task_id in sorted(project["tasks"].items()):
+            person = rng.choice(by_role[role])
+            day = begin
+            while day <= firm.end:
+                if day.weekday() < 5 and rng.random() < 0.45:
+                    entries.append(
+                        {
+                            "user_id": person["id"],
+                            "project_id": project["id"],
+                            "task_id": task_id,
+                            "spent_date": day.isoformat(),
+                            "hours": rng.choice((2.0, 4.0, 6.0, 7.5, 8.0)),
+                            "notes": f"{role} work for {firm.deals[deal_id]['account']}",
+                        }
+                    )
+                day += timedelta(days=1)
+    return entries

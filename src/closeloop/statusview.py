@@ -1,0 +1,81 @@
+"""``closeloop status``: engagements, commands, exceptions and each system's calls and quota,
+gathered for printing or JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from closeloop.bootstrap import Hub
+from closeloop.flows.engagements import engagements
+from closeloop.store.ratelimit_repo import SqlSharedRateLimit
+
+
+def hub_calls(hub: Hub) -> dict[str, float] | None:
+    """API calls per system made by the hub running with these settings (its ``/metrics``),
+    or ``None`` when no hub answers there."""
+    http = hub.settings.http
+    try:
+        text = httpx.get(f"http://{http.host}:{http.port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return None
+    calls: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "closeloop_calls":
+            continue
+        for sample in family.samples:
+            if sample.name == "closeloop_calls_total":
+                system = sample.labels.get("system", "?")
+                calls[system] = calls.get(system, 0.0) + sample.value
+    return calls
+
+
+def quota(hub: Hub, system: str) -> str:
+    """What the vendor allows and what is left, asked now (one cheap call where needed)."""
+    kind = hub.settings.systems[system].kind
+    try:
+        if kind == "salesforce":
+            client = hub.registry.connector(system).client  # type: ignore[attr-defined]
+            daily = client.request("GET", "limits")["DailyApiRequests"]
+            return f"{daily['Remaining']:,} of {daily['Max']:,} daily API requests left"
+        if kind == "harvest":
+            client = hub.registry.connector(system).client  # type: ignore[attr-defined]
+            limit, window_s = client.window()
+            used = SqlSharedRateLimit(hub.store.engine).used(
+                f"harvest:{client.account_id}", window_s
+            )
+            return f"{used} of {limit} requests used in the last {window_s:.0f} s (all workers)"
+    except Exception as exc:  # a status page reports, it does not fail
+        return f"unknown ({type(exc).__name__}: {exc})"
+    if kind == "tryton":
+        return "no vendor quota; one writer at a time"
+    return "-"
+
+
+def gather(hub: Hub) -> dict[str, Any]:
+    """Everything ``closeloop status`` shows, as JSON-ready data."""
+    stats = hub.operations.stats()
+    calls = hub_calls(hub)
+    return {
+        "engagements": [
+            {
+                k: str(v) if not isinstance(v, (list, dict, int, str)) else v
+                for k, v in asdict(e).items()
+            }
+            for e in engagements(hub.operations.flows())
+        ],
+        "inbox": stats.inbox_by_status,
+        "commands": stats.commands_by_system,
+        "open_exceptions_by_class": stats.open_exceptions_by_class,
+        "systems": {
+            name: {
+                "calls": None if calls is None else int(calls.get(name, 0)),
+                "quota": quota(hub, name),
+            }
+            for name in hub.settings.systems
+        },
+        "hub_running": calls is not None,
+    }

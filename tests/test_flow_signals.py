@@ -1,0 +1,135 @@
+"""Signals between flow instances and flow timers, through the real engine and store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from closeloop.bootstrap import build_hub
+from closeloop.config import Settings
+from closeloop.domain.commands import Applied, Command
+from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
+from closeloop.flows.mirror import record_mapper
+from closeloop.ports.flows import Binding
+from closeloop.sandboxes.memory.system import MemorySystem
+
+
+@dataclass
+class ManualClock:
+    """A clock the test moves (a fake of the Clock protocol)."""
+
+    at: datetime = field(default_factory=lambda: datetime(2026, 9, 1, 12, tzinfo=UTC))
+
+    def now(self) -> datetime:
+        return self.at
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class Sender:
+    """Each record signals the one ``counter`` instance, and a flow nobody configured."""
+
+    name = "sender"
+
+    def business_key(self, record: CanonicalRecord) -> str | None:
+        return f"sender:{record.canonical_id}"
+
+    def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
+        if record.data["name"] == "loop":
+            return FlowStep("looping", {}, signals=(Signal("counter", "total", "echo"),))
+        signals = (
+            Signal("counter", "total", "add", {"name": record.data["name"]}),
+            Signal("not-configured", "x", "add"),
+        )
+        return FlowStep("sent", {}, signals=signals)
+
+    def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
+        return FlowStep("echoed", {}, signals=(Signal("counter", "total", "echo"),))
+
+    def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
+        return None
+
+    def on_result(
+        self, state: FlowState, operation: str, entity: str, outcome: Applied
+    ) -> FlowStep | None:
+        return None
+
+
+class Counter:
+    """Counts names; an hour after the last one, its timer writes the count to ``erp``."""
+
+    name = "counter"
+
+    def business_key(self, record: CanonicalRecord) -> str | None:
+        return None
+
+    def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
+        return None
+
+    def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
+        if signal.name == "echo":  # ping-pong with the sender: a loop the engine must stop
+            return FlowStep("echo", {}, signals=(Signal("sender", "s", "echo"),))
+        names = [*(state.data["names"] if state else []), signal.data["name"]]
+        return FlowStep("counting", {"names": names}, wake_at=now + timedelta(hours=1))
+
+    def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
+        names = state.data["names"]
+        command = Command(
+            "erp",
+            "upsert",
+            state.business_key,
+            f"counter:total:{len(names)}",
+            {"object": "Count", "id": "total", "data": {"names": sorted(names)}},
+        )
+        return FlowStep("reported", state.data, commands=(command,))
+
+    def on_result(
+        self, state: FlowState, operation: str, entity: str, outcome: Applied
+    ) -> FlowStep | None:
+        return FlowStep("confirmed", state.data)
+
+
+def test_signals_reach_their_instance_and_its_timer_fires_once_when_due(sqlite_url: str) -> None:
+    source, target = MemorySystem(name="crm"), MemorySystem(name="erp")
+    clock = ManualClock()
+    settings = Settings(database_url=sqlite_url)
+    settings.worker.idle_wait_s = 0.01
+    hub = build_hub(
+        settings,
+        connectors={"crm": source, "erp": target},
+        bindings=[Binding("crm", "Record", "record", record_mapper, (Sender(),))],
+        flows=[Counter()],
+        clock=clock,
+    )
+    try:
+        for name in ("a", "b", "c"):
+            source.put("Record", name, {"name": name})
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(10)
+        with hub.store.transaction() as tx:
+            (counter,) = tx.list_flows("counter", 10)
+        assert counter.state == "counting" and sorted(counter.data["names"]) == ["a", "b", "c"]
+        assert counter.wake_at == clock.at + timedelta(hours=1)
+        assert not target.effects  # not due yet
+        assert hub.worker.is_idle() and not hub.worker.is_idle(timers_within_s=3601)
+
+        clock.at += timedelta(hours=1)
+        assert hub.worker.run_until_idle(10)
+        assert hub.worker.run_until_idle(10)  # a second round fires nothing again
+        with hub.store.transaction() as tx:
+            (counter,) = tx.list_flows("counter", 10)
+        assert counter.state == "confirmed" and counter.wake_at is None
+        assert [e.idempotency_key for e in target.effects] == ["counter:total:3"]
+        assert target.targets["Count:total"]["names"] == ["a", "b", "c"]
+
+        source.put("Record", "loop", {"name": "loop"})  # flows that signal each other forever
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(10)
+        (exception,) = hub.operations.list_exceptions()
+        stats = hub.operations.stats()
+    finally:
+        hub.close()
+    assert exception.error_class.value == "internal" and "signal in a loop" in exception.message
+    assert stats.inbox_by_status == {"applied": 3, "rejected": 1}

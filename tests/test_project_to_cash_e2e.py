@@ -1,0 +1,189 @@
+"""Project to cash end to end, through real processes: the Salesforce and Harvest sandboxes,
+a real Tryton, and the hub wired from the ``closeloop.yaml`` that ``sandbox up`` writes. A
+firm (demo_firm) is seeded; the hub mobilizes its closed-won deals, records the approved time,
+invoices each project per month, posts the invoices and reports them and their payments back.
+
+The final state is read from each system and checked (tests/p2c_support.py): every valid deal
+mobilized once, no duplicated customer, every approved billable hour recorded once and
+invoiced at its rate, invoice totals equal to hours times rates plus tax, the write-back
+fields, Harvest's billed flags, and business exceptions for exactly the bad records. The
+second test gets the same final state while all three systems fail calls and the hub process
+is killed with SIGKILL several times."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rich.console import Console
+
+from closeloop import sandboxctl
+from closeloop.bootstrap import Hub, build_hub
+from closeloop.config import load_settings
+from closeloop.demo import (
+    clients_pay,
+    finance_closes_projects,
+    harvest_projects,
+    log_and_approve_time,
+    run_phase,
+    seed_firm,
+    tryton_operations,
+)
+from closeloop.demo_firm import Firm, make_firm
+from closeloop.sandboxes.tryton.server import TrytonServer
+from tests.conftest import done_commands
+from tests.faultproxy import FaultProxy, Rule
+from tests.p2c_support import check, read_back
+from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
+
+pytestmark = [pytest.mark.tryton, pytest.mark.timeout(900)]
+CONSOLE = Console(file=open(os.devnull, "w"))  # noqa: SIM115 - progress is not under test
+
+
+@pytest.fixture
+def home(tmp_path: Path, tryton: TrytonServer) -> Iterator[Path]:  # noqa: F811
+    """Fresh Salesforce and Harvest sandboxes; the session's Tryton (each test's firm has its
+    own records there)."""
+    try:
+        state = sandboxctl.up(tmp_path, ("salesforce", "harvest"))
+        entry = {k: v for k, v in tryton.as_json().items() if k != "pid"}  # not ours to stop
+        sandboxctl.write_state(tmp_path, {**state, "tryton": entry})
+        yield tmp_path
+    finally:
+        sandboxctl.down(tmp_path)
+
+
+def firm_for_test() -> Firm:
+    seed = random.SystemRandom().randrange(100, 999)  # records unique in the shared Tryton
+    return make_firm(datetime.now(UTC).date(), clients=10, deals=14, consultants=10, seed=seed)
+
+
+def config(home: Path, tryton_url: str | None = None) -> Path:
+    """``home/closeloop.yaml`` as ``sandbox up`` wrote it, made to react within a second."""
+    data: dict[str, Any] = yaml.safe_load((home / "closeloop.yaml").read_text())
+    data["worker"] = {
+        "poll_interval_s": 0.5,
+        "retry_base_delay_s": 0.05,
+        "retry_max_delay_s": 1.0,
+        "lease_s": 30,
+        "breaker_cooldown_s": 0.5,
+        "idle_wait_s": 0.05,
+    }
+    data["flows"]["invoice"] = {"settle_s": 1}
+    for system in data["systems"].values():
+        system["timeout_s"] = 10
+    if tryton_url:
+        data["systems"]["tryton"]["url"] = tryton_url
+    path = home / "test-hub.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def final_check(home: Path, hub: Hub, firm: Firm) -> None:
+    state = sandboxctl.read_state(home)
+    ops = tryton_operations(state)
+    try:
+        final = read_back(
+            hub.registry.connector("salesforce").client,  # type: ignore[attr-defined]
+            hub.registry.connector("harvest").client,  # type: ignore[attr-defined]
+            ops,
+        )
+        check(firm, final, hub.operations.list_exceptions("open", 10_000))
+    finally:
+        ops.rpc.close()
+
+
+def test_a_quarter_of_project_to_cash_ends_in_agreement_across_the_systems(home: Path) -> None:
+    firm = firm_for_test()
+    ops = tryton_operations(sandboxctl.read_state(home))
+    hub = build_hub(load_settings(config(home)))
+    try:
+        seed_firm(home, ops, firm)
+        run_phase(hub, "mobilize", CONSOLE, settle_s=1, timeout_s=300)
+        finance_closes_projects(ops, firm)
+        log_and_approve_time(home, firm, harvest_projects(hub, firm))
+        run_phase(hub, "bill", CONSOLE, settle_s=1, timeout_s=600)
+        paid = clients_pay(ops, firm)
+        assert paid  # some invoices were paid in full, some in part
+        run_phase(hub, "payments", CONSOLE, settle_s=1, timeout_s=300)
+        final_check(home, hub, firm)
+    finally:
+        hub.close()
+        ops.rpc.close()
+
+
+def kill_hub_during(home: Path, hub_config: Path, kills: int, rng: random.Random) -> None:
+    """Run ``closeloop run`` and SIGKILL it ``kills`` times, each time once it got some more
+    commands done (or after 20 s)."""
+    db = home / "hub.db"
+    for _ in range(kills):
+        target = done_commands(db) + rng.randint(3, 40)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "closeloop.cli", "run", "-c", str(hub_config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 20
+        try:
+            while done_commands(db) < target and time.monotonic() < deadline:
+                if process.poll() is not None:
+                    pytest.fail(f"the hub exited by itself with {process.returncode}")
+                time.sleep(0.05)  # polling the database for progress, not waiting out a race
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
+    home: Path,
+    tryton: TrytonServer,  # noqa: F811
+) -> None:
+    firm = firm_for_test()
+    rng = random.Random(7)
+    proxy = FaultProxy(tryton.url)
+    proxy.rules += [
+        Rule("timesheet.line.create", drop=True, count=2),  # applied, answer lost
+        Rule("project.work.invoice", drop=True, count=2),
+        Rule("account.invoice.post", status=503, count=3),
+        Rule("party.party.create", drop=True),
+        Rule("project.work.create", status=503, count=2),
+    ]
+    plan = {"server_error": 0.08, "lost_response": 0.08, "seed": 5}
+    for system in ("salesforce", "harvest"):
+        sandboxctl.set_faults(home, system, plan)
+    hub_config = config(home, tryton_url=proxy.url)
+    ops = tryton_operations(sandboxctl.read_state(home))
+    hub = build_hub(load_settings(hub_config))
+    try:
+        seed_firm(home, ops, firm)
+        kill_hub_during(home, hub_config, 2, rng)
+        run_phase(hub, "mobilize", CONSOLE, settle_s=1, timeout_s=300)
+        finance_closes_projects(ops, firm)
+        sandboxctl.set_faults(home, "harvest", {})  # the test's own look at the projects
+        projects = harvest_projects(hub, firm)
+        sandboxctl.set_faults(home, "harvest", plan)
+        log_and_approve_time(home, firm, projects)
+        kill_hub_during(home, hub_config, 3, rng)
+        run_phase(hub, "bill", CONSOLE, settle_s=1, timeout_s=600)
+        clients_pay(ops, firm)
+        kill_hub_during(home, hub_config, 1, rng)
+        run_phase(hub, "payments", CONSOLE, settle_s=1, timeout_s=300)
+        for system in ("salesforce", "harvest"):
+            sandboxctl.set_faults(home, system, {})
+        final_check(home, hub, firm)
+    finally:
+        hub.close()
+        ops.rpc.close()
+        proxy.close()
+    assert all(rule.count == 0 for rule in proxy.rules), proxy.rules  # each fault happened
