@@ -173,7 +173,7 @@ def wire(tmp_path: Path, sf: SalesforceServer, hv: HarvestServer, tr: TrytonServ
                 "timeout_s": 30,
             },
         },
-        flows={"mobilize": {}, "bill_time": {}},
+        flows={"mobilize": {}, "bill_time": {}, "invoice": {}, "status_back": {}},
     )
     return build_hub(settings)
 

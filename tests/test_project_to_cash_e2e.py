@@ -12,6 +12,7 @@ is killed with SIGKILL several times."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -20,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +189,50 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
         ops.rpc.close()
         proxy.close()
     assert all(rule.count == 0 for rule in proxy.rules), proxy.rules  # each fault happened
+
+
+def test_the_demo_command_runs_a_quarter_keeps_running_and_stops(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "closeloop.cli", "demo", "--home", str(home)),
+            *("--keep-running", "--clients", "10", "--deals", "14", "--consultants", "10"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert run.returncode == 0, run.stdout + run.stderr
+        summary = json.loads((home / "demo-summary.json").read_text())
+        assert summary["deals"]["closed_won"] == 14 and summary["deals"]["blocked"] == 5
+        assert summary["deals"]["provisional_awaiting_finance"] == 1
+        assert summary["invoices"]["posted"] > 0 and Decimal(summary["invoices"]["total"]) > 0
+        assert summary["time"]["entries_refused"] == summary["exceptions_by_class"].get(
+            "closed_period"
+        )
+        assert set(summary["api_calls"]) == {"salesforce", "harvest", "tryton"}
+        assert "invoices posted" in run.stdout and "demo-summary.json" in run.stdout
+        state = sandboxctl.read_state(home)
+        assert {"hub", "tryton", "salesforce", "harvest"} <= set(state)
+        status = subprocess.run(
+            [
+                *(sys.executable, "-m", "closeloop.cli", "status", "--json"),
+                *("-c", str(home / "closeloop.yaml")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert status.returncode == 0, status.stderr
+        view = json.loads(status.stdout)
+        stages = {e["stage"] for e in view["engagements"]}
+        assert stages == {"mobilized", "provisional", "blocked"}
+        held = [e for e in view["engagements"] if e["stage"] == "provisional"]
+        assert held[0]["blockers"][0] == "finance approval pending"
+        assert "daily API requests left" in view["systems"]["salesforce"]["quota"]
+    finally:
+        sandboxctl.down(home)
+    pids = [int(entry["pid"]) for entry in state.values() if "pid" in entry]
+    assert pids and not any(sandboxctl.alive(pid) for pid in pids)

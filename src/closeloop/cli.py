@@ -131,12 +131,13 @@ def status(
     if view["engagements"]:
         table = Table(title="engagements")
         for column in ("deal", "stage", "customer", "hours", "held", "invoices", "invoiced"):
-            table.add_column(column, justify="right" if column in ("hours", "held") else "left")
+            numeric = column in ("hours", "held", "invoices", "invoiced")
+            table.add_column(column, justify="right" if numeric else "left")
         table.add_column("paid / outstanding")
         table.add_column("blocked by")
         for e in view["engagements"]:
             table.add_row(
-                f"{e['deal_id']}\n{e['name']}",
+                e["deal_id"],
                 e["stage"],
                 e["customer"],
                 e["hours_recorded"],

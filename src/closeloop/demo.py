@@ -102,9 +102,7 @@ def run_phase(
     """Run the hub until idle and a fresh poll brings nothing new; returns seconds taken.
     Raises :class:`DemoError` after ``timeout_s``."""
     started = time.monotonic()
-    # a poll reads changes up to the vendor's clock in whole seconds: start past the second
-    # the last seeding happened in
-    time.sleep(max(0.0, 1.5 - (time.time() % 1.0)))
+    wait_for_vendor_clocks(hub, datetime.now(UTC))
     hub.worker.poll_all()
     last_view = 0.0
     with Live(progress(hub, title, 0.0), console=console, refresh_per_second=4) as live:
@@ -123,6 +121,17 @@ def run_phase(
             if hub.worker.poll_all() == 0:
                 live.update(progress(hub, title, time.monotonic() - started))
                 return time.monotonic() - started
+
+
+def wait_for_vendor_clocks(hub: Hub, moment: datetime) -> None:
+    """Wait until each Salesforce org's clock, as the hub sees it, is past ``moment``: a poll
+    reads changes up to that clock in whole seconds, so what was seeded in the current second
+    is read by a poll that starts after it (a condition, at most about two seconds)."""
+    for name, system in hub.settings.systems.items():
+        if system.kind == "salesforce":
+            client = hub.registry.connector(name).client  # type: ignore[attr-defined]
+            while client.server_now() <= moment:
+                time.sleep(0.05)
 
 
 def progress(hub: Hub, title: str, elapsed_s: float) -> Table:

@@ -43,7 +43,7 @@ def quota(hub: Hub, system: str) -> str:
             return f"{daily['Remaining']:,} of {daily['Max']:,} daily API requests left"
         if kind == "harvest":
             client = hub.registry.connector(system).client  # type: ignore[attr-defined]
-            limit, window_s = client.window()
+            limit, window_s = client.window
             used = SqlSharedRateLimit(hub.store.engine).used(
                 f"harvest:{client.account_id}", window_s
             )
