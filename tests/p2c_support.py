@@ -3,6 +3,7 @@ run, and checking it against the firm that was seeded (for the end-to-end tests)
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
@@ -33,8 +34,11 @@ class FinalState:
     parties: list[dict[str, Any]]
 
 
-def read_back(sf: SalesforceClient, hv: HarvestClient, ops: TrytonOperations) -> FinalState:
-    """Everything the checks need, straight from the systems' APIs."""
+def read_back(
+    sf: SalesforceClient, hv: HarvestClient, ops: TrytonOperations, firm: Firm
+) -> FinalState:
+    """Everything the checks need, straight from the systems' APIs (of the ERP, only what
+    belongs to ``firm``: other tests may share it)."""
     fields = (
         "Id, Mobilization_Status__c, Mobilization_Message__c, ERP_Customer_Id__c, "
         "PSA_Project_Id__c, ERP_Project_Id__c, Invoiced_Amount__c, Paid_Amount__c, "
@@ -66,14 +70,21 @@ def read_back(sf: SalesforceClient, hv: HarvestClient, ops: TrytonOperations) ->
         [["description", "like", "%[cl:harvest-%"]],
         ["description", "duration", "work.name", "invoice_line.invoice.reference"],
     )
+    entry_ids = {str(e["id"]) for e in entries}
     lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         entry_id = row["description"].rsplit("[cl:harvest-", 1)[1].rstrip("]")
-        lines[entry_id].append(row)
-    invoices = {i.reference: i for i in ops.read_invoices([["reference", "like", "SF-%"]])}
+        if entry_id in entry_ids:  # Harvest ids are unique across accounts, as in Harvest
+            lines[entry_id].append(row)
+    ours = tuple(f"SF-{deal_id}/" for deal_id in firm.deals)
+    invoices = {
+        i.reference: i
+        for i in ops.read_invoices([["reference", "like", "SF-%"]])
+        if str(i.reference).startswith(ours)
+    }
     parties = ops.rpc.search_read(
         "party.identifier", [["type", "!=", None]], ["code", "party.code"]
-    )
+    )  # every tax id in the ERP: no test may leave two parties with one
     return FinalState(deals, accounts, projects, rates, entries, lines, invoices, parties)
 
 
@@ -108,9 +119,13 @@ def check(firm: Firm, final: FinalState, exceptions: list[ExceptionRow]) -> None
         assert final.rates[str(project["id"])] == {r: float(ROLES[r]) for r in roles}
     assert len(final.projects) == len(firm.valid_deals)  # one project per deal, no more
     # no duplicated customer: each tax id belongs to one ERP party
+    ours = {str(a["Tax_Id__c"]) for a in firm.salesforce["Account"] if a.get("Tax_Id__c")}
     owners: dict[str, set[str]] = defaultdict(set)
     for identifier in final.parties:
-        owners[identifier["code"]].add(identifier["party."]["code"])
+        code = re.sub(r"\W", "", identifier["code"]).upper()
+        if code in ours:
+            owners[code].add(identifier["party."]["code"])
+    assert owners, "no customer of the firm in the ERP"
     assert all(len(parties) == 1 for parties in owners.values()), owners
     for customer in firm.erp_customers:  # matched, not created again
         for deal_id, info in firm.deals.items():

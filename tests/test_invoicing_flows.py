@@ -239,6 +239,20 @@ def test_posted_then_paid_invoices_update_the_deal_the_account_and_the_psa() -> 
     assert account_update.payload["fields"]["Paid_Amount__c"] == 1000.0
 
 
+def test_an_invoice_of_an_engagement_the_hub_did_not_mobilize_waits_for_it() -> None:
+    key = "status:SF-006A"
+    posted = tryton_invoice("SF-006A/2026-08", "INV/2026/0001", "1695.75", "0", "posted", "v1")
+    waiting = STATUS.on_record(None, posted)
+    assert waiting is not None and waiting.state == "waiting" and not waiting.commands
+    info = {"deal_id": "006A", "account_id": "001A", "client": "Acme", "start_date": "2026-08-01"}
+    known = STATUS.on_signal(
+        at(waiting, "status_back", key), Signal("status_back", key, "engagement", info), NOW
+    )
+    assert known is not None and known.state == "reported"
+    (update,) = known.commands
+    assert update.payload["fields"]["Invoiced_Amount__c"] == 1695.75
+
+
 def test_drafts_and_foreign_invoices_are_not_reported() -> None:
     draft = tryton_invoice("SF-006A/2026-08", "", "100", "0", "draft", "v1")
     assert STATUS.on_record(None, draft) is None

@@ -2,13 +2,16 @@
 a real Tryton, and the hub wired from the ``closeloop.yaml`` that ``sandbox up`` writes. A
 firm (demo_firm) is seeded; the hub mobilizes its closed-won deals, records the approved time,
 invoices each project per month, posts the invoices and reports them and their payments back.
+In the first test finance approves the provisional deal late: its held time is then released,
+recorded and invoiced.
 
 The final state is read from each system and checked (tests/p2c_support.py): every valid deal
 mobilized once, no duplicated customer, every approved billable hour recorded once and
 invoiced at its rate, invoice totals equal to hours times rates plus tax, the write-back
 fields, Harvest's billed flags, and business exceptions for exactly the bad records. The
 second test gets the same final state while all three systems fail calls and the hub process
-is killed with SIGKILL several times."""
+is killed with SIGKILL several times. The third runs ``closeloop demo --keep-running`` as a
+person would, reads ``closeloop status`` and stops everything with ``sandbox down``."""
 
 from __future__ import annotations
 
@@ -99,6 +102,7 @@ def final_check(home: Path, hub: Hub, firm: Firm) -> None:
             hub.registry.connector("salesforce").client,  # type: ignore[attr-defined]
             hub.registry.connector("harvest").client,  # type: ignore[attr-defined]
             ops,
+            firm,
         )
         check(firm, final, hub.operations.list_exceptions("open", 10_000))
     finally:
@@ -115,6 +119,14 @@ def test_a_quarter_of_project_to_cash_ends_in_agreement_across_the_systems(home:
         finance_closes_projects(ops, firm)
         log_and_approve_time(home, firm, harvest_projects(hub, firm))
         run_phase(hub, "bill", CONSOLE, settle_s=1, timeout_s=600)
+        held = [f for f in hub.operations.flows("bill_time") if f.state == "held"]
+        assert held and {f.data["project_code"] for f in held} == {f"SF-{firm.needs_approval}"}
+        # finance approves the provisional deal: its held time is released and billed
+        salesforce = hub.registry.connector("salesforce").client  # type: ignore[attr-defined]
+        approval = {"Finance_Approval__c": "Approved"}
+        salesforce.request("PATCH", f"sobjects/Opportunity/{firm.needs_approval}", body=approval)
+        firm.needs_approval = ""  # no deal waits any more
+        run_phase(hub, "approval", CONSOLE, settle_s=1, timeout_s=300)
         paid = clients_pay(ops, firm)
         assert paid  # some invoices were paid in full, some in part
         run_phase(hub, "payments", CONSOLE, settle_s=1, timeout_s=300)

@@ -152,9 +152,9 @@ def status(
     table.add_column("what")
     table.add_column("state")
     table.add_column("count", justify="right")
-    for state, count in sorted(view["inbox"].items()):
+    for state, count in sorted(view["inbox_by_status"].items()):
         table.add_row("inbox", state, str(count))
-    for system, counts in sorted(view["commands"].items()):
+    for system, counts in sorted(view["commands_by_system"].items()):
         for state, count in sorted(counts.items()):
             table.add_row(f"commands {system}", state, str(count))
     for error_class, count in sorted(view["open_exceptions_by_class"].items()):

@@ -60,6 +60,7 @@ def gather(hub: Hub) -> dict[str, Any]:
     stats = hub.operations.stats()
     calls = hub_calls(hub)
     return {
+        **asdict(stats),
         "engagements": [
             {
                 k: str(v) if not isinstance(v, (list, dict, int, str)) else v
@@ -67,9 +68,6 @@ def gather(hub: Hub) -> dict[str, Any]:
             }
             for e in engagements(hub.operations.flows())
         ],
-        "inbox": stats.inbox_by_status,
-        "commands": stats.commands_by_system,
-        "open_exceptions_by_class": stats.open_exceptions_by_class,
         "systems": {
             name: {
                 "calls": None if calls is None else int(calls.get(name, 0)),

@@ -5,8 +5,9 @@ Two kinds of instance of one flow:
 
 - ``status:<project key>``, one per engagement, driven by the ERP's invoices whose reference
   is ``<project key>/...`` (as :mod:`.invoice` writes them) and by the ``engagement`` signal
-  of :mod:`.mobilize` (deal, account, PSA client, start date). Each posted or paid invoice
-  version updates the opportunity's ``Invoiced_Amount__c``, ``Paid_Amount__c``,
+  of :mod:`.mobilize` (deal, account, PSA client, start date). Invoices of an engagement the
+  hub did not mobilize are kept (state ``waiting``) and reported only once it is. Each posted
+  or paid invoice version updates the opportunity's ``Invoiced_Amount__c``, ``Paid_Amount__c``,
   ``Outstanding_Amount__c``, ``Last_Invoice_Number__c`` and ``Payment_Status__c``. Once an
   invoice is posted and its period known (signal ``invoiced`` of :mod:`.invoice`), the
   engagement's approved time up to the invoice's last line is marked billed in the PSA
@@ -75,16 +76,14 @@ class StatusBackFlow:
                 "paid": str(paid),
             },
         }
+        if not data.get("client"):  # an engagement the hub did not mobilize: keep, wait
+            return FlowStep("waiting", data)
+        return self._report(data, key, f"{invoice.reference}:{record.version}")
+
+    def _report(self, data: dict[str, Any], key: str, version: str) -> FlowStep:
+        """The opportunity's update, the PSA marks due and the account's new totals."""
         totals = engagement_totals(data["invoices"])
-        commands = [
-            self._crm_update(
-                "Opportunity",
-                data["deal_id"],
-                key,
-                f"{invoice.reference}:{record.version}",
-                totals,
-            )
-        ]
+        commands = [self._crm_update("Opportunity", data["deal_id"], key, version, totals)]
         commands += self._marks(data, key)
         signals: tuple[Signal, ...] = ()
         if data.get("account_id"):
@@ -114,6 +113,8 @@ class StatusBackFlow:
                     "last_line_date": signal.data["last_line_date"],
                 }
                 data["periods"] = periods
+            if signal.name == "engagement" and state is not None and state.state == "waiting":
+                return self._report(data, signal.business_key, "mobilized")
             commands = self._marks(data, signal.business_key)
             return FlowStep(state.state if state else "tracking", data, commands=tuple(commands))
         if signal.name != "engagement_totals":

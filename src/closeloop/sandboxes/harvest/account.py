@@ -9,6 +9,7 @@ the API returns. All methods run under :attr:`Account.lock`.
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -48,7 +49,11 @@ CREATE TABLE IF NOT EXISTS records (resource TEXT NOT NULL, id INTEGER NOT NULL,
                                     data TEXT NOT NULL, PRIMARY KEY (resource, id));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_ID_BASE = {name: 1_000_000 * (i + 1) for i, name in enumerate((*RESOURCES, "line_items"))}
+# Harvest's ids are unique across all accounts (and int32, as its OpenAPI description says):
+# each resource has its own range of 100 million, and each sandbox account starts at a random
+# place in the lower half of it (so two sandboxes all but never share an id)
+_ID_RANGE = 100_000_000
+_ID_BASE = {name: _ID_RANGE * (i + 1) for i, name in enumerate((*RESOURCES, "line_items"))}
 
 
 class HarvestError(Exception):
@@ -89,6 +94,9 @@ class Account:
             self.records[resource][rid] = json.loads(data)
         meta = dict(self._db.execute("SELECT key, value FROM meta"))
         self._sequences: dict[str, int] = json.loads(meta.get("sequences", "{}"))
+        if not self._sequences:  # a new account: where its ids start
+            offset = random.SystemRandom().randrange(_ID_RANGE // 2)
+            self._sequences = {name: base + offset for name, base in _ID_BASE.items()}
         # the records a transaction touched, as they were before it (None: did not exist)
         self._before: dict[tuple[str, int], dict[str, Any] | None] | None = None
 
