@@ -99,8 +99,8 @@ def demo_hub(home: Path, settle_s: float) -> Hub:
 def run_phase(
     hub: Hub, title: str, console: Console, *, settle_s: float, timeout_s: float
 ) -> float:
-    """Run the hub until idle and a fresh poll brings nothing new; returns seconds taken.
-    Raises :class:`DemoError` after ``timeout_s``."""
+    """Run the hub until idle and a fresh poll of every object succeeds and brings nothing
+    new; returns seconds taken. Raises :class:`DemoError` after ``timeout_s``."""
     started = time.monotonic()
     wait_for_vendor_clocks(hub, datetime.now(UTC))
     hub.worker.poll_all()
@@ -118,19 +118,23 @@ def run_phase(
                 if not work:
                     time.sleep(hub.worker.settings.idle_wait_s)
                 continue
-            if hub.worker.poll_all() == 0:
+            if hub.worker.poll_all() == 0 and not hub.worker.failed_polls:
                 live.update(progress(hub, title, time.monotonic() - started))
                 return time.monotonic() - started
+            time.sleep(hub.worker.settings.idle_wait_s)  # a failed poll is tried again
 
 
 def wait_for_vendor_clocks(hub: Hub, moment: datetime) -> None:
-    """Wait until each Salesforce org's clock, as the hub sees it, is past ``moment``: a poll
-    reads changes up to that clock in whole seconds, so what was seeded in the current second
-    is read by a poll that starts after it (a condition, at most about two seconds)."""
+    """Wait until each Salesforce org's clock, as the hub sees it, is a second past
+    ``moment``: a poll reads changes up to that clock, which the hub knows from ``Date``
+    headers (whole seconds, refreshed about once a second), so what was seeded just before is
+    read by a poll that starts after it. One request calibrates the clock; then a condition
+    wait of at most about two seconds."""
     for name, system in hub.settings.systems.items():
         if system.kind == "salesforce":
             client = hub.registry.connector(name).client  # type: ignore[attr-defined]
-            while client.server_now() <= moment:
+            client.request("GET", "limits")
+            while client.server_now() <= moment + timedelta(seconds=1):
                 time.sleep(0.05)
 
 

@@ -53,15 +53,19 @@ class Worker:
         self.dispatcher = dispatcher
         self.timers = timers
         self.settings = settings
+        self.failed_polls: list[tuple[str, str]] = []
         self._next_poll = 0.0
 
     def poll_all(self) -> int:
-        """Poll every bound object once; a system that fails is logged and skipped."""
+        """Poll every bound object once; a system that fails is logged and skipped (the
+        objects that failed are in :attr:`failed_polls` until the next round)."""
         accepted = 0
+        self.failed_polls = []
         for system, object_name in self.registry.polled_objects():
             try:
                 accepted += self.intake.poll(system, object_name, self.settings.overlap_s).accepted
             except ConnectorError as exc:
+                self.failed_polls.append((system, object_name))
                 log.warning("poll failed", system=system, object=object_name, error=str(exc))
         return accepted
 
