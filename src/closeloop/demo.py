@@ -43,6 +43,7 @@ from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
 from closeloop.demo_firm import Firm, make_firm, time_entries
 from closeloop.demo_summary import print_summary, summarize
+from closeloop.ports.connector import ConnectorError
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,12 @@ def wait_for_vendor_clocks(hub: Hub, moment: datetime) -> None:
     for name, system in hub.settings.systems.items():
         if system.kind == "salesforce":
             client = hub.registry.connector(name).client  # type: ignore[attr-defined]
-            client.request("GET", "limits")
+            for _ in range(50):  # the org may be failing calls (fault injection): try again
+                try:
+                    client.request("GET", "limits")
+                    break
+                except ConnectorError:
+                    time.sleep(0.1)
             while client.server_now() <= moment + timedelta(seconds=1):
                 time.sleep(0.05)
 
