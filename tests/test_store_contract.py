@@ -109,11 +109,18 @@ def test_a_parked_command_blocks_its_key_until_resolved(store: SqlStore) -> None
         tx.add_commands([command("k1", "A"), command("k2", "A")], NOW)
         (first,) = tx.claim_commands(["erp"], NOW, 10, NOW + timedelta(seconds=60), "w")
         tx.finish_commands([CommandUpdate(first.id, CommandStatus.PARKED, last_error="no")], NOW)
+        tx.add_commands([command("k3", "B")], NOW)
     with store.transaction() as tx:
-        assert tx.claim_commands(["erp"], NOW, 10, NOW + timedelta(seconds=60), "w") == []
+        assert tx.runnable_commands() == 1  # k3; k2 waits behind the parked k1 (for a person)
+        assert [
+            c.command.idempotency_key
+            for c in tx.claim_commands(["erp"], NOW, 10, NOW + timedelta(seconds=60), "w")
+        ] == ["k3"]
+        assert tx.runnable_commands() == 1  # in flight
         assert tx.set_command_status(first.id, CommandStatus.RESOLVED, NOW)
         assert not tx.set_command_status(first.id, CommandStatus.RESOLVED, NOW)  # not parked now
     with store.transaction() as tx:
+        assert tx.runnable_commands() == 2  # k2 free again, k3 in flight
         claimed = tx.claim_commands(["erp"], NOW, 10, NOW + timedelta(seconds=60), "w")
     assert [c.command.idempotency_key for c in claimed] == ["k2"]
 
@@ -181,8 +188,10 @@ def test_snapshots_flows_and_xref_round_trip(store: SqlStore) -> None:
         tx.add_xref("record", ids["a"], "erp", "E-1")
         snap = Snapshot(("crm", "Record", "a"), "record", ids["a"], "3", "h" * 64)
         tx.put_snapshots([(snap, {"name": "a"})], NOW)
-        tx.put_flows([FlowState("f", "k", "syncing", {"n": 1})], NOW)
+        tx.put_flows([FlowState("f", "k", "syncing", {"n": 1}, NOW)], NOW)
         tx.put_flows([FlowState("f", "k", "synced", {"n": 2})], NOW)
+        tx.put_flows([FlowState("f", "later", "waiting", {}, NOW + timedelta(hours=1))], NOW)
+        tx.put_flows([FlowState("g", "due", "waiting", {}, NOW - timedelta(seconds=1))], NOW)
     with store.transaction() as tx:
         assert set(ids) == {"a", "b"} and again["a"] == ids["a"] and ids["a"] != ids["b"]
         assert tx.find_xref("record", ids["a"], "erp") == "E-1"
@@ -190,6 +199,12 @@ def test_snapshots_flows_and_xref_round_trip(store: SqlStore) -> None:
             ("crm", "Record", "a"): snap
         }
         assert tx.get_flows([("f", "k")]) == {("f", "k"): FlowState("f", "k", "synced", {"n": 2})}
+        # timers: only what is due, earliest first; a step without one clears it
+        assert [f.business_key for f in tx.due_flows(NOW, 10)] == ["due"]
+        later = NOW + timedelta(hours=2)
+        assert [f.business_key for f in tx.due_flows(later, 10)] == ["due", "later"]
+        assert tx.due_flows(later, 10)[1].wake_at == NOW + timedelta(hours=1)  # aware
+        assert [f.flow for f in tx.list_flows("g", 10)] == ["g"]
 
 
 def test_cursor_round_trip_keeps_aware_times(store: SqlStore) -> None:
