@@ -39,24 +39,21 @@ def read_back(
 ) -> FinalState:
     """Everything the checks need, straight from the systems' APIs (of the ERP, only what
     belongs to ``firm``: other tests may share it)."""
-    fields = (
-        "Id, Mobilization_Status__c, Mobilization_Message__c, ERP_Customer_Id__c, "
-        "PSA_Project_Id__c, ERP_Project_Id__c, Invoiced_Amount__c, Paid_Amount__c, "
-        "Outstanding_Amount__c, Last_Invoice_Number__c, Payment_Status__c"
+    money = (
+        "Invoiced_Amount__c, Paid_Amount__c, Outstanding_Amount__c, Last_Invoice_Number__c, "
+        "Payment_Status__c"
+    )
+    mobilization = (
+        "Mobilization_Status__c, Mobilization_Message__c, ERP_Customer_Id__c, "
+        "PSA_Project_Id__c, ERP_Project_Id__c"
     )
     deals = {
         r["Id"]: r
-        for page in sf.query(f"SELECT {fields}, AccountId FROM Opportunity")
+        for page in sf.query(f"SELECT Id, AccountId, {mobilization}, {money} FROM Opportunity")
         for r in page["records"]
     }
-    account_fields = fields.split(", Mobilization_Status__c")[0] + (
-        ", Invoiced_Amount__c, Paid_Amount__c, Outstanding_Amount__c, "
-        "Last_Invoice_Number__c, Payment_Status__c"
-    )
     accounts = {
-        r["Id"]: r
-        for page in sf.query(f"SELECT {account_fields} FROM Account")
-        for r in page["records"]
+        r["Id"]: r for page in sf.query(f"SELECT Id, {money} FROM Account") for r in page["records"]
     }
     projects = {p["code"]: p for p in hv.list_all("projects")[0] if p.get("code")}
     rates: dict[str, dict[str, float]] = defaultdict(dict)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 
 import structlog
 
 from closeloop.domain.commands import ExceptionClass, Impact
-from closeloop.domain.records import FlowState
 from closeloop.engine.apply import StepBuffer
 from closeloop.engine.metrics import EngineMetrics
 from closeloop.engine.registry import Registry
@@ -47,7 +47,9 @@ class Timers:
                 try:
                     step = self.registry.flow(state.flow).on_timer(current, now)
                     if step is None:
-                        local.states[(state.flow, state.business_key)] = _cleared(current)
+                        local.states[(state.flow, state.business_key)] = replace(
+                            current, wake_at=None
+                        )
                     else:
                         local.add(state.flow, state.business_key, step, None)
                         local.deliver(tx, self.registry, {**known, **buffer.states}, now)
@@ -55,7 +57,7 @@ class Timers:
                     log.exception("flow failed on its timer", flow=state.flow)
                     retry = now + timedelta(seconds=FAILED_TIMER_RETRY_S)
                     local = StepBuffer()
-                    local.states[(state.flow, state.business_key)] = _with_wake(current, retry)
+                    local.states[(state.flow, state.business_key)] = replace(current, wake_at=retry)
                     failures.append(
                         NewException(
                             ExceptionClass.INTERNAL,
@@ -77,11 +79,3 @@ class Timers:
         until = self.clock.now() + timedelta(seconds=within_s)
         with self.store.transaction() as tx:
             return bool(tx.due_flows(until, 1))
-
-
-def _cleared(state: FlowState) -> FlowState:
-    return _with_wake(state, None)
-
-
-def _with_wake(state: FlowState, wake_at: datetime | None) -> FlowState:
-    return FlowState(state.flow, state.business_key, state.state, state.data, wake_at)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from closeloop.domain.records import FlowState
+from closeloop.flows.status_back import engagement_totals
 
 
 @dataclass
@@ -67,18 +68,11 @@ def engagements(states: Iterable[FlowState]) -> list[EngagementStatus]:
                 current.next_invoicing = state.wake_at.isoformat()
         elif state.flow == "status_back" and state.business_key.startswith("status:"):
             current = view(str(data["project_key"]))
-            invoices = (data.get("invoices") or {}).values()
-            current.invoiced = sum((Decimal(i["total"]) for i in invoices), Decimal(0))
-            current.paid = sum((Decimal(i["paid"]) for i in invoices), Decimal(0))
-            current.outstanding = current.invoiced - current.paid
-            if current.invoiced > 0:
-                current.payment_status = (
-                    "Paid"
-                    if current.paid >= current.invoiced
-                    else "Partially Paid"
-                    if current.paid > 0
-                    else "Invoiced"
-                )
+            totals = engagement_totals(data.get("invoices") or {})
+            current.invoiced = Decimal(totals["invoiced"])
+            current.paid = Decimal(totals["paid"])
+            current.outstanding = Decimal(totals["outstanding"])
+            current.payment_status = totals["payment_status"]
     for current in views.values():
         if current.time_entries.get("held"):
             current.blockers.append(
