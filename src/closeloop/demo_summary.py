@@ -25,9 +25,7 @@ def api_calls(hub: Hub) -> dict[str, int]:
     return calls
 
 
-def summarize(
-    hub: Hub, ops: TrytonOperations, firm: Firm, logged: int, paid: dict[str, Decimal]
-) -> dict[str, Any]:
+def summarize(hub: Hub, ops: TrytonOperations, firm: Firm, logged: int) -> dict[str, Any]:
     """The summary as JSON-ready data: deals, customers, hours, invoices, calls, exceptions."""
     calls = api_calls(hub)
     with hub.store.transaction() as tx:
