@@ -3,6 +3,7 @@ call it, and build realistic seeds."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +59,20 @@ class Api:
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         url = path if path.startswith("http") else f"{self.server.base_url}/{path.lstrip('/')}"
         return self.http.request(method, url, **kwargs)
+
+    def listed(self, resource: str) -> list[dict[str, Any]]:
+        """Every row of ``resource`` (one page of up to 2,000), waiting as a 429's
+        ``Retry-After`` says when an earlier client used up the account's rate window."""
+        while True:
+            response = self.call("GET", resource, params={"per_page": 2000})
+            if response.status_code != 429:
+                break
+            time.sleep(float(response.headers["Retry-After"]))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["links"]["next"] is None, f"{resource} has more than one page"
+        rows: list[dict[str, Any]] = body[resource]
+        return rows
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         base = self.server.base_url.removesuffix("/v2")

@@ -195,11 +195,11 @@ def test_engine_writes_are_idempotent_under_faults(tmp_path: Path) -> None:
         finally:
             hub.close()
         api.admin("PUT", "faults", json={})
-        clients = api.call("GET", "clients").json()["clients"]
-        projects = api.call("GET", "projects").json()["projects"]
-        invoices = api.call("GET", "invoices").json()["invoices"]
-        entries = api.call("GET", "time_entries").json()["time_entries"]
-        assignments = api.call("GET", "task_assignments").json()["task_assignments"]
+        clients = api.listed("clients")
+        projects = api.listed("projects")
+        invoices = api.listed("invoices")
+        entries = api.listed("time_entries")
+        assignments = api.listed("task_assignments")
         injected = api.admin("GET", "stats").json()["faults_injected"]
         api.close()
     assert set(injected) == {"server_error", "lost_response", "rate_limited"}
@@ -342,11 +342,11 @@ def test_sigkill_mid_run_duplicates_nothing_in_harvest(
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
         api.admin("PUT", "faults", json={})
-        clients = api.call("GET", "clients").json()["clients"]
-        projects = api.call("GET", "projects").json()["projects"]
-        assignments = api.call("GET", "task_assignments").json()["task_assignments"]
-        invoices = api.call("GET", "invoices").json()["invoices"]
-        entries = api.call("GET", "time_entries").json()["time_entries"]
+        clients = api.listed("clients")
+        projects = api.listed("projects")
+        assignments = api.listed("task_assignments")
+        invoices = api.listed("invoices")
+        entries = api.listed("time_entries")
         api.close()
     assert done_commands(db) == total, log_path.read_text()[-3000:]
     assert sum(done < total for done in killed_at) >= 2, killed_at  # kills came mid-work
