@@ -6,12 +6,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from closeloop.bootstrap import build_hub
 from closeloop.config import Settings
 from closeloop.domain.commands import Applied, Command
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
+from closeloop.engine.operations import OperationError
 from closeloop.flows.mirror import record_mapper
-from closeloop.ports.flows import Binding
+from closeloop.ports.flows import Binding, Unsignalled, xref_lookup
 from closeloop.sandboxes.memory.system import MemorySystem
 
 
@@ -133,3 +136,95 @@ def test_signals_reach_their_instance_and_its_timer_fires_once_when_due(sqlite_u
         hub.close()
     assert exception.error_class.value == "internal" and "signal in a loop" in exception.message
     assert stats.inbox_by_status == {"applied": 3, "rejected": 1}
+
+
+class Resolver(Unsignalled):
+    """Each record asks the cross-reference what its account is in ``erp``, watching; once
+    known, it writes the account's ERP id to ``erp``."""
+
+    name = "resolver"
+
+    def business_key(self, record: CanonicalRecord) -> str | None:
+        return f"resolve:{record.source[2]}"
+
+    def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
+        account = record.data["account"]
+        if account == "bad key":  # a flow bug: a malformed cross-reference key
+            return FlowStep("asking", {}, signals=(Signal("xref", "nonsense", "lookup", {}),))
+        me = (self.name, f"resolve:{record.source[2]}")
+        lookup = xref_lookup(("account", "crm", account), "erp", me, watch=True)
+        return FlowStep("asking", {"account": account}, signals=(lookup,))
+
+    def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
+        assert state is not None and signal.name == "xref"
+        found = signal.data["external_id"]
+        if found is None:
+            return FlowStep("waiting", state.data)
+        command = Command(
+            "erp",
+            "upsert",
+            state.business_key,
+            f"resolver:{state.business_key}:{found}",
+            {"object": "Link", "id": state.business_key, "data": {"erp": found}},
+        )
+        return FlowStep("known", {**state.data, "erp": found}, commands=(command,))
+
+    def on_result(
+        self, state: FlowState, operation: str, entity: str, outcome: Applied
+    ) -> FlowStep | None:
+        return None
+
+
+def test_the_cross_reference_answers_waiting_flows_when_a_person_links_a_record(
+    sqlite_url: str,
+) -> None:
+    source, target = MemorySystem(name="crm"), MemorySystem(name="erp")
+    settings = Settings(database_url=sqlite_url)
+    settings.worker.idle_wait_s = 0.01
+    hub = build_hub(
+        settings,
+        connectors={"crm": source, "erp": target},
+        bindings=[Binding("crm", "Record", "record", record_mapper, (Resolver(),))],
+        clock=ManualClock(),
+    )
+
+    def states() -> dict[str, tuple[str, str | None]]:
+        return {
+            f.business_key: (f.state, f.data.get("erp")) for f in hub.operations.flows("resolver")
+        }
+
+    try:
+        source.put("Record", "r1", {"name": "r1", "account": "A"})
+        source.put("Record", "r2", {"name": "r2", "account": "A"})
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(10)
+        assert states() == {"resolve:r1": ("waiting", None), "resolve:r2": ("waiting", None)}
+        assert not target.effects
+
+        with pytest.raises(OperationError):
+            hub.operations.link("account", ("crm", "A"), ("erp", "E-1"), "kim", " ")
+        moved = hub.operations.link("account", ("crm", "A"), ("erp", "E-1"), "kim", "picked")
+        assert moved == [("resolver", "resolve:r1"), ("resolver", "resolve:r2")]
+        assert hub.worker.run_until_idle(10)
+        assert states() == {"resolve:r1": ("known", "E-1"), "resolve:r2": ("known", "E-1")}
+        assert sorted(target.targets) == ["Link:resolve:r1", "Link:resolve:r2"]
+        with hub.store.transaction() as tx:
+            (audit,) = tx.list_audit("xref:account:crm:A", 10)
+        assert audit.actor == "kim" and audit.detail["target"] == "erp:E-1"
+
+        source.put("Record", "r3", {"name": "r3", "account": "A"})  # known now: answered at once
+        source.put("Record", "r4", {"name": "r4", "account": "bad key"})
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(10)
+        assert states()["resolve:r3"] == ("known", "E-1")
+        (exception,) = hub.operations.list_exceptions()
+        assert exception.error_class.value == "internal" and "cross-reference key" in (
+            exception.message
+        )
+        # a correction moves the link; nobody waits any more, so nothing moves
+        assert hub.operations.link("account", ("crm", "A"), ("erp", "E-2"), "kim", "fix") == []
+        with hub.store.transaction() as tx:
+            (account_id,) = tx.canonical_ids("account", "crm", ["A"]).values()
+            assert tx.find_xref("account", account_id, "erp") == "E-2"
+    finally:
+        hub.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -135,6 +136,33 @@ def test_webhook_health_metrics_and_exception_operations(hub: tuple[str, Path, S
     again = cli(config, "exceptions", "replay", str(exc["id"]))
     assert again.returncode == 1 and "not open" in again.stderr
     assert http.get("/api/exceptions").json() == []
+
+    # a person links records across systems, over HTTP and from the CLI
+    url = "/api/xref/account/crm/A-1"
+    body = {"target_system": "erp", "target_id": "E-1", "reason": "same VAT number"}
+    linked = http.post(url, json=body, headers={"X-Closeloop-Actor": "dana"})
+    assert linked.status_code == 200 and linked.json() == {"moved": []}
+    assert http.post(url, json={**body, "reason": ""}).status_code == 409
+    result = cli(
+        config,
+        "xref",
+        "link",
+        "account",
+        "crm:A-1",
+        "erp:E-2",
+        "--reason",
+        "merged",
+        "--actor",
+        "erin",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"linked": ["crm:A-1", "erp:E-2"], "moved": []}
+    bad = cli(config, "xref", "link", "account", "crm", "erp:E-3", "--reason", "x")
+    assert bad.returncode == 2 and "<system>:<id>" in bad.stderr
+    with sqlite3.connect(config.parent / "hub.db") as db:
+        rows = db.execute("select system, external_id from xref where system = 'erp'").fetchall()
+        actors = db.execute("select actor from audit where action = 'link'").fetchall()
+    assert rows == [("erp", "E-2")] and sorted(actors) == [("dana",), ("erin",)]
 
 
 def test_bad_configuration_is_reported_with_its_file(tmp_path: Path) -> None:

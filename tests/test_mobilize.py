@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from closeloop.domain.canonical.sales import Opportunity
-from closeloop.domain.commands import Applied
+from closeloop.domain.commands import Applied, Command
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.flows.mobilize import BLOCKED, MobilizeFlow, commercial_problems
 
@@ -99,17 +99,49 @@ def test_a_fixed_deal_resumes_by_itself_and_closes_the_exception() -> None:
     fixed = FLOW.on_record(state(blocked), deal(version="2026-03-02T09:00:00+00:00"))
     assert fixed is not None and fixed.state == "matching"
     assert fixed.resolves == (f"salesforce:Opportunity:{DEAL}",)
-    (match,) = fixed.commands
+    match = unknown_to_the_xref(fixed)
     assert match.system == "tryton" and match.operation == "match_customer"
     assert match.payload["tax_ids"] == ["DE136695976"] and match.payload["country"] == "DE"
+
+
+ACCOUNT_XREF = "account:salesforce:0015g0000000001AAA"
+
+
+def xref_answer(code: str | None) -> Signal:
+    data = {"entity": ACCOUNT_XREF, "system": "tryton", "external_id": code}
+    return Signal("mobilize", "engagement:c-1", "xref", data)
+
+
+def unknown_to_the_xref(matching: FlowStep) -> Command:
+    """The cross-reference is asked first; it knows nothing, so the ERP is asked to match."""
+    (lookup,) = matching.signals
+    assert (lookup.flow, lookup.business_key, lookup.name) == ("xref", ACCOUNT_XREF, "lookup")
+    assert lookup.data["reply_to"] == ["mobilize", "engagement:c-1"]
+    asked = FLOW.on_signal(state(matching), xref_answer(None), NOW)
+    assert asked is not None and asked.state == "matching"
+    (match,) = asked.commands
+    assert FLOW.on_signal(state(asked), xref_answer(None), NOW) is None  # asked once
+    return match
 
 
 def provision(result: dict[str, Any], **changes: Any) -> FlowStep:
     matching = FLOW.on_record(None, deal(**changes))
     assert matching is not None
-    step = FLOW.on_result(state(matching), "match_customer", "tryton:customer:x", Applied(result))
+    unknown_to_the_xref(matching)
+    asked = FlowState("mobilize", "engagement:c-1", "matching", {**matching.data, "match_asked": 1})
+    step = FLOW.on_result(asked, "match_customer", "tryton:customer:x", Applied(result))
     assert step is not None
     return step
+
+
+def test_an_account_the_cross_reference_knows_is_not_matched_again() -> None:
+    matching = FLOW.on_record(None, deal())
+    assert matching is not None
+    known = FLOW.on_signal(state(matching), xref_answer("C-0042"), NOW)
+    assert known is not None and known.state == "provisioning"
+    assert [c.operation for c in known.commands] == ["upsert_project", "upsert_project"]
+    assert known.commands[1].payload["customer_code"] == "C-0042"
+    assert known.data["customer_match_kind"] == "xref"
 
 
 def test_no_match_creates_the_customer_then_both_projects() -> None:
@@ -146,14 +178,27 @@ def test_a_matched_customer_is_used_not_created() -> None:
     )
     assert [c.operation for c in step.commands] == ["upsert_project", "upsert_project"]
     assert step.commands[1].payload["customer_code"] == "C-0042"
+    (link,) = step.signals  # the next deal of the account finds it in the cross-reference
+    assert (link.flow, link.business_key, link.name) == ("xref", ACCOUNT_XREF, "link")
+    assert link.data == {"system": "tryton", "external_id": "C-0042"}
 
 
-def test_an_ambiguous_match_waits_for_a_person() -> None:
+def test_an_ambiguous_match_waits_for_a_person_to_link_one() -> None:
     step = provision(
         {"kind": "ambiguous", "explain": "several ERP customers could be this account"}
     )
     assert step.state == "blocked" and step.issues[0].error_class == "duplicate"
     assert "several ERP customers" in step.issues[0].message
+    assert "closeloop xref link account salesforce:0015g0000000001AAA" in step.issues[0].message
+    (watch,) = step.signals
+    assert watch.name == "lookup" and watch.data["watch"] is True
+    assert FLOW.on_signal(state(step), xref_answer(None), NOW) is None  # nobody decided yet
+    linked = FLOW.on_signal(state(step), xref_answer("C-0007"), NOW)
+    assert linked is not None and linked.state == "provisioning"
+    assert linked.resolves == (f"salesforce:Opportunity:{DEAL}",)
+    assert [c.operation for c in linked.commands] == ["upsert_project", "upsert_project"]
+    assert linked.commands[1].payload["customer_code"] == "C-0007"
+    assert FLOW.on_signal(state(linked), xref_answer("C-0007"), NOW) is None
 
 
 def finish(step: FlowStep) -> FlowStep:
@@ -167,6 +212,17 @@ def finish(step: FlowStep) -> FlowStep:
         assert following is not None
         current = following
     return current
+
+
+def test_a_created_customer_is_linked_once_the_erp_made_it() -> None:
+    provisioning = provision({"kind": "none"})
+    assert not provisioning.signals  # not yet: the create may still fail
+    created = FLOW.on_result(
+        state(provisioning), "upsert_customer", "tryton:customer:SF-1", Applied({"party": 7})
+    )
+    assert created is not None
+    (link,) = created.signals
+    assert link.name == "link" and link.data["external_id"] == "SF-0015g0000000001AAA"
 
 
 def test_results_lead_to_mobilized_and_the_write_back() -> None:

@@ -250,3 +250,98 @@ def test_closed_won_deals_are_mobilized_or_blocked_until_fixed(
         rpc.close()
         salesforce.close()
         harvest.close()
+
+
+def test_an_ambiguous_customer_waits_for_a_person_then_the_link_serves_every_deal(
+    tmp_path: Path,
+    systems: tuple[SalesforceServer, HarvestServer],
+    tryton: TrytonServer,  # noqa: F811
+) -> None:
+    """Two ERP customers tie for one account: both its deals block with the candidates named;
+    a person links the account to one (``Operations.link``, as ``closeloop xref link``); both
+    deals resume at once on that customer, and a later deal of the account is not matched
+    again: the cross-reference answers it."""
+    sf, hv = systems
+    salesforce = SalesforceApi(sf)
+    word = f"Gamma{time.monotonic_ns()}"  # unique in the shared Tryton
+    gamma = "0015g00000GAMM0AAA"
+    deals = ["0065g00000GAMM1AAA", "0065g00000GAMM2AAA", "0065g00000GAMM3AAA"]
+    data = seed()
+    data["Account"] = [
+        {
+            "Id": gamma,
+            "Name": word,
+            "Legal_Name__c": f"{word} Analytics GmbH",
+            "BillingCountry": "Germany",
+            "BillingStreet": "Hauptstr. 5",
+            "BillingCity": "Berlin",
+            "BillingPostalCode": "10115",
+            "Tax_Id__c": fresh_tax_id("DE"),  # not in the ERP: matching goes by name
+            "CurrencyIsoCode": "EUR",
+            "SystemModstamp": PAST,
+        }
+    ]
+    template = data["Opportunity"][0]
+    data["Opportunity"] = [
+        {**template, "Id": d, "AccountId": gamma, "Name": f"Gamma phase {n}"}
+        for n, d in enumerate(deals[:2], 1)
+    ]
+    data["OpportunityLineItem"] = [
+        {**data["OpportunityLineItem"][0], "OpportunityId": d} for d in deals[:2]
+    ]
+    assert salesforce.admin("POST", "seed", json=data).status_code == 200
+    rpc = TrytonRPC(tryton.url, tryton.database, tryton.user, tryton.password)
+    ops = TrytonOperations(rpc, find_ids(rpc, TrytonSetup()))
+    twins = [f"C-{word}-1", f"C-{word}-2"]
+    address = {"line1": "Hauptstr. 5", "city": "Berlin", "postal_code": "10115"}
+    for code in twins:
+        ops.upsert_customer(code, f"{word} Analytics GmbH", "DE", address=address)
+    hub = wire(tmp_path, sf, hv, tryton)
+    try:
+        assert hub.worker.run_until_idle(timeout_s=120)
+        blocked = hub.operations.list_exceptions("open", 10)
+        assert sorted(e.entity for e in blocked) == [
+            f"salesforce:Opportunity:{d}" for d in deals[:2]
+        ]
+        for issue in blocked:
+            assert issue.error_class.value == "duplicate"
+            assert twins[0] in issue.message and twins[1] in issue.message
+            assert f"closeloop xref link account salesforce:{gamma}" in issue.message
+
+        moved = hub.operations.link(
+            "account", ("salesforce", gamma), ("tryton", twins[1]), "kim", "same VAT on paper"
+        )
+        waiting = [("mobilize", f.business_key) for f in hub.operations.flows("mobilize")]
+        assert len(waiting) == 2 and moved == sorted(waiting)
+        assert hub.worker.run_until_idle(timeout_s=120)
+        for d in deals[:2]:
+            row = salesforce.call("GET", f"sobjects/Opportunity/{d}").json()
+            assert row["Mobilization_Status__c"] == "Mobilized", row["Mobilization_Message__c"]
+            assert row["ERP_Customer_Id__c"] == twins[1]
+        assert hub.operations.list_exceptions("open", 10) == []
+
+        later = {**data["Opportunity"][0], "Id": deals[2], "Name": "Gamma phase 3"}
+        del later["SystemModstamp"]  # changed now: the next poll sees it
+        line = {**data["OpportunityLineItem"][0], "OpportunityId": deals[2]}
+        later_seed = {"Opportunity": [later], "OpportunityLineItem": [line]}
+        assert salesforce.admin("POST", "seed", json=later_seed).status_code == 200
+        stamp = salesforce.call("GET", f"sobjects/Opportunity/{deals[2]}").json()["SystemModstamp"]
+        wait_past(hub.registry.connector("salesforce").client, stamp)  # type: ignore[attr-defined]
+        hub.worker.poll_all()
+        assert hub.worker.run_until_idle(timeout_s=120)
+        row = salesforce.call("GET", f"sobjects/Opportunity/{deals[2]}").json()
+        assert row["Mobilization_Status__c"] == "Mobilized", row["Mobilization_Message__c"]
+        assert row["ERP_Customer_Id__c"] == twins[1]
+        kinds = {
+            f.data["deal_id"]: f.data["customer_match_kind"]
+            for f in hub.operations.flows("mobilize")
+        }
+        assert kinds == {deals[0]: "linked", deals[1]: "linked", deals[2]: "xref"}
+        matches = [
+            e for e in hub.operations.flows() if e.flow == "mobilize" and e.data.get("match_asked")
+        ]
+        assert len(matches) == 2  # the third deal never asked the ERP to match
+    finally:
+        hub.close()
+        rpc.close()
+        salesforce.close()

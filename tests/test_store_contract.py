@@ -184,8 +184,10 @@ def test_snapshots_flows_and_xref_round_trip(store: SqlStore) -> None:
     with store.transaction() as tx:
         ids = tx.canonical_ids("record", "crm", ["a", "b", "a"])
         again = tx.canonical_ids("record", "crm", ["a"])
-        tx.add_xref("record", ids["a"], "erp", "E-1")
-        tx.add_xref("record", ids["a"], "erp", "E-1")
+        tx.link_xref("record", ids["a"], "erp", "E-0")
+        tx.link_xref("record", ids["b"], "erp", "E-1")
+        tx.link_xref("record", ids["a"], "erp", "E-1")  # a person's correction moves E-1
+        tx.link_xref("record", ids["a"], "erp", "E-1")
         snap = Snapshot(("crm", "Record", "a"), "record", ids["a"], "3", "h" * 64)
         tx.put_snapshots([(snap, {"name": "a"})], NOW)
         tx.put_flows([FlowState("f", "k", "syncing", {"n": 1}, NOW)], NOW)
@@ -195,6 +197,8 @@ def test_snapshots_flows_and_xref_round_trip(store: SqlStore) -> None:
     with store.transaction() as tx:
         assert set(ids) == {"a", "b"} and again["a"] == ids["a"] and ids["a"] != ids["b"]
         assert tx.find_xref("record", ids["a"], "erp") == "E-1"
+        assert tx.find_xref("record", ids["b"], "erp") is None
+        assert tx.canonical_ids("record", "erp", ["E-0"])["E-0"] not in (ids["a"], ids["b"])
         assert tx.get_snapshots([("crm", "Record", "a"), ("crm", "Record", "zz")]) == {
             ("crm", "Record", "a"): snap
         }

@@ -272,7 +272,7 @@ def build_hub(
         Timers(store, registry, clock, metrics),
         WorkerSettings(w.poll_interval_s, w.overlap_s, w.apply_batch, w.idle_wait_s),
     )
-    operations = Operations(store, clock)
+    operations = Operations(store, clock, registry)
     metrics.watch_store(operations.stats, clock.now)
     return Hub(
         settings, store, registry, metrics, clock, intake, applier, dispatcher, worker, operations

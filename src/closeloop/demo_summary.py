@@ -43,7 +43,12 @@ def summarize(hub: Hub, ops: TrytonOperations, firm: Firm, logged: int) -> dict[
     for f in deals:
         if f.state in ("mobilized", "provisional", "closed"):
             kind = f.data.get("customer_match_kind", "none")
-            label = {"tax_id": "matched by tax id", "similar": "matched by name and address"}
+            label = {
+                "tax_id": "matched by tax id",
+                "similar": "matched by name and address",
+                "xref": "known from the account's earlier deal",
+                "linked": "linked by a person",
+            }
             kinds[label.get(kind, "created")] = kinds.get(label.get(kind, "created"), 0) + 1
 
     def hours(state: str) -> str:

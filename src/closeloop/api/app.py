@@ -103,6 +103,29 @@ def create_app(
             asdict(_op(lambda: operations.resolve(exception_id, x_closeloop_actor, reason)))
         )
 
+    @app.post("/api/xref/{canonical_type}/{system}/{external_id}")
+    def link(
+        canonical_type: str,
+        system: str,
+        external_id: str,
+        x_closeloop_actor: str = Header(default="api"),
+        target_system: str = Body(embed=True),
+        target_id: str = Body(embed=True),
+        reason: str = Body(embed=True),
+    ) -> dict[str, Any]:
+        """Link a record to its partner in another system (``closeloop xref link``); answers
+        the flow instances that moved."""
+        moved = _op(
+            lambda: operations.link(
+                canonical_type,
+                (system, external_id),
+                (target_system, target_id),
+                x_closeloop_actor,
+                reason,
+            )
+        )
+        return {"moved": [list(m) for m in moved]}
+
     for router in routers:
         app.include_router(router)
     return app

@@ -13,8 +13,9 @@ from closeloop.domain.commands import ExceptionClass, Impact
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, MappingError, Signal
 from closeloop.engine.metrics import EngineMetrics
 from closeloop.engine.registry import Registry, UnknownObjectError
+from closeloop.engine.xref import answer_xref
 from closeloop.ports.clock import Clock
-from closeloop.ports.flows import Binding
+from closeloop.ports.flows import XREF, Binding
 from closeloop.ports.store import (
     InboxRow,
     NewCommand,
@@ -70,20 +71,26 @@ class StepBuffer:
         """Hand every pending signal to its receiving instance, and the signals those steps
         send, until none is left. ``known`` caches states read in this transaction (it is
         filled with the ones read here). A signal to a flow the configuration does not run
-        is not delivered (e.g. mobilize without invoicing). Raises ``RuntimeError`` past
-        ``MAX_SIGNALS``."""
+        is not delivered (e.g. mobilize without invoicing); signals to ``xref`` are answered
+        by :mod:`closeloop.engine.xref`. Raises ``RuntimeError`` past ``MAX_SIGNALS``."""
         delivered = 0
         while self.signals:
             signal, correlation_id = self.signals.pop(0)
             delivered += 1
             if delivered > MAX_SIGNALS:
                 raise RuntimeError(f"more than {MAX_SIGNALS} signals: flows signal in a loop")
-            if not registry.has_flow(signal.flow):
-                continue
             key = (signal.flow, signal.business_key)
+            if signal.flow != XREF and not registry.has_flow(signal.flow):
+                continue
             if key not in self.states and key not in known:
                 known.update(tx.get_flows([key]))
             state = self.states.get(key) or known.get(key)
+            if signal.flow == XREF:  # the hub's cross-reference answers itself
+                replies, watching = answer_xref(tx, signal, state)
+                if watching is not None:
+                    self.states[key] = watching
+                self.signals.extend((reply, correlation_id) for reply in replies)
+                continue
             step = registry.flow(signal.flow).on_signal(state, signal, now)
             if step is not None:
                 self.add(signal.flow, signal.business_key, step, correlation_id)

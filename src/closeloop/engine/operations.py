@@ -1,4 +1,5 @@
-"""Operator actions on business exceptions: list, show, replay, resolve (with the audit trail)."""
+"""Operator actions: business exceptions (list, show, replay, resolve) and cross-reference
+links a person decides, each with the audit trail."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from datetime import datetime
 
 from closeloop.domain.commands import CommandStatus
 from closeloop.domain.records import FlowState
+from closeloop.engine.apply import StepBuffer
+from closeloop.engine.registry import Registry
 from closeloop.ports.clock import Clock
+from closeloop.ports.flows import XREF, xref_key, xref_link
 from closeloop.ports.store import AuditEntry, ExceptionRow, Store, StoreStats, UnitOfWork
 
 
@@ -18,9 +22,10 @@ class OperationError(ValueError):
 class Operations:
     """What the CLI and the operations API do to the hub's state."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, registry: Registry) -> None:
         self.store = store
         self.clock = clock
+        self.registry = registry
 
     def stats(self) -> StoreStats:
         """Counts by state."""
@@ -80,6 +85,36 @@ class Operations:
                 tx.set_command_status(row.command_id, CommandStatus.RESOLVED, now)
 
         return self._act(exception_id, actor, "resolve", "resolved", reason, skip)
+
+    def link(
+        self,
+        canonical_type: str,
+        record: tuple[str, str],
+        target: tuple[str, str],
+        actor: str,
+        reason: str,
+    ) -> list[tuple[str, str]]:
+        """A person's decision that ``record`` (``(system, external id)``, e.g. a Salesforce
+        account) is ``target`` (``(system, external id)``, e.g. a Tryton customer code), as
+        when an ambiguous customer match waits for someone to pick. The cross-reference then
+        answers every flow waiting on it, in the same transaction (a blocked deal resumes).
+        Returns the flow instances ``(flow, business key)`` that moved. Raises
+        :class:`OperationError` for a blank reason or id."""
+        if not reason.strip():
+            raise OperationError("a link needs a reason")
+        if not all(part.strip() for part in (*record, *target)):
+            raise OperationError("a link needs both systems and both ids")
+        key = xref_key(canonical_type, *record)
+        now = self.clock.now()
+        buffer = StepBuffer()
+        buffer.signals.append((xref_link((canonical_type, *record), *target), None))
+        with self.store.transaction() as tx:
+            buffer.deliver(tx, self.registry, {}, now)
+            buffer.write(tx, now)
+            moved = sorted(k for k in buffer.states if k[0] != XREF)
+            detail = {"target": f"{target[0]}:{target[1]}", "reason": reason, "moved": moved}
+            tx.audit([AuditEntry(now, actor, "link", f"{XREF}:{key}", detail, None)])
+        return moved
 
     def _act(
         self,

@@ -8,8 +8,12 @@ One instance per opportunity (business key ``engagement:<canonical id>``). State
   ERP holds several customers it could be; a business exception "closed-won deal blocked from
   mobilization: ..." (impact revenue) is open and the CRM shows the reason. A new version of
   the deal (or of its account) is checked again and resumes the flow by itself.
-- ``matching``: the ERP is asked which customer the account is (``match_customer``: tax id
-  exact, else name and address similarity, see :mod:`closeloop.mdm.matching`).
+- ``matching``: the cross-reference first (:mod:`closeloop.engine.xref`: an account an earlier
+  deal or a person already resolved keeps its ERP customer); else the ERP is asked which
+  customer the account is (``match_customer``: tax id exact, else name and address
+  similarity, see :mod:`closeloop.mdm.matching`). A match, or a customer created, is linked in
+  the cross-reference. An ambiguous match blocks the deal until a person merges the ERP
+  customers (and the deal changes) or links the account to one (``closeloop xref link``).
 - ``provisioning``: the customer is created when there was none, and the project is set up in
   the PSA (client, project, tasks by role at the rate card's rates) and in the ERP (project
   with the same tasks, invoiced on timesheets).
@@ -41,6 +45,7 @@ from closeloop.domain.canonical.sales import FinanceApproval, Opportunity
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Impact
 from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.flows.deal_terms import commercial_problems, deal_data
+from closeloop.ports.flows import xref_link, xref_lookup
 
 __all__ = ["BLOCKED", "MobilizeFlow", "commercial_problems"]
 
@@ -101,26 +106,10 @@ class MobilizeFlow:
             )
         data = deal_data(opportunity, deal_id, record.version)
         data["business_key"] = self.business_key(record)
-        customer = data["customer"]
-        command = Command(
-            system=self.erp,
-            operation="match_customer",
-            business_key=data["business_key"],
-            idempotency_key=f"tryton:match_customer:{deal_id}:{record.version}",
-            payload={
-                "name": customer["legal_name"],
-                "country": customer["country"],
-                "tax_ids": [customer["tax_id"]],
-                "street": customer.get("street") or "",
-                "city": customer.get("city") or "",
-                "postal_code": customer.get("postal_code") or "",
-                "threshold": self.match_threshold,
-            },
-            entity=f"{self.erp}:customer:{customer['crm_id']}",
-            impact=Impact.REVENUE,
-        )
         resolves = (entity,) if current == "blocked" else ()
-        return FlowStep("matching", data, commands=(command,), resolves=resolves)
+        return FlowStep(
+            "matching", data, signals=(self._lookup(data, watch=False),), resolves=resolves
+        )
 
     def _not_won(
         self, state: FlowState | None, deal_id: str, opportunity: Opportunity
@@ -193,10 +182,60 @@ class MobilizeFlow:
         )
 
     def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
-        """``billed``: time of the engagement is in the ERP (no more automatic closing)."""
-        if state is None or signal.name != "billed" or state.data.get("billed"):
+        """``xref``: what the cross-reference knows of the account in the ERP; ``billed``:
+        time of the engagement is in the ERP (no more automatic closing)."""
+        if state is None:
+            return None
+        if signal.name == "xref":
+            return self._cross_referenced(state, signal.data.get("external_id"))
+        if signal.name != "billed" or state.data.get("billed"):
             return None
         return FlowStep(state.state, {**state.data, "billed": True})
+
+    def _cross_referenced(self, state: FlowState, code: str | None) -> FlowStep | None:
+        """The cross-reference first: a known account is not matched again. An unknown one is
+        matched in the ERP; a deal blocked on an ambiguous match resumes once a person links
+        the account to one customer (``closeloop xref link``)."""
+        data = dict(state.data)
+        if state.state == "matching" and not data.get("match_asked"):
+            if code:
+                data.update(customer_match_kind="xref", customer_match=f"known as {code}")
+                return self._provision(data, code)
+            data["match_asked"] = True
+            return FlowStep("matching", data, commands=(self._match_command(data),))
+        if state.state == "blocked" and data.pop("ambiguous", False) and code:
+            entity = f"{self.crm}:Opportunity:{data['deal_id']}"
+            data.update(customer_match_kind="linked", customer_match=f"linked to {code}")
+            step = self._provision(data, code)
+            return FlowStep(step.state, step.data, commands=step.commands, resolves=(entity,))
+        return None
+
+    def _lookup(self, data: dict[str, Any], *, watch: bool) -> Signal:
+        account = ("account", self.crm, data["customer"]["crm_id"])
+        return xref_lookup(account, self.erp, (self.name, data["business_key"]), watch=watch)
+
+    def _link(self, data: dict[str, Any], code: str) -> Signal:
+        return xref_link(("account", self.crm, data["customer"]["crm_id"]), self.erp, code)
+
+    def _match_command(self, data: dict[str, Any]) -> Command:
+        customer = data["customer"]
+        return Command(
+            system=self.erp,
+            operation="match_customer",
+            business_key=data["business_key"],
+            idempotency_key=f"tryton:match_customer:{data['deal_id']}:{data['version']}",
+            payload={
+                "name": customer["legal_name"],
+                "country": customer["country"],
+                "tax_ids": [customer["tax_id"]],
+                "street": customer.get("street") or "",
+                "city": customer.get("city") or "",
+                "postal_code": customer.get("postal_code") or "",
+                "threshold": self.match_threshold,
+            },
+            entity=f"{self.erp}:customer:{customer['crm_id']}",
+            impact=Impact.REVENUE,
+        )
 
     def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
         """No timers."""
@@ -213,8 +252,10 @@ class MobilizeFlow:
             return self._matched(data, outcome.result)
         if state.state != "provisioning":
             return None
-        if operation == "upsert_customer":
+        signals: tuple[Signal, ...] = ()
+        if operation == "upsert_customer":  # created: the account is this customer from now
             data["erp_customer_id"] = outcome.result.get("party")
+            signals = (self._link(data, data["erp_customer_code"]),)
         elif operation == "upsert_project" and entity.startswith(f"{self.psa}:"):
             data["psa_project_id"] = outcome.result.get("project_id")
         elif operation == "upsert_project" and entity.startswith(f"{self.erp}:"):
@@ -222,59 +263,72 @@ class MobilizeFlow:
             data["erp_project_id"] = works.get(data["project_key"])
         waiting = [k for k in ("psa_project_id", "erp_project_id") if data.get(k) is None]
         if waiting:
-            return FlowStep("provisioning", data)
+            return FlowStep("provisioning", data, signals=signals)
         provisional = data["finance_approval"] == FinanceApproval.PENDING.value
         status = "Provisional" if provisional else "Mobilized"
         return FlowStep(
             status.lower(),
             data,
             commands=(self._write_back(data, status),),
-            signals=self._signals(data, status.lower()),
+            signals=signals + self._signals(data, status.lower()),
         )
 
     def _matched(self, data: dict[str, Any], result: dict[str, Any]) -> FlowStep:
         deal_id = data["deal_id"]
         entity = f"{self.crm}:Opportunity:{deal_id}"
         if result.get("kind") == "ambiguous":
-            message = f"{BLOCKED}: {result.get('explain')}; merge the ERP customers or pick one"
-            issue = BusinessIssue(ExceptionClass.DUPLICATE, Impact.REVENUE, entity, message)
-            return FlowStep(
-                "blocked", data, issues=(issue,), commands=(self._status(data, "Blocked", message),)
+            message = (
+                f"{BLOCKED}: {result.get('explain')}; merge the ERP customers, or pick one with "
+                f"closeloop xref link account {self.crm}:{data['customer']['crm_id']} "
+                f"{self.erp}:<customer code>"
             )
-        customer = data["customer"]
-        commands = []
+            issue = BusinessIssue(ExceptionClass.DUPLICATE, Impact.REVENUE, entity, message)
+            data["ambiguous"] = True
+            return FlowStep(
+                "blocked",
+                data,
+                issues=(issue,),
+                commands=(self._status(data, "Blocked", message),),
+                signals=(self._lookup(data, watch=True),),
+            )
         data["customer_match_kind"] = result.get("kind") or "none"
         if result.get("kind") in ("tax_id", "similar"):
-            data["erp_customer_code"] = result["party_code"]
             data["erp_customer_id"] = result.get("party_id")
             data["customer_match"] = result.get("explain")
-        else:
-            code = f"SF-{customer['crm_id']}"
-            data["erp_customer_code"] = code
-            data["customer_match"] = "created"
-            commands.append(
-                Command(
-                    self.erp,
-                    "upsert_customer",
-                    data["business_key"],
-                    f"tryton:upsert_customer:{code}:{deal_id}",
-                    {
-                        "code": code,
-                        "name": customer["legal_name"],
-                        "country": customer["country"],
-                        "tax_ids": [[customer["tax_scheme"], customer["tax_id"]]],
-                        "address": {
-                            "line1": customer.get("street") or "",
-                            "city": customer.get("city") or "",
-                            "postal_code": customer.get("postal_code") or "",
-                        },
-                    },
-                    f"{self.erp}:customer:{code}",
-                    Impact.REVENUE,
-                )
-            )
-        commands += [self._psa_project(data), self._erp_project(data)]
-        return FlowStep("provisioning", data, commands=tuple(commands))
+            step = self._provision(data, result["party_code"])
+            link = self._link(data, result["party_code"])
+            return FlowStep(step.state, step.data, commands=step.commands, signals=(link,))
+        customer = data["customer"]
+        code = f"SF-{customer['crm_id']}"
+        data["customer_match"] = "created"
+        create = Command(
+            self.erp,
+            "upsert_customer",
+            data["business_key"],
+            f"tryton:upsert_customer:{code}:{deal_id}",
+            {
+                "code": code,
+                "name": customer["legal_name"],
+                "country": customer["country"],
+                "tax_ids": [[customer["tax_scheme"], customer["tax_id"]]],
+                "address": {
+                    "line1": customer.get("street") or "",
+                    "city": customer.get("city") or "",
+                    "postal_code": customer.get("postal_code") or "",
+                },
+            },
+            f"{self.erp}:customer:{code}",
+            Impact.REVENUE,
+        )
+        step = self._provision(data, code)
+        return FlowStep(step.state, step.data, commands=(create, *step.commands))
+
+    def _provision(self, data: dict[str, Any], customer_code: str) -> FlowStep:
+        """Set up the projects in both systems for the ERP customer ``customer_code``."""
+        data = {**data, "erp_customer_code": customer_code}
+        return FlowStep(
+            "provisioning", data, commands=(self._psa_project(data), self._erp_project(data))
+        )
 
     def _psa_project(self, data: dict[str, Any]) -> Command:
         key = data["project_key"]

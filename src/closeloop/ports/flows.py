@@ -10,6 +10,31 @@ from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 
+XREF = "xref"
+"""The receiver name of signals to the hub's cross-reference (:mod:`closeloop.engine.xref`)."""
+
+
+def xref_key(canonical_type: str, system: str, external_id: str) -> str:
+    """The business key of a record's cross-reference, e.g. ``account:salesforce:001...``."""
+    return f"{canonical_type}:{system}:{external_id}"
+
+
+def xref_lookup(
+    record: tuple[str, str, str], target: str, reply_to: tuple[str, str], *, watch: bool = False
+) -> Signal:
+    """Ask what ``record`` (``(canonical type, system, external id)``) is in ``target``; the
+    answer comes back to the instance ``reply_to`` (``(flow, business key)``) as a signal
+    named ``xref`` with ``external_id`` (``None`` when unknown). With ``watch``, an unknown
+    record answers again once it is linked."""
+    data = {"system": target, "reply_to": list(reply_to), "watch": watch}
+    return Signal(XREF, xref_key(*record), "lookup", data)
+
+
+def xref_link(record: tuple[str, str, str], target: str, target_id: str) -> Signal:
+    """Record that ``record`` (``(canonical type, system, external id)``) is ``target_id``
+    in ``target``."""
+    return Signal(XREF, xref_key(*record), "link", {"system": target, "external_id": target_id})
+
 
 class Mapper(Protocol):
     """Maps a vendor change onto canonical data.

@@ -178,10 +178,12 @@ class UnitOfWork(Protocol):
         """Canonical ids of the given records, creating xref rows (new uuids) for new ones."""
         ...
 
-    def add_xref(
+    def link_xref(
         self, canonical_type: str, canonical_id: str, system: str, external_id: str
     ) -> None:
-        """Record that ``canonical_id`` is ``external_id`` in ``system`` (idempotent)."""
+        """Record that ``canonical_id`` is ``external_id`` in ``system`` (idempotent). The link
+        replaces what the record was linked to in ``system`` before, and detaches
+        ``external_id`` from any other canonical record: each side has one partner."""
         ...
 
     def find_xref(self, canonical_type: str, canonical_id: str, system: str) -> str | None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, tuple_, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, tuple_, update
 
 from closeloop.domain.changes import Change
 from closeloop.ports.store import Cursor, InboxRow, RecordKey, Snapshot, iter_chunks
@@ -171,20 +171,24 @@ class InboxRepository:
             found.update(lookup(missing))
         return found
 
-    def add_xref(
+    def link_xref(
         self, canonical_type: str, canonical_id: str, system: str, external_id: str
     ) -> None:
-        insert_ignore(
-            self.conn,
-            t.xref,
-            [
-                {
-                    "canonical_type": canonical_type,
-                    "system": system,
-                    "external_id": external_id,
-                    "canonical_id": canonical_id,
-                }
-            ],
+        x = t.xref
+        self.conn.execute(
+            delete(x).where(
+                x.c.canonical_type == canonical_type,
+                x.c.system == system,
+                or_(x.c.canonical_id == canonical_id, x.c.external_id == external_id),
+            )
+        )
+        self.conn.execute(
+            insert(x).values(
+                canonical_type=canonical_type,
+                system=system,
+                external_id=external_id,
+                canonical_id=canonical_id,
+            )
         )
 
     def find_xref(self, canonical_type: str, canonical_id: str, system: str) -> str | None:

@@ -1,0 +1,73 @@
+"""The ``closeloop`` command line (typer): the app, its shared options and entry point.
+
+Commands live by use: :mod:`.ops` (run the hub, status, exceptions, cross-reference, database),
+:mod:`.sandbox` (local sandboxes, Tryton and the demo), :mod:`.tools` (checks, mapping,
+schemas, benchmarks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from closeloop.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="closeloop: the project-to-cash integration hub.", no_args_is_help=True)
+exceptions_app = typer.Typer(
+    help="Business exceptions: list, show, replay, resolve.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+xref_app = typer.Typer(
+    help="Cross-reference: which record is which in each system.", no_args_is_help=True
+)
+schema_app = typer.Typer(help="Canonical model JSON Schemas.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="Local sandboxes of the vendor systems.", no_args_is_help=True)
+tryton_app = typer.Typer(help="The Tryton ERP.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+app.add_typer(exceptions_app, name="exceptions")
+app.add_typer(db_app, name="db")
+app.add_typer(xref_app, name="xref")
+app.add_typer(bench_app, name="bench")
+app.add_typer(schema_app, name="schema")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(tryton_app, name="tryton")
+
+HomeOption = Annotated[Path, typer.Option("--home", help="sandbox state folder")]
+
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML configuration (default ./closeloop.yaml)"),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    from closeloop.observability import configure_logging
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def _hub(config: Path | None) -> Any:
+    from closeloop.bootstrap import build_hub
+
+    return build_hub(_settings(config))
+
+
+def main() -> None:
+    """Entry point of the ``closeloop`` script."""
+    app()
+
+
+from closeloop.cli import ops, sandbox, tools  # noqa: E402 - they register their commands
+
+__all__ = ["app", "main", "ops", "sandbox", "tools"]

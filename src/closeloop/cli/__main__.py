@@ -1,0 +1,5 @@
+"""``python -m closeloop.cli``."""
+
+from closeloop.cli import main
+
+main()

@@ -1,0 +1,246 @@
+"""Commands that run and operate the hub: run, worker, status, exceptions, xref, db."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from closeloop.cli import (
+    ConfigOption,
+    _hub,
+    _settings,
+    app,
+    console,
+    db_app,
+    err,
+    exceptions_app,
+    xref_app,
+)
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Intake, workers and the HTTP server in one process, until Ctrl-C or SIGTERM."""
+    import signal
+
+    import uvicorn
+
+    from closeloop.bootstrap import build_http_app
+
+    hub = _hub(config)
+    stop = threading.Event()
+    threads = [threading.Thread(target=hub.worker.run, args=(stop,), name="worker", daemon=True)]
+    for thread in threads:
+        thread.start()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_http_app(hub),
+            host=hub.settings.http.host,
+            port=hub.settings.http.port,
+            log_level="warning",
+        )
+    )
+    # uvicorn handles SIGINT/SIGTERM while serving and re-raises them afterwards: our own
+    # handlers receive that re-raise, so the workers stop and the hub closes cleanly
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    err.print(f"closeloop listening on http://{hub.settings.http.host}:{hub.settings.http.port}")
+    try:
+        server.run()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        hub.close()
+
+
+@app.command()
+def worker(config: ConfigOption = None) -> None:
+    """Workers only (no HTTP server), for scale-out on PostgreSQL; stops on Ctrl-C or SIGTERM."""
+    import signal
+
+    hub = _hub(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        hub.worker.run(stop)
+    finally:
+        hub.close()
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Each engagement's lifecycle and blockers, commands by state, open exceptions by class,
+    and each system's calls (from the running hub) and quota."""
+    from closeloop.statusview import gather
+
+    hub = _hub(config)
+    try:
+        view = gather(hub)
+    finally:
+        hub.close()
+    if as_json:
+        print(json.dumps(view, default=str, indent=2))
+        return
+    if view["engagements"]:
+        table = Table(title="engagements")
+        for column in ("deal", "stage", "customer", "hours", "held", "invoices", "invoiced"):
+            numeric = column in ("hours", "held", "invoices", "invoiced")
+            table.add_column(column, justify="right" if numeric else "left")
+        table.add_column("paid / outstanding")
+        table.add_column("blocked by")
+        for e in view["engagements"]:
+            table.add_row(
+                e["deal_id"],
+                e["stage"],
+                e["customer"],
+                e["hours_recorded"],
+                e["hours_held"],
+                str(e["invoices_posted"]),
+                e["invoiced"],
+                f"{e['paid']} / {e['outstanding']} ({e['payment_status']})",
+                "; ".join(e["blockers"]),
+            )
+        console.print(table)
+    table = Table(title="closeloop status")
+    table.add_column("what")
+    table.add_column("state")
+    table.add_column("count", justify="right")
+    for state, count in sorted(view["inbox_by_status"].items()):
+        table.add_row("inbox", state, str(count))
+    for system, counts in sorted(view["commands_by_system"].items()):
+        for state, count in sorted(counts.items()):
+            table.add_row(f"commands {system}", state, str(count))
+    for error_class, count in sorted(view["open_exceptions_by_class"].items()):
+        table.add_row("open exceptions", error_class, str(count))
+    console.print(table)
+    systems = Table(title="systems")
+    for column in ("system", "API calls (running hub)", "quota"):
+        systems.add_column(column)
+    for name, info in view["systems"].items():
+        calls = "hub not running" if info["calls"] is None else f"{info['calls']:,}"
+        systems.add_row(name, calls, info["quota"])
+    console.print(systems)
+
+
+@exceptions_app.command("list")
+def exceptions_list(
+    config: ConfigOption = None,
+    all_: Annotated[bool, typer.Option("--all", help="include closed ones")] = False,
+    limit: int = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Open business exceptions, newest first."""
+    hub = _hub(config)
+    try:
+        rows = hub.operations.list_exceptions(None if all_ else "open", limit)
+    finally:
+        hub.close()
+    if as_json:
+        print(json.dumps([asdict(r) for r in rows], default=str, indent=2))
+        return
+    table = Table(title="business exceptions")
+    for column in ("id", "class", "impact", "status", "entity", "message"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(str(r.id), r.error_class.value, r.impact.value, r.status, r.entity, r.message)
+    console.print(table)
+
+
+def _exception_action(config: Path | None, action: str, *args: Any) -> None:
+    from closeloop.engine.operations import OperationError
+
+    hub = _hub(config)
+    try:
+        row = getattr(hub.operations, action)(*args)
+    except OperationError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        hub.close()
+    print(json.dumps(asdict(row), default=str, indent=2))
+
+
+@exceptions_app.command("show")
+def exceptions_show(exception_id: int, config: ConfigOption = None) -> None:
+    """One exception, as JSON."""
+    _exception_action(config, "show", exception_id)
+
+
+@exceptions_app.command("replay")
+def exceptions_replay(
+    exception_id: int,
+    config: ConfigOption = None,
+    reason: Annotated[str, typer.Option(help="why (kept in the audit trail)")] = "",
+    actor: Annotated[str, typer.Option(envvar="USER", help="who")] = "operator",
+) -> None:
+    """Run the exception's command (or change) again; its idempotency key is kept."""
+    _exception_action(config, "replay", exception_id, actor, reason)
+
+
+@exceptions_app.command("resolve")
+def exceptions_resolve(
+    exception_id: int,
+    reason: Annotated[str, typer.Option(help="why it needs no replay (audit trail)")],
+    config: ConfigOption = None,
+    actor: Annotated[str, typer.Option(envvar="USER", help="who")] = "operator",
+) -> None:
+    """Close the exception by hand; a parked command is skipped."""
+    _exception_action(config, "resolve", exception_id, actor, reason)
+
+
+def _system_and_id(text: str) -> tuple[str, str]:
+    system, _, external_id = text.partition(":")
+    if not system or not external_id:
+        raise typer.BadParameter(f"{text!r} is not <system>:<id> (e.g. salesforce:001...)")
+    return system, external_id
+
+
+@xref_app.command("link")
+def xref_link(
+    canonical_type: Annotated[str, typer.Argument(help="what the records are, e.g. account")],
+    record: Annotated[str, typer.Argument(help="<system>:<id>, e.g. salesforce:0015g...")],
+    target: Annotated[str, typer.Argument(help="<system>:<id>, e.g. tryton:C-0042")],
+    reason: Annotated[str, typer.Option(help="why (kept in the audit trail)")],
+    config: ConfigOption = None,
+    actor: Annotated[str, typer.Option(envvar="USER", help="who")] = "operator",
+) -> None:
+    """Decide that RECORD is TARGET (e.g. the ERP customer an ambiguous match could not pick);
+    flows waiting on it go on at once, a blocked deal resumes. Prints the flows that moved."""
+    from closeloop.engine.operations import OperationError
+
+    pair, partner = _system_and_id(record), _system_and_id(target)
+    hub = _hub(config)
+    try:
+        moved = hub.operations.link(canonical_type, pair, partner, actor, reason)
+    except OperationError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        hub.close()
+    print(json.dumps({"linked": [record, target], "moved": [list(m) for m in moved]}, indent=2))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Migrate the database to the newest schema."""
+    from closeloop.store import migrate
+    from closeloop.store.db import create_db_engine
+
+    settings = _settings(config)
+    engine = create_db_engine(settings.database_url)
+    try:
+        migrate.upgrade(engine)
+        console.print(f"database at revision {migrate.current_revision(engine)}")
+    finally:
+        engine.dispose()

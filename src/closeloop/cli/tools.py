@@ -1,0 +1,259 @@
+"""Commands that check configuration, try mappings, export schemas and run benchmarks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from closeloop.cli import ConfigOption, _settings, app, bench_app, console, err, schema_app
+
+
+@app.command()
+def check(config: ConfigOption = None) -> None:
+    """Validate the configuration and every mapping file; print each problem with its file
+    and line. Exit status 1 when there is any."""
+    from closeloop.config import DEFAULT_CONFIG
+    from closeloop.configfiles import (
+        Finding,
+        check_mapping_file,
+        check_settings_file,
+        default_mapping_files,
+        ownership_policy,
+    )
+    from closeloop.mapping.engine import Mapper
+
+    findings: list[Finding] = []
+    files = list(default_mapping_files())
+    path = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    if path is not None:
+        if not path.is_file():
+            err.print(f"{path}: no such configuration file")
+            raise typer.Exit(1)
+        settings, problems = check_settings_file(path)
+        findings.extend(problems)
+        if settings is not None:
+            files.extend(settings.mappings)
+    objects = 0
+    mappers: dict[str, Mapper] = {}
+    for mapping_file in files:
+        if not Path(mapping_file).is_file():
+            findings.append(Finding(str(mapping_file), 0, "no such mapping file"))
+            continue
+        spec, problems = check_mapping_file(Path(mapping_file))
+        findings.extend(problems)
+        if spec is not None:
+            objects += len(spec.objects)
+            mappers[spec.connection] = Mapper(spec)
+    try:
+        ownership_policy(mappers)
+    except ValueError as exc:
+        findings.append(Finding("ownership", 0, str(exc)))
+    for finding in findings:
+        print(finding)
+    if findings:
+        err.print(f"{len(findings)} problem(s)")
+        raise typer.Exit(1)
+    checked = f"{path} and " if path else ""
+    print(f"ok: {checked}{len(files)} mapping files ({objects} vendor objects)")
+
+
+@app.command("map")
+def map_payload(
+    payload_file: Annotated[Path, typer.Argument(help="vendor record as JSON")],
+    connection: Annotated[str, typer.Option(help="connection, e.g. salesforce")],
+    object_name: Annotated[str, typer.Option("--object", help="vendor object, e.g. Account")],
+    config: ConfigOption = None,
+) -> None:
+    """Map one vendor payload and print the canonical record (JSON), or every problem with
+    its field path (exit status 1)."""
+    from closeloop.configfiles import FileProblems, load_mappers
+
+    extra: list[Path] = []
+    if config is not None or Path("closeloop.yaml").is_file():
+        extra = list(_settings(config).mappings)
+    try:
+        mappers = load_mappers(extra)
+        payload = json.loads(payload_file.read_text(encoding="utf-8"))
+    except FileProblems as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from exc
+    except (OSError, ValueError) as exc:
+        err.print(f"{payload_file}: {exc}")
+        raise typer.Exit(2) from exc
+    if connection not in mappers:
+        err.print(f"no mapping for connection {connection!r} (known: {', '.join(sorted(mappers))})")
+        raise typer.Exit(2)
+    if not isinstance(payload, dict):
+        err.print(f"{payload_file}: a vendor record must be a JSON object")
+        raise typer.Exit(2)
+    try:
+        result = mappers[connection].map(object_name, payload)
+    except KeyError as exc:
+        err.print(str(exc.args[0]))
+        raise typer.Exit(2) from exc
+    if not result.ok:
+        for problem in result.problems:
+            print(problem)
+        raise typer.Exit(1)
+    print(json.dumps({"canonical_type": result.canonical_type, "record": result.data}, indent=2))
+
+
+@schema_app.command("export")
+def schema_export(folder: Path) -> None:
+    """Write every canonical type's JSON Schema as ``TYPE.vVERSION.json`` and an
+    ``index.json`` of versions and fingerprints."""
+    from closeloop.domain.canonical import CANONICAL_TYPES, json_schema, schema_fingerprint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {}
+    for name, model in sorted(CANONICAL_TYPES.items()):
+        target = folder / f"{name}.v{model.SCHEMA_VERSION}.json"
+        target.write_text(json.dumps(json_schema(name), indent=2, sort_keys=True) + "\n")
+        index[name] = {"version": model.SCHEMA_VERSION, "sha256": schema_fingerprint(name)}
+    (folder / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    print(f"{len(index)} schemas written to {folder}")
+
+
+@bench_app.command("engine")
+def bench_engine(
+    changes: Annotated[int, typer.Option(help="changes per run")] = 5000,
+    runs: Annotated[int, typer.Option(help="runs; the median is reported")] = 3,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(envvar="CLOSELOOP_BENCH_POSTGRES_URL", help="also measure on this PostgreSQL"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """End-to-end engine throughput vs. the bare durable writes it must make, per backend."""
+    from closeloop.bench import run_engine_bench
+    from closeloop.observability import configure_logging
+
+    configure_logging("console", "warning")
+    results = run_engine_bench(changes=changes, runs=runs, postgres_url=postgres_url)
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    table = Table(title=f"engine benchmark ({changes} changes, median of {runs} runs)")
+    for column in ("backend", "engine changes/s", "floor changes/s", "ratio"):
+        table.add_column(column, justify="right")
+    for backend, figures in results["backends"].items():
+        table.add_row(
+            backend,
+            f"{figures['engine_changes_per_s']:.0f}",
+            f"{figures['floor_changes_per_s']:.0f}",
+            f"{figures['ratio']:.2f}",
+        )
+    console.print(table)
+
+
+def _bench_figures(
+    vendor: str, run: Callable[[], dict[str, Any]], as_json: bool
+) -> dict[str, Any] | None:
+    """Run a benchmark with logging quiet and a spinner; print its figures as JSON (and
+    answer ``None``) or answer them for a table."""
+    from closeloop.observability import configure_logging
+
+    configure_logging("console", "warning")
+    with console.status(f"benchmarking {vendor} ..."):
+        figures = run()
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return None
+    return figures
+
+
+@bench_app.command("tryton")
+def bench_tryton(
+    entries: Annotated[int, typer.Option(help="time entries per run")] = 5000,
+    runs: Annotated[int, typer.Option(help="runs; medians are reported")] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Timesheet lines per second into a real Tryton: through the connector, next to the bare
+    bulk RPC floor and to one call per line; API calls per 1,000 time entries."""
+    from closeloop.bench_tryton import run_tryton_bench
+
+    figures = _bench_figures(
+        "Tryton", lambda: run_tryton_bench(entries=entries, runs=runs), as_json
+    )
+    if figures is None:
+        return
+    table = Table(title=f"Tryton timesheet import ({entries} entries, median of {runs} runs)")
+    for column in ("way", "lines/s", "API calls per 1,000 entries"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        "connector",
+        f"{figures['connector_lines_per_s']:.0f}",
+        f"{figures['connector_calls_per_1000']:.1f}",
+    )
+    table.add_row(
+        "floor (bare bulk RPC)",
+        f"{figures['floor_lines_per_s']:.0f}",
+        f"{figures['floor_calls_per_1000']:.1f}",
+    )
+    table.add_row("one call per line", f"{figures['one_call_per_line_lines_per_s']:.0f}", "1000")
+    console.print(table)
+    console.print(f"connector / floor = {figures['ratio_to_floor']:.2f}")
+
+
+@bench_app.command("salesforce")
+def bench_salesforce(
+    opportunities: Annotated[int, typer.Option(help="opportunities per run")] = 2000,
+    runs: Annotated[int, typer.Option(help="runs; medians are reported")] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Opportunities per second and API requests per 1,000 opportunities, in and out of the
+    Salesforce sandbox with a real org's limits, next to the bounds the limits allow."""
+    from closeloop.bench_salesforce import run_salesforce_bench
+
+    f = _bench_figures(
+        "Salesforce", lambda: run_salesforce_bench(opportunities=opportunities, runs=runs), as_json
+    )
+    if f is None:
+        return
+    table = Table(title=f"Salesforce sync ({opportunities} opportunities, median of {runs} runs)")
+    for column in ("direction", "opps/s", "requests/1,000", "fewest/1,000", "quota bound/s"):
+        table.add_column(column, justify="right")
+    for direction, label in (("inbound", "in (poll)"), ("outbound", "out (write-back)")):
+        table.add_row(
+            label,
+            f"{f[f'{direction}_per_s']:.0f}",
+            f"{f[f'{direction}_calls_per_1000']:.2f}",
+            f"{f[f'{direction}_floor_calls_per_1000']:.2f}",
+            f"{f[f'{direction}_quota_bound_per_s']:.0f}",
+        )
+    console.print(table)
+    console.print(
+        "fewest: 2,000 records per query page, 5 Collections of 200 per Composite request; "
+        "quota bound: 100,000 requests a day at that rate, spread over 24 h"
+    )
+
+
+@bench_app.command("harvest")
+def bench_harvest(
+    entries: Annotated[int, typer.Option(help="time entries in the account")] = 10_000,
+    runs: Annotated[int, typer.Option(help="runs; medians are reported")] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Time entries per second from Harvest into the inbox with the rate limit on, next to
+    the bound the limit and page size allow."""
+    from closeloop.bench_harvest import run_harvest_bench
+
+    f = _bench_figures("Harvest", lambda: run_harvest_bench(entries=entries, runs=runs), as_json)
+    if f is None:
+        return
+    table = Table(title=f"Harvest time entry sync ({entries} entries, median of {runs} runs)")
+    for column in ("entries/s", "requests", "fewest requests", "rate-limit bound entries/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{f['entries_per_s']:.0f}",
+        f"{f['requests']:.0f}",
+        f"{f['fewest_requests']}",
+        f"{f['rate_limit_bound_per_s']:.0f}",
+    )
+    console.print(table)
+    console.print("bound: 100 requests per 15 s, 2,000 entries per page")
