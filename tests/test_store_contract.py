@@ -276,3 +276,42 @@ def test_shared_rate_limit_counts_every_worker(store: SqlStore) -> None:
     now[0] += 10.0  # the window has moved on from the first slots
     assert limit.take("harvest:acct", 5, 15.0) == (0.0, 1015.0)
     assert limit.take("other-account", 1, 15.0)[0] == pytest.approx(5.0)
+
+
+def test_two_transactions_creating_one_flow_instance_see_each_other(store: SqlStore) -> None:
+    """The second transaction to create an instance waits for the first and reads its state
+    (it never overwrites it). On PostgreSQL this needs a row to lock before the instance
+    exists; SQLite's single writer gives it anyway."""
+    import threading
+
+    from sqlalchemy import text
+
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time")
+    key = ("f", "new")
+
+    def step() -> None:
+        with store.transaction() as tx:
+            current = tx.get_flows([key]).get(key)
+            count = current.data["n"] if current else 0
+            tx.put_flows([FlowState(*key, "counted", {"n": count + 1})], NOW)
+
+    waiting = text("select count(*) from pg_stat_activity where wait_event_type = 'Lock'")
+    with store.transaction() as tx:
+        assert tx.get_flows([key]) == {}
+        second = threading.Thread(target=step)
+        second.start()
+        blocked = False
+        with store.engine.connect() as watch:  # until the second waits on a lock (or 30 s)
+            for _ in range(3000):
+                blocked = bool(watch.execute(waiting).scalar())
+                if blocked:
+                    break
+                threading.Event().wait(0.01)
+        assert blocked, "the second transaction never waited for the first"
+        tx.put_flows([FlowState(*key, "counted", {"n": 1})], NOW)
+    second.join(timeout=30)
+    assert not second.is_alive()
+    with store.transaction() as tx:
+        assert tx.get_flows([key])[key].data == {"n": 2}
+        assert tx.list_flows("f", 10) == [FlowState("f", "new", "counted", {"n": 2})]
