@@ -204,16 +204,17 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
 
 
 def test_the_demo_command_runs_a_quarter_keeps_running_and_stops(tmp_path: Path) -> None:
-    home = tmp_path / "demo"
+    home = tmp_path / ".closeloop"  # the default, relative to where a person runs it
     run = subprocess.run(
         [
-            *(sys.executable, "-m", "closeloop.cli", "demo", "--home", str(home)),
+            *(sys.executable, "-m", "closeloop.cli", "demo"),
             *("--keep-running", "--clients", "10", "--deals", "14", "--consultants", "10"),
         ],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "COLUMNS": "200"},
+        cwd=tmp_path,
     )
     try:
         assert run.returncode == 0, run.stdout + run.stderr

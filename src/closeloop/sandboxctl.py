@@ -109,7 +109,7 @@ def hub_config(home: Path, state: dict[str, Any]) -> str:
             "password": tr["password"],
         }
     config: dict[str, Any] = {
-        "database_url": f"sqlite:///{(home / 'hub.db').resolve()}",
+        "database_url": f"sqlite:///{home.resolve() / 'hub.db'}",
         "systems": systems,
     }
     if "hub" in state:
@@ -118,7 +118,7 @@ def hub_config(home: Path, state: dict[str, Any]) -> str:
         config["flows"] = {"mobilize": {}, "bill_time": {}, "invoice": {}, "status_back": {}}
     header = (
         "# Written by `closeloop sandbox up` for the local sandboxes; run the hub on them\n"
-        f"# with: closeloop run -c {home / 'closeloop.yaml'}\n"
+        f"# with: closeloop run -c {home.resolve() / 'closeloop.yaml'}\n"
     )
     return header + yaml.safe_dump(config, sort_keys=False)
 
@@ -143,10 +143,12 @@ SYSTEMS = ("tryton", "salesforce", "harvest")
 
 def up(home: Path, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
     """Start those of ``systems`` that are not running yet; returns the sandbox state.
-    Raises ``SandboxError`` or ``SandboxStartError`` when one does not come up."""
+    Raises ``SandboxError`` or ``SandboxStartError`` when one does not come up. Paths in the
+    state and in ``closeloop.yaml`` are absolute: the files work from any folder."""
     from closeloop.sandboxes.harvest.server import start_harvest
     from closeloop.sandboxes.salesforce.server import start_salesforce
 
+    home = home.resolve()
     state = read_state(home)
     state.setdefault("hub", {"port": free_port()})  # where `closeloop run` will listen
     for name in systems:

@@ -139,6 +139,10 @@ class TrytonSandbox:
     flavour: str = ""
     """What the prepare step does (a version): part of the pristine copy's name."""
 
+    def __post_init__(self) -> None:
+        # trytond turns a relative SQLite path into a URI it cannot open: absolute paths only
+        self.home, self.cache = self.home.resolve(), self.cache.resolve()
+
     @property
     def _sqlite(self) -> bool:
         return self.uri.startswith("sqlite")
