@@ -14,9 +14,9 @@ from decimal import Decimal
 from itertools import groupby
 from typing import Any
 
+from closeloop.connectors.tryton.invoicing import InvoiceState
 from closeloop.connectors.tryton.operations import (
     LINE_MARK,
-    InvoiceState,
     TaskSpec,
     TimesheetEntry,
     TrytonOperations,
