@@ -44,9 +44,7 @@ def quota(hub: Hub, system: str) -> str:
         if kind == "harvest":
             client = hub.registry.connector(system).client  # type: ignore[attr-defined]
             limit, window_s = client.window
-            used = SqlSharedRateLimit(hub.store.engine).used(
-                f"harvest:{client.account_id}", window_s
-            )
+            used = SqlSharedRateLimit(hub.store.engine).used(client.rate_limit_key, window_s)
             return f"{used} of {limit} requests used in the last {window_s:.0f} s (all workers)"
     except Exception as exc:  # a status page reports, it does not fail
         return f"unknown ({type(exc).__name__}: {exc})"

@@ -91,7 +91,7 @@ class MobilizeFlow:
         if current in UNDER_WAY:
             return None
         problems = commercial_problems(opportunity)
-        entity = f"{self.crm}:Opportunity:{deal_id}"
+        entity = self._deal_entity(deal_id)
         if problems:
             message = f"{BLOCKED}: " + "; ".join(problems)
             data = {
@@ -116,7 +116,7 @@ class MobilizeFlow:
     ) -> FlowStep | None:
         if state is None:
             return None
-        entity = f"{self.crm}:Opportunity:{deal_id}"
+        entity = self._deal_entity(deal_id)
         if state.state == "blocked":  # no longer closed-won: nothing to mobilize
             return FlowStep("withdrawn", dict(state.data), resolves=(entity,))
         if state.state not in UNDER_WAY:
@@ -204,11 +204,15 @@ class MobilizeFlow:
             data["match_asked"] = True
             return FlowStep("matching", data, commands=(self._match_command(data),))
         if state.state == "blocked" and data.pop("ambiguous", False) and code:
-            entity = f"{self.crm}:Opportunity:{data['deal_id']}"
+            entity = self._deal_entity(data["deal_id"])
             data.update(customer_match_kind="linked", customer_match=f"linked to {code}")
             step = self._provision(data, code)
             return FlowStep(step.state, step.data, commands=step.commands, resolves=(entity,))
         return None
+
+    def _deal_entity(self, deal_id: str) -> str:
+        """The opportunity as exceptions and commands name it."""
+        return f"{self.crm}:Opportunity:{deal_id}"
 
     def _lookup(self, data: dict[str, Any], *, watch: bool) -> Signal:
         account = ("account", self.crm, data["customer"]["crm_id"])
@@ -275,7 +279,7 @@ class MobilizeFlow:
 
     def _matched(self, data: dict[str, Any], result: dict[str, Any]) -> FlowStep:
         deal_id = data["deal_id"]
-        entity = f"{self.crm}:Opportunity:{deal_id}"
+        entity = self._deal_entity(deal_id)
         if result.get("kind") == "ambiguous":
             message = (
                 f"{BLOCKED}: {result.get('explain')}; merge the ERP customers, or pick one with "
@@ -402,6 +406,6 @@ class MobilizeFlow:
             data["business_key"],
             f"salesforce:Opportunity:{deal_id}:mobilization:{status}:{data['version']}",
             {"object": "Opportunity", "id": deal_id, "fields": fields},
-            f"{self.crm}:Opportunity:{deal_id}",
+            self._deal_entity(deal_id),
             Impact.REVENUE,
         )

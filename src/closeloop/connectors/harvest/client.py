@@ -101,12 +101,13 @@ class HarvestClient:
         self._http.close()
 
     @property
-    def _key(self) -> str:
+    def rate_limit_key(self) -> str:
+        """The key of the account's window in the shared rate limit (``harvest:<account>``)."""
         return f"harvest:{self.account_id}"
 
     def _take_slot(self) -> float:
         while True:
-            wait, stamp = self._limit.take(self._key, *self._window)
+            wait, stamp = self._limit.take(self.rate_limit_key, *self._window)
             if wait <= 0:
                 return stamp
             self.waited_s += wait
@@ -126,7 +127,7 @@ class HarvestClient:
         except httpx.HTTPError as exc:
             raise classify_http_error(exc) from exc
         finally:
-            self._limit.settle(self._key, stamp)
+            self._limit.settle(self.rate_limit_key, stamp)
         status = response.status_code
         if status == 429 or status >= 500:
             retry_after = response.headers.get("Retry-After")
