@@ -16,7 +16,9 @@ import sqlalchemy as sa
 
 from closeloop.bootstrap import Hub, build_hub, mapped_binding
 from closeloop.config import Settings
+from closeloop.connectors.harvest.client import HarvestApiError
 from closeloop.connectors.harvest.connector import HarvestConnector, idempotency_key
+from closeloop.connectors.harvest.operations import Batch
 from closeloop.domain.commands import Applied, Command, CommandStatus, Permanent
 from closeloop.ports.connector import TransientError
 from closeloop.ports.flows import Binding
@@ -49,6 +51,36 @@ def api(server: HarvestServer) -> Iterator[Api]:
 def count(hub: Hub, table: sa.Table) -> int:
     with hub.store.engine.connect() as db:
         return int(db.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def test_a_client_or_task_created_after_the_batch_listed_is_found_not_refused(
+    server: HarvestServer, api: Api
+) -> None:
+    """An earlier create of ours that lands after the batch read its lists (a timed-out
+    request still running, a killed worker's) makes Harvest answer "Name has already been
+    taken": the batch reads again and uses that record instead of refusing the command."""
+    assert api.admin("POST", "seed", json=firm(0)).status_code == 200
+    client = client_for(server)
+    batch = Batch(client)
+    assert batch.client_named("Late Client AG") is None and batch.task_named("Late task") is None
+    late_client = api.call("POST", "clients", json={"name": "Late Client AG", "currency": "EUR"})
+    late_task = api.call("POST", "tasks", json={"name": "Late task"})
+    result = batch.upsert_project(
+        {
+            "client": "Late Client AG",
+            "currency": "EUR",
+            "code": "LATE-1",
+            "name": "Late project",
+            "tasks": [{"name": "Late task", "hourly_rate": 120.0}],
+        }
+    )
+    client.close()
+    assert result["client_id"] == late_client.json()["id"]
+    assert result["task_ids"] == {"Late task": late_task.json()["id"]}
+    clients = [c["name"] for c in api.listed("clients")]
+    assert clients.count("Late Client AG") == 1
+    with pytest.raises(HarvestApiError, match="already been taken"):  # not ours to find
+        Batch(client_for(server)).create("tasks", {"name": "late task"}, lambda _: None, "x")
 
 
 def test_ten_thousand_time_entries_sync_through_the_mapping_with_the_rate_limit_on(

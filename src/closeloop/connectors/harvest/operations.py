@@ -16,6 +16,7 @@ one batch, so a batch of project set-ups costs a few list calls plus the writes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,29 @@ class Batch:
         """Add a record this batch created to its cached list."""
         self.rows(resource).append(record)
         return record
+
+    def create(
+        self,
+        resource: str,
+        body: Mapping[str, Any],
+        find: Callable[[str], dict[str, Any] | None],
+        key: str,
+    ) -> dict[str, Any]:
+        """Create a record of ``resource`` unique by ``key`` (a name Harvest keeps unique).
+        When Harvest answers that the key is taken, an earlier create of ours landed after
+        this batch listed (a timed-out request still running, or a killed worker's): the list
+        is read again and ``find(key)`` is returned. Raises :class:`HarvestApiError` when
+        there is none to find."""
+        try:
+            return self.remember(resource, self.client.request("POST", resource, body=dict(body)))
+        except HarvestApiError as exc:
+            if not _taken(exc):
+                raise
+            self._lists.pop(resource, None)
+            found = find(key)
+            if found is None:
+                raise
+            return found
 
     # --- lookups by the visible keys ------------------------------------------------------
     def client_named(self, name: str) -> dict[str, Any] | None:
@@ -68,10 +92,12 @@ class Batch:
     def upsert_client(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Create the client, or update the one of the same name: ``{name, currency,
         address, is_active}``. Returns ``{"client_id"}``."""
-        body = {k: payload[k] for k in ("name", "currency", "address", "is_active") if k in payload}
+        body: dict[str, Any] = {
+            k: payload[k] for k in ("name", "currency", "address", "is_active") if k in payload
+        }
         found = self.client_named(str(payload["name"]))
         if found is None:
-            found = self.remember("clients", self.client.request("POST", "clients", body=body))
+            found = self.create("clients", body, self.client_named, str(payload["name"]))
         elif any(found.get(k) != v for k, v in body.items()):
             found.update(self.client.request("PATCH", f"clients/{found['id']}", body=body))
         return {"client_id": found["id"]}
@@ -108,25 +134,34 @@ class Batch:
 
     def _assign_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> dict[str, int]:
         path = f"projects/{project_id}/task_assignments"
-        existing = {a["task"]["id"]: a for a in self.client.list_all(path)[0]} if tasks else {}
+        existing = self._task_assignments(path) if tasks else {}
         ids = {}
         for spec in tasks:
-            task = self.task_named(str(spec["name"]))
-            if task is None:
-                task = self.remember(
-                    "tasks", self.client.request("POST", "tasks", body={"name": spec["name"]})
-                )
-            ids[str(spec["name"])] = task["id"]
+            name = str(spec["name"])
+            task = self.task_named(name) or self.create(
+                "tasks", {"name": name}, self.task_named, name
+            )
+            ids[name] = task["id"]
             body = {
                 "billable": bool(spec.get("billable", True)),
                 "hourly_rate": spec.get("hourly_rate"),
             }
             assignment = existing.get(task["id"])
             if assignment is None:
-                self.client.request("POST", path, body={"task_id": task["id"], **body})
-            elif any(assignment.get(k) != v for k, v in body.items()):
+                try:
+                    self.client.request("POST", path, body={"task_id": task["id"], **body})
+                    continue
+                except HarvestApiError as exc:  # an earlier attempt's assignment landed late
+                    if not _taken(exc):
+                        raise
+                existing = self._task_assignments(path)
+                assignment = existing[task["id"]]
+            if any(assignment.get(k) != v for k, v in body.items()):
                 self.client.request("PATCH", f"{path}/{assignment['id']}", body=body)
         return ids
+
+    def _task_assignments(self, path: str) -> dict[int, dict[str, Any]]:
+        return {a["task"]["id"]: a for a in self.client.list_all(path)[0]}
 
     def _assign_people(self, project_id: int, people: list[dict[str, Any]]) -> None:
         path = f"projects/{project_id}/user_assignments"
@@ -143,7 +178,11 @@ class Batch:
                 "use_default_rates": spec.get("hourly_rate") is None,
                 "hourly_rate": spec.get("hourly_rate"),
             }
-            self.client.request("POST", path, body=body)
+            try:
+                self.client.request("POST", path, body=body)
+            except HarvestApiError as exc:  # an earlier attempt's assignment landed late
+                if not _taken(exc):
+                    raise
 
     def close_project(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Archive the project with code ``code`` (never deleted). Raises ``LookupError``."""
@@ -217,3 +256,9 @@ def refused(exc: HarvestApiError | LookupError) -> str:
     if isinstance(exc, HarvestApiError):
         return f"Harvest refused it (HTTP {exc.status}): {exc.message}"
     return str(exc.args[0])
+
+
+def _taken(exc: HarvestApiError) -> bool:
+    """Whether Harvest refused a create because its unique key exists ("Name has already
+    been taken", "Task has already been taken", HTTP 422)."""
+    return exc.status == 422 and "already been taken" in exc.message
