@@ -68,9 +68,18 @@ def home(tmp_path: Path, tryton: TrytonServer) -> Iterator[Path]:  # noqa: F811
         sandboxctl.down(tmp_path)
 
 
-def firm_for_test() -> Firm:
+def firm_for_test(names_from: int) -> Firm:
+    """A small firm; each test sharing the session's Tryton passes its own ``names_from``
+    (0, 10, ...) so that no client of one firm looks like a customer of another."""
     seed = random.SystemRandom().randrange(100, 999)  # records unique in the shared Tryton
-    return make_firm(datetime.now(UTC).date(), clients=10, deals=14, consultants=10, seed=seed)
+    return make_firm(
+        datetime.now(UTC).date(),
+        clients=10,
+        deals=14,
+        consultants=10,
+        seed=seed,
+        names_from=names_from,
+    )
 
 
 def config(home: Path, tryton_url: str | None = None) -> Path:
@@ -110,7 +119,7 @@ def final_check(home: Path, hub: Hub, firm: Firm) -> None:
 
 
 def test_a_quarter_of_project_to_cash_ends_in_agreement_across_the_systems(home: Path) -> None:
-    firm = firm_for_test()
+    firm = firm_for_test(names_from=0)
     ops = tryton_operations(sandboxctl.read_state(home))
     hub = build_hub(load_settings(config(home)))
     try:
@@ -163,7 +172,7 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
     home: Path,
     tryton: TrytonServer,  # noqa: F811
 ) -> None:
-    firm = firm_for_test()
+    firm = firm_for_test(names_from=10)
     rng = random.Random(7)
     proxy = FaultProxy(tryton.url)
     proxy.rules += [

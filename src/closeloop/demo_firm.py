@@ -94,11 +94,18 @@ class Firm:
 
 
 def make_firm(
-    today: date, *, clients: int = 40, deals: int = 60, consultants: int = 25, seed: int = 7
+    today: date,
+    *,
+    clients: int = 40,
+    deals: int = 60,
+    consultants: int = 25,
+    seed: int = 7,
+    names_from: int = 0,
 ) -> Firm:
     """The firm as of ``today``: deals closed over the three months before ``today``'s month.
-    ``seed`` (0-998) draws the data and numbers the records, so firms of different seeds can
-    share an ERP."""
+    ``seed`` (0-998) draws the data and numbers the records; client names are taken from
+    the ``names_from``-th name on. Firms sharing an ERP need different seeds and disjoint
+    name ranges: the ERP matches customers by name and address too."""
     rng = random.Random(seed)
     first_of_month = today.replace(day=1)
     end = first_of_month - timedelta(days=1)
@@ -111,7 +118,7 @@ def make_firm(
         country = countries[n % len(countries)]
         crm_country, form, cities, _ = COUNTRIES[country]
         city, postal = rng.choice(cities)
-        legal = f"{NAMES[n % len(NAMES)]} {rng.choice(TRADES)} {form}"
+        legal = f"{NAMES[(names_from + n) % len(NAMES)]} {rng.choice(TRADES)} {form}"
         account_id = sf_id("001", seed * 1000 + n + 1)
         number = tax_id(country, rng)
         street = f"{rng.randint(1, 99)} {rng.choice(('Market', 'Station', 'Harbour'))} Street"
