@@ -424,3 +424,246 @@ def test_benchmark_polls_with_the_fewest_requests() -> None:
     figures = json.loads(result.stdout)
     assert figures["requests"] == figures["fewest_requests"] == 3
     assert figures["entries_per_s"] > 0
+
+
+# --- the request floor of a project set-up ---------------------------------------------------
+ROLES = {"Partner": 260.0, "Consultant": 140.0, "Analyst": 95.0}
+PEOPLE = ("p0@firm.example", "p1@firm.example", "p2@firm.example")
+
+
+def small_account(**flags: dict[str, Any]) -> dict[str, Any]:
+    """A seed: the role tasks and three people, no clients or projects; ``flags`` adds
+    fields to a task or person by name or email (``is_default``, ...)."""
+    tasks = [{"id": 20 + n, "name": name, **flags.get(name, {})} for n, name in enumerate(ROLES)]
+    users = [
+        {
+            "id": 100 + n,
+            "first_name": f"Person{n}",
+            "last_name": "Example",
+            "email": email,
+            **flags.get(email, {}),
+        }
+        for n, email in enumerate(PEOPLE)
+    ]
+    return {"tasks": tasks, "users": users}
+
+
+def set_up(
+    code: str,
+    client: str,
+    tasks: dict[str, float],
+    people: tuple[str, ...] = (),
+    budget: float = 200.0,
+) -> Command:
+    """An ``upsert_project`` command shaped as the mobilize flow sends it."""
+    payload = {
+        "client": client,
+        "currency": "EUR",
+        "code": code,
+        "name": f"Engagement {code}",
+        "is_billable": True,
+        "bill_by": "Tasks",
+        "budget_by": "project",
+        "budget": budget,
+        "starts_on": "2026-03-02",
+        "tasks": [{"name": name, "hourly_rate": rate} for name, rate in tasks.items()],
+        "people": [{"email": email} for email in people],
+    }
+    return Command(
+        "harvest",
+        "upsert_project",
+        f"engagement:{code}",
+        idempotency_key("upsert_project", code),
+        payload,
+    )
+
+
+def run(server: HarvestServer, commands: list[Command]) -> tuple[list[Any], dict[str, int]]:
+    """The commands' results through a connector of their own, and its requests by resource
+    (assignments are under ``projects``)."""
+    client = client_for(server)
+    try:
+        outcomes = HarvestConnector(client).execute(commands)
+    finally:
+        client.close()
+    assert all(isinstance(o, Applied) for o in outcomes), outcomes
+    return [o.result for o in outcomes if isinstance(o, Applied)], dict(client.calls)
+
+
+def harvest_state(api: Api) -> dict[str, Any]:
+    """What the account holds, as comparable values (assignments by project code)."""
+    return {
+        "clients": sorted(c["name"] for c in api.listed("clients")),
+        "projects": sorted(
+            (p["code"], p["client"]["name"], p["budget"], p["updated_at"])
+            for p in api.listed("projects")
+        ),
+        "tasks": sorted(
+            (a["project"]["code"], a["task"]["name"], a["hourly_rate"], a["billable"])
+            for a in api.listed("task_assignments")
+        ),
+        "people": sorted(
+            (a["project"]["code"], a["user"]["id"]) for a in api.listed("user_assignments")
+        ),
+    }
+
+
+def test_new_projects_cost_the_request_floor_and_a_retry_only_its_reads_and_changes(
+    server: HarvestServer, api: Api
+) -> None:
+    """A batch of new engagements with tasks and people costs exactly the floor of the
+    operations module: per engagement 1 POST client (when new), 1 POST project, one POST per
+    task and per person; per batch one read of the projects, the tasks and the people. Run
+    again (a retry) it writes nothing and costs the reads plus one read of each project's task
+    and user assignments; changed, it adds only the writes of what changed."""
+    assert api.admin("POST", "seed", json=small_account()).status_code == 200
+    commands = [
+        set_up("E-1", "Alder Foods GmbH", {"Partner": 260.0, "Analyst": 95.0}, PEOPLE[:1]),
+        set_up("E-2", "Bright Energy AG", dict(ROLES), PEOPLE[:2]),
+        set_up("E-3", "Cobalt Media SAS", {"Consultant": 140.0, "Analyst": 95.0}),
+        set_up("E-4", "Alder Foods GmbH", dict(ROLES), PEOPLE[1:2]),  # its client: E-1's
+    ]
+    tasks = sum(len(c.payload["tasks"]) for c in commands)
+    people = sum(len(c.payload["people"]) for c in commands)
+    results, calls = run(server, commands)
+    new_clients, projects = 3, 4
+    lists = {"projects": 1, "tasks": 1, "users": 1}
+    floor = {
+        "clients": new_clients,
+        "projects": lists["projects"] + projects + tasks + people,
+        "tasks": lists["tasks"],
+        "users": lists["users"],
+    }
+    assert calls == floor
+    assert sum(calls.values()) == new_clients + projects + tasks + people + 3 == 24
+    state = harvest_state(api)
+    assert state["clients"] == ["Alder Foods GmbH", "Bright Energy AG", "Cobalt Media SAS"]
+    assert [p[:3] for p in state["projects"]] == [
+        (c.payload["code"], c.payload["client"], 200.0) for c in commands
+    ]
+    assert state["tasks"] == sorted(
+        (c.payload["code"], t["name"], t["hourly_rate"], True)
+        for c in commands
+        for t in c.payload["tasks"]
+    )
+    by_email = {u["email"]: u["id"] for u in api.listed("users")}
+    assert state["people"] == sorted(
+        (c.payload["code"], by_email[p["email"]]) for c in commands for p in c.payload["people"]
+    )
+    assert results[0]["client_id"] == results[3]["client_id"]
+
+    again, calls = run(server, commands)  # a retry: the answers were lost
+    assert again == results
+    assert harvest_state(api) == state  # nothing written, not even a patch
+    with_people = sum(bool(c.payload["people"]) for c in commands)
+    assert calls == {"projects": 1 + projects + with_people, "tasks": 1, "users": 1}
+
+    changed = [
+        set_up("E-1", "Alder Foods GmbH", {"Partner": 260.0, "Analyst": 95.0}, PEOPLE[:1], 240.0),
+        set_up("E-2", "Bright Energy AG", {**ROLES, "Analyst": 99.0}, PEOPLE[:2]),
+        set_up("E-3", "Cobalt Media SAS", {"Consultant": 140.0, "Analyst": 95.0}, PEOPLE[2:]),
+        commands[3],
+    ]
+    _, calls = run(server, changed)
+    # the reads as before (and E-3's people now), a patch of E-1, of E-2's Analyst rate, and
+    # E-3's new person
+    assert calls == {"projects": 1 + projects + with_people + 1 + 3, "tasks": 1, "users": 1}
+    after = harvest_state(api)
+    assert {p[0]: p[2] for p in after["projects"]} == {"E-1": 240.0, "E-2": 200.0} | {
+        "E-3": 200.0,
+        "E-4": 200.0,
+    }
+    assert ("E-2", "Analyst", 99.0, True) in after["tasks"]
+    assert len(after["tasks"]) == len(state["tasks"])
+    assert len(after["people"]) == len(state["people"]) + 1
+    assert after["clients"] == state["clients"]
+
+
+def test_a_retry_after_a_lost_answer_writes_only_what_the_first_attempt_missed(
+    server: HarvestServer, api: Api
+) -> None:
+    """The first attempt's client, project and one task assignment landed but its answers
+    were lost (the worker then died): the retry finds them, writes only the missing task and
+    person, and patches nothing."""
+    assert api.admin("POST", "seed", json=small_account()).status_code == 200
+    command = set_up("E-9", "Dune Retail B.V.", {"Partner": 260.0, "Analyst": 95.0}, PEOPLE[:1])
+    client = api.call("POST", "clients", json={"name": "Dune Retail B.V.", "currency": "EUR"})
+    body = {
+        k: v
+        for k, v in command.payload.items()
+        if k not in ("client", "currency", "tasks", "people")
+    }
+    project = api.call("POST", "projects", json={**body, "client_id": client.json()["id"]})
+    assert project.status_code == 201, project.text
+    tasks = {t["name"]: t["id"] for t in api.listed("tasks")}
+    landed = api.call(
+        "POST",
+        f"projects/{project.json()['id']}/task_assignments",
+        json={"task_id": tasks["Partner"], "hourly_rate": 260.0, "billable": True},
+    )
+    assert landed.status_code == 201, landed.text
+    before = harvest_state(api)
+    [result], calls = run(server, [command])
+    # lists of projects, tasks, people; the project's task and user assignments; two POSTs
+    assert calls == {"projects": 1 + 2 + 2, "tasks": 1, "users": 1}
+    assert result["project_id"] == project.json()["id"]
+    assert result["client_id"] == client.json()["id"]
+    after = harvest_state(api)
+    assert after["clients"] == before["clients"] == ["Dune Retail B.V."]
+    assert after["projects"] == before["projects"]  # found, not patched
+    assert after["tasks"] == [("E-9", "Analyst", 95.0, True), ("E-9", "Partner", 260.0, True)]
+    assert after["people"] == [("E-9", 100)]
+
+
+def test_what_harvest_adds_to_a_new_project_is_read_back_only_when_wanted(
+    server: HarvestServer, api: Api
+) -> None:
+    """Harvest adds default tasks (at their default rate, billable as by default) and people
+    with access to all future projects to every new project (its documented behaviour, which
+    the sandbox follows). A set-up that wants none of them does not read the new project's
+    assignments; one that wants some reads them once, patches a rate that differs, and posts
+    only the rest."""
+    seed = small_account(
+        Partner={"is_default": True, "default_hourly_rate": 250.0},
+        Analyst={"is_default": True, "default_hourly_rate": 95.0, "billable_by_default": False},
+        **{PEOPLE[0]: {"has_access_to_all_future_projects": True}},
+    )
+    assert api.admin("POST", "seed", json=seed).status_code == 200
+    commands = [
+        set_up("D-1", "Ember Pharma GmbH", {"Consultant": 140.0}, PEOPLE[1:2]),
+        # Partner added at 250 (patched to 260), Analyst added non-billable (patched),
+        # Consultant posted; PEOPLE[0] added by Harvest, PEOPLE[1] posted
+        set_up(
+            "D-2",
+            "Ember Pharma GmbH",
+            {"Partner": 260.0, "Analyst": 95.0, "Consultant": 140.0},
+            PEOPLE[:2],
+        ),
+        set_up("D-3", "Fjord Insurance NV", {"Partner": 250.0}),  # as Harvest added it
+    ]
+    _, calls = run(server, commands)
+    writes = {"D-1": 1 + 1 + 1 + 1, "D-2": 1 + 2 + 1 + 1, "D-3": 1 + 1}
+    reads = {"D-1": 0, "D-2": 2, "D-3": 1}  # the new project's assignments
+    assert calls == {
+        "clients": 2,
+        "projects": 1 + sum(writes.values()) - 2 + sum(reads.values()),
+        "tasks": 1,
+        "users": 1,
+    }
+    state = harvest_state(api)
+    assert [t for t in state["tasks"] if t[0] == "D-2"] == [
+        ("D-2", "Analyst", 95.0, True),
+        ("D-2", "Consultant", 140.0, True),
+        ("D-2", "Partner", 260.0, True),
+    ]
+    # what Harvest added and the set-up did not ask for stays as Harvest made it
+    assert [t for t in state["tasks"] if t[0] == "D-1"] == [
+        ("D-1", "Analyst", 95.0, False),
+        ("D-1", "Consultant", 140.0, True),
+        ("D-1", "Partner", 250.0, True),
+    ]
+    assert [t for t in state["tasks"] if t[0] == "D-3"] == [
+        ("D-3", "Analyst", 95.0, False),
+        ("D-3", "Partner", 250.0, True),
+    ]
+    assert state["people"] == [("D-1", 100), ("D-1", 101), ("D-2", 100), ("D-2", 101), ("D-3", 100)]

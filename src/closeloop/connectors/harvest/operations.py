@@ -12,6 +12,21 @@
 
 A :class:`Batch` caches the account's clients, projects, tasks and people for the commands of
 one batch, so a batch of project set-ups costs a few list calls plus the writes.
+
+**The floor of a project set-up.** A new engagement of a new client with T tasks the account
+has and P people needs 1 POST client + 1 POST project + T POST task assignments + P POST user
+assignments (Harvest v2 takes one record per request and a project only for an existing
+client), plus reads shared by the whole batch: the projects (codes are not unique and cannot be
+filtered on: only a fresh list finds an earlier attempt's project), the tasks if any are
+wanted, the people if any are (no filter by name or email either). A batch of n such set-ups
+therefore costs n(2 + T + P) + 1 + [T > 0] + [P > 0] requests (4 + T for one alone with no
+people), and that is what it costs: clients are read only when Harvest says a name is taken (a
+client with a project is named in the project list); a project created in this call is not read
+back (it has only what Harvest adds to every new project: its assignments are read only when a
+wanted task is ``is_default`` or a wanted person ``has_access_to_all_future_projects``);
+nothing unchanged is patched. An existing client saves its POST, a task new to the account
+costs one POST once. Running it again costs the batch's reads, one read of each project's task
+(and user) assignments, and the writes of what is missing or differs.
 """
 
 from __future__ import annotations
@@ -37,8 +52,10 @@ class Batch:
         return self._lists[resource]
 
     def remember(self, resource: str, record: dict[str, Any]) -> dict[str, Any]:
-        """Add a record this batch created to its cached list."""
-        self.rows(resource).append(record)
+        """Add a record this batch created to its cached list, when the batch has read that
+        list (a list read later shows it anyway, so nothing is read for it)."""
+        if resource in self._lists:
+            self._lists[resource].append(record)
         return record
 
     def create(
@@ -107,40 +124,77 @@ class Batch:
         client is created, with ``currency``, when Harvest has none of that name), with its
         ``tasks`` (``[{name, hourly_rate, billable}]``, created in the account when
         missing, assigned to the project) and ``people`` (``[{email, hourly_rate,
-        is_project_manager}]``), budget, ``bill_by``, hourly rate or fixed fee. Returns
-        ``{"project_id", "client_id", "task_ids": {name: id}}``. Raises ``LookupError`` for an
-        unknown person."""
-        client_payload = {"name": payload["client"]}
-        if payload.get("currency"):
-            client_payload["currency"] = payload["currency"]
-        if self.client_named(str(payload["client"])) is None:
-            self.upsert_client(client_payload)
-        client = self.client_named(str(payload["client"]))
-        if client is None:
-            raise LookupError(f"Harvest has no client named {payload['client']!r}")
+        is_project_manager}]``), budget, ``bill_by``, hourly rate or fixed fee. An existing
+        project is written only where it differs. Returns ``{"project_id", "client_id",
+        "task_ids": {name: id}}``. Raises ``LookupError`` for an unknown person (before
+        anything is written), :class:`HarvestApiError` for a refusal."""
+        people = [(self._person(spec), spec) for spec in payload.get("people") or []]
+        project = self.project_coded(str(payload["code"]))
+        client_id = self._client_id(str(payload["client"]), payload.get("currency"))
         body = {k: payload[k] for k in _PROJECT_FIELDS if k in payload}
-        body.update(client_id=client["id"], code=payload["code"])
+        body.update(client_id=client_id, code=payload["code"])
         body.setdefault("is_billable", True)
         body.setdefault("bill_by", "Tasks")
         body.setdefault("budget_by", "project")
-        project = self.project_coded(str(payload["code"]))
+        created = project is None
         if project is None:
             project = self.remember("projects", self.client.request("POST", "projects", body=body))
-        else:
+        elif any(_project_value(project, k) != v for k, v in body.items()):
             project.update(self.client.request("PATCH", f"projects/{project['id']}", body=body))
-        task_ids = self._assign_tasks(project["id"], payload.get("tasks") or [])
-        self._assign_people(project["id"], payload.get("people") or [])
-        return {"project_id": project["id"], "client_id": client["id"], "task_ids": task_ids}
+        task_ids = self._assign_tasks(project["id"], payload.get("tasks") or [], created)
+        self._assign_people(project["id"], people, created)
+        return {"project_id": project["id"], "client_id": client_id, "task_ids": task_ids}
 
-    def _assign_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> dict[str, int]:
+    def _client_id(self, name: str, currency: Any) -> int:
+        """The id of the client called ``name``, created (with ``currency``) when missing.
+        Without reading the clients: a client with a project is named in the batch's
+        project list, and a new one is created; only when Harvest answers that the name is
+        taken (a client without projects, or an earlier create of ours that landed late)
+        are the clients read."""
+        if "clients" in self._lists:
+            found = self.client_named(name)
+        else:
+            wanted = name.strip().lower()
+            found = next(
+                (
+                    p["client"]
+                    for p in self.rows("projects")
+                    if str((p.get("client") or {}).get("name") or "").strip().lower() == wanted
+                ),
+                None,
+            )
+        if found is None:
+            body = {"name": name, **({"currency": currency} if currency else {})}
+            found = self.create("clients", body, self.client_named, name)
+        return int(found["id"])
+
+    def _person(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        user = self.user_with_email(str(spec["email"]))
+        if user is None:
+            raise LookupError(f"Harvest has no person with email {spec['email']!r}")
+        return user
+
+    def _assign_tasks(
+        self, project_id: int, tasks: list[dict[str, Any]], created: bool
+    ) -> dict[str, int]:
+        """Assign ``tasks`` to the project (created when missing in the account); a project
+        ``created`` in this call has only the assignments Harvest adds to every new project
+        (tasks marked ``is_default``), so its assignments are read only when one of those is
+        among ``tasks``."""
         path = f"projects/{project_id}/task_assignments"
-        existing = self._task_assignments(path) if tasks else {}
-        ids = {}
+        wanted = []
         for spec in tasks:
             name = str(spec["name"])
             task = self.task_named(name) or self.create(
                 "tasks", {"name": name}, self.task_named, name
             )
+            wanted.append((name, task, spec))
+        added_by_harvest = any(_is_default(task) for _, task, _ in wanted)
+        existing = (
+            self._task_assignments(path) if wanted and (added_by_harvest or not created) else {}
+        )
+        ids = {}
+        for name, task, spec in wanted:
             ids[name] = task["id"]
             body = {
                 "billable": bool(spec.get("billable", True)),
@@ -163,13 +217,19 @@ class Batch:
     def _task_assignments(self, path: str) -> dict[int, dict[str, Any]]:
         return {a["task"]["id"]: a for a in self.client.list_all(path)[0]}
 
-    def _assign_people(self, project_id: int, people: list[dict[str, Any]]) -> None:
+    def _assign_people(
+        self, project_id: int, people: list[tuple[dict[str, Any], dict[str, Any]]], created: bool
+    ) -> None:
+        """Assign ``people`` (``(user, spec)`` pairs) to the project; as for tasks, a project
+        ``created`` in this call has only the people Harvest adds to every new project
+        (``has_access_to_all_future_projects``), so its assignments are read only when one of
+        those is among ``people``."""
         path = f"projects/{project_id}/user_assignments"
-        existing = {a["user"]["id"] for a in self.client.list_all(path)[0]} if people else set()
-        for spec in people:
-            user = self.user_with_email(str(spec["email"]))
-            if user is None:
-                raise LookupError(f"Harvest has no person with email {spec['email']!r}")
+        added_by_harvest = any(_joins_new_projects(user) for user, _ in people)
+        existing: set[int] = set()
+        if people and (added_by_harvest or not created):
+            existing = {a["user"]["id"] for a in self.client.list_all(path)[0]}
+        for user, spec in people:
             if user["id"] in existing:
                 continue
             body = {
@@ -249,6 +309,27 @@ _PROJECT_FIELDS = (
     "starts_on",
     "ends_on",
 )
+
+
+def _project_value(project: Mapping[str, Any], key: str) -> Any:
+    """A project's value for a field of the create/update body (a listed project names its
+    client in ``client``)."""
+    if key == "client_id":
+        return (project.get("client") or {}).get("id")
+    return project.get(key)
+
+
+def _is_default(task: Mapping[str, Any]) -> bool:
+    """Whether Harvest adds ``task`` to every new project (an active default task)."""
+    return bool(task.get("is_default")) and task.get("is_active", True) is not False
+
+
+def _joins_new_projects(user: Mapping[str, Any]) -> bool:
+    """Whether Harvest adds ``user`` to every new project."""
+    return (
+        bool(user.get("has_access_to_all_future_projects"))
+        and user.get("is_active", True) is not False
+    )
 
 
 def refused(exc: HarvestApiError | LookupError) -> str:

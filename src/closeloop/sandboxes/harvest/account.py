@@ -171,6 +171,27 @@ class Account:
         self._check(resource, record, current)
         return self.put(resource, record)
 
+    def add_to_new_project(self, project: dict[str, Any]) -> None:
+        """What Harvest does to a project created through the API (inside its transaction):
+        active tasks marked ``is_default`` ("automatically added to future projects") are
+        assigned, billable as their ``billable_by_default``, at their ``default_hourly_rate``
+        ("the hourly rate to use for this task when it is added to a project"); active people
+        with ``has_access_to_all_future_projects`` are assigned at their default rates."""
+        for task in sorted(self.records["tasks"].values(), key=lambda t: t["id"]):
+            if task.get("is_default") and task.get("is_active", True):
+                values = {
+                    "project_id": project["id"],
+                    "task_id": task["id"],
+                    "billable": bool(task.get("billable_by_default", True)),
+                    "hourly_rate": task.get("default_hourly_rate"),
+                }
+                self.create("task_assignments", values)
+        for user in sorted(self.records["users"].values(), key=lambda u: u["id"]):
+            if user.get("has_access_to_all_future_projects") and user.get("is_active", True):
+                self.create(
+                    "user_assignments", {"project_id": project["id"], "user_id": user["id"]}
+                )
+
     def delete(self, resource: str, rid: int) -> None:
         """Remove a record; refuses (422) a locked time entry or a record still in use."""
         record = self.get(resource, rid)

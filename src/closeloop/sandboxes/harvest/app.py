@@ -198,7 +198,10 @@ def _route(
                     return 201, render(account, resource, billing.invoice(account, _object(body)))
                 if resource in ("task_assignments", "user_assignments"):
                     raise HarvestError(404, "Not Found")
-                return 201, render(account, resource, account.create(resource, _object(body)))
+                record = account.create(resource, _object(body))
+                if resource == "projects":
+                    account.add_to_new_project(record)
+                return 201, render(account, resource, record)
     rid = _id(parts[1]) if len(parts) >= 2 else 0
     if len(parts) == 2:
         if method == "GET":
