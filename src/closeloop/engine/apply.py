@@ -160,7 +160,7 @@ class Applier:
                 message = f"could not apply {_describe(row)}: {type(exc).__name__}: {exc}"
                 tx.mark_inbox([(row.id, "rejected", message)], self.clock.now())
                 tx.open_exceptions(
-                    [_rejection(row, ExceptionClass.INTERNAL, message)], self.clock.now()
+                    [rejection(row, ExceptionClass.INTERNAL, message)], self.clock.now()
                 )
             self.metrics.exceptions.labels(ExceptionClass.INTERNAL.value).inc()
             return 1
@@ -179,7 +179,7 @@ class Applier:
                 problems = exc.problems if isinstance(exc, MappingError) else [str(exc)]
                 message = f"{_describe(row)} cannot be mapped: " + "; ".join(problems)
                 outcomes[row.id] = ("rejected", message)
-                exceptions.append(_rejection(row, ExceptionClass.MAPPING, message))
+                exceptions.append(rejection(row, ExceptionClass.MAPPING, message))
         ids = self._canonical_ids(tx, mapped)
         snapshots = tx.get_snapshots([row.change.key for row, _, _ in mapped])
         records: list[tuple[InboxRow, Binding, CanonicalRecord]] = []
@@ -284,15 +284,16 @@ class Applier:
                 )
                 message = f"{_describe(row)} could not be processed: {type(exc).__name__}: {exc}"
                 outcomes[row.id] = ("rejected", message)
-                exceptions.append(_rejection(row, ExceptionClass.INTERNAL, message))
+                exceptions.append(rejection(row, ExceptionClass.INTERNAL, message))
                 continue
             states.update(local.states)
             buffer.merge(local)
         return buffer
 
 
-def _rejection(row: InboxRow, error_class: ExceptionClass, message: str) -> NewException:
-    """The business exception for an inbox row that could not be applied."""
+def rejection(row: InboxRow, error_class: ExceptionClass, message: str) -> NewException:
+    """The business exception for an inbox row that could not be applied (or was refused at
+    intake): about the row's record, so that a later version that applies settles it."""
     return NewException(
         error_class,
         Impact.REPORTING,

@@ -151,6 +151,15 @@ class UnitOfWork(Protocol):
         """Insert changes; ``False`` for each one already in the inbox (same identity)."""
         ...
 
+    def insert_refused(
+        self, refused: Sequence[tuple[Change, str]], now: datetime
+    ) -> list[int | None]:
+        """Insert ``(change, error)`` pairs that intake refused as ``rejected`` inbox rows
+        (kept for the audit, never applied; ``error`` begins with
+        :data:`~closeloop.domain.changes.INTAKE_REFUSAL`). Returns each new row's id, ``None``
+        for a change already in the inbox (same identity)."""
+        ...
+
     def get_cursor(self, system: str, object_name: str) -> Cursor | None:
         """The poll cursor of one object, or ``None`` before the first poll."""
         ...
@@ -302,7 +311,9 @@ class UnitOfWork(Protocol):
         ...
 
     def reset_inbox(self, inbox_id: int, now: datetime) -> bool:
-        """Make a rejected inbox row pending again; ``False`` if it was not rejected."""
+        """Make a rejected inbox row pending again; ``False`` if it was not rejected, or was
+        refused at intake (its stored payload is a scrubbed copy: only a new version of the
+        record can fix it)."""
         ...
 
     def audit(self, entries: Sequence[AuditEntry]) -> None:

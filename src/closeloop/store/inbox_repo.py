@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, tuple_, update
 
-from closeloop.domain.changes import Change
+from closeloop.domain.changes import INTAKE_REFUSAL, Change
 from closeloop.ports.store import Cursor, InboxRow, RecordKey, Snapshot, iter_chunks
 from closeloop.store import tables as t
 from closeloop.store._sql import CHUNK, dialect_insert, for_update, insert_ignore, upsert
@@ -21,7 +21,20 @@ class InboxRepository:
     conn: Connection
 
     def insert_changes(self, changes: Sequence[Change], now: datetime) -> list[bool]:
-        if not changes:
+        ids = self._insert_inbox([(c, "pending", None) for c in changes], now)
+        return [i is not None for i in ids]
+
+    def insert_refused(
+        self, refused: Sequence[tuple[Change, str]], now: datetime
+    ) -> list[int | None]:
+        return self._insert_inbox([(c, "rejected", error) for c, error in refused], now)
+
+    def _insert_inbox(
+        self, entries: Sequence[tuple[Change, str, str | None]], now: datetime
+    ) -> list[int | None]:
+        """Insert ``(change, status, error)`` rows; the new row id of each, ``None`` for a
+        change already in the inbox (or earlier in ``entries``)."""
+        if not entries:
             return []
         rows = [
             {
@@ -33,21 +46,27 @@ class InboxRepository:
                 "correlation_id": c.correlation_id or uuid.uuid4().hex,
                 "modified_at": c.modified_at,
                 "received_at": now,
-                "status": "pending",
+                "status": status,
+                "error": error,
+                "processed_at": None if status == "pending" else now,
             }
-            for c in changes
+            for c, status, error in entries
         ]
+        i = t.inbox
         stmt = (
-            dialect_insert(self.conn, t.inbox)
+            dialect_insert(self.conn, i)
             .on_conflict_do_nothing()
-            .returning(t.inbox.c.system, t.inbox.c.object, t.inbox.c.external_id, t.inbox.c.version)
+            .returning(i.c.id, i.c.system, i.c.object, i.c.external_id, i.c.version)
         )
-        inserted = {tuple(r) for r in self.conn.execute(stmt, rows)}
+        inserted = {
+            (r.system, r.object, r.external_id, r.version): r.id
+            for r in self.conn.execute(stmt, rows)
+        }
         seen: set[tuple[str, str, str, str]] = set()
-        result = []
-        for c in changes:
+        result: list[int | None] = []
+        for c, _, _ in entries:
             ident = (c.system, c.object, c.external_id, c.version)
-            result.append(ident in inserted and ident not in seen)
+            result.append(inserted.get(ident) if ident not in seen else None)
             seen.add(ident)
         return result
 
@@ -129,9 +148,15 @@ class InboxRepository:
         self.conn.execute(stmt, [{"b_id": i, "b_status": s, "b_error": e} for i, s, e in outcomes])
 
     def reset_inbox(self, inbox_id: int, now: datetime) -> bool:
+        i = t.inbox
+        refused_at_intake = i.c.error.startswith(INTAKE_REFUSAL, autoescape=True)
         result = self.conn.execute(
-            update(t.inbox)
-            .where(t.inbox.c.id == inbox_id, t.inbox.c.status == "rejected")
+            update(i)
+            .where(
+                i.c.id == inbox_id,
+                i.c.status == "rejected",
+                or_(i.c.error.is_(None), ~refused_at_intake),
+            )
             .values(status="pending", error=None, processed_at=now)
         )
         return bool(result.rowcount)
