@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import httpx
 
-from closeloop.ports.connector import AmbiguousError, TransientError
+from closeloop.domain.changes import listed_problems, payload_problems
+from closeloop.ports.connector import AmbiguousError, RefusedError, TransientError
+
+
+def json_body(body: Any) -> bytes:
+    """``body`` as a UTF-8 JSON request body (RFC 8259 section 8.1: JSON text exchanged
+    between systems is UTF-8). Raises :class:`RefusedError` naming the problem when it
+    holds text that is not valid Unicode (a lone surrogate, which no vendor can take) or a
+    value JSON cannot carry: the request is never sent, and the engine isolates the record.
+    """
+    try:
+        return json.dumps(body, ensure_ascii=False, allow_nan=False, default=str).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        found = "; ".join(listed_problems(payload_problems(body))) or str(exc)
+        raise RefusedError(
+            f"the request holds text that is not valid Unicode ({found}): fix it at the source"
+        ) from exc
+    except ValueError as exc:
+        raise RefusedError(f"the request cannot be written as JSON: {exc}") from exc
 
 
 def classify_http_error(exc: httpx.HTTPError) -> TransientError | AmbiguousError:

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import structlog
 
+from closeloop.domain.changes import listed_problems, payload_problems
 from closeloop.domain.commands import (
     Ambiguous,
     Applied,
@@ -27,7 +28,7 @@ from closeloop.engine.ratelimit import RateLimiter
 from closeloop.engine.registry import Registry
 from closeloop.engine.retry import RetryPolicy
 from closeloop.ports.clock import Clock
-from closeloop.ports.connector import AmbiguousError, Connector, TransientError
+from closeloop.ports.connector import AmbiguousError, Connector, RefusedError, TransientError
 from closeloop.ports.store import (
     CommandRow,
     CommandUpdate,
@@ -56,6 +57,16 @@ class DispatchSettings:
     breaker_cooldown_s: float = 30.0
     threads: int = 4
     permit_wait_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A batch call that failed for its content (``unexpected``: by a connector's own
+    exception, after which the request may have gone out)."""
+
+    error_class: ExceptionClass
+    message: str
+    unexpected: bool
 
 
 class _Gate:
@@ -151,40 +162,93 @@ class Dispatcher:
         settled: dict[int, Outcome] = {}
         unsure = [r for r in rows if r.ambiguous]
         if unsure:
-            found = self._call(
-                system,
-                gate,
-                "find",
-                lambda: connector.find([r.command.idempotency_key for r in unsure]),
-            )
-            if isinstance(found, dict):
-                for r in unsure:
-                    if r.command.idempotency_key in found:
-                        settled[r.id] = found[r.command.idempotency_key]
-            else:
-                # cannot tell yet whether they were applied: keep them ambiguous, send none
-                for r in unsure:
-                    settled[r.id] = Ambiguous(f"lookup before retry failed: {found.reason}")
+            settled.update(self._look_up(system, gate, connector, unsure))
+        for row in rows:
+            problems = payload_problems(row.command.payload) if row.id not in settled else []
+            if problems:  # no system can take it, and it would spoil the batch it joins
+                settled[row.id] = Permanent(
+                    ExceptionClass.VALIDATION,
+                    "its data holds text that cannot be sent to any system ("
+                    + "; ".join(listed_problems(problems))
+                    + "): fix the source record, whose next version is sent instead",
+                )
         to_send = [r for r in rows if r.id not in settled]
         if to_send:
-            answer = self._call(
-                system, gate, "execute", lambda: connector.execute([r.command for r in to_send])
-            )
-            if isinstance(answer, (Transient, Ambiguous)):
-                settled.update((r.id, answer) for r in to_send)
-            elif len(answer) != len(to_send):
-                bad = Ambiguous(
-                    f"{system} answered {len(answer)} outcomes for {len(to_send)} commands"
-                )
-                settled.update((r.id, bad) for r in to_send)
-            else:
-                settled.update((r.id, o) for r, o in zip(to_send, answer, strict=True))
+            settled.update(self._send(system, gate, connector, to_send))
         return [(r, settled[r.id]) for r in rows]
+
+    def _look_up(
+        self, system: str, gate: _Gate, connector: Connector, rows: list[CommandRow]
+    ) -> dict[int, Outcome]:
+        """Outcomes of the ``rows`` found applied in the target; when the lookup itself
+        fails, every row stays ambiguous (none may be sent before we know)."""
+        found = self._call(
+            system, gate, "find", lambda: connector.find([r.command.idempotency_key for r in rows])
+        )
+        if isinstance(found, dict):
+            return {
+                r.id: found[r.command.idempotency_key]
+                for r in rows
+                if r.command.idempotency_key in found
+            }
+        reason = found.message if isinstance(found, _Refused) else found.reason
+        return {r.id: Ambiguous(f"lookup before retry failed: {reason}") for r in rows}
+
+    def _send(
+        self, system: str, gate: _Gate, connector: Connector, rows: list[CommandRow]
+    ) -> dict[int, Outcome]:
+        """Execute ``rows`` in one call; a batch refused as a whole is split (:meth:`_split`)."""
+        answer = self._call(
+            system, gate, "execute", lambda: connector.execute([r.command for r in rows])
+        )
+        if isinstance(answer, _Refused):
+            return self._split(system, gate, connector, rows, answer)
+        if isinstance(answer, (Transient, Ambiguous)):
+            return {r.id: answer for r in rows}
+        if len(answer) != len(rows):
+            bad = Ambiguous(f"{system} answered {len(answer)} outcomes for {len(rows)} commands")
+            return {r.id: bad for r in rows}
+        return {r.id: o for r, o in zip(rows, answer, strict=True)}
+
+    def _split(
+        self,
+        system: str,
+        gate: _Gate,
+        connector: Connector,
+        rows: list[CommandRow],
+        refusal: _Refused,
+    ) -> dict[int, Outcome]:
+        """Find the command that spoils a batch refused as a whole, so it fails alone.
+
+        After an unexpected failure (a connector bug: the request may have gone out) the
+        batch's keys are looked up first and what was applied is settled. Then a lone command
+        takes the refusal as its permanent outcome (a business exception), and a larger batch
+        is halved and each half sent again: one refused command among ``n`` costs about
+        ``2 log2 n`` more calls, and every other command goes through.
+        """
+        settled: dict[int, Outcome] = {}
+        if refusal.unexpected:
+            looked = self._look_up(system, gate, connector, rows)
+            if any(isinstance(o, Ambiguous) for o in looked.values()):
+                return {r.id: Ambiguous(refusal.message) for r in rows}  # cannot tell yet
+            settled.update(looked)
+        rest = [r for r in rows if r.id not in settled]
+        if len(rest) == 1:
+            settled[rest[0].id] = Permanent(refusal.error_class, refusal.message)
+        elif rest:
+            half = len(rest) // 2
+            settled.update(self._send(system, gate, connector, rest[:half]))
+            settled.update(self._send(system, gate, connector, rest[half:]))
+        return settled
 
     def _call(
         self, system: str, gate: _Gate, kind: str, call: Callable[[], T]
-    ) -> T | Transient | Ambiguous:
-        """Run ``call`` under the system's rate limit; classify whole-call failures."""
+    ) -> T | Transient | Ambiguous | _Refused:
+        """Run ``call`` under the system's rate limit; classify whole-call failures.
+
+        Transport failures count against the system's breaker; a refused batch
+        (:class:`RefusedError`) and a connector's unexpected exception do not: they are
+        about the batch's content or a bug, and are split and isolated instead."""
         if not gate.limiter.acquire(self.settings.permit_wait_s):
             return Transient(
                 f"{system} rate limit: no permit within {self.settings.permit_wait_s}s"
@@ -202,11 +266,17 @@ class Dispatcher:
             gate.breaker.record_failure()
             self.metrics.calls.labels(system, kind, "ambiguous").inc()
             return Ambiguous(str(exc))
+        except RefusedError as exc:
+            self.metrics.calls.labels(system, kind, "refused").inc()
+            return _Refused(ExceptionClass.VALIDATION, f"{system} refused it: {exc}", False)
         except Exception as exc:  # a connector bug: the request may have gone out
             log.exception("connector call failed", system=system, kind=kind)
-            gate.breaker.record_failure()
             self.metrics.calls.labels(system, kind, "error").inc()
-            return Ambiguous(f"{type(exc).__name__}: {exc}")
+            message = (
+                f"the {system} connector failed on it ({type(exc).__name__}: {exc}); "
+                "nothing was found applied"
+            )
+            return _Refused(ExceptionClass.INTERNAL, message, True)
         finally:
             gate.limiter.release()
             self.metrics.call_seconds.labels(system, kind).observe(time.monotonic() - started)

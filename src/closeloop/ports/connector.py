@@ -62,8 +62,11 @@ class Connector(Protocol):
     def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
         """Run ``commands`` (one batch, at most ``limits.batch_size``) in order.
 
-        Returns one outcome per command, in the same order. Raises :class:`TransientError` or
-        :class:`AmbiguousError` when the call fails as a whole.
+        Returns one outcome per command, in the same order: a command the system refuses is
+        a :class:`~closeloop.domain.commands.Permanent` outcome of its own, never a reason to
+        fail the others. Raises :class:`TransientError` or :class:`AmbiguousError` when the
+        call fails as a whole, :class:`RefusedError` when the batch's content was refused
+        as a whole (the engine then splits it).
         """
         ...
 
@@ -93,3 +96,14 @@ class TransientError(ConnectorError):
 
 class AmbiguousError(ConnectorError):
     """The request was sent and no answer came: some or all of it may have been applied."""
+
+
+class RefusedError(ConnectorError):
+    """The system refused the call as a whole for something in its content, and applied
+    nothing: a record it cannot take at all (text that is not valid Unicode, a value its
+    API cannot parse) spoils the batch it is in.
+
+    The engine splits such a batch in halves until the record stands alone; alone, its
+    command becomes a business exception with this message while the others go through.
+    It never counts as the system failing (the circuit breaker ignores it).
+    """

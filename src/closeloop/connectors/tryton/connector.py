@@ -11,22 +11,37 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from itertools import groupby
-from typing import Any
+from typing import Any, TypeVar
 
-from closeloop.connectors.tryton.invoicing import InvoiceState
+from closeloop.connectors.bulk import isolate
+from closeloop.connectors.tryton.invoicing import InvoiceRequest, InvoiceState
 from closeloop.connectors.tryton.operations import (
-    LINE_MARK,
+    CustomerSpec,
+    ProjectSpec,
     TaskSpec,
     TimesheetEntry,
     TrytonOperations,
 )
 from closeloop.connectors.tryton.rpc import TrytonError
 from closeloop.domain.changes import Change
-from closeloop.domain.commands import Applied, Command, ExceptionClass, Outcome, Permanent
+from closeloop.domain.commands import (
+    Ambiguous,
+    Applied,
+    Command,
+    ExceptionClass,
+    Outcome,
+    Permanent,
+    Transient,
+)
 from closeloop.mdm.matching import Party, match_customer
-from closeloop.ports.connector import ConnectorLimits
+from closeloop.ports.connector import (
+    AmbiguousError,
+    ConnectorLimits,
+    RefusedError,
+    TransientError,
+)
 
+T = TypeVar("T")
 SYSTEM = "tryton"
 INVOICES = "account.invoice"
 PAGE = 500
@@ -137,14 +152,54 @@ class TrytonConnector:
 
     # --- commands ---------------------------------------------------------------------------
     def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
-        """Run ``commands`` in order; runs of timesheet lines as one bulk call."""
-        outcomes: list[Outcome] = []
-        for operation, group in groupby(commands, key=lambda c: c.operation):
-            batch = list(group)
-            if operation == "add_timesheet_line":
-                outcomes.extend(self._timesheet(batch))
+        """Run ``commands``; each operation's commands together in a few bulk calls.
+
+        Commands of distinct business keys (what the engine sends: one per key) are grouped
+        by operation; otherwise only consecutive runs of one operation are. In each group,
+        what can be decided before writing is decided on data read once for the group, a
+        bulk call Tryton refuses is halved until the refused command stands alone
+        (:func:`~closeloop.connectors.bulk.isolate`), and each refused command gets its own
+        permanent outcome. After a transport failure the remaining groups are not sent; when
+        nothing was applied or refused at all, the failure is raised for the whole batch.
+        """
+        outcomes: list[Outcome | None] = [None] * len(commands)
+        failure: Transient | Ambiguous | None = None
+        for operation, positions in _groups(commands):
+            batch = [commands[i] for i in positions]
+            if failure is not None:
+                results: list[Outcome] = [Transient(f"not sent: {failure.reason}")] * len(batch)
             else:
-                outcomes.extend(self._one(c) for c in batch)
+                results = self._run_group(operation, batch)
+            for position, outcome in zip(positions, results, strict=True):
+                outcomes[position] = outcome
+                if failure is None and isinstance(outcome, (Transient, Ambiguous)):
+                    failure = outcome
+        done = [o for o in outcomes if o is not None]
+        if failure is not None and not any(isinstance(o, (Applied, Permanent)) for o in done):
+            if any(isinstance(o, Ambiguous) for o in done):
+                raise AmbiguousError(failure.reason)
+            raise TransientError(failure.reason, failure.retry_after_s)  # type: ignore[union-attr]
+        return done
+
+    def _run_group(self, operation: str, batch: list[Command]) -> list[Outcome]:
+        bulk = {
+            "add_timesheet_line": self._timesheet,
+            "upsert_customer": self._customers,
+            "upsert_project": self._projects,
+            "match_customer": self._matches,
+            "invoice_project": self._invoices,
+            "post_invoice": self._posts,
+        }.get(operation)
+        if bulk is not None:
+            return bulk(batch)
+        outcomes: list[Outcome] = []
+        for command in batch:
+            try:
+                outcomes.append(self._one(command))
+            except (TransientError, AmbiguousError) as exc:
+                outcomes.append(_transport(exc))
+                outcomes += [Transient(f"not sent: {exc}")] * (len(batch) - len(outcomes))
+                break
         return outcomes
 
     def _one(self, command: Command) -> Outcome:
@@ -156,39 +211,7 @@ class TrytonConnector:
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         ops = self.operations
         return {
-            "upsert_customer": lambda p: {
-                "party": ops.upsert_customer(
-                    p["code"],
-                    p["name"],
-                    p["country"],
-                    [tuple(t) for t in p.get("tax_ids", [])],
-                    p.get("address"),
-                    p.get("email"),
-                )
-            },
-            "upsert_project": lambda p: {
-                "works": ops.upsert_project(
-                    p["key"],
-                    p["name"],
-                    p["customer_code"],
-                    [TaskSpec(t["key"], t["name"], Decimal(t["list_price"])) for t in p["tasks"]],
-                    Decimal(p["list_price"]),
-                    p.get("invoice_method", "timesheet"),
-                )
-            },
             "close_project": lambda p: {"closed": ops.close_project(p["key"])},
-            "match_customer": self._match_customer,
-            "invoice_project": lambda p: _invoice(
-                ops.invoice_project(
-                    p["project_key"],
-                    date.fromisoformat(p["up_to"]),
-                    p["reference"],
-                    date.fromisoformat(p["invoice_date"]) if p.get("invoice_date") else None,
-                )
-            ),
-            "post_invoice": lambda p: _invoice(
-                ops.post_invoices([p["reference"]]).get(p["reference"])
-            ),
             "record_payment": lambda p: {
                 "recorded": ops.record_payment(
                     p["reference"], p["key"], Decimal(p["amount"]), date.fromisoformat(p["date"])
@@ -196,43 +219,101 @@ class TrytonConnector:
             },
         }
 
-    def _match_customer(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Which ERP customer the account is (:func:`closeloop.mdm.matching.match_customer`):
-        ``{"kind", "party_code", "party_id", "score", "explain", "candidates"}``. Reads only."""
-        account = Party(
-            id="deal",
-            name=str(payload["name"]),
-            country=str(payload.get("country") or ""),
-            tax_ids=tuple(str(t) for t in payload.get("tax_ids") or ()),
-            street=str(payload.get("street") or ""),
-            city=str(payload.get("city") or ""),
-            postal_code=str(payload.get("postal_code") or ""),
-        )
-        candidates = self.operations.customer_candidates(
-            account.tax_ids, account.name, account.country
-        )
-        result = match_customer(account, candidates, float(payload.get("threshold", 85.0)))
-        found = result.match
-        party_ids = self.operations.find_customers([found.id]) if found else {}
-        return {
-            "kind": result.kind,
-            "party_code": found.id if found else None,
-            "party_id": party_ids.get(found.id) if found else None,
-            "score": result.score,
-            "explain": result.explain(),
-            "candidates": [[p.id, p.name, round(s, 1)] for p, s in result.candidates],
-        }
+    def _bulk(
+        self,
+        batch: list[Command],
+        parse: Callable[[dict[str, Any]], T],
+        call: Callable[[Sequence[T]], Sequence[Any]],
+        result: Callable[[Any], dict[str, Any]],
+    ) -> list[Outcome]:
+        """Parse each command's payload (a malformed one is refused alone), run ``call`` on
+        the parsed items through :func:`isolate`, and turn each item's result into its
+        outcome: ``Applied(result(value))``, a refusal, or the transport failure."""
+        outcomes: dict[int, Outcome] = {}
+        items: list[tuple[int, T]] = []
+        for position, command in enumerate(batch):
+            try:
+                items.append((position, parse(command.payload)))
+            except (KeyError, ValueError, TypeError) as exc:
+                outcomes[position] = _refusal(exc)
+        results = isolate([item for _, item in items], call, _REFUSALS)
+        for (position, _), value in zip(items, results, strict=True):
+            outcomes[position] = _outcome(value, result)
+        return [outcomes[i] for i in range(len(batch))]
 
-    def _timesheet(self, commands: list[Command]) -> list[Outcome]:
+    def _customers(self, batch: list[Command]) -> list[Outcome]:
+        return self._bulk(
+            batch, _customer, self.operations.upsert_customers, lambda party: {"party": party}
+        )
+
+    def _projects(self, batch: list[Command]) -> list[Outcome]:
+        return self._bulk(
+            batch, _project, self.operations.upsert_projects, lambda works: {"works": works}
+        )
+
+    def _invoices(self, batch: list[Command]) -> list[Outcome]:
+        return self._bulk(batch, _invoice_request, self.operations.invoice_projects, _invoice)
+
+    def _posts(self, batch: list[Command]) -> list[Outcome]:
+        def post(references: Sequence[str]) -> list[InvoiceState | None]:
+            found = self.operations.post_invoices(references)
+            return [found.get(r) for r in references]
+
+        return self._bulk(batch, lambda p: str(p["reference"]), post, _invoice)
+
+    def _matches(self, batch: list[Command]) -> list[Outcome]:
+        """Which ERP customer each account is (:func:`closeloop.mdm.matching.match_customer`):
+        ``{"kind", "party_code", "party_id", "score", "explain", "candidates"}``; one read
+        for the whole group."""
+
+        def match(accounts: Sequence[tuple[Party, float]]) -> list[dict[str, Any]]:
+            found, ids = self.operations.candidates_for(
+                [(a.tax_ids, a.name, a.country) for a, _ in accounts]
+            )
+            out = []
+            for (account, threshold), candidates in zip(accounts, found, strict=True):
+                result = match_customer(account, candidates, threshold)
+                hit = result.match
+                out.append(
+                    {
+                        "kind": result.kind,
+                        "party_code": hit.id if hit else None,
+                        "party_id": ids.get(hit.id) if hit else None,
+                        "score": result.score,
+                        "explain": result.explain(),
+                        "candidates": [[p.id, p.name, round(s, 1)] for p, s in result.candidates],
+                    }
+                )
+            return out
+
+        return self._bulk(batch, _account, match, lambda value: dict(value))
+
+    def _timesheet(self, batch: list[Command]) -> list[Outcome]:
+        """Screen the entries on data read once (unknown tasks, closed projects: refused
+        each alone), then create the rest in one bulk call (halved only if Tryton still
+        refuses it)."""
+        ops = self.operations
+        outcomes: dict[int, Outcome] = {}
+        entries: list[tuple[int, TimesheetEntry]] = []
+        for position, command in enumerate(batch):
+            try:
+                entries.append((position, _entry(command.payload)))
+            except (KeyError, ValueError, TypeError) as exc:
+                outcomes[position] = _refusal(exc)
         try:
-            entries = [_entry(c.payload) for c in commands]
-            ids = self.operations.add_timesheet_lines(entries)
-        except (TrytonError, LookupError, ValueError) as exc:
-            if len(commands) == 1:
-                return [_refusal(exc)]
-            # one bad line refuses the whole bulk create: find it, line by line
-            return [o for c in commands for o in self._timesheet([c])]
-        return [Applied({"line": ids[e.key]}) for e in entries]
+            refused = ops.screen_entries([e for _, e in entries])
+        except (TransientError, AmbiguousError) as exc:
+            return [outcomes.get(i) or _transport(exc) for i in range(len(batch))]
+        accepted = [(p, e) for p, e in entries if e.key not in refused]
+        for position, entry in entries:
+            if entry.key in refused:
+                outcomes[position] = _refusal(refused[entry.key])
+        results = isolate([e for _, e in accepted], ops.create_timesheet_lines, _REFUSALS)
+        if any(isinstance(r, _REFUSALS) for r in results):
+            ops.forget_cached()
+        for (position, _), value in zip(accepted, results, strict=True):
+            outcomes[position] = _outcome(value, lambda line: {"line": line})
+        return [outcomes[i] for i in range(len(batch))]
 
     # --- lookups ----------------------------------------------------------------------------
     def find(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
@@ -251,7 +332,7 @@ class TrytonConnector:
             elif operation in ("upsert_project", "close_project"):
                 hits = {k: {"works": {k: v["id"]}} for k, v in ops.find_works(keys).items()}
             elif operation == "add_timesheet_line":
-                hits = {k: {"line": v} for k, v in self._find_lines(keys).items()}
+                hits = {k: {"line": v} for k, v in ops.find_timesheet_lines(keys).items()}
             elif operation in ("invoice_project", "post_invoice"):
                 invoices = ops.find_invoices(keys)
                 hits = {
@@ -262,19 +343,6 @@ class TrytonConnector:
             else:  # record_payment: no lookup by key alone; the operation itself is idempotent
                 hits = {}
             found.update({idempotency_key(operation, k): Applied(v) for k, v in hits.items()})
-        return found
-
-    def _find_lines(self, keys: list[str]) -> dict[str, int]:
-        domain: list[Any] = [
-            "OR",
-            *[["description", "like", f"%{LINE_MARK.format(key=k)}"] for k in keys],
-        ]
-        rows = self.operations.rpc.search_read("timesheet.line", [domain], ["description"])
-        found = {}
-        for row in rows:
-            for key in keys:
-                if (row["description"] or "").endswith(LINE_MARK.format(key=key)):
-                    found[key] = row["id"]
         return found
 
 
@@ -294,21 +362,111 @@ def _invoice(invoice: InvoiceState | None) -> dict[str, Any]:
     return invoice_payload(invoice) if invoice else {"invoice": None}
 
 
+def _customer(payload: dict[str, Any]) -> CustomerSpec:
+    return CustomerSpec(
+        code=str(payload["code"]),
+        name=str(payload["name"]),
+        country=str(payload["country"]),
+        tax_ids=tuple((str(t), str(v)) for t, v in payload.get("tax_ids") or ()),
+        address=payload.get("address"),
+        email=payload.get("email"),
+    )
+
+
+def _project(payload: dict[str, Any]) -> ProjectSpec:
+    return ProjectSpec(
+        key=str(payload["key"]),
+        name=str(payload["name"]),
+        customer_code=str(payload["customer_code"]),
+        tasks=tuple(
+            TaskSpec(str(t["key"]), str(t["name"]), Decimal(t["list_price"]))
+            for t in payload["tasks"]
+        ),
+        list_price=Decimal(payload["list_price"]),
+        invoice_method=str(payload.get("invoice_method", "timesheet")),
+    )
+
+
+def _invoice_request(payload: dict[str, Any]) -> InvoiceRequest:
+    issued = payload.get("invoice_date")
+    return InvoiceRequest(
+        project_key=str(payload["project_key"]),
+        up_to=date.fromisoformat(payload["up_to"]),
+        reference=str(payload["reference"]),
+        invoice_date=date.fromisoformat(issued) if issued else None,
+    )
+
+
+def _account(payload: dict[str, Any]) -> tuple[Party, float]:
+    """The account a ``match_customer`` command describes, and its score threshold."""
+    account = Party(
+        id="deal",
+        name=str(payload["name"]),
+        country=str(payload.get("country") or ""),
+        tax_ids=tuple(str(t) for t in payload.get("tax_ids") or ()),
+        street=str(payload.get("street") or ""),
+        city=str(payload.get("city") or ""),
+        postal_code=str(payload.get("postal_code") or ""),
+    )
+    return account, float(payload.get("threshold", 85.0))
+
+
+def _groups(commands: Sequence[Command]) -> list[tuple[str, list[int]]]:
+    """Positions of ``commands`` grouped by operation, in order of first appearance; only
+    consecutive runs when a business key repeats (its commands must keep their order)."""
+    if len({c.business_key for c in commands}) == len(commands):
+        groups: dict[str, list[int]] = {}
+        for position, command in enumerate(commands):
+            groups.setdefault(command.operation, []).append(position)
+        return list(groups.items())
+    runs: list[tuple[str, list[int]]] = []
+    for position, command in enumerate(commands):
+        if runs and runs[-1][0] == command.operation:
+            runs[-1][1].append(position)
+        else:
+            runs.append((command.operation, [position]))
+    return runs
+
+
+def _outcome(value: Any, result: Callable[[Any], dict[str, Any]]) -> Outcome:
+    """The outcome of one item's result from :func:`isolate`."""
+    if isinstance(value, (TransientError, AmbiguousError)):
+        return _transport(value)
+    if isinstance(value, _REFUSALS):
+        return _refusal(value)
+    return Applied(result(value))
+
+
+def _transport(exc: TransientError | AmbiguousError) -> Outcome:
+    if isinstance(exc, TransientError):
+        return Transient(str(exc), exc.retry_after_s)
+    return Ambiguous(str(exc))
+
+
 def _guard(action: Callable[[], dict[str, Any]]) -> Outcome:
     """Run one operation; Tryton's refusals and unknown references become permanent outcomes
     (transport failures propagate: the engine retries or looks up)."""
     try:
         return Applied(action())
-    except (TrytonError, LookupError, ValueError) as exc:
+    except _REFUSALS as exc:
         return _refusal(exc)
+
+
+_REFUSALS = (TrytonError, RefusedError, LookupError, ValueError, TypeError)
+"""What refuses one command (and, in a bulk call, is isolated): Tryton's refusals (its
+calls are transactions: nothing of a refused call is written), a request that cannot be
+sent, an unknown reference, a malformed command."""
 
 
 def _refusal(exc: Exception) -> Permanent:
     """The permanent outcome of a refused operation: Tryton's class for its refusals, not
-    found for unknown references, validation for a malformed command."""
+    found for unknown references, validation for a malformed command or a request that
+    cannot be sent (text that is not valid Unicode)."""
+    if isinstance(exc, RefusedError):
+        return Permanent(ExceptionClass.VALIDATION, str(exc))
     if isinstance(exc, TrytonError):
         detail = f" ({exc.description})" if exc.description else ""
         return Permanent(exc.error_class, exc.message + detail)
-    if isinstance(exc, (KeyError, ValueError)):  # KeyError first: it is a LookupError too
+    if isinstance(exc, (KeyError, ValueError, TypeError)):  # KeyError is a LookupError too
         return Permanent(ExceptionClass.VALIDATION, f"malformed command: missing or bad {exc}")
     return Permanent(ExceptionClass.NOT_FOUND, str(exc.args[0]))

@@ -9,8 +9,19 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from closeloop.connectors.tryton.rpc import TrytonRPC
+from closeloop.connectors.tryton.rpc import TrytonRPC, after_write
 from closeloop.connectors.tryton.setup import TrytonIds
+
+
+@dataclass(frozen=True)
+class InvoiceRequest:
+    """Invoice project ``project_key``'s lines up to ``up_to`` as ``reference``, dated
+    ``invoice_date`` (default ``up_to``)."""
+
+    project_key: str
+    up_to: date
+    reference: str
+    invoice_date: date | None = None
 
 
 @dataclass(frozen=True)
@@ -55,62 +66,121 @@ class InvoicingOperations:
     def invoice_project(
         self, project_key: str, up_to: date, reference: str, invoice_date: date | None = None
     ) -> InvoiceState | None:
-        """Invoice the project's timesheet lines up to ``up_to`` as invoice ``reference``.
+        """Invoice one project (:meth:`invoice_projects`): the draft invoice, or ``None``."""
+        return self.invoice_projects([InvoiceRequest(project_key, up_to, reference, invoice_date)])[
+            0
+        ]
 
-        Returns the (draft) invoice, or ``None`` when there was nothing to invoice. Raises
-        ``LookupError`` for an unknown project.
+    def invoice_projects(self, requests: Sequence[InvoiceRequest]) -> list[InvoiceState | None]:
+        """Invoice each project's timesheet lines up to its ``up_to`` date as the customer
+        invoice ``reference``, dated ``invoice_date`` (default ``up_to``). Returns, per
+        request, the draft invoice, or ``None`` when the project had nothing to invoice.
+
+        Seven calls whatever the count: the projects and their tasks; the up-to dates,
+        written together; what each has to invoice; Tryton's ``invoice`` button on all that
+        have something (one invoice per project); the projects' draft invoices found through
+        their timesheet lines; references and dates written together; the invoices read.
+        A draft made by an earlier attempt whose answer was lost (no reference yet), or one
+        already carrying the request's reference, is taken instead of invoicing again.
+
+        Raises ``LookupError`` for an unknown project, and Tryton's refusal
+        (:class:`~.rpc.TrytonError`) of the button for any project: then none is invoiced.
         """
-        found = self.find_invoices([reference])
-        if reference in found:
-            return found[reference]
-        works = self.find_works([project_key])
-        if project_key not in works:
-            raise LookupError(f"project {project_key} does not exist in Tryton")
-        project = works[project_key]["id"]
-        adopted = self._adopt(project, reference, invoice_date or up_to)
-        if adopted is None:
-            self.rpc.write("project.work", [project], {"project_invoice_timesheet_up_to": up_to})
-            (due,) = self.rpc.search_read(
-                "project.work", [["id", "=", project]], ["amount_to_invoice"]
-            )
-            if not due["amount_to_invoice"]:
-                return None  # Tryton refuses to invoice nothing
-            self.rpc.call("project.work", "invoice", [project])
-            adopted = self._adopt(project, reference, invoice_date or up_to)
-        return adopted
-
-    def _adopt(self, project: int, reference: str, invoice_date: date) -> InvoiceState | None:
-        """Give ``reference`` to a draft invoice of ``project`` that has none yet."""
+        if not requests:
+            return []
+        comments = [f"closeloop:{r.project_key}" for r in requests]
         works = self.rpc.search_read(
-            "project.work", [["parent", "child_of", [project]]], ["timesheet_works"]
+            "project.work",
+            ["OR", [["comment", "in", comments]], [["parent.comment", "in", comments]]],
+            ["comment", "parent", "timesheet_works"],
+            context={"active_test": False},
         )
-        timesheet_works = [t for w in works for t in w["timesheet_works"]]
+        project_of_key = {
+            w["comment"].split(":", 1)[1]: w["id"] for w in works if w["comment"] in comments
+        }
+        unknown = [r.project_key for r in requests if r.project_key not in project_of_key]
+        if unknown:
+            raise LookupError(f"project {', '.join(unknown)} does not exist in Tryton")
+        projects = set(project_of_key.values())
+        owner = {
+            t: (w["id"] if w["id"] in projects else w["parent"])
+            for w in works
+            for t in w["timesheet_works"]
+        }
+        wanted = {project_of_key[r.project_key]: r.up_to for r in requests}
+        pairs: list[Any] = []
+        for project, up_to in wanted.items():
+            pairs += [[project], {"project_invoice_timesheet_up_to": up_to}]
+        self.rpc.call("project.work", "write", *pairs)
+        due = self.rpc.search_read(
+            "project.work", [["id", "in", sorted(wanted)]], ["amount_to_invoice"]
+        )
+        to_invoice = [d["id"] for d in due if d["amount_to_invoice"]]
+        if to_invoice:  # Tryton refuses the button for a project with nothing to invoice
+            self.rpc.call("project.work", "invoice", to_invoice)
+        with after_write():
+            return self._adopt(requests, project_of_key, owner)
+
+    def _adopt(
+        self,
+        requests: Sequence[InvoiceRequest],
+        project_of_key: dict[str, int],
+        owner: dict[int, int],
+    ) -> list[InvoiceState | None]:
+        """Give each request the draft invoice of its project that carries its reference,
+        else the oldest one that carries none; write references and dates in one call."""
+        references = [r.reference for r in requests]
         lines = self.rpc.search_read(
             "timesheet.line",
             [
-                ["work", "in", timesheet_works],
-                ["invoice_line", "!=", None],
-                ["invoice_line.invoice.reference", "=", None],
+                ["work", "in", sorted(owner)],
                 ["invoice_line.invoice.state", "=", "draft"],
+                ["invoice_line.invoice.type", "=", "out"],
+                [
+                    "OR",
+                    ["invoice_line.invoice.reference", "=", None],
+                    ["invoice_line.invoice.reference", "in", references],
+                ],
             ],
-            ["invoice_line.invoice"],
-            limit=1,
+            ["work", "invoice_line.invoice", "invoice_line.invoice.reference"],
         )
-        if not lines:
-            return None
-        invoice = lines[0]["invoice_line."]["invoice"]
-        self.rpc.write(
-            "account.invoice", [invoice], {"reference": reference, "invoice_date": invoice_date}
-        )
-        return self.read_invoices([["id", "=", invoice]])[0]
+        drafts: dict[int, dict[int, str | None]] = {}
+        for line in lines:
+            invoice_line = line["invoice_line."]
+            invoice = invoice_line["invoice"]
+            reference = (invoice_line.get("invoice.") or {}).get("reference")
+            drafts.setdefault(owner[line["work"]], {})[invoice] = reference
+        chosen: list[int | None] = []
+        pairs: list[Any] = []
+        for request in requests:
+            mine = drafts.get(project_of_key[request.project_key], {})
+            same = [i for i, ref in mine.items() if ref == request.reference]
+            free = sorted(i for i, ref in mine.items() if ref is None)
+            invoice = same[0] if same else (free[0] if free else None)
+            chosen.append(invoice)
+            if invoice is not None and not same:
+                mine[invoice] = request.reference
+                values = {
+                    "reference": request.reference,
+                    "invoice_date": request.invoice_date or request.up_to,
+                }
+                pairs += [[invoice], values]
+        if pairs:
+            self.rpc.call("account.invoice", "write", *pairs)
+        ids = sorted({i for i in chosen if i is not None})
+        found = {i.id: i for i in self.read_invoices([["id", "in", ids]])} if ids else {}
+        return [found.get(i) if i is not None else None for i in chosen]
 
     def post_invoices(self, references: Sequence[str]) -> dict[str, InvoiceState]:
-        """Post the draft invoices among ``references`` (posted ones are left as they are)."""
+        """Post the draft invoices among ``references`` in one call (posted ones are left as
+        they are); the invoices by reference after it. Three calls. Raises Tryton's refusal
+        (:class:`~.rpc.TrytonError`, a closed period say) of any: then none is posted."""
         found = self.find_invoices(references)
         drafts = [i.id for i in found.values() if i.state == "draft"]
         if drafts:
             self.rpc.call("account.invoice", "post", drafts)
-            found = self.find_invoices(references)
+            with after_write():
+                found = self.find_invoices(references)
         return found
 
     def read_invoices(

@@ -8,8 +8,8 @@ Keys, and why:
   ``number`` comes from a sequence and cannot be written; the comment is searchable, kept
   off invoices, and survives renames.
 - Timesheet line: a ``[cl:<key>]`` marker at the end of the ``description`` (the line's
-  ``uuid`` cannot be written over RPC). Lookups read the markers of the batch's works and
-  dates in one call.
+  ``uuid`` cannot be written over RPC), looked up only to resolve a lost answer
+  (:mod:`.timesheets`).
 - Invoice: the customer ``reference`` (``account.invoice.reference``), set right after the
   project is invoiced; an unreferenced draft invoice of the project is adopted on retry.
 - Payment: the payment move's ``description`` (the pay wizard's description), with the
@@ -18,20 +18,45 @@ Keys, and why:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from closeloop.connectors.tryton.invoicing import InvoicingOperations
-from closeloop.connectors.tryton.rpc import TrytonRPC, TrytonUserError
+from closeloop.connectors.tryton.rpc import TrytonRPC, after_write
 from closeloop.connectors.tryton.setup import TrytonIds, ensure_country
+from closeloop.connectors.tryton.timesheets import (
+    LINE_MARK,
+    TimesheetEntry,
+    TimesheetOperations,
+    line_description,
+)
 from closeloop.domain.taxids import tax_id_forms
 from closeloop.mdm.matching import Party, normalize_name
 
 WORK_KEY = "closeloop:{key}"
-LINE_MARK = "[cl:{key}]"
+__all__ = [
+    "LINE_MARK",
+    "WORK_KEY",
+    "CustomerSpec",
+    "ProjectSpec",
+    "TaskSpec",
+    "TimesheetEntry",
+    "TrytonOperations",
+    "line_description",
+]
+_PARTY_FIELDS = [
+    "code",
+    "name",
+    "identifiers.code",
+    "addresses.street",
+    "addresses.city",
+    "addresses.postal_code",
+    "addresses.country.code",
+]
 
 
 @dataclass(frozen=True)
@@ -44,30 +69,63 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
-class TimesheetEntry:
-    """An approved time entry to record: ``key`` is its idempotency key; ``employee_key``
-    and ``employee_name`` identify the consultant; ``task_key`` the task worked on."""
+class CustomerSpec:
+    """A customer to create or bring up to date: party ``code``, legal ``name``, ISO 3166
+    ``country``, ``tax_ids`` as ``(Tryton identifier type, value)`` pairs (``eu_vat``,
+    ``gb_vat``, ``us_ein``, ...), invoice ``address`` (``line1``, ``line2``, ``city``,
+    ``postal_code``) and ``email``."""
+
+    code: str
+    name: str
+    country: str
+    tax_ids: tuple[tuple[str, str], ...] = ()
+    address: dict[str, Any] | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    """A project to create or bring up to date: its ``key``, ``name``, the customer's party
+    code, its tasks, hourly list price and Tryton invoice method."""
 
     key: str
-    employee_key: str
-    employee_name: str
-    task_key: str
-    date: date
-    hours: Decimal
-    description: str = ""
+    name: str
+    customer_code: str
+    tasks: tuple[TaskSpec, ...] = field(default_factory=tuple)
+    list_price: Decimal = Decimal(0)
+    invoice_method: str = "timesheet"
 
 
-class TrytonOperations(InvoicingOperations):
+class TrytonOperations(InvoicingOperations, TimesheetOperations):
     """The hub's operations on one Tryton database (see the module docstring for keys);
-    invoicing and payments come from :class:`~.invoicing.InvoicingOperations`."""
+    invoicing and payments come from :class:`~.invoicing.InvoicingOperations`, time from
+    :class:`~.timesheets.TimesheetOperations`. Reference data that does not change under
+    the hub (countries, work statuses, employees, tasks' timesheet works) is read once per
+    session."""
 
     def __init__(self, rpc: TrytonRPC, ids: TrytonIds) -> None:
         self.rpc = rpc
         self.ids = ids
-        self._status_open: int | None = None
+        self._statuses: dict[str, int] = {}
+        self._countries: dict[str, int] = {}
         # what bulk timesheet imports look up again and again; dropped on any refusal
         self._employees: dict[str, int] = {}
         self._timesheet_works: dict[str, int] = {}
+
+    # --- reference data -----------------------------------------------------------------
+    def country_ids(self, codes: Sequence[str]) -> dict[str, int]:
+        """Country ids by ISO 3166 alpha-2 code, created when missing; read once per session.
+        Raises ``ValueError`` for a code that is not ISO 3166."""
+        for code in sorted(set(codes) - set(self._countries)):
+            self._countries[code] = ensure_country(self.rpc, code)
+        return {c: self._countries[c] for c in codes}
+
+    def _status(self, name: str) -> int:
+        """The id of the work status called ``name`` (``Open``, ``Done``); read once."""
+        if name not in self._statuses:
+            rows = self.rpc.search_read("project.work.status", [["name", "=", name]], ["id"])
+            self._statuses[name] = rows[0]["id"]
+        return self._statuses[name]
 
     # --- customers ----------------------------------------------------------------------
     def find_customers(self, codes: Sequence[str]) -> dict[str, int]:
@@ -87,69 +145,45 @@ class TrytonOperations(InvoicingOperations):
     def customer_candidates(
         self, tax_ids: Sequence[str], name: str, country: str = ""
     ) -> list[Party]:
-        """Parties that could be the customer: those holding any of ``tax_ids`` (in any of
-        the forms Tryton may have stored: Tryton formats some, ``CHE-100.155.212``) and those
-        whose name contains the name's longest significant word; with their tax ids and
-        first address, as :class:`~closeloop.mdm.matching.Party` (``id`` is the party code)."""
-        ids: set[int] = set()
-        codes = sorted({form for t in tax_ids if t for form in tax_id_forms(t, country)})
-        if codes:
-            rows = self.rpc.search_read("party.identifier", [["code", "in", codes]], ["party"])
-            ids |= {r["party"] for r in rows}
-        words = sorted(normalize_name(name).split(), key=len, reverse=True)
-        if words:
-            rows = self.rpc.search_read(
-                "party.party", [["name", "ilike", f"%{words[0]}%"]], ["id"], limit=50
-            )
-            ids |= {r["id"] for r in rows}
-        if not ids:
-            return []
-        parties = self.rpc.search_read("party.party", [["id", "in", sorted(ids)]], ["code", "name"])
-        identifiers: dict[int, list[str]] = {}
-        for row in self.rpc.search_read(
-            "party.identifier", [["party", "in", sorted(ids)]], ["party", "code"]
-        ):
-            identifiers.setdefault(row["party"], []).append(row["code"])
-        addresses: dict[int, dict[str, Any]] = {}
-        for row in self.rpc.search_read(
-            "party.address",
-            [["party", "in", sorted(ids)]],
-            ["party", "street", "city", "postal_code", "country"],
-        ):
-            addresses.setdefault(row["party"], row)
-        countries = (
-            {
-                c["id"]: c["code"]
-                for c in self.rpc.search_read(
-                    "country.country",
-                    [
-                        [
-                            "id",
-                            "in",
-                            sorted({a["country"] for a in addresses.values() if a["country"]}),
-                        ]
-                    ],
-                    ["code"],
-                )
-            }
-            if addresses
-            else {}
+        """Parties that could be the customer (:meth:`candidates_for` for one account)."""
+        return self.candidates_for([(tax_ids, name, country)])[0][0]
+
+    def candidates_for(
+        self, accounts: Sequence[tuple[Sequence[str], str, str]]
+    ) -> tuple[list[list[Party]], dict[str, int]]:
+        """For each account ``(tax_ids, name, country)``, the parties that could be it: those
+        holding any of its tax ids (in any form Tryton may have stored: Tryton formats some,
+        ``CHE-100.155.212``) and those whose name contains the name's longest significant
+        word, with their tax ids and first address as
+        :class:`~closeloop.mdm.matching.Party` (``id`` is the party code); and the party ids
+        by code of all of them. One read for all accounts, with the fields matching needs."""
+        wanted = []
+        clauses: list[Any] = []
+        for tax_ids, name, country in accounts:
+            forms = {form for t in tax_ids if t for form in tax_id_forms(t, country)}
+            words = sorted(normalize_name(name).split(), key=len, reverse=True)
+            word = words[0] if words else ""
+            wanted.append((forms, word))
+            if forms:
+                clauses.append([["identifiers.code", "in", sorted(forms)]])
+            if word:
+                clauses.append([["name", "ilike", f"%{word}%"]])
+        if not clauses:
+            return [[] for _ in accounts], {}
+        rows = self.rpc.search_read(
+            "party.party", ["OR", *clauses], _PARTY_FIELDS, limit=100 * len(accounts)
         )
-        out = []
-        for party in parties:
-            address = addresses.get(party["id"], {})
-            out.append(
-                Party(
-                    id=str(party["code"]),
-                    name=str(party["name"]),
-                    country=countries.get(address.get("country"), ""),
-                    tax_ids=tuple(identifiers.get(party["id"], ())),
-                    street=(address.get("street") or "").replace("\n", " "),
-                    city=address.get("city") or "",
-                    postal_code=address.get("postal_code") or "",
-                )
-            )
-        return out
+        parties = [(_party(r), {i["code"] for i in r.get("identifiers.") or []}) for r in rows]
+        ids = {str(r["code"]): int(r["id"]) for r in rows}
+        return [
+            [
+                party
+                for party, codes in parties
+                if (forms & codes)
+                or (word and (word in party.name.lower() or word in normalize_name(party.name)))
+            ]
+            for forms, word in wanted
+        ], ids
 
     def upsert_customer(
         self,
@@ -161,33 +195,41 @@ class TrytonOperations(InvoicingOperations):
         email: str | None = None,
     ) -> int:
         """Create the party ``code`` or bring its name, invoice address and tax identifiers
-        up to date; returns its id. ``tax_ids`` are ``(scheme, value)`` pairs with Tryton's
-        identifier types (``eu_vat``, ``gb_vat``, ``us_ein``, ...)."""
-        country_id = ensure_country(self.rpc, country)
-        addr = {"invoice": True, "country": country_id, **_address_values(address or {})}
-        found = self.find_customers([code])
-        if code not in found:
-            values: dict[str, Any] = {
-                "name": name,
-                "code": code,
-                "addresses": [["create", [addr]]],
-                "identifiers": [["create", [{"type": t, "code": v} for t, v in tax_ids]]],
-            }
-            if email:
-                values["contact_mechanisms"] = [["create", [{"type": "email", "value": email}]]]
-            return self.rpc.create("party.party", [values])[0]
-        party = found[code]
+        up to date; returns its id (:meth:`upsert_customers` for one)."""
+        spec = CustomerSpec(code, name, country, tuple((t, v) for t, v in tax_ids), address, email)
+        return self.upsert_customers([spec])[0]
+
+    def upsert_customers(self, specs: Sequence[CustomerSpec]) -> list[int]:
+        """Create the parties Tryton lacks in one bulk call and bring the others' name,
+        invoice address and tax identifiers up to date; party ids in order of ``specs``.
+
+        Raises :class:`~.rpc.TrytonError` when Tryton refuses any new party (a bad VAT
+        number, say): then none of them is created. ``ValueError`` for an unknown country.
+        """
+        countries = self.country_ids([s.country for s in specs])
+        found = self.find_customers([s.code for s in specs])
+        new: dict[str, CustomerSpec] = {}
+        for spec in specs:
+            if spec.code not in found:
+                new.setdefault(spec.code, spec)
+        if new:
+            values = [_party_values(s, countries[s.country]) for s in new.values()]
+            found.update(zip(new, self.rpc.create("party.party", values), strict=True))
+        with after_write() if new else nullcontext():
+            for spec in {s.code: s for s in specs if s.code not in new}.values():
+                self._update_customer(found[spec.code], spec, countries[spec.country])
+        return [found[s.code] for s in specs]
+
+    def _update_customer(self, party: int, spec: CustomerSpec, country: int) -> None:
         current = self.rpc.search_read(
-            "party.party", [["id", "=", party]], ["name", "addresses", "identifiers"]
+            "party.party",
+            [["id", "=", party]],
+            ["name", "addresses", "identifiers.type", "identifiers.code"],
         )[0]
-        known = {
-            (i["type"], i["code"])
-            for i in self.rpc.search_read(
-                "party.identifier", [["party", "=", party]], ["type", "code"]
-            )
-        }
-        missing = [{"type": t, "code": v} for t, v in tax_ids if (t, v) not in known]
-        values = {"name": name}
+        known = {(i["type"], i["code"]) for i in current.get("identifiers.") or []}
+        missing = [{"type": t, "code": v} for t, v in spec.tax_ids if (t, v) not in known]
+        addr = {"invoice": True, "country": country, **_address_values(spec.address or {})}
+        values: dict[str, Any] = {"name": spec.name}
         if missing:
             values["identifiers"] = [["create", missing]]
         if current["addresses"]:
@@ -195,15 +237,8 @@ class TrytonOperations(InvoicingOperations):
         else:
             values["addresses"] = [["create", [addr]]]
         self.rpc.write("party.party", [party], values)
-        return party
 
     # --- projects -----------------------------------------------------------------------
-    def _open_status(self) -> int:
-        if self._status_open is None:
-            rows = self.rpc.search_read("project.work.status", [["name", "=", "Open"]], ["id"])
-            self._status_open = rows[0]["id"]
-        return self._status_open
-
     def find_works(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Projects and tasks by key: ``{key: {"id", "timesheet_works", "type", ...}}``."""
         if not keys:
@@ -226,63 +261,80 @@ class TrytonOperations(InvoicingOperations):
         list_price: Decimal,
         invoice_method: str = "timesheet",
     ) -> dict[str, int]:
-        """Create the project ``key`` with its tasks, or update its name, prices and add
-        missing tasks. Returns the work ids by key (the project's under ``key``).
+        """Create or update one project (:meth:`upsert_projects`); work ids by key."""
+        spec = ProjectSpec(key, name, customer_code, tuple(tasks), list_price, invoice_method)
+        return self.upsert_projects([spec])[0]
 
-        Raises ``LookupError`` when the customer does not exist in Tryton.
+    def upsert_projects(self, specs: Sequence[ProjectSpec]) -> list[dict[str, int]]:
+        """Create the projects Tryton lacks, with their tasks, in one bulk call, and update
+        the others' name and prices and add their missing tasks. Returns, per spec, the work
+        ids by key (the project's under its key). Four calls for a batch of new projects.
+
+        Raises ``LookupError`` when a customer does not exist in Tryton, and Tryton's refusal
+        (:class:`~.rpc.TrytonError`) of any new project: then none of them is created.
         """
-        party = self.find_customers([customer_code]).get(customer_code)
-        if party is None:
-            raise LookupError(f"customer {customer_code} does not exist in Tryton")
-        status = self._open_status()
-
-        def task_values(task: TaskSpec) -> dict[str, Any]:
-            return {
-                "name": task.name,
-                "type": "task",
-                "company": self.ids.company,
-                "status": status,
-                "product": self.ids.product,
-                "list_price": task.list_price,
-                "timesheet_available": True,
-                "comment": WORK_KEY.format(key=task.key),
-            }
-
-        existing = self.find_works([key, *[t.key for t in tasks]])
-        if key not in existing:
+        parties = self.find_customers(sorted({s.customer_code for s in specs}))
+        unknown = sorted({s.customer_code for s in specs} - set(parties))
+        if unknown:
+            raise LookupError(f"customer {', '.join(unknown)} does not exist in Tryton")
+        keys = sorted({k for s in specs for k in (s.key, *[t.key for t in s.tasks])})
+        existing = self.find_works(keys)
+        new = {s.key: s for s in specs if s.key not in existing}
+        if new:
             self.rpc.create(
                 "project.work",
-                [
-                    {
-                        "name": name,
-                        "type": "project",
-                        "company": self.ids.company,
-                        "party": party,
-                        "status": status,
-                        "project_invoice_method": invoice_method,
-                        "product": self.ids.product,
-                        "list_price": list_price,
-                        "timesheet_available": True,
-                        "comment": WORK_KEY.format(key=key),
-                        "children": [["create", [task_values(t) for t in tasks]]],
-                    }
-                ],
+                [self._project_values(s, parties[s.customer_code]) for s in new.values()],
             )
-        else:
-            project = existing[key]["id"]
-            new = [task_values(t) for t in tasks if t.key not in existing]
-            values: dict[str, Any] = {"name": name, "list_price": list_price}
-            if new:
-                values["children"] = [["create", new]]
-            self.rpc.write("project.work", [project], values)
-            for task in tasks:
-                if task.key in existing and existing[task.key]["list_price"] != task.list_price:
-                    self.rpc.write(
-                        "project.work",
-                        [existing[task.key]["id"]],
-                        {"list_price": task.list_price, "name": task.name},
-                    )
-        return {k: v["id"] for k, v in self.find_works([key, *[t.key for t in tasks]]).items()}
+        with after_write() if new else nullcontext():
+            for spec in {s.key: s for s in specs if s.key not in new}.values():
+                self._update_project(spec, existing)
+            works = self.find_works(keys) if new or len(existing) < len(keys) else existing
+        return [
+            {k: works[k]["id"] for k in (s.key, *[t.key for t in s.tasks]) if k in works}
+            for s in specs
+        ]
+
+    def _task_values(self, task: TaskSpec) -> dict[str, Any]:
+        return {
+            "name": task.name,
+            "type": "task",
+            "company": self.ids.company,
+            "status": self._status("Open"),
+            "product": self.ids.product,
+            "list_price": task.list_price,
+            "timesheet_available": True,
+            "comment": WORK_KEY.format(key=task.key),
+        }
+
+    def _project_values(self, spec: ProjectSpec, party: int) -> dict[str, Any]:
+        return {
+            "name": spec.name,
+            "type": "project",
+            "company": self.ids.company,
+            "party": party,
+            "status": self._status("Open"),
+            "project_invoice_method": spec.invoice_method,
+            "product": self.ids.product,
+            "list_price": spec.list_price,
+            "timesheet_available": True,
+            "comment": WORK_KEY.format(key=spec.key),
+            "children": [["create", [self._task_values(t) for t in spec.tasks]]],
+        }
+
+    def _update_project(self, spec: ProjectSpec, existing: dict[str, dict[str, Any]]) -> None:
+        project = existing[spec.key]["id"]
+        new = [self._task_values(t) for t in spec.tasks if t.key not in existing]
+        values: dict[str, Any] = {"name": spec.name, "list_price": spec.list_price}
+        if new:
+            values["children"] = [["create", new]]
+        self.rpc.write("project.work", [project], values)
+        for task in spec.tasks:
+            if task.key in existing and existing[task.key]["list_price"] != task.list_price:
+                self.rpc.write(
+                    "project.work",
+                    [existing[task.key]["id"]],
+                    {"list_price": task.list_price, "name": task.name},
+                )
 
     def close_project(self, key: str, on: date | None = None) -> bool:
         """Set the project and its tasks to Done and end their timesheets on ``on`` (default
@@ -290,132 +342,46 @@ class TrytonOperations(InvoicingOperations):
         works = self.find_works([key])
         if key not in works:
             return False
-        done = self.rpc.search_read("project.work.status", [["name", "=", "Done"]], ["id"])[0]
         project = works[key]["id"]
         children = self.rpc.search_read("project.work", [["parent", "child_of", [project]]], ["id"])
         self.rpc.write(
             "project.work",
             [c["id"] for c in children],
             {
-                "status": done["id"],
+                "status": self._status("Done"),
                 "progress": 1.0,
                 "timesheet_end_date": on or datetime.now(UTC).date(),
             },
         )
         return True
 
-    # --- people and time ----------------------------------------------------------------
-    def ensure_employees(self, people: Iterable[tuple[str, str]]) -> dict[str, int]:
-        """Employee ids by person key, creating party (code ``EMP-<key>``) and employee for
-        people Tryton does not know yet: three calls at most, whatever the count."""
-        wanted = {k: v for k, v in people if k not in self._employees}
-        if not wanted:
-            return dict(self._employees)
-        codes = {f"EMP-{k}": k for k in wanted}
-        rows = self.rpc.search_read(
-            "company.employee",
-            [["party.code", "in", list(codes)]],
-            ["party.code"],
-            context={"active_test": False},
-        )
-        found = {codes[r["party."]["code"]]: r["id"] for r in rows}
-        missing = [k for k in wanted if k not in found]
-        if missing:
-            parties = self.rpc.create(
-                "party.party", [{"name": wanted[k], "code": f"EMP-{k}"} for k in missing]
-            )
-            employees = self.rpc.create(
-                "company.employee", [{"party": p, "company": self.ids.company} for p in parties]
-            )
-            found.update(zip(missing, employees, strict=True))
-        self._employees.update(found)
-        return dict(self._employees)
 
-    def find_timesheet_lines(
-        self, entries: Sequence[TimesheetEntry], work_of: dict[str, int]
-    ) -> dict[str, int]:
-        """Line ids by key of ``entries`` already recorded: one search on the exact
-        descriptions they would have (returns only the lines that exist, usually none)."""
-        descriptions = {_line_description(e): e.key for e in entries}
-        rows = self.rpc.search_read(
-            "timesheet.line",
-            [
-                ["work", "in", sorted({work_of[e.task_key] for e in entries})],
-                ["date", ">=", min(e.date for e in entries)],
-                ["date", "<=", max(e.date for e in entries)],
-                ["description", "in", list(descriptions)],
-            ],
-            ["description"],
-        )
-        return {descriptions[r["description"]]: r["id"] for r in rows}
-
-    def add_timesheet_lines(self, entries: Sequence[TimesheetEntry]) -> dict[str, int]:
-        """Record ``entries`` in bulk, skipping those already recorded; line ids by key.
-
-        Raises ``LookupError`` naming tasks Tryton does not know.
-        """
-        if not entries:
-            return {}
-        wanted = sorted({e.task_key for e in entries} - set(self._timesheet_works))
-        if wanted:
-            tasks = self.find_works(wanted)
-            self._timesheet_works.update({k: v["timesheet_works"][0] for k, v in tasks.items()})
-        unknown = sorted({e.task_key for e in entries} - set(self._timesheet_works))
-        if unknown:
-            raise LookupError(f"tasks unknown to Tryton: {', '.join(unknown)}")
-        work_of = self._timesheet_works
-        self._check_open(entries, work_of)
-        done = self.find_timesheet_lines(entries, work_of)
-        todo = [e for e in entries if e.key not in done]
-        if todo:
-            employees = self.ensure_employees((e.employee_key, e.employee_name) for e in todo)
-            try:
-                ids = self._create_lines(todo, employees, work_of)
-            except Exception:
-                self._employees.clear()
-                self._timesheet_works.clear()
-                raise
-            done.update(zip((e.key for e in todo), ids, strict=True))
-        return {e.key: done[e.key] for e in entries}
-
-    def _check_open(self, entries: Sequence[TimesheetEntry], work_of: dict[str, int]) -> None:
-        """Raise ``TrytonUserError`` (closed period) for the first entry dated after its
-        task's timesheet end (a closed project): one read per batch, and a message finance
-        can act on instead of Tryton's domain error."""
-        works = sorted({work_of[e.task_key] for e in entries})
-        rows = self.rpc.search_read("timesheet.work", [["id", "in", works]], ["timesheet_end_date"])
-        ends = {r["id"]: r["timesheet_end_date"] for r in rows if r["timesheet_end_date"]}
-        for entry in entries:
-            end = ends.get(work_of[entry.task_key])
-            if end is not None and entry.date > end:
-                raise TrytonUserError(
-                    f"project task {entry.task_key} is closed: its timesheet ended on "
-                    f"{end.isoformat()}, so time of {entry.date.isoformat()} cannot be "
-                    "recorded (the period is closed)"
-                )
-
-    def _create_lines(
-        self, todo: Sequence[TimesheetEntry], employees: dict[str, int], work_of: dict[str, int]
-    ) -> list[int]:
-        return self.rpc.create(
-            "timesheet.line",
-            [
-                {
-                    "company": self.ids.company,
-                    "employee": employees[e.employee_key],
-                    "work": work_of[e.task_key],
-                    "date": e.date,
-                    "duration": timedelta(hours=float(e.hours)),
-                    "description": _line_description(e),
-                }
-                for e in todo
-            ],
-        )
+def _party(row: dict[str, Any]) -> Party:
+    """A ``party.party`` row read with :data:`_PARTY_FIELDS` as a matching party."""
+    addresses = row.get("addresses.") or [{}]
+    address = addresses[0]
+    return Party(
+        id=str(row["code"]),
+        name=str(row["name"]),
+        country=(address.get("country.") or {}).get("code", ""),
+        tax_ids=tuple(i["code"] for i in row.get("identifiers.") or []),
+        street=(address.get("street") or "").replace("\n", " "),
+        city=address.get("city") or "",
+        postal_code=address.get("postal_code") or "",
+    )
 
 
-def _line_description(entry: TimesheetEntry) -> str:
-    """The entry's text with its key marker at the end."""
-    return f"{entry.description} {LINE_MARK.format(key=entry.key)}".strip()
+def _party_values(spec: CustomerSpec, country: int) -> dict[str, Any]:
+    addr = {"invoice": True, "country": country, **_address_values(spec.address or {})}
+    values: dict[str, Any] = {
+        "name": spec.name,
+        "code": spec.code,
+        "addresses": [["create", [addr]]],
+        "identifiers": [["create", [{"type": t, "code": v} for t, v in spec.tax_ids]]],
+    }
+    if spec.email:
+        values["contact_mechanisms"] = [["create", [{"type": "email", "value": spec.email}]]]
+    return values
 
 
 def _address_values(address: dict[str, Any]) -> dict[str, Any]:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import base64
 import itertools
+import sys
 import threading
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
-from closeloop.connectors.http import classify_http_error
+from closeloop.connectors.http import classify_http_error, json_body
 from closeloop.connectors.tryton.codec import decode, encode
 from closeloop.domain.commands import ExceptionClass
 from closeloop.ports.connector import AmbiguousError, TransientError
@@ -104,6 +107,9 @@ class TrytonRPC:
         self.uid: int | None = None
         self.context: dict[str, Any] = {}
         self.calls = 0
+        #: requests by (RPC method, the closeloop function outside this module that made it):
+        #: how a benchmark or the demo tells where calls go (``model.timesheet.line.create``)
+        self.calls_by_method: Counter[tuple[str, str]] = Counter()
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -111,13 +117,15 @@ class TrytonRPC:
 
     # --- transport ----------------------------------------------------------------------
     def _post(self, method: str, params: list[Any], *, auth: bool = True) -> Any:
-        headers = {}
+        headers = {"Content-Type": "application/json"}
         if auth:
             headers["Authorization"] = self._authorization()
         body = {"id": next(self._ids), "method": method, "params": encode(params)}
+        content = json_body(body)  # RefusedError before anything is sent
         self.calls += 1
+        self.calls_by_method[(method, _caller())] += 1
         try:
-            response = self._http.post(f"/{self.database}/rpc/", json=body, headers=headers)
+            response = self._http.post(f"/{self.database}/rpc/", content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise classify_http_error(exc) from exc
         if response.status_code == 401:
@@ -268,6 +276,28 @@ class TrytonRPC:
         finally:
             self.call_raw(f"wizard.{name}.delete", [session, ctx])
         return answers
+
+
+@contextmanager
+def after_write() -> Iterator[None]:
+    """Calls made after a write of the same operation was applied: a transport failure
+    there is ambiguous (the write happened, its result is unknown), never transient, so
+    the engine looks the command up instead of sending it again."""
+    try:
+        yield
+    except TransientError as exc:
+        raise AmbiguousError(f"after the write was applied: {exc}") from exc
+
+
+def _caller() -> str:
+    """``module.function`` of the nearest frame outside this module (for call counts)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return "?"
+    module = str(frame.f_globals.get("__name__", "?")).removeprefix("closeloop.")
+    return f"{module}.{frame.f_code.co_name}"
 
 
 class _Unauthorized(Exception):
