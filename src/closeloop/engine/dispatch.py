@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import structlog
@@ -305,6 +305,9 @@ class Dispatcher:
         updates: list[CommandUpdate] = []
         exceptions: list[NewException] = []
         applied: list[tuple[CommandRow, Applied]] = []
+        # one jittered retry time per system and attempt: a batch that failed together is
+        # retried together, as one batch call again
+        due: dict[tuple[str, int, float | None], datetime] = {}
         for row, outcome in results:
             cmd = row.command
             label = type(outcome).__name__.lower()
@@ -347,7 +350,10 @@ class Dispatcher:
                     CommandUpdate(
                         row.id,
                         CommandStatus.PENDING,
-                        next_attempt_at=self.retry.next_attempt_at(now, row.attempts, retry_after),
+                        next_attempt_at=due.setdefault(
+                            (cmd.system, row.attempts, retry_after),
+                            self.retry.next_attempt_at(now, row.attempts, retry_after),
+                        ),
                         ambiguous=isinstance(outcome, Ambiguous)
                         or (row.ambiguous and label != "applied"),
                         last_error=outcome.reason,
