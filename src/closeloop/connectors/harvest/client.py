@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from closeloop.connectors.http import classify_http_error
+from closeloop.connectors.http import classify_http_error, json_body
 from closeloop.ports.connector import TransientError
 from closeloop.ports.ratelimit import SharedRateLimit
 
@@ -119,11 +119,19 @@ class HarvestClient:
         """One call to ``path`` (relative to the base URL, or a full URL from ``links``);
         returns the parsed JSON (``None`` when empty). Raises the module docstring's errors."""
         url = path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
+        if body is not None:
+            json_body(body)  # RefusedError before a rate-limit slot is spent on it
         stamp = self._take_slot()
         resource = url.removeprefix(self.base_url).split("?")[0].strip("/").split("/")[0]
         self.calls[resource] = self.calls.get(resource, 0) + 1
         try:
-            response = self._http.request(method, url, params=params, json=body)
+            response = self._http.request(
+                method,
+                url,
+                params=params,
+                content=json_body(body) if body is not None else None,
+                headers={"Content-Type": "application/json"} if body is not None else None,
+            )
         except httpx.HTTPError as exc:
             raise classify_http_error(exc) from exc
         finally:

@@ -32,7 +32,12 @@ from closeloop.domain.commands import (
     Permanent,
     Transient,
 )
-from closeloop.ports.connector import AmbiguousError, ConnectorLimits, TransientError
+from closeloop.ports.connector import (
+    AmbiguousError,
+    ConnectorLimits,
+    RefusedError,
+    TransientError,
+)
 
 SYSTEM = "harvest"
 OBJECTS = ("clients", "projects", "tasks", "users", "time_entries", "expenses")
@@ -172,6 +177,8 @@ class HarvestConnector:
                     break
             except HarvestApiError as exc:
                 outcomes.append(Permanent(_error_class(exc), refused(exc)))
+            except RefusedError as exc:  # it could not even be sent (text no system takes)
+                outcomes.append(Permanent(ExceptionClass.VALIDATION, str(exc)))
             except LookupError as exc:  # an unknown client, project or person
                 outcomes.append(Permanent(ExceptionClass.NOT_FOUND, refused(exc)))
             except (TypeError, ValueError) as exc:

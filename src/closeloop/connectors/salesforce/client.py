@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import structlog
 
-from closeloop.connectors.http import classify_http_error
+from closeloop.connectors.http import classify_http_error, json_body
 from closeloop.connectors.salesforce.quota import QuotaBudget
 from closeloop.ports.connector import TransientError
 
@@ -175,7 +175,7 @@ class SalesforceClient:
         for attempt in (1, 2):
             token = self._token or self._login()
             self.quota.before_call()
-            content = json.dumps(body, default=str).encode() if body is not None else None
+            content = json_body(body) if body is not None else None
             try:
                 response = self._http.request(
                     method,

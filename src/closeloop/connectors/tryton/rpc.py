@@ -14,7 +14,8 @@ import base64
 import itertools
 import sys
 import threading
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -110,6 +111,8 @@ class TrytonRPC:
         #: requests by (RPC method, the closeloop function outside this module that made it):
         #: how a benchmark or the demo tells where calls go (``model.timesheet.line.create``)
         self.calls_by_method: Counter[tuple[str, str]] = Counter()
+        #: seconds waited for Tryton's answers, by RPC method (one writer: about its CPU time)
+        self.seconds_by_method: defaultdict[str, float] = defaultdict(float)
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -124,10 +127,13 @@ class TrytonRPC:
         content = json_body(body)  # RefusedError before anything is sent
         self.calls += 1
         self.calls_by_method[(method, _caller())] += 1
+        started = time.perf_counter()
         try:
             response = self._http.post(f"/{self.database}/rpc/", content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise classify_http_error(exc) from exc
+        finally:
+            self.seconds_by_method[method] += time.perf_counter() - started
         if response.status_code == 401:
             raise _Unauthorized
         if response.status_code in (429, 503):
