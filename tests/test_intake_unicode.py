@@ -286,3 +286,17 @@ def test_check_reports_a_problem_exactly_when_the_payload_cannot_be_stored_or_se
         assert Change(**delivery("p", payload)).payload == payload
     with deferred_text_checks():  # the poll path: built as it is, checked by intake
         assert Change(**delivery("p", payload)).payload == payload
+
+
+def test_an_older_version_applied_later_leaves_a_newer_refusal_open(
+    hub: Hub, systems: tuple[MemorySystem, MemorySystem]
+) -> None:
+    source, target = systems
+    source.put("Record", "r", {"name": "first"})
+    hub.worker.poll_all()  # version 1 waits in the inbox, not applied yet
+    source.put("Record", "r", {"name": "second", "memo": "\udc00"})
+    hub.worker.poll_all()  # version 2 refused at intake
+    assert hub.worker.run_until_idle(30)
+    assert list(target.targets.values()) == [{"name": "first"}]
+    (exc,) = hub.operations.list_exceptions()  # applying version 1 did not settle version 2
+    assert "crm Record r (version 2) was refused" in exc.message

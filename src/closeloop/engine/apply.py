@@ -214,16 +214,18 @@ class Applier:
         buffer.write(tx, now)
         # a version that maps again settles the rejections of earlier versions (what a flow
         # raised about the record stays open until the flow resolves it)
-        settled = [
-            _entity(row) for row in rows if outcomes.get(row.id, ("applied",))[0] in _SETTLING
-        ]
+        settled: dict[str, int] = {}
+        for row in rows:
+            if outcomes.get(row.id, ("applied",))[0] in _SETTLING:
+                settled[_entity(row)] = max(row.id, settled.get(_entity(row), 0))
         tx.close_exceptions_for(
-            settled,
+            list(settled),
             [],
             "closeloop",
             "fixed at source: a newer version applied",
             now,
             rejections_only=True,
+            received_before=settled,
         )
         tx.open_exceptions(exceptions, now)
         results = [outcomes.get(row.id, ("applied", None)) for row in rows]

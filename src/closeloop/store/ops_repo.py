@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from closeloop.domain.commands import ExceptionClass, Impact
 from closeloop.ports.store import AuditEntry, ExceptionRow, NewException, StoreStats
@@ -88,19 +88,33 @@ class OpsRepository:
         now: datetime,
         *,
         rejections_only: bool = False,
+        received_before: Mapping[str, int] | None = None,
     ) -> list[int]:
         e = t.exceptions
         if not entities and not command_ids:
             return []
+        which = or_(e.c.entity.in_(list(entities)), e.c.command_id.in_(list(command_ids)))
+        if rejections_only:
+            which = and_(which, e.c.inbox_id.is_not(None))
+        if received_before is not None:
+            rows = self.conn.execute(
+                select(e.c.id, e.c.entity, e.c.inbox_id).where(e.c.status == "open", which)
+            )
+            ids = [
+                i
+                for i, entity, inbox_id in rows
+                if inbox_id is None or inbox_id < received_before.get(entity, inbox_id + 1)
+            ]
+            if not ids:
+                return []
+            which = e.c.id.in_(ids)
         stmt = (
             update(e)
             .where(e.c.status == "open")
-            .where(or_(e.c.entity.in_(list(entities)), e.c.command_id.in_(list(command_ids))))
+            .where(which)
             .values(status="resolved", resolved_by=actor, resolution=reason, updated_at=now)
             .returning(e.c.id)
         )
-        if rejections_only:
-            stmt = stmt.where(e.c.inbox_id.is_not(None))
         return list(self.conn.execute(stmt).scalars())
 
     def audit(self, entries: Sequence[AuditEntry]) -> None:
