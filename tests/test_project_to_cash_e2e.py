@@ -176,7 +176,7 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
     rng = random.Random(7)
     proxy = FaultProxy(tryton.url)
     proxy.rules += [
-        Rule("timesheet.line.create", drop=True, count=2),  # applied, answer lost
+        Rule("timesheet.line.create", drop=True),  # applied, answer lost (one bulk create)
         Rule("project.work.invoice", drop=True, count=2),
         Rule("account.invoice.post", status=503, count=3),
         Rule("party.party.create", drop=True),
