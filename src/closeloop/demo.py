@@ -13,8 +13,10 @@ the ``closeloop.yaml`` that ``sandbox up`` writes) through the quarter:
 
 Each phase runs until the hub is idle (nothing to apply or send, no invoice timer about to
 fire, and a last poll finds nothing new). Then it prints a summary and writes it to
-``home/demo-summary.json``; with ``keep_running`` the systems stay up and a hub process runs
-on (``closeloop sandbox down`` stops them all).
+``home/demo-summary.json``: what happened, and per phase the API calls per system next to
+the floor for the same work (:func:`closeloop.demo_summary.floors`), where Tryton's calls
+went and the CPU seconds spent (:mod:`closeloop.demo_meter`). With ``keep_running`` the
+systems stay up and a hub process runs on (``closeloop sandbox down`` stops them all).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from closeloop.connectors.tryton.operations import TrytonOperations
 from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
 from closeloop.demo_firm import Firm, make_firm, time_entries
+from closeloop.demo_meter import SYSTEMS, Meter, Reading, by_method, hub_cpu_s
 from closeloop.demo_summary import print_summary, summarize
 from closeloop.ports.connector import ConnectorError
 
@@ -251,19 +254,26 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
         deals=options.deals,
         consultants=options.consultants,
     )
+    cpu_at_start = hub_cpu_s()
     phases: dict[str, float] = {}
+    costs: dict[str, dict[str, Any]] = {}
     keep = False
     try:
         with console.status("starting Tryton, the Salesforce and the Harvest sandboxes ..."):
             state = fresh_start(home)
         ops = tryton_operations(state)
         hub = demo_hub(home, options.settle_s)
+        pids = {s: int(state[s]["pid"]) for s in SYSTEMS if "pid" in state.get(s, {})}
+        meter = Meter(hub, pids)
         try:
             with console.status("seeding the firm: accounts, deals, ERP customers, consultants"):
                 seed_firm(home, ops, firm)
+            first = meter.reading()
 
             def phase(title: str, before: Callable[[], Any] = lambda: None) -> None:
-                before()
+                """Run one phase (after ``before``); its time, calls, floors and CPU."""
+                before()  # the demo's own work (time logged, finance, payments) is not timed
+                start = meter.reading()
                 seconds = run_phase(
                     hub,
                     title,
@@ -272,6 +282,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
                     timeout_s=options.phase_timeout_s,
                 )
                 phases[title] = round(seconds, 1)
+                costs[title] = meter.phase(start, meter.reading(), seconds)
 
             phase("mobilizing closed-won deals")
             projects = harvest_projects(hub, firm)
@@ -284,9 +295,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
 
             phase("billing time, invoicing, reporting back", log_time)
             phase("payments back to Salesforce", lambda: clients_pay(ops, firm))
+            last = meter.reading()
             summary = summarize(hub, ops, firm, logged)
             summary["phases_s"] = phases
             summary["seconds"] = round(time.monotonic() - started, 1)
+            summary.update(run_costs(costs, first, last, cpu_at_start))
             keep = options.keep_running
         finally:
             hub.close()
@@ -304,6 +317,24 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
             f"`closeloop sandbox down --home {home}`"
         )
     return summary
+
+
+def run_costs(
+    costs: dict[str, dict[str, Any]], first: Reading, last: Reading, cpu_at_start: float
+) -> dict[str, Any]:
+    """The summary's cost keys: ``phases`` (per phase: seconds, ``api_calls`` and ``floor``
+    per system, work, calls by resource and by Tryton method, CPU seconds), ``floor``
+    (per system, summed over the phases), ``tryton_calls_by_method`` (the top ten of the
+    phases together) and ``cpu_s``: the hub process's CPU seconds over the run and each
+    system's process group's over its life (read after the last phase, before it stops)."""
+    totals = {s: sum(c["floor"][s]["total"] for c in costs.values()) for s in SYSTEMS}
+    cpu = {k: round(v, 2) for k, v in last.cpu_s.items() if k != "hub"}
+    return {
+        "phases": costs,
+        "floor": totals,
+        "tryton_calls_by_method": by_method(first, last),
+        "cpu_s": {"hub": round(last.cpu_s["hub"] - cpu_at_start, 2), **cpu},
+    }
 
 
 def start_hub_process(home: Path) -> int:

@@ -1,7 +1,10 @@
-"""What the demo reports: read back from the systems and the hub after the last phase."""
+"""What the demo reports: read back from the systems and the hub after the last phase, and
+the fewest API calls the vendors allow for what a phase did (:func:`floors`)."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,132 @@ from rich.table import Table
 from closeloop.bootstrap import Hub
 from closeloop.connectors.tryton.operations import TrytonOperations
 from closeloop.demo_firm import Firm
+
+#: Salesforce: sObject Collections of 200 records, five to a Composite request
+SALESFORCE_RECORDS_PER_REQUEST = 1000
+SALESFORCE_PAGE = 2000  #: records per query page
+HARVEST_PAGE = 2000  #: records per list page (``per_page`` at most 2,000)
+TRYTON_LINES_PER_CREATE = 1000  #: timesheet lines per bulk create (the engine's batch)
+
+
+@dataclass(frozen=True)
+class PhaseWork:
+    """The business work of one demo phase, counted from the hub's commands done in it
+    (``closeloop.demo_meter.phase_work``) and from its polls.
+
+    ``accounts_matched``: CRM accounts matched against the ERP's customers; ``customers``:
+    ERP customers created; ``erp_projects`` / ``psa_projects``: projects set up in Tryton /
+    Harvest; ``psa_clients`` and ``psa_tasks``: distinct client and task names among the
+    Harvest set-ups; ``task_assignments`` and ``user_assignments``: tasks and people
+    assigned to those projects; ``lines`` and ``lines_refused``: time entries recorded in
+    Tryton / refused there (closed project); ``new_people``: consultants whose time reached
+    Tryton for the first time in the run; ``invoices``: Tryton invoices made;
+    ``invoice_rounds``: the most invoices made for one project (periods invoiced one after
+    the other); ``posted``: invoices posted; ``crm_records``: distinct Salesforce records
+    written; ``psa_invoices``: Harvest invoices marking time billed; ``polls``: per system,
+    the records each poll read (those its overlap window read again included);
+    ``clock_reads``: Salesforce requests the demo itself made to
+    learn the org's clock (one per phase)."""
+
+    accounts_matched: int = 0
+    customers: int = 0
+    erp_projects: int = 0
+    psa_projects: int = 0
+    psa_clients: int = 0
+    psa_tasks: int = 0
+    task_assignments: int = 0
+    user_assignments: int = 0
+    lines: int = 0
+    lines_refused: int = 0
+    new_people: int = 0
+    invoices: int = 0
+    invoice_rounds: int = 0
+    posted: int = 0
+    crm_records: int = 0
+    psa_invoices: int = 0
+    polls: dict[str, list[int]] = field(default_factory=dict)
+    clock_reads: int = 0
+
+
+def _pages(records: list[int], page: int | None) -> int:
+    """Requests for polls that read ``records`` each: one per page, at least one a poll."""
+    return sum(max(1, math.ceil(n / page)) if page else 1 for n in records)
+
+
+def floors(work: PhaseWork) -> dict[str, dict[str, int]]:
+    """The fewest API calls the vendors' APIs allow for ``work``, per system:
+    ``{system: {"work", "polls", "harness", "total"}}``.
+
+    Counted (``work``), with the batching each API offers:
+
+    - **Salesforce**: the records written, 1,000 per request (Collections of 200, five to a
+      Composite request), each record once.
+    - **Harvest**, which has no bulk endpoints (one request per record created): per project
+      set up, 1 project + 1 per task assignment + 1 per user assignment; 1 per client and 1
+      per task new to the account (every distinct name of the phase's set-ups counts as new:
+      the demo's Harvest starts with its users only); when any project is set up, one list
+      of clients and one of tasks (the names the creates must reuse) and, when people are
+      assigned, one of users; 1 invoice per ERP invoice marked billed (client and project
+      ids are known from the set-up).
+    - **Tryton**, whose ``create``, ``write`` and buttons take lists and whose ``search_read``
+      follows dotted fields (also through one-to-many fields): 1 ``party.party`` read for
+      all the accounts to match (tax ids and names ORed, identifiers and addresses dotted);
+      for customers created, 1 country read + 1 create (addresses and identifiers nested);
+      for projects, 1 status read + 1 create (tasks nested); per 1,000 time entries, 1 read
+      of the tasks' timesheet works with their end dates (what refuses a closed project's
+      late entry: refused entries cost nothing more) + 1 create of the accepted lines; for
+      people new to the ERP, 1 employee read + 1 party create + 1 employee create; for
+      invoices, per round 1 ``write`` of the up-to dates + 1 ``project.work.invoice``, then
+      1 ``search_read`` of the new invoices + 1 ``write`` of every reference and date, and 1
+      ``account.invoice.post`` of all posted.
+
+    ``polls``: each poll the phase made, one request per page of the records it read
+    (Salesforce and Harvest 2,000 a page, Tryton's ``search_read`` unpaged), at least one a
+    poll: how often the hub polls, and how far back (the overlap window), are the engine's
+    choices, not the work's. ``harness``: requests the
+    demo itself made through the hub's clients (Salesforce clock reads).
+
+    Not counted: logins and metadata (describe), the hub's start-up reads (before the
+    first phase), lookups that only matter when resolving a lost answer (existing lines,
+    invoices by reference, customers by code, projects by code), reading invoices back
+    after posting (the change feed's poll does), and payments (the demo records them in
+    Tryton itself)."""
+    tryton = 0
+    if work.accounts_matched:
+        tryton += 1
+    if work.customers:
+        tryton += 2
+    if work.erp_projects:
+        tryton += 2
+    screened = work.lines + work.lines_refused
+    tryton += math.ceil(screened / TRYTON_LINES_PER_CREATE)
+    tryton += math.ceil(work.lines / TRYTON_LINES_PER_CREATE)
+    if work.new_people:
+        tryton += 3
+    if work.invoices:
+        tryton += 2 * max(work.invoice_rounds, 1) + 2
+    if work.posted:
+        tryton += 1
+    harvest = work.psa_projects + work.task_assignments + work.user_assignments
+    harvest += work.psa_clients + work.psa_tasks + work.psa_invoices
+    if work.psa_projects:
+        harvest += 2 + (1 if work.user_assignments else 0)
+    salesforce = math.ceil(work.crm_records / SALESFORCE_RECORDS_PER_REQUEST)
+    pages = {"salesforce": SALESFORCE_PAGE, "harvest": HARVEST_PAGE, "tryton": None}
+    out = {}
+    for system, count, harness in (
+        ("salesforce", salesforce, work.clock_reads),
+        ("harvest", harvest, 0),
+        ("tryton", tryton, 0),
+    ):
+        polls = _pages(work.polls.get(system, []), pages[system])
+        out[system] = {
+            "work": count,
+            "polls": polls,
+            "harness": harness,
+            "total": count + polls + harness,
+        }
+    return out
 
 
 def api_calls(hub: Hub) -> dict[str, int]:
@@ -120,6 +249,8 @@ def print_summary(console: Console, summary: dict[str, Any], home: Path) -> None
         table.add_row(f"open exceptions: {error_class}", str(count))
     table.add_row("seconds", str(summary.get("seconds")))
     console.print(table)
+    if summary.get("phases"):
+        console.print(phase_table(summary))
     for deal_id, why in sorted(summary["deals"]["blocked_why"].items()):
         console.print(f"[yellow]blocked[/yellow] {deal_id}: {why}")
     shown = summary["exceptions"][:8]
@@ -130,3 +261,25 @@ def print_summary(console: Console, summary: dict[str, Any], home: Path) -> None
             f"... and {len(summary['exceptions']) - len(shown)} more: closeloop exceptions list"
         )
     console.print(f"summary written to {home / 'demo-summary.json'}")
+
+
+def phase_table(summary: dict[str, Any]) -> Table:
+    """API calls per phase and system next to the floor for the same work (:func:`floors`),
+    with each phase's seconds and CPU seconds (hub, Tryton)."""
+    table = Table(title="API calls per phase: made, and the floor for the same work")
+    for column in ("phase", "s", "CPU s hub/Tryton", "system", "calls", "floor", "calls/floor"):
+        table.add_column(column, justify="right" if column not in ("phase", "system") else "left")
+    for title, cost in summary["phases"].items():
+        cpu = cost.get("cpu_s", {})
+        for n, system in enumerate(("salesforce", "harvest", "tryton")):
+            calls, floor = cost["api_calls"][system], cost["floor"][system]["total"]
+            table.add_row(
+                title if n == 0 else "",
+                f"{cost['seconds']:.0f}" if n == 0 else "",
+                f"{cpu.get('hub', 0):.0f}/{cpu.get('tryton', 0):.0f}" if n == 0 else "",
+                system,
+                f"{calls:,}",
+                f"{floor:,}",
+                f"{calls / floor:.1f}" if floor else "-",
+            )
+    return table

@@ -171,33 +171,133 @@ def _bench_figures(
 def bench_tryton(
     entries: Annotated[int, typer.Option(help="time entries per run")] = 5000,
     runs: Annotated[int, typer.Option(help="runs; medians are reported")] = 3,
+    refused: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="share of the mix's lines on closed projects")
+    ] = 0.05,
+    projects: Annotated[
+        int, typer.Option(min=1, max=1000, help="projects invoiced and posted per run")
+    ] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Timesheet lines per second into a real Tryton: through the connector, next to the bare
-    bulk RPC floor and to one call per line; API calls per 1,000 time entries."""
+    """Timesheet lines and invoices into a real Tryton through the connector, next to the
+    fewest RPC calls for the same work: lines/s and calls per 1,000 lines with all lines
+    accepted and with a share refused (closed projects), calls and seconds per invoice and
+    per post; the issue's targets for the mix."""
     from closeloop.bench_tryton import run_tryton_bench
 
     figures = _bench_figures(
-        "Tryton", lambda: run_tryton_bench(entries=entries, runs=runs), as_json
+        "Tryton",
+        lambda: run_tryton_bench(
+            entries=entries, runs=runs, refused_share=refused, projects=projects
+        ),
+        as_json,
     )
     if figures is None:
         return
+    mix, inv = figures["mix"], figures["invoices"]
     table = Table(title=f"Tryton timesheet import ({entries} entries, median of {runs} runs)")
     for column in ("way", "lines/s", "API calls per 1,000 entries"):
         table.add_column(column, justify="right")
-    table.add_row(
-        "connector",
-        f"{figures['connector_lines_per_s']:.0f}",
-        f"{figures['connector_calls_per_1000']:.1f}",
-    )
-    table.add_row(
-        "floor (bare bulk RPC)",
-        f"{figures['floor_lines_per_s']:.0f}",
-        f"{figures['floor_calls_per_1000']:.1f}",
-    )
+    rows = [
+        ("connector", figures["connector_lines_per_s"], figures["connector_calls_per_1000"]),
+        ("floor (bare bulk RPC)", figures["floor_lines_per_s"], figures["floor_calls_per_1000"]),
+        (
+            f"connector, {mix['refused_share']:.0%} refused",
+            mix["connector_lines_per_s"],
+            mix["connector_calls_per_1000"],
+        ),
+        ("floor, same mix", mix["floor_lines_per_s"], mix["floor_calls_per_1000"]),
+    ]
+    for way, per_s, calls in rows:
+        table.add_row(way, f"{per_s:.0f}", f"{calls:.1f}")
     table.add_row("one call per line", f"{figures['one_call_per_line_lines_per_s']:.0f}", "1000")
     console.print(table)
-    console.print(f"connector / floor = {figures['ratio_to_floor']:.2f}")
+    console.print(f"connector / floor = {figures['ratio_to_floor']:.2f} (all accepted)")
+    targets = mix["targets"]
+    console.print(
+        f"mix ({mix['refused']} of {mix['entries']} refused): calls "
+        f"{mix['calls_ratio']:.2f} x the floor (target <= {targets['calls_ratio_max']}: "
+        f"{'met' if targets['calls_ok'] else 'NOT met'}), lines/s "
+        f"{mix['lines_per_s_ratio']:.2f} x the floor (target >= "
+        f"{targets['lines_per_s_ratio_min']}: {'met' if targets['lines_per_s_ok'] else 'NOT met'})"
+    )
+    console.print(f"mix floor: {mix['floor_counts']}")
+    table = Table(
+        title=f"Tryton invoicing ({projects} projects, one batch to invoice, one to post)"
+    )
+    for column in ("way", "calls/invoice", "calls/post", "s/invoice", "s/post"):
+        table.add_column(column, justify="right")
+    for way in ("connector", "floor"):
+        table.add_row(
+            way,
+            f"{inv[f'{way}_calls_per_invoice']:.2f}",
+            f"{inv[f'{way}_calls_per_post']:.2f}",
+            f"{inv[f'{way}_s_per_invoice']:.3f}",
+            f"{inv[f'{way}_s_per_post']:.3f}",
+        )
+    console.print(table)
+    console.print(f"invoice floor: {inv['floor_counts']}; --json adds the calls by method")
+
+
+@bench_app.command("demo")
+def bench_demo(
+    runs: Annotated[int, typer.Option(min=1, help="demo runs; medians are reported")] = 3,
+    clients: Annotated[int, typer.Option(help="clients of the firm")] = 40,
+    deals: Annotated[int, typer.Option(help="closed-won deals over the quarter")] = 60,
+    consultants: Annotated[int, typer.Option(help="consultants logging time")] = 25,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the demo several times (fresh systems in a temporary folder each time; about
+    five minutes a run at the default size) and print the medians: wall time per phase and
+    in all, CPU seconds of the hub and of Tryton, API calls per system and phase next to
+    the floor for the same work."""
+    from closeloop.bench_demo import run_demo_bench
+    from closeloop.demo import DemoError
+    from closeloop.observability import configure_logging
+
+    configure_logging("console", "error")
+    with console.status("running the demo ...") as status:
+
+        def on_run(run: int) -> None:
+            status.update(f"running the demo: run {run} of {runs} ...")
+
+        try:
+            f = run_demo_bench(
+                runs, clients=clients, deals=deals, consultants=consultants, on_run=on_run
+            )
+        except DemoError as exc:
+            err.print(f"[red]demo failed:[/red] {exc}")
+            raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(f, indent=2))
+        return
+    title = f"closeloop demo ({deals} deals, {consultants} consultants), median of {runs} runs"
+    table = Table(title=title)
+    columns = ("phase", "seconds", "CPU s hub/Tryton", *(f"{s} calls / floor" for s in _SYSTEMS))
+    for column in columns:
+        table.add_column(column, justify="right")
+    for phase, seconds in f["phases_s"].items():
+        calls, floor, cpu = f["api_calls"][phase], f["floor"][phase], f["cpu_s_by_phase"][phase]
+        table.add_row(
+            phase,
+            f"{seconds:.0f}",
+            f"{cpu['hub']:.0f}/{cpu['tryton']:.0f}",
+            *(f"{calls[s]:,.0f} / {floor[s]:,.0f}" for s in _SYSTEMS),
+        )
+    total, floor_total = f["api_calls_total"], f["floor_total"]
+    table.add_row(
+        "run (with start-up)",
+        f"{f['seconds']:.0f}",
+        f"{f['cpu_s'].get('hub', 0):.0f}/{f['cpu_s'].get('tryton', 0):.0f}",
+        *(f"{total[s]:,.0f} / {floor_total[s]:,.0f}" for s in _SYSTEMS),
+    )
+    console.print(table)
+    cpu = ", ".join(f"{name} {seconds:.0f}" for name, seconds in f["cpu_s"].items())
+    console.print(f"CPU seconds: {cpu} (hub: this process over a run; systems: their life)")
+    console.print("floor: the fewest calls the vendors' APIs allow (closeloop.demo_summary.floors)")
+
+
+_SYSTEMS = ("salesforce", "harvest", "tryton")
 
 
 @bench_app.command("salesforce")
