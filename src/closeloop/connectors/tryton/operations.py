@@ -170,9 +170,9 @@ class TrytonOperations(InvoicingOperations, TimesheetOperations):
                 clauses.append([["name", "ilike", f"%{word}%"]])
         if not clauses:
             return [[] for _ in accounts], {}
-        rows = self.rpc.search_read(
-            "party.party", ["OR", *clauses], _PARTY_FIELDS, limit=100 * len(accounts)
-        )
+        # no limit: a cut could drop the party that holds the tax id, and a duplicate
+        # customer would be created
+        rows = self.rpc.search_read("party.party", ["OR", *clauses], _PARTY_FIELDS)
         parties = [(_party(r), {i["code"] for i in r.get("identifiers.") or []}) for r in rows]
         ids = {str(r["code"]): int(r["id"]) for r in rows}
         return [
