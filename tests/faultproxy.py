@@ -14,11 +14,14 @@ import httpx
 @dataclass
 class Rule:
     """Fault for the next ``count`` calls whose method contains ``method``: ``drop`` (forward,
-    then close without answering) or an HTTP ``status`` (not forwarded)."""
+    then close without answering), an HTTP ``status`` (not forwarded), or ``status_after``
+    (forward, then answer that HTTP status instead of the server's answer: a gateway error
+    after the call was applied)."""
 
     method: str
     drop: bool = False
     status: int | None = None
+    status_after: int | None = None
     retry_after: str | None = None
     count: int = 1
 
@@ -67,7 +70,11 @@ class FaultProxy:
                     self.close_connection = True  # the write happened; the answer is lost
                     return
                 data = answer.content
-                self.send_response(answer.status_code)
+                if rule and rule.status_after:
+                    data = b"Bad Gateway"
+                self.send_response(
+                    rule.status_after if rule and rule.status_after else answer.status_code
+                )
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

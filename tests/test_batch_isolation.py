@@ -53,6 +53,8 @@ class PickyTarget:
     def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
         self.batches.append(len(commands))
         poisoned = [c for c in commands if c.payload["data"].get("name", "").startswith("poison")]
+        if self.mode == "broken":
+            raise KeyError("id")  # a connector bug on every answer
         if poisoned and self.mode == "refuse":
             raise RefusedError("the request holds text that is not valid Unicode")
         if poisoned:
@@ -97,3 +99,25 @@ def test_a_record_the_target_cannot_take_fails_alone(sqlite_url: str, mode: str)
     assert breaker is BreakerState.CLOSED
     finds = target.inner.calls.get("find", 0)
     assert finds == 0 if mode == "refuse" else finds > 0  # after a crash: looked up first
+
+
+def test_a_connector_failing_on_everything_parks_nothing_and_looks_up_before_each_retry(
+    sqlite_url: str,
+) -> None:
+    source = MemorySystem(name="crm")
+    target = PickyTarget(MemorySystem(name="erp"), mode="broken")
+    for i in range(20):
+        source.put("Record", f"r{i}", {"name": f"n{i}"})
+    hub = make_hub(sqlite_url, source, target)  # type: ignore[arg-type]
+    try:
+        hub.worker.poll_all()
+        for _ in range(5):
+            hub.worker.run_once()
+        stats = hub.operations.stats()
+        exceptions = hub.operations.list_exceptions("open", 10)
+    finally:
+        hub.close()
+    assert exceptions == []  # not the records' fault: retried until the deadline, not parked
+    assert set(stats.commands_by_status) <= {"pending", "in_flight"}
+    assert target.inner.effects == []
+    assert target.inner.calls.get("find", 0) >= 2  # looked up after each failed attempt

@@ -157,11 +157,21 @@ def test_refused_lines_fail_alone_and_the_rest_go_in_one_bulk_create(
     assert count(rpc, "timesheet.line", [["description", "like", f"%[cl:{base}-%"]]) == 950
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [Rule("timesheet.line.create", drop=True), Rule("timesheet.line.create", status_after=502)],
+    ids=["answer lost", "gateway error after the create"],
+)
 def test_a_lost_answer_of_the_bulk_create_writes_nothing_twice(
-    tmp_path: Path, rpc: TrytonRPC, ops: TrytonOperations, proxy: FaultProxy, proxied: TrytonRPC
+    fault: Rule,
+    tmp_path: Path,
+    rpc: TrytonRPC,
+    ops: TrytonOperations,
+    proxy: FaultProxy,
+    proxied: TrytonRPC,
 ) -> None:
     commands, refused = thousand_lines(ops)
-    proxy.rules.append(Rule("timesheet.line.create", drop=True))
+    proxy.rules.append(fault)
     hub = engine(tmp_path, TrytonConnector(TrytonOperations(proxied, ops.ids)))
     try:
         enqueue(hub, commands)
@@ -281,3 +291,43 @@ def test_many_projects_are_invoiced_and_posted_in_grouped_calls_despite_lost_ans
     # a batch that failed together is retried together: posted found by the lookup
     assert proxy.seen.count("model.account.invoice.post") == 1
     assert proxy.seen.count("model.account.invoice.write") == 1
+
+
+def test_a_failure_after_the_invoice_button_is_looked_up_not_refused(
+    tmp_path: Path, rpc: TrytonRPC, ops: TrytonOperations, proxy: FaultProxy, proxied: TrytonRPC
+) -> None:
+    keys = projects(ops, 3)
+    ops.add_timesheet_lines(
+        [
+            TimesheetEntry(unique("te"), "bo", "Bo", f"{k}/dev", date(Y, 2, 3), Decimal(3))
+            for k in keys
+        ]
+    )
+    commands = [
+        Command(
+            "tryton",
+            "invoice_project",
+            f"billing:{k}",
+            idempotency_key("invoice_project", f"{k}/{Y}-02"),
+            {"project_key": k, "up_to": f"{Y}-02-28", "reference": f"{k}/{Y}-02"},
+            f"tryton:invoice:{k}/{Y}-02",
+            Impact.REVENUE,
+        )
+        for k in keys
+    ]
+    # the drafts are made, then writing their references fails as a refusal would look
+    proxy.rules.append(Rule("account.invoice.write", status=422, count=3))
+    hub = engine(tmp_path, TrytonConnector(TrytonOperations(proxied, ops.ids)))
+    try:
+        enqueue(hub, commands)
+        assert hub.worker.run_until_idle(60)
+        stats = hub.operations.stats()
+    finally:
+        hub.close()
+    assert stats.commands_by_status == {"done": 3}  # not parked: the drafts were adopted
+    for k in keys:
+        invoices = rpc.search_read(
+            "account.invoice", [["description", "=", f"Project {k}"]], ["reference", "state"]
+        )
+        assert [(i["reference"], i["state"]) for i in invoices] == [(f"{k}/{Y}-02", "draft")]
+    assert proxy.seen.count("model.project.work.invoice") == 1

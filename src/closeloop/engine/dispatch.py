@@ -174,7 +174,16 @@ class Dispatcher:
                 )
         to_send = [r for r in rows if r.id not in settled]
         if to_send:
-            settled.update(self._send(system, gate, connector, to_send))
+            lone: set[int] = set()
+            sent = self._send(system, gate, connector, to_send, lone)
+            if lone and not any(
+                isinstance(o, (Applied, Permanent)) and i not in lone for i, o in sent.items()
+            ):  # nothing went through: the connector fails on everything, not on these
+                gate.breaker.record_failure()
+                sent.update(
+                    [(i, Ambiguous(o.message)) for i, o in sent.items() if isinstance(o, Permanent)]
+                )
+            settled.update(sent)
         return [(r, settled[r.id]) for r in rows]
 
     def _look_up(
@@ -195,14 +204,20 @@ class Dispatcher:
         return {r.id: Ambiguous(f"lookup before retry failed: {reason}") for r in rows}
 
     def _send(
-        self, system: str, gate: _Gate, connector: Connector, rows: list[CommandRow]
+        self,
+        system: str,
+        gate: _Gate,
+        connector: Connector,
+        rows: list[CommandRow],
+        lone: set[int],
     ) -> dict[int, Outcome]:
-        """Execute ``rows`` in one call; a batch refused as a whole is split (:meth:`_split`)."""
+        """Execute ``rows`` in one call; a batch refused as a whole is split (:meth:`_split`;
+        ``lone`` collects the commands that failed unexpectedly when sent alone)."""
         answer = self._call(
             system, gate, "execute", lambda: connector.execute([r.command for r in rows])
         )
         if isinstance(answer, _Refused):
-            return self._split(system, gate, connector, rows, answer)
+            return self._split(system, gate, connector, rows, answer, lone)
         if isinstance(answer, (Transient, Ambiguous)):
             return {r.id: answer for r in rows}
         if len(answer) != len(rows):
@@ -217,14 +232,17 @@ class Dispatcher:
         connector: Connector,
         rows: list[CommandRow],
         refusal: _Refused,
+        lone: set[int],
     ) -> dict[int, Outcome]:
         """Find the command that spoils a batch refused as a whole, so it fails alone.
 
         After an unexpected failure (a connector bug: the request may have gone out) the
-        batch's keys are looked up first and what was applied is settled. Then a lone command
-        takes the refusal as its permanent outcome (a business exception), and a larger batch
-        is halved and each half sent again: one refused command among ``n`` costs about
-        ``2 log2 n`` more calls, and every other command goes through.
+        batch's keys are looked up first and what was applied is settled. Then a command that
+        was sent alone takes the refusal as its permanent outcome (a business exception), and
+        the rest is sent again, halved: one refused command among ``n`` costs about
+        ``2 log2 n`` more calls, and every other command goes through. A command that failed
+        unexpectedly alone is put in ``lone``: when nothing else of the batch went through,
+        :meth:`_run_batch` treats the failure as the system's, not the command's.
         """
         settled: dict[int, Outcome] = {}
         if refusal.unexpected:
@@ -233,12 +251,16 @@ class Dispatcher:
                 return {r.id: Ambiguous(refusal.message) for r in rows}  # cannot tell yet
             settled.update(looked)
         rest = [r for r in rows if r.id not in settled]
-        if len(rest) == 1:
+        if len(rows) == 1 and rest:  # sent alone and refused
             settled[rest[0].id] = Permanent(refusal.error_class, refusal.message)
+            if refusal.unexpected:
+                lone.add(rest[0].id)
+        elif len(rest) == 1:
+            settled.update(self._send(system, gate, connector, rest, lone))
         elif rest:
             half = len(rest) // 2
-            settled.update(self._send(system, gate, connector, rest[:half]))
-            settled.update(self._send(system, gate, connector, rest[half:]))
+            settled.update(self._send(system, gate, connector, rest[:half], lone))
+            settled.update(self._send(system, gate, connector, rest[half:], lone))
         return settled
 
     def _call(

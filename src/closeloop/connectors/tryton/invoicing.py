@@ -88,6 +88,9 @@ class InvoicingOperations:
         """
         if not requests:
             return []
+        keys = [r.project_key for r in requests]
+        if len(set(keys)) < len(keys):  # each would take the other's lines: one per call
+            raise ValueError(f"one invoice per project per call: {sorted(keys)}")
         comments = [f"closeloop:{r.project_key}" for r in requests]
         works = self.rpc.search_read(
             "project.work",
@@ -119,16 +122,19 @@ class InvoicingOperations:
         if to_invoice:  # Tryton refuses the button for a project with nothing to invoice
             self.rpc.call("project.work", "invoice", to_invoice)
         with after_write():
-            return self._adopt(requests, project_of_key, owner)
+            return self._adopt(requests, project_of_key, owner, set(to_invoice))
 
     def _adopt(
         self,
         requests: Sequence[InvoiceRequest],
         project_of_key: dict[str, int],
         owner: dict[int, int],
+        invoiced: set[int],
     ) -> list[InvoiceState | None]:
         """Give each request the draft invoice of its project that carries its reference,
-        else the oldest one that carries none; write references and dates in one call."""
+        else one that carries none: the newest when the button just ran on the project (the
+        lines invoiced now), else the oldest (an earlier attempt's, whose answer was lost);
+        write references and dates in one call."""
         references = [r.reference for r in requests]
         lines = self.rpc.search_read(
             "timesheet.line",
@@ -153,9 +159,12 @@ class InvoicingOperations:
         chosen: list[int | None] = []
         pairs: list[Any] = []
         for request in requests:
-            mine = drafts.get(project_of_key[request.project_key], {})
+            mine = drafts.setdefault(project_of_key[request.project_key], {})
             same = [i for i, ref in mine.items() if ref == request.reference]
-            free = sorted(i for i, ref in mine.items() if ref is None)
+            project = project_of_key[request.project_key]
+            free = sorted(
+                (i for i, ref in mine.items() if ref is None), reverse=project in invoiced
+            )
             invoice = same[0] if same else (free[0] if free else None)
             chosen.append(invoice)
             if invoice is not None and not same:

@@ -218,7 +218,7 @@ class TrytonOperations(InvoicingOperations, TimesheetOperations):
         with after_write() if new else nullcontext():
             for spec in {s.code: s for s in specs if s.code not in new}.values():
                 self._update_customer(found[spec.code], spec, countries[spec.country])
-        return [found[s.code] for s in specs]
+            return [found[s.code] for s in specs]
 
     def _update_customer(self, party: int, spec: CustomerSpec, country: int) -> None:
         current = self.rpc.search_read(
@@ -289,10 +289,10 @@ class TrytonOperations(InvoicingOperations, TimesheetOperations):
             for spec in {s.key: s for s in specs if s.key not in new}.values():
                 self._update_project(spec, existing)
             works = self.find_works(keys) if new or len(existing) < len(keys) else existing
-        return [
-            {k: works[k]["id"] for k in (s.key, *[t.key for t in s.tasks]) if k in works}
-            for s in specs
-        ]
+            return [
+                {k: works[k]["id"] for k in (s.key, *[t.key for t in s.tasks]) if k in works}
+                for s in specs
+            ]
 
     def _task_values(self, task: TaskSpec) -> dict[str, Any]:
         return {

@@ -142,8 +142,8 @@ class TrytonRPC:
                 f"Tryton answered HTTP {response.status_code}",
                 retry_after_s=float(retry_after) if retry_after and retry_after.isdigit() else None,
             )
-        if response.status_code == 504:
-            raise AmbiguousError("Tryton answered 504 (the call may have completed)")
+        if response.status_code >= 500:  # 500, 502, 504: the call may have completed
+            raise AmbiguousError(f"Tryton answered HTTP {response.status_code} to {method}")
         if response.status_code == 403:
             raise TrytonLoginError(f"method {method} is not exposed to this user (HTTP 403)")
         if response.status_code >= 400:
@@ -286,13 +286,15 @@ class TrytonRPC:
 
 @contextmanager
 def after_write() -> Iterator[None]:
-    """Calls made after a write of the same operation was applied: a transport failure
-    there is ambiguous (the write happened, its result is unknown), never transient, so
-    the engine looks the command up instead of sending it again."""
+    """Code run after a write of the same operation was applied: any failure there is
+    ambiguous (the write happened, its result is unknown), never transient nor a refusal,
+    so the engine looks the command up instead of sending it again or parking it."""
     try:
         yield
-    except TransientError as exc:
-        raise AmbiguousError(f"after the write was applied: {exc}") from exc
+    except AmbiguousError:
+        raise
+    except Exception as exc:
+        raise AmbiguousError(f"after the write was applied: {type(exc).__name__}: {exc}") from exc
 
 
 def _caller() -> str:
