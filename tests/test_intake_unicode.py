@@ -300,3 +300,17 @@ def test_an_older_version_applied_later_leaves_a_newer_refusal_open(
     assert list(target.targets.values()) == [{"name": "first"}]
     (exc,) = hub.operations.list_exceptions()  # applying version 1 did not settle version 2
     assert "crm Record r (version 2) was refused" in exc.message
+
+
+def test_an_older_version_delivered_after_a_newer_refusal_leaves_it_open(
+    hub: Hub, systems: tuple[MemorySystem, MemorySystem]
+) -> None:
+    source, target = systems
+    source.put("Record", "r", {"name": "first"})
+    source.put("Record", "r", {"name": "second", "memo": "\udc00"})
+    hub.worker.poll_all()  # only version 2 is polled, and refused
+    hub.intake.accept([delivery("r", {"name": "first"}, version="1")])  # version 1 comes late
+    assert hub.worker.run_until_idle(30)
+    assert list(target.targets.values()) == [{"name": "first"}]
+    (exc,) = hub.operations.list_exceptions()  # version 2 still needs fixing at the source
+    assert "crm Record r (version 2) was refused" in exc.message

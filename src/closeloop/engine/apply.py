@@ -214,10 +214,13 @@ class Applier:
         buffer.write(tx, now)
         # a version that maps again settles the rejections of earlier versions (what a flow
         # raised about the record stays open until the flow resolves it)
-        settled: dict[str, int] = {}
+        settled: dict[str, str] = {}
         for row in rows:
             if outcomes.get(row.id, ("applied",))[0] in _SETTLING:
-                settled[_entity(row)] = max(row.id, settled.get(_entity(row), 0))
+                entity, version = _entity(row), row.change.version
+                known = settled.get(entity)
+                if known is None or version_sort_key(version) > version_sort_key(known):
+                    settled[entity] = version
         tx.close_exceptions_for(
             list(settled),
             [],
@@ -225,7 +228,7 @@ class Applier:
             "fixed at source: a newer version applied",
             now,
             rejections_only=True,
-            received_before=settled,
+            applied_versions=settled,
         )
         tx.open_exceptions(exceptions, now)
         results = [outcomes.get(row.id, ("applied", None)) for row in rows]

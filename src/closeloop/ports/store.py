@@ -296,13 +296,14 @@ class UnitOfWork(Protocol):
         now: datetime,
         *,
         rejections_only: bool = False,
-        received_before: Mapping[str, int] | None = None,
+        applied_versions: Mapping[str, str] | None = None,
     ) -> list[int]:
         """Resolve the open exceptions about ``entities`` or ``command_ids`` (with
         ``rejections_only``, only inbox rejections: mapping or apply failures, not what a
-        flow raised about the record; with ``received_before``, an entity's rejections only
-        of inbox rows older than the row id it names: a version received later stays
-        refused); returns ids."""
+        flow raised about the record; with ``applied_versions``, an entity's rejections only
+        of versions at or before the version applied, by
+        :func:`~closeloop.domain.changes.version_sort_key`: a newer version stays refused,
+        however late the older one arrived); returns ids."""
         ...
 
     def requeue_command(self, command_id: int, now: datetime) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
+from closeloop.domain.changes import version_sort_key
 from closeloop.domain.commands import ExceptionClass, Impact
 from closeloop.ports.store import AuditEntry, ExceptionRow, NewException, StoreStats
 from closeloop.store import tables as t
@@ -88,7 +89,7 @@ class OpsRepository:
         now: datetime,
         *,
         rejections_only: bool = False,
-        received_before: Mapping[str, int] | None = None,
+        applied_versions: Mapping[str, str] | None = None,
     ) -> list[int]:
         e = t.exceptions
         if not entities and not command_ids:
@@ -96,14 +97,18 @@ class OpsRepository:
         which = or_(e.c.entity.in_(list(entities)), e.c.command_id.in_(list(command_ids)))
         if rejections_only:
             which = and_(which, e.c.inbox_id.is_not(None))
-        if received_before is not None:
+        if applied_versions is not None:
             rows = self.conn.execute(
-                select(e.c.id, e.c.entity, e.c.inbox_id).where(e.c.status == "open", which)
+                select(e.c.id, e.c.entity, t.inbox.c.version)
+                .select_from(e.outerjoin(t.inbox, t.inbox.c.id == e.c.inbox_id))
+                .where(e.c.status == "open", which)
             )
             ids = [
                 i
-                for i, entity, inbox_id in rows
-                if inbox_id is None or inbox_id < received_before.get(entity, inbox_id + 1)
+                for i, entity, version in rows
+                if version is None
+                or entity not in applied_versions
+                or version_sort_key(version) <= version_sort_key(applied_versions[entity])
             ]
             if not ids:
                 return []
