@@ -118,6 +118,33 @@ def thousand_lines(ops: TrytonOperations) -> tuple[list[Command], set[str]]:
     return commands, refused
 
 
+def invoice_commands(project: str, up_to: date, *, post: bool) -> list[Command]:
+    """The Invoice flow's commands for ``project``'s month ending ``up_to``: invoice it as
+    ``<project>/<YYYY-MM>``, then (``post``) post it."""
+    reference = f"{project}/{up_to:%Y-%m}"
+    payloads = {
+        "invoice_project": {
+            "project_key": project,
+            "up_to": up_to.isoformat(),
+            "reference": reference,
+        },
+        "post_invoice": {"reference": reference},
+    }
+    return [
+        Command(
+            "tryton",
+            operation,
+            f"billing:{project}",
+            idempotency_key(operation, reference),
+            payload,
+            f"tryton:invoice:{reference}",
+            Impact.REVENUE,
+        )
+        for operation, payload in payloads.items()
+        if post or operation == "invoice_project"
+    ]
+
+
 def calls_of(rpc: TrytonRPC, method: str) -> int:
     return sum(n for (m, _), n in rpc.calls_by_method.items() if m == f"model.{method}")
 
@@ -235,30 +262,7 @@ def test_many_projects_are_invoiced_and_posted_in_grouped_calls_despite_lost_ans
             for n, k in enumerate(keys)
         ]
     )
-    commands = []
-    for k in keys:
-        reference = f"{k}/{Y}-03"
-        entity = f"tryton:invoice:{reference}"
-        commands += [
-            Command(
-                "tryton",
-                "invoice_project",
-                f"billing:{k}",
-                idempotency_key("invoice_project", reference),
-                {"project_key": k, "up_to": f"{Y}-03-31", "reference": reference},
-                entity,
-                Impact.REVENUE,
-            ),
-            Command(
-                "tryton",
-                "post_invoice",
-                f"billing:{k}",
-                idempotency_key("post_invoice", reference),
-                {"reference": reference},
-                entity,
-                Impact.REVENUE,
-            ),
-        ]
+    commands = [c for k in keys for c in invoice_commands(k, date(Y, 3, 31), post=True)]
     proxy.rules += [
         Rule("project.work.invoice", drop=True),
         Rule("account.invoice.post", drop=True),
@@ -303,18 +307,7 @@ def test_a_failure_after_the_invoice_button_is_looked_up_not_refused(
             for k in keys
         ]
     )
-    commands = [
-        Command(
-            "tryton",
-            "invoice_project",
-            f"billing:{k}",
-            idempotency_key("invoice_project", f"{k}/{Y}-02"),
-            {"project_key": k, "up_to": f"{Y}-02-28", "reference": f"{k}/{Y}-02"},
-            f"tryton:invoice:{k}/{Y}-02",
-            Impact.REVENUE,
-        )
-        for k in keys
-    ]
+    commands = [c for k in keys for c in invoice_commands(k, date(Y, 2, 28), post=False)]
     # the drafts are made, then writing their references fails as a refusal would look
     proxy.rules.append(Rule("account.invoice.write", status=422, count=3))
     hub = engine(tmp_path, TrytonConnector(TrytonOperations(proxied, ops.ids)))

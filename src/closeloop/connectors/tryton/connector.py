@@ -229,13 +229,7 @@ class TrytonConnector:
         """Parse each command's payload (a malformed one is refused alone), run ``call`` on
         the parsed items through :func:`isolate`, and turn each item's result into its
         outcome: ``Applied(result(value))``, a refusal, or the transport failure."""
-        outcomes: dict[int, Outcome] = {}
-        items: list[tuple[int, T]] = []
-        for position, command in enumerate(batch):
-            try:
-                items.append((position, parse(command.payload)))
-            except (KeyError, ValueError, TypeError) as exc:
-                outcomes[position] = _refusal(exc)
+        outcomes, items = _parsed(batch, parse)
         results = isolate([item for _, item in items], call, _REFUSALS)
         for (position, _), value in zip(items, results, strict=True):
             outcomes[position] = _outcome(value, result)
@@ -293,13 +287,7 @@ class TrytonConnector:
         each alone), then create the rest in one bulk call (halved only if Tryton still
         refuses it)."""
         ops = self.operations
-        outcomes: dict[int, Outcome] = {}
-        entries: list[tuple[int, TimesheetEntry]] = []
-        for position, command in enumerate(batch):
-            try:
-                entries.append((position, _entry(command.payload)))
-            except (KeyError, ValueError, TypeError) as exc:
-                outcomes[position] = _refusal(exc)
+        outcomes, entries = _parsed(batch, _entry)
         try:
             refused = ops.screen_entries([e for _, e in entries])
         except (TransientError, AmbiguousError) as exc:
@@ -409,6 +397,21 @@ def _account(payload: dict[str, Any]) -> tuple[Party, float]:
         postal_code=str(payload.get("postal_code") or ""),
     )
     return account, float(payload.get("threshold", 85.0))
+
+
+def _parsed(
+    batch: list[Command], parse: Callable[[dict[str, Any]], T]
+) -> tuple[dict[int, Outcome], list[tuple[int, T]]]:
+    """Each command's payload parsed, by position; a malformed one refused alone (its
+    outcome by position)."""
+    outcomes: dict[int, Outcome] = {}
+    items: list[tuple[int, T]] = []
+    for position, command in enumerate(batch):
+        try:
+            items.append((position, parse(command.payload)))
+        except (KeyError, ValueError, TypeError) as exc:
+            outcomes[position] = _refusal(exc)
+    return outcomes, items
 
 
 def _groups(commands: Sequence[Command]) -> list[tuple[str, list[int]]]:

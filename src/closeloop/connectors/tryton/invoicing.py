@@ -9,6 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from closeloop.connectors.tryton.keys import WORK_KEY
 from closeloop.connectors.tryton.rpc import TrytonRPC, after_write
 from closeloop.connectors.tryton.setup import TrytonIds
 
@@ -91,7 +92,7 @@ class InvoicingOperations:
         keys = [r.project_key for r in requests]
         if len(set(keys)) < len(keys):  # each would take the other's lines: one per call
             raise ValueError(f"one invoice per project per call: {sorted(keys)}")
-        comments = [f"closeloop:{r.project_key}" for r in requests]
+        comments = [WORK_KEY.format(key=r.project_key) for r in requests]
         works = self.rpc.search_read(
             "project.work",
             ["OR", [["comment", "in", comments]], [["parent.comment", "in", comments]]],

@@ -26,28 +26,14 @@ from decimal import Decimal
 from typing import Any
 
 from closeloop.connectors.tryton.invoicing import InvoicingOperations
+from closeloop.connectors.tryton.keys import WORK_KEY
 from closeloop.connectors.tryton.rpc import TrytonRPC, after_write
 from closeloop.connectors.tryton.setup import TrytonIds, ensure_country
-from closeloop.connectors.tryton.timesheets import (
-    LINE_MARK,
-    TimesheetEntry,
-    TimesheetOperations,
-    line_description,
-)
+from closeloop.connectors.tryton.timesheets import TimesheetEntry, TimesheetOperations
 from closeloop.domain.taxids import tax_id_forms
 from closeloop.mdm.matching import Party, normalize_name
 
-WORK_KEY = "closeloop:{key}"
-__all__ = [
-    "LINE_MARK",
-    "WORK_KEY",
-    "CustomerSpec",
-    "ProjectSpec",
-    "TaskSpec",
-    "TimesheetEntry",
-    "TrytonOperations",
-    "line_description",
-]
+__all__ = ["CustomerSpec", "ProjectSpec", "TaskSpec", "TimesheetEntry", "TrytonOperations"]
 _PARTY_FIELDS = [
     "code",
     "name",
@@ -141,12 +127,6 @@ class TrytonOperations(InvoicingOperations, TimesheetOperations):
             else []
         )
         return {r["code"]: r["id"] for r in rows}
-
-    def customer_candidates(
-        self, tax_ids: Sequence[str], name: str, country: str = ""
-    ) -> list[Party]:
-        """Parties that could be the customer (:meth:`candidates_for` for one account)."""
-        return self.candidates_for([(tax_ids, name, country)])[0][0]
 
     def candidates_for(
         self, accounts: Sequence[tuple[Sequence[str], str, str]]

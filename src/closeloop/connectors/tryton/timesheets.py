@@ -15,10 +15,10 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from closeloop.connectors.tryton.keys import LINE_MARK
 from closeloop.connectors.tryton.rpc import TrytonRPC, TrytonUserError
 from closeloop.connectors.tryton.setup import TrytonIds
 
-LINE_MARK = "[cl:{key}]"
 FIND_CHUNK = 200  # like clauses per search (SQLite refuses an expression 1,000 deep)
 
 
