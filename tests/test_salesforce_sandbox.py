@@ -21,7 +21,7 @@ from closeloop.connectors.salesforce.outbound import parse as parse_envelope
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.salesforce.server import SalesforceServer
 from tests.conftest import sandbox_cli
-from tests.salesforce_support import CASSETTES, Api, opportunity, running_salesforce
+from tests.salesforce_support import CASSETTES, Api, opportunity, running_salesforce, wait_past
 
 pytestmark = pytest.mark.timeout(120)
 needs_realdata = pytest.mark.skipif(
@@ -569,7 +569,8 @@ def test_sandbox_cli_up_seed_faults_status_down(tmp_path: Path) -> None:
         )
         assert api.call("GET", "limits").status_code == 503
         cli("faults", "salesforce")
-        names = api.call("GET", "query", params={"q": "SELECT Name FROM Account"}).json()
+        query = {"q": "SELECT Name, SystemModstamp FROM Account"}
+        names = api.call("GET", "query", params=query).json()
         assert [r["Name"] for r in names["records"]] == ["CLI Seeded"]
         api.close()
         assert "salesforce: running at https://" in cli("status")
@@ -578,6 +579,11 @@ def test_sandbox_cli_up_seed_faults_status_down(tmp_path: Path) -> None:
 
         settings = load_settings(tmp_path / "closeloop.yaml")  # written by `up`, ready to run
         connector = connectors_from_settings(settings)["salesforce"]
+        # a poll reads up to the org's clock at its start, as the client last saw it in a
+        # Date header: describe first (the poll's only other request), then wait until that
+        # clock has passed the seeded record (a condition, as in the other Salesforce tests)
+        connector.select_list("Account")  # type: ignore[attr-defined]
+        wait_past(connector.client, names["records"][0]["SystemModstamp"])  # type: ignore[attr-defined]
         polled = [
             c.payload["Name"] for page in connector.read_changes("Account", None) for c in page
         ]
