@@ -20,10 +20,10 @@ from closeloop.bootstrap import Hub, build_hub
 from closeloop.config import Settings
 from closeloop.flows.mirror import MirrorFlow, record_mapper
 from closeloop.ports.flows import Binding
-from closeloop.sandboxes.memory.system import MemorySystem
 from closeloop.store import migrate
 from closeloop.store.db import create_db_engine
 from closeloop.store.sql import SqlStore
+from tests.memory_system import MemorySystem
 
 PG_URL = os.environ.get("CLOSELOOP_TEST_PG_URL")
 REPO = Path(__file__).resolve().parent.parent

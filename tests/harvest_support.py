@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from closeloop.connectors.harvest.client import HarvestClient
 from closeloop.connectors.harvest.connector import command_key, idempotency_key
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, Impact
+from closeloop.domain.operations import MarkBilled, ProjectAssignment, ProjectTask, UpsertProject
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
 from closeloop.ports.flows import Unsignalled
 from closeloop.sandboxctl import alive
@@ -210,25 +212,30 @@ class SetUpProjects(Unsignalled):
     def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
         data = record.data
         if "number" in data:
-            payload = {
-                "client": data["client"],
-                "codes": [data["code"]],
-                "number": data["number"],
-                "from": "2026-01-01",
-                "to": "2026-12-31",
-            }
+            payload = MarkBilled(
+                number=data["number"],
+                customer_name=data["client"],
+                project_keys=(data["code"],),
+                period_start=date(2026, 1, 1),
+                period_end=date(2026, 12, 31),
+            ).model_dump(mode="json")
             operation = "mark_billed"
         elif "project" in data:
-            payload = {
-                "client": data["client"],
-                "code": data["code"],
-                "name": data["project"],
-                "bill_by": "Tasks",
-                "budget_by": "project",
-                "budget": 200.0,
-                "tasks": [{"name": t, "hourly_rate": 150.0} for t in data["tasks"]],
-                "people": [{"email": "c0@firm.example"}],
-            }
+            payload = UpsertProject(
+                key=data["code"],
+                name=data["project"],
+                customer_name=data["client"],
+                currency="EUR",
+                tasks=tuple(
+                    ProjectTask(
+                        name=t,
+                        hourly_rate=Decimal(150),
+                        budget_hours=Decimal(200) if n == 0 else Decimal(0),
+                    )
+                    for n, t in enumerate(data["tasks"])
+                ),
+                assignments=(ProjectAssignment(email="c0@firm.example"),),
+            ).model_dump(mode="json")
             operation = "upsert_project"
         else:
             payload = {"name": data["client"], "currency": "EUR"}

@@ -18,8 +18,8 @@ from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, Outcome
 from closeloop.engine.breaker import BreakerState
 from closeloop.ports.connector import ConnectorLimits, RefusedError
-from closeloop.sandboxes.memory.system import MemorySystem
 from tests.conftest import make_hub
+from tests.memory_system import MemorySystem
 
 
 @dataclass

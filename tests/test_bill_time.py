@@ -8,8 +8,9 @@ from typing import Any
 from closeloop.domain.commands import Applied
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.flows.bill_time import BillTimeFlow
+from tests.flow_roles import ROLES
 
-FLOW = BillTimeFlow()
+FLOW = BillTimeFlow(ROLES.prefixes)
 NOW = datetime(2026, 3, 10, tzinfo=UTC)
 
 
@@ -46,7 +47,8 @@ def test_an_approved_billable_entry_of_an_engagement_becomes_one_timesheet_line(
         "time_logged",
     )
     assert ask.data == {"entry": "time_entry:t-1"}
-    released = FLOW.on_signal(logged(step), Signal("bill_time", "time_entry:t-1", "release"), NOW)
+    release = Signal("bill_time", "time_entry:t-1", "release", {"erp": "tryton"})
+    released = FLOW.on_signal(logged(step), release, NOW)
     assert released is not None and released.state == "recording"
     (command,) = released.commands
     assert (command.system, command.operation) == ("tryton", "add_timesheet_line")
@@ -62,8 +64,7 @@ def test_an_approved_billable_entry_of_an_engagement_becomes_one_timesheet_line(
     (recorded,) = done.signals
     assert recorded.name == "recorded" and recorded.data == {"date": "2026-03-03", "hours": "7.5"}
     assert FLOW.on_record(logged(done), entry(notes="edited later")) is None  # never twice
-    again = Signal("bill_time", "time_entry:t-1", "release")
-    assert FLOW.on_signal(logged(done), again, NOW) is None
+    assert FLOW.on_signal(logged(done), release, NOW) is None
 
 
 def test_held_entries_wait_and_refused_ones_name_the_entry_and_the_reason() -> None:
@@ -86,7 +87,7 @@ def test_an_entry_unapproved_while_held_is_withdrawn_and_never_recorded() -> Non
     )
     withdrawn = FLOW.on_record(logged(held), entry(approval_state="submitted"))
     assert withdrawn is not None and withdrawn.state == "withdrawn"
-    release = Signal("bill_time", "time_entry:t-1", "release")
+    release = Signal("bill_time", "time_entry:t-1", "release", {"erp": "tryton"})
     assert FLOW.on_signal(logged(withdrawn), release, NOW) is None
 
 

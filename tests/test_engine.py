@@ -13,12 +13,12 @@ from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, CommandStatus
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
 from closeloop.engine.intake import IntakeError
-from closeloop.engine.operations import OperationError
+from closeloop.engine.operations import OperationError, OperationInputError, OperationNotFound
 from closeloop.flows.mirror import MirrorFlow, record_mapper
 from closeloop.ports.flows import Binding, Unsignalled
 from closeloop.sandboxes.faults import FaultPlan
-from closeloop.sandboxes.memory.system import MemorySystem
 from tests.conftest import make_hub
+from tests.memory_system import MemorySystem
 
 
 def effects_per_key(target: MemorySystem) -> dict[str, int]:
@@ -143,7 +143,7 @@ def test_unmappable_change_becomes_an_exception_until_a_fixed_version(sqlite_url
         assert hub.operations.list_exceptions() == []
         with pytest.raises(OperationError, match="is resolved, not open"):
             hub.operations.replay(second.id, "bob")
-        with pytest.raises(OperationError, match="no exception 999"):
+        with pytest.raises(OperationNotFound, match="no exception 999"):
             hub.operations.show(999)
     finally:
         hub.close()
@@ -181,7 +181,7 @@ def test_refused_command_parks_blocks_its_key_and_replay_or_resolve_frees_it(
         assert hub.operations.stats().commands_by_status == {"parked": 2}
 
         vat = exceptions["VAT id missing"]
-        with pytest.raises(OperationError, match="needs a reason"):
+        with pytest.raises(OperationInputError, match="needs a reason"):
             hub.operations.resolve(vat.id, "bob", " ")
         resolved = hub.operations.resolve(exceptions["closed period"].id, "alice", "posted by hand")
         assert resolved.status == "resolved" and resolved.resolved_by == "alice"

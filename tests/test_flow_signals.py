@@ -12,10 +12,10 @@ from closeloop.bootstrap import build_hub
 from closeloop.config import Settings
 from closeloop.domain.commands import Applied, Command
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
-from closeloop.engine.operations import OperationError
+from closeloop.engine.operations import OperationInputError
 from closeloop.flows.mirror import record_mapper
 from closeloop.ports.flows import Binding, Unsignalled, xref_lookup
-from closeloop.sandboxes.memory.system import MemorySystem
+from tests.memory_system import MemorySystem
 
 
 @dataclass
@@ -201,7 +201,7 @@ def test_the_cross_reference_answers_waiting_flows_when_a_person_links_a_record(
         assert states() == {"resolve:r1": ("waiting", None), "resolve:r2": ("waiting", None)}
         assert not target.effects
 
-        with pytest.raises(OperationError):
+        with pytest.raises(OperationInputError):
             hub.operations.link("account", ("crm", "A"), ("erp", "E-1"), "kim", " ")
         moved = hub.operations.link("account", ("crm", "A"), ("erp", "E-1"), "kim", "picked")
         assert moved == [("resolver", "resolve:r1"), ("resolver", "resolve:r2")]

@@ -8,6 +8,8 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +19,25 @@ import sqlalchemy as sa
 from closeloop.bootstrap import Hub, build_hub, mapped_binding
 from closeloop.config import Settings
 from closeloop.connectors.harvest.client import HarvestApiError
-from closeloop.connectors.harvest.connector import HarvestConnector, idempotency_key
+from closeloop.connectors.harvest.connector import (
+    HarvestConnector,
+    idempotency_key,
+    native_payload,
+)
 from closeloop.connectors.harvest.operations import Batch
 from closeloop.domain.commands import Applied, Command, CommandStatus, Permanent
+from closeloop.domain.operations import ProjectAssignment, ProjectTask, UpsertProject
 from closeloop.ports.connector import TransientError
 from closeloop.ports.flows import Binding
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.harvest.server import HarvestServer
-from closeloop.sandboxes.memory.system import MemorySystem
 from closeloop.store import migrate
 from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.sql import SqlStore
 from closeloop.store.tables import xref
 from tests.conftest import done_commands
 from tests.harvest_support import Api, SetUpProjects, client_for, firm, passthrough, running_harvest
+from tests.memory_system import MemorySystem
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -265,21 +272,26 @@ def test_refusals_become_business_exceptions_with_harvest_s_reason(
                 "upsert_project",
                 "a",
                 "k1",
-                {
-                    "client": "Nobody Inc",
-                    "code": "X-1",
-                    "name": "Ghost",
-                    "people": [{"email": "c0@firm.example"}, {"email": "ghost@firm.example"}],
-                },
+                UpsertProject(
+                    key="X-1",
+                    name="Ghost",
+                    customer_name="Nobody Inc",
+                    currency="EUR",
+                    tasks=(ProjectTask(name="Design", hourly_rate=Decimal(100)),),
+                    assignments=(
+                        ProjectAssignment(email="c0@firm.example"),
+                        ProjectAssignment(email="ghost@firm.example"),
+                    ),
+                ).model_dump(mode="json"),
             ),
             Command(
                 "harvest",
-                "upsert_project",
+                "upsert_harvest_project",
                 "b",
                 "k2",
                 {"client": "Acme GmbH", "code": "X-2", "name": "Bad", "bill_by": "Hourly"},
             ),
-            Command("harvest", "close_project", "c", "k3", {"code": "CL-32"}),
+            Command("harvest", "close_project", "c", "k3", {"key": "CL-32"}),
         ]
     )
     assert isinstance(outcomes[0], Permanent) and outcomes[0].error_class == "not_found"
@@ -455,20 +467,24 @@ def set_up(
     people: tuple[str, ...] = (),
     budget: float = 200.0,
 ) -> Command:
-    """An ``upsert_project`` command shaped as the mobilize flow sends it."""
-    payload = {
-        "client": client,
-        "currency": "EUR",
-        "code": code,
-        "name": f"Engagement {code}",
-        "is_billable": True,
-        "bill_by": "Tasks",
-        "budget_by": "project",
-        "budget": budget,
-        "starts_on": "2026-03-02",
-        "tasks": [{"name": name, "hourly_rate": rate} for name, rate in tasks.items()],
-        "people": [{"email": email} for email in people],
-    }
+    """An ``upsert_project`` command shaped as the mobilize flow sends it (the budget on
+    the first task)."""
+    payload = UpsertProject(
+        key=code,
+        name=f"Engagement {code}",
+        customer_name=client,
+        currency="EUR",
+        starts_on=date(2026, 3, 2),
+        tasks=tuple(
+            ProjectTask(
+                name=name,
+                hourly_rate=Decimal(str(rate)),
+                budget_hours=Decimal(str(budget)) if n == 0 else Decimal(0),
+            )
+            for n, (name, rate) in enumerate(tasks.items())
+        ),
+        assignments=tuple(ProjectAssignment(email=email) for email in people),
+    ).model_dump(mode="json")
     return Command(
         "harvest",
         "upsert_project",
@@ -523,8 +539,9 @@ def test_new_projects_cost_the_request_floor_and_a_retry_only_its_reads_and_chan
         set_up("E-3", "Cobalt Media SAS", {"Consultant": 140.0, "Analyst": 95.0}),
         set_up("E-4", "Alder Foods GmbH", dict(ROLES), PEOPLE[1:2]),  # its client: E-1's
     ]
-    tasks = sum(len(c.payload["tasks"]) for c in commands)
-    people = sum(len(c.payload["people"]) for c in commands)
+    natives = [native_payload(c) for c in commands]  # as Harvest gets them
+    tasks = sum(len(n["tasks"]) for n in natives)
+    people = sum(len(n.get("people", [])) for n in natives)
     results, calls = run(server, commands)
     new_clients, projects = 3, 4
     lists = {"projects": 1, "tasks": 1, "users": 1}
@@ -538,24 +555,20 @@ def test_new_projects_cost_the_request_floor_and_a_retry_only_its_reads_and_chan
     assert sum(calls.values()) == new_clients + projects + tasks + people + 3 == 24
     state = harvest_state(api)
     assert state["clients"] == ["Alder Foods GmbH", "Bright Energy AG", "Cobalt Media SAS"]
-    assert [p[:3] for p in state["projects"]] == [
-        (c.payload["code"], c.payload["client"], 200.0) for c in commands
-    ]
+    assert [p[:3] for p in state["projects"]] == [(n["code"], n["client"], 200.0) for n in natives]
     assert state["tasks"] == sorted(
-        (c.payload["code"], t["name"], t["hourly_rate"], True)
-        for c in commands
-        for t in c.payload["tasks"]
+        (n["code"], t["name"], t["hourly_rate"], True) for n in natives for t in n["tasks"]
     )
     by_email = {u["email"]: u["id"] for u in api.listed("users")}
     assert state["people"] == sorted(
-        (c.payload["code"], by_email[p["email"]]) for c in commands for p in c.payload["people"]
+        (n["code"], by_email[p["email"]]) for n in natives for p in n.get("people", [])
     )
     assert results[0]["client_id"] == results[3]["client_id"]
 
     again, calls = run(server, commands)  # a retry: the answers were lost
     assert again == results
     assert harvest_state(api) == state  # nothing written, not even a patch
-    with_people = sum(bool(c.payload["people"]) for c in commands)
+    with_people = sum(bool(n.get("people", [])) for n in natives)
     assert calls == {"projects": 1 + projects + with_people, "tasks": 1, "users": 1}
 
     changed = [
@@ -590,7 +603,7 @@ def test_a_retry_after_a_lost_answer_writes_only_what_the_first_attempt_missed(
     client = api.call("POST", "clients", json={"name": "Dune Retail B.V.", "currency": "EUR"})
     body = {
         k: v
-        for k, v in command.payload.items()
+        for k, v in native_payload(command).items()
         if k not in ("client", "currency", "tasks", "people")
     }
     project = api.call("POST", "projects", json={**body, "client_id": client.json()["id"]})

@@ -119,7 +119,7 @@ def test_webhook_health_metrics_and_exception_operations(hub: tuple[str, Path, S
     status = json.loads(cli(config, "status", "--json").stdout)
     assert status["commands_by_status"] == {"done": 1, "parked": 1}
     no_reason = http.post(f"/api/exceptions/{exc['id']}/resolve", json={"reason": " "})
-    assert no_reason.status_code == 409
+    assert no_reason.status_code == 422  # bad input, by its error type
     assert http.post("/api/exceptions/999/replay", json={}).status_code == 404
     result = cli(
         config,
@@ -142,7 +142,7 @@ def test_webhook_health_metrics_and_exception_operations(hub: tuple[str, Path, S
     body = {"target_system": "erp", "target_id": "E-1", "reason": "same VAT number"}
     linked = http.post(url, json=body, headers={"X-Closeloop-Actor": "dana"})
     assert linked.status_code == 200 and linked.json() == {"moved": []}
-    assert http.post(url, json={**body, "reason": ""}).status_code == 409
+    assert http.post(url, json={**body, "reason": ""}).status_code == 422
     result = cli(
         config,
         "xref",

@@ -31,10 +31,10 @@ from closeloop.domain.changes import (
 )
 from closeloop.engine.intake import IntakeError
 from closeloop.engine.operations import OperationError
-from closeloop.sandboxes.memory.system import MemorySystem
 from closeloop.store import tables as t
 from closeloop.store.sql import SqlStore
 from tests.conftest import make_hub
+from tests.memory_system import MemorySystem
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LONE = "lone surrogate U+DC00 at character 5 (invalid Unicode; not UTF-8 encodable)"

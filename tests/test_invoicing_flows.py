@@ -16,6 +16,7 @@ from closeloop.domain.periods import PeriodKind, period_of
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.flows.invoice import InvoiceFlow
 from closeloop.flows.status_back import StatusBackFlow, account_totals, engagement_totals
+from tests.flow_roles import ROLES
 
 INVOICE = InvoiceFlow(settle_s=60)
 KEY = "billing:SF-006A"
@@ -32,7 +33,7 @@ def signal(name: str, **data: Any) -> Signal:
 
 
 def engagement(status: str) -> Signal:
-    return signal("engagement", status=status, engagement="engagement:c-1")
+    return signal("engagement", status=status, engagement="engagement:c-1", erp="tryton")
 
 
 # --- billing periods ------------------------------------------------------------------------
@@ -161,7 +162,14 @@ def test_a_held_engagement_invoices_nothing_and_results_are_kept() -> None:
 
 
 # --- status back ----------------------------------------------------------------------------
-STATUS = StatusBackFlow()
+STATUS = StatusBackFlow(ROLES.prefixes)
+ENGAGEMENT = {
+    "deal_id": "006A",
+    "account_id": "001A",
+    "client": "Acme",
+    "crm": "salesforce",
+    "psa": "harvest",
+}
 
 
 def tryton_invoice(
@@ -191,7 +199,7 @@ def test_posted_then_paid_invoices_update_the_deal_the_account_and_the_psa() -> 
             "status_back",
             key,
             "engagement",
-            {"deal_id": "006A", "account_id": "001A", "client": "Acme", "start_date": "2026-08-01"},
+            {**ENGAGEMENT, "start_date": "2026-08-01"},
         ),
         NOW,
     )
@@ -200,13 +208,15 @@ def test_posted_then_paid_invoices_update_the_deal_the_account_and_the_psa() -> 
     step = STATUS.on_record(at(known, "status_back", key), posted)
     assert step is not None
     (update,) = step.commands
-    assert update.payload["object"] == "Opportunity" and update.payload["id"] == "006A"
-    assert update.payload["fields"] == {
-        "Invoiced_Amount__c": 1695.75,
-        "Paid_Amount__c": 0.0,
-        "Outstanding_Amount__c": 1695.75,
-        "Last_Invoice_Number__c": "INV/2026/0001",
-        "Payment_Status__c": "Invoiced",
+    assert (update.system, update.operation) == ("salesforce", "update_billing_totals")
+    assert update.payload == {
+        "record": "opportunity",
+        "record_id": "006A",
+        "invoiced": "1695.75",
+        "paid": "0.00",
+        "outstanding": "1695.75",
+        "last_invoice_number": "INV/2026/0001",
+        "payment_status": "Invoiced",
     }
     (totals,) = step.signals
     assert (totals.business_key, totals.name) == ("account:001A", "engagement_totals")
@@ -221,22 +231,31 @@ def test_posted_then_paid_invoices_update_the_deal_the_account_and_the_psa() -> 
     assert step is not None
     (mark,) = step.commands  # posted and its period known: the PSA's time is billed
     assert (mark.system, mark.operation) == ("harvest", "mark_billed")
-    assert mark.payload["number"] == "INV/2026/0001" and mark.payload["codes"] == ["SF-006A"]
-    assert (mark.payload["from"], mark.payload["to"]) == ("2026-08-01", "2026-08-28")
+    assert mark.payload["number"] == "SF-006A/2026-08"  # unique across ERPs, unlike theirs
+    assert "INV/2026/0001" in mark.payload["subject"] and mark.payload["project_keys"] == [
+        "SF-006A"
+    ]
+    assert (mark.payload["period_start"], mark.payload["period_end"]) == (
+        "2026-08-01",
+        "2026-08-28",
+    )
 
     paid = tryton_invoice("SF-006A/2026-08", "INV/2026/0001", "1695.75", "1000", "posted", "v2")
     step = STATUS.on_record(at(step, "status_back", key), paid)
     assert step is not None
     (update,) = step.commands  # marked billed once
-    assert update.payload["fields"]["Payment_Status__c"] == "Partially Paid"
-    assert update.payload["fields"]["Outstanding_Amount__c"] == 695.75
-    assert update.idempotency_key != "salesforce:Opportunity:006A:invoicing:SF-006A/2026-08:v1"
+    assert update.payload["payment_status"] == "Partially Paid"
+    assert update.payload["outstanding"] == "695.75"
+    assert update.idempotency_key == (
+        "salesforce:update_billing_totals:opportunity:006A:invoicing:SF-006A/2026-08:v2"
+    )
 
     account = STATUS.on_signal(None, step.signals[0], NOW)
     assert account is not None
     (account_update,) = account.commands
-    assert account_update.payload["object"] == "Account" and account_update.payload["id"] == "001A"
-    assert account_update.payload["fields"]["Paid_Amount__c"] == 1000.0
+    assert account_update.payload["record"] == "account"
+    assert account_update.payload["record_id"] == "001A"
+    assert account_update.payload["paid"] == "1000.00"
 
 
 def test_an_invoice_of_an_engagement_the_hub_did_not_mobilize_waits_for_it() -> None:
@@ -244,13 +263,13 @@ def test_an_invoice_of_an_engagement_the_hub_did_not_mobilize_waits_for_it() -> 
     posted = tryton_invoice("SF-006A/2026-08", "INV/2026/0001", "1695.75", "0", "posted", "v1")
     waiting = STATUS.on_record(None, posted)
     assert waiting is not None and waiting.state == "waiting" and not waiting.commands
-    info = {"deal_id": "006A", "account_id": "001A", "client": "Acme", "start_date": "2026-08-01"}
+    info = {**ENGAGEMENT, "start_date": "2026-08-01"}
     known = STATUS.on_signal(
         at(waiting, "status_back", key), Signal("status_back", key, "engagement", info), NOW
     )
     assert known is not None and known.state == "reported"
     (update,) = known.commands
-    assert update.payload["fields"]["Invoiced_Amount__c"] == 1695.75
+    assert update.payload["invoiced"] == "1695.75"
 
 
 def test_drafts_and_foreign_invoices_are_not_reported() -> None:

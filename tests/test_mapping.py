@@ -305,7 +305,7 @@ def test_the_engine_applies_declarative_mappings(tmp_path: Path) -> None:
     from closeloop.bootstrap import build_hub, mapped_binding
     from closeloop.config import Settings
     from closeloop.flows.mirror import MirrorFlow
-    from closeloop.sandboxes.memory.system import MemorySystem
+    from tests.memory_system import MemorySystem
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'hub.db'}")
     erp = MemorySystem(name="erp")

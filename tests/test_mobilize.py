@@ -10,8 +10,9 @@ from closeloop.domain.canonical.sales import Opportunity
 from closeloop.domain.commands import Applied, Command
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.flows.mobilize import BLOCKED, MobilizeFlow, commercial_problems
+from tests.flow_roles import ROLES
 
-FLOW = MobilizeFlow()
+FLOW = MobilizeFlow(ROLES)
 NOW = datetime(2026, 3, 10, tzinfo=UTC)
 DEAL = "0065g0000000001AAA"
 
@@ -82,8 +83,8 @@ def test_missing_and_invalid_commercial_data_blocks_the_deal_with_every_reason()
     ):
         assert reason in issue.message
     (status,) = step.commands  # the account manager sees why in Salesforce
-    assert status.system == "salesforce"
-    assert status.payload["fields"]["Mobilization_Status__c"] == "Blocked"
+    assert (status.system, status.operation) == ("salesforce", "update_engagement")
+    assert status.payload["status"] == "Blocked" and status.payload["deal_id"] == DEAL
 
 
 def test_an_invalid_tax_id_names_the_rule() -> None:
@@ -156,14 +157,14 @@ def test_no_match_creates_the_customer_then_both_projects() -> None:
     customer, psa, erp = step.commands
     assert customer.payload["code"] == "SF-0015g0000000001AAA"
     assert customer.payload["tax_ids"] == [["eu_vat", "DE136695976"]]
-    tasks = {t["name"]: t["hourly_rate"] for t in psa.payload["tasks"]}
-    assert tasks == {"Senior Consultant": 180.0, "Analyst": 95.0}
-    assert psa.payload["budget"] == 120.0 and psa.payload["code"] == f"SF-{DEAL}"
-    assert {t["name"]: t["list_price"] for t in erp.payload["tasks"]} == {
-        "Senior Consultant": "180.00",
-        "Analyst": "95.00",
-    }
+    assert psa.payload == erp.payload  # one canonical project, each system translates it
+    tasks = {t["name"]: (t["hourly_rate"], t["budget_hours"]) for t in psa.payload["tasks"]}
+    assert tasks == {"Senior Consultant": ("180.00", "80"), "Analyst": ("95.00", "40")}
+    assert psa.payload["key"] == f"SF-{DEAL}" and psa.payload["currency"] == "EUR"
     assert erp.payload["customer_code"] == "SF-0015g0000000001AAA"
+    assert erp.payload["customer_name"] == "Acme Consulting GmbH"
+    assert psa.idempotency_key == f"harvest:upsert_project:SF-{DEAL}"
+    assert erp.idempotency_key == f"tryton:upsert_project:SF-{DEAL}"
     assert {c.business_key for c in step.commands} == {"engagement:c-1"}  # the instance's key
 
 
@@ -206,7 +207,7 @@ def finish(step: FlowStep) -> FlowStep:
     for op, entity, result in (
         ("upsert_customer", "tryton:customer:SF-1", {"party": 7}),
         ("upsert_project", f"harvest:project:SF-{DEAL}", {"project_id": 5000001}),
-        ("upsert_project", f"tryton:project:SF-{DEAL}", {"works": {f"SF-{DEAL}": 31}}),
+        ("upsert_project", f"tryton:project:SF-{DEAL}", {"project_id": 31}),
     ):
         following = FLOW.on_result(state(current), op, entity, Applied(result))
         assert following is not None
@@ -229,23 +230,26 @@ def test_results_lead_to_mobilized_and_the_write_back() -> None:
     done = finish(provision({"kind": "none"}))
     assert done.state == "mobilized"
     (write_back,) = done.commands
-    fields = write_back.payload["fields"]
-    assert fields["Mobilization_Status__c"] == "Mobilized"
-    assert fields["ERP_Customer_Id__c"] == "SF-0015g0000000001AAA"
-    assert fields["PSA_Project_Id__c"] == "5000001" and fields["ERP_Project_Id__c"] == f"SF-{DEAL}"
+    assert write_back.operation == "update_engagement"
+    fields = write_back.payload
+    assert fields["status"] == "Mobilized"
+    assert fields["customer_code"] == "SF-0015g0000000001AAA"
+    assert fields["psa_project_id"] == "5000001" and fields["project_key"] == f"SF-{DEAL}"
     invoicing, status = done.signals  # the engagement's invoicing releases its time
     assert (invoicing.flow, invoicing.business_key) == ("invoice", f"billing:SF-{DEAL}")
     assert invoicing.data["status"] == "mobilized"
     assert invoicing.data["engagement"] == "engagement:c-1"
+    assert invoicing.data["erp"] == "tryton"  # where the engagement was routed
     assert (status.flow, status.business_key) == ("status_back", f"status:SF-{DEAL}")
     assert status.data["account_id"] == "0015g0000000001AAA"
     assert status.data["client"] == "Acme Consulting GmbH"
+    assert (status.data["crm"], status.data["psa"]) == ("salesforce", "harvest")
 
 
 def test_pending_finance_approval_provisions_provisionally_until_approved() -> None:
     done = finish(provision({"kind": "none"}, finance_approval="pending"))
     assert done.state == "provisional"
-    assert done.commands[0].payload["fields"]["Mobilization_Status__c"] == "Provisional"
+    assert done.commands[0].payload["status"] == "Provisional"
     assert done.signals[0].data["status"] == "provisional"  # its time is held
     approved = FLOW.on_record(
         state(done), deal(version="2026-03-05T00:00:00+00:00", finance_approval="approved")
@@ -265,7 +269,7 @@ def test_a_deal_lost_before_billing_closes_both_projects_and_says_why() -> None:
     assert [(c.system, c.operation) for c in lost.commands] == [
         ("harvest", "close_project"),
         ("tryton", "close_project"),
-        ("salesforce", "update"),
+        ("salesforce", "update_engagement"),
     ]
     assert "before any time was billed" in lost.data["closed_because"]
     assert lost.signals[0].data["status"] == "closed"  # held time is refused, not recorded

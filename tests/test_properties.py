@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from closeloop.domain.changes import Change, version_sort_key
 from closeloop.sandboxes.faults import FaultPlan
-from closeloop.sandboxes.memory.system import MemorySystem
 from tests.conftest import make_hub
+from tests.memory_system import MemorySystem
 
 
 @given(st.lists(st.integers(-(10**12), 10**12), min_size=2, max_size=20))

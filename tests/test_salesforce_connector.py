@@ -32,11 +32,11 @@ from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
 from closeloop.ports.connector import AmbiguousError
 from closeloop.ports.flows import Binding, Unsignalled
 from closeloop.sandboxes.faults import FaultPlan
-from closeloop.sandboxes.memory.system import MemorySystem
 from closeloop.sandboxes.salesforce.outbound import envelope
 from closeloop.sandboxes.salesforce.server import SalesforceServer
 from closeloop.store.tables import inbox
 from tests.conftest import free_port, wait_http
+from tests.memory_system import MemorySystem
 from tests.salesforce_support import Api, client_for, opportunity, running_salesforce, wait_past
 
 pytestmark = pytest.mark.timeout(300)

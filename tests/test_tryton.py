@@ -254,7 +254,7 @@ def test_every_operation_is_exactly_once_when_its_response_is_lost(
     rpc: TrytonRPC, ops: TrytonOperations, proxy: FaultProxy, proxied: TrytonConnector
 ) -> None:
     customer, project = unique("C"), unique("ENG")
-    task, reference = f"{project}/dev", unique("INV")
+    task, reference = f"{project}:Dev", unique("INV")
     commands = [
         Command(
             "tryton",
@@ -276,9 +276,10 @@ def test_every_operation_is_exactly_once_when_its_response_is_lost(
             {
                 "key": project,
                 "name": "Gamma",
+                "customer_name": "Gamma AG",
                 "customer_code": customer,
-                "list_price": "200",
-                "tasks": [{"key": task, "name": "Dev", "list_price": "200"}],
+                "currency": "CHF",
+                "tasks": [{"name": "Dev", "hourly_rate": "200"}],
             },
         ),
         Command(
@@ -618,7 +619,7 @@ def test_a_configured_tryton_system_is_wired_without_writing(
         assert hub.worker.poll_all() >= 1
     finally:
         hub.close()
-    with pytest.raises(ValueError, match="needs database, user and password"):
+    with pytest.raises(ValueError, match=r"systems\.erp\.tryton\.database\n  Field required"):
         Settings(systems={"erp": {"kind": "tryton", "url": tryton.url}})
 
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from closeloop.config import Settings, SystemConfig
-from closeloop.connectors.memory.client import MemoryConnector
+from closeloop.config import Settings
+from closeloop.connectors.catalog import BuildContext, build_connector, plugins
+from closeloop.domain.operations import Role
 from closeloop.engine.apply import Applier
 from closeloop.engine.dispatch import Dispatcher, DispatchSettings
 from closeloop.engine.intake import Intake
@@ -22,8 +23,9 @@ from closeloop.engine.retry import RetryPolicy
 from closeloop.engine.timers import Timers
 from closeloop.engine.worker import Worker, WorkerSettings
 from closeloop.flows.mirror import MirrorFlow, record_mapper
+from closeloop.mapping.engine import Mapper
 from closeloop.ports.clock import Clock, SystemClock
-from closeloop.ports.connector import Connector, ConnectorLimits
+from closeloop.ports.connector import Connector
 from closeloop.ports.flows import Binding, Flow
 from closeloop.ports.ratelimit import SharedRateLimit
 from closeloop.store import migrate
@@ -59,109 +61,13 @@ class Hub:
 def connectors_from_settings(
     settings: Settings, shared_limit: SharedRateLimit | None = None
 ) -> dict[str, Connector]:
-    """One connector per configured system; ``shared_limit`` counts requests of accounts
+    """One connector per configured system, each built by its kind's row of the connector
+    table (:mod:`closeloop.connectors.catalog`); ``shared_limit`` counts requests of accounts
     whose limit all workers share (Harvest)."""
-    connectors: dict[str, Connector] = {}
-    for name, system in settings.systems.items():
-        if system.kind == "harvest":
-            connectors[name] = harvest_connector(name, system, shared_limit)
-            continue
-        if system.kind == "tryton":
-            connectors[name] = tryton_connector(system)
-            continue
-        if system.kind == "salesforce":
-            connectors[name] = salesforce_connector(name, system)
-            continue
-        limits = ConnectorLimits(
-            batch_size=system.batch_size or 100,
-            requests_per_window=system.requests_per_window or 100,
-            window_s=system.window_s or 1.0,
-            max_concurrent=system.max_concurrent,
-            call_timeout_s=system.timeout_s,
-        )
-        connectors[name] = MemoryConnector(
-            system.url,
-            system=name,
-            source_objects=system.objects or ["Record"],
-            limits=limits,
-            timeout_s=system.timeout_s,
-        )
-    return connectors
-
-
-def tryton_connector(system: SystemConfig) -> Connector:
-    """A connector to a prepared Tryton database (ids looked up, nothing written).
-
-    Raises ``LookupError`` when the database was not prepared with ``closeloop tryton init``.
-    """
-    from closeloop.connectors.tryton.connector import TrytonConnector
-    from closeloop.connectors.tryton.operations import TrytonOperations
-    from closeloop.connectors.tryton.rpc import TrytonRPC
-    from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
-
-    assert system.database and system.user and system.password  # checked by Settings
-    rpc = TrytonRPC(
-        system.url, system.database, system.user, system.password, timeout_s=system.timeout_s
-    )
-    return TrytonConnector(
-        TrytonOperations(rpc, find_ids(rpc, TrytonSetup())), batch_size=system.batch_size or 1000
-    )
-
-
-def salesforce_connector(name: str, system: SystemConfig) -> Connector:
-    """A connector to a Salesforce org (nothing is called until it is used)."""
-    from closeloop.connectors.salesforce.client import SalesforceClient, SalesforceCredentials
-    from closeloop.connectors.salesforce.connector import DEFAULT_OBJECTS, SalesforceConnector
-    from closeloop.connectors.salesforce.quota import QuotaBudget
-
-    assert system.client_id and system.client_secret  # checked by Settings
-    credentials = SalesforceCredentials(
-        instance_url=system.url,
-        client_id=system.client_id,
-        client_secret=system.client_secret,
-        token_url=system.token_url,
-        username=system.user,
-        password=system.password,
-        api_version=system.api_version,
-        ca_bundle=system.ca_bundle,
-    )
-    client = SalesforceClient(
-        credentials, quota=QuotaBudget(system.quota_reserve), timeout_s=system.timeout_s
-    )
-    return SalesforceConnector(
-        client,
-        system=name,
-        objects=tuple(system.objects or DEFAULT_OBJECTS),
-        batch_size=system.batch_size or 1000,
-        max_concurrent=system.max_concurrent,
-        call_timeout_s=system.timeout_s,
-    )
-
-
-def harvest_connector(
-    name: str, system: SystemConfig, shared_limit: SharedRateLimit | None
-) -> Connector:
-    """A connector to a Harvest account; its rate limit is taken from ``shared_limit``."""
-    from closeloop.connectors.harvest.client import REQUESTS_PER_WINDOW, WINDOW_S, HarvestClient
-    from closeloop.connectors.harvest.connector import OBJECTS, HarvestConnector
-
-    assert system.token and system.account_id  # checked by Settings
-    client = HarvestClient(
-        system.url,
-        system.token,
-        system.account_id,
-        shared_limit=shared_limit,
-        requests_per_window=system.requests_per_window or REQUESTS_PER_WINDOW,
-        window_s=system.window_s or WINDOW_S,
-        timeout_s=system.timeout_s,
-    )
-    return HarvestConnector(
-        client,
-        system=name,
-        objects=tuple(system.objects or OBJECTS),
-        batch_size=system.batch_size or 50,
-        call_timeout_s=system.timeout_s,
-    )
+    context = BuildContext(shared_limit)
+    return {
+        name: build_connector(name, system, context) for name, system in settings.systems.items()
+    }
 
 
 def mirror_bindings(settings: Settings) -> list[Binding]:
@@ -182,8 +88,9 @@ def mirror_bindings(settings: Settings) -> list[Binding]:
 
 def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
     """Bindings of the configured project-to-cash flows (each vendor object through its
-    declarative mapping), and the flows no record drives (Invoice: signals and timers only).
-    Raises what :func:`mapped_binding` raises."""
+    declarative mapping: Mobilize to every CRM's opportunities, Bill time to every PSA's
+    time entries, Status back to every ERP's invoices), and the flows no record drives
+    (Invoice: signals and timers only). Raises what :func:`mapped_binding` raises."""
     from closeloop.flows.bill_time import BillTimeFlow
     from closeloop.flows.invoice import InvoiceFlow
     from closeloop.flows.mobilize import MobilizeFlow
@@ -192,20 +99,23 @@ def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
     flows = settings.flows
     bindings: list[Binding] = []
     unbound: list[Flow] = []
+    if flows.mobilize is None and flows.bill_time is None:
+        return bindings, unbound
+    roles = settings.engagement_roles()
+
+    def bind(role: Role, canonical_type: str, flow: Flow) -> None:
+        for system in roles.model_dump()[role.value]["systems"]:
+            bindings.append(canonical_binding(settings, system, canonical_type, (flow,)))
+
     if flows.mobilize is not None:
-        m = flows.mobilize
-        mobilize = MobilizeFlow(m.crm, m.psa, m.erp, m.match_threshold)
-        bindings.append(mapped_binding(settings, m.crm, "Opportunity", (mobilize,)))
+        bind(Role.CRM, "opportunity", MobilizeFlow(roles, flows.mobilize.match_threshold))
     if flows.bill_time is not None:
-        billing = BillTimeFlow(flows.bill_time.psa, flows.bill_time.erp)
-        bindings.append(mapped_binding(settings, flows.bill_time.psa, "time_entries", (billing,)))
+        bind(Role.PSA, "time_entry", BillTimeFlow(roles.prefixes))
     if flows.invoice is not None:
         i = flows.invoice
-        unbound.append(InvoiceFlow(i.erp, i.period, i.grace_days, i.settle_s))
+        unbound.append(InvoiceFlow(i.period, i.grace_days, i.settle_s))
     if flows.status_back is not None:
-        b = flows.status_back
-        status = StatusBackFlow(b.crm, b.psa, b.erp)
-        bindings.append(mapped_binding(settings, b.erp, "account.invoice", (status,)))
+        bind(Role.ERP, "invoice", StatusBackFlow(roles.prefixes))
     return bindings, unbound
 
 
@@ -293,27 +203,42 @@ def build_http_app(hub: Hub) -> FastAPI:
             return False, f"schema at {current}, code needs {head}: run closeloop db upgrade"
         return True, "ok"
 
-    from closeloop.connectors.salesforce.webhook import outbound_message_router
-
-    orgs = {
-        system.organization_id or "": name
-        for name, system in hub.settings.systems.items()
-        if system.kind == "salesforce"
-    }
-    routers = [outbound_message_router(hub.intake, orgs)] if orgs else []
+    routers = []
+    for kind, connector in plugins().items():
+        systems = {n: s for n, s in hub.settings.systems.items() if s.kind == kind}
+        if systems and connector.webhooks is not None:
+            routers.append(connector.webhooks(hub.intake, systems))
     return create_app(hub.intake, hub.operations, hub.metrics.registry, ready, routers)
 
 
 def mapped_binding(
-    settings: Settings, connection: str, vendor_object: str, flows: Sequence[Flow]
+    settings: Settings, system: str, vendor_object: str, flows: Sequence[Flow]
 ) -> Binding:
-    """A binding whose mapper is the declarative mapping of ``connection.vendor_object``
-    (shipped defaults, replaced by files under ``mappings:``). Raises
-    :class:`~closeloop.configfiles.FileProblems` or ``KeyError`` naming what is missing."""
+    """A binding whose mapper is the declarative mapping of ``system.vendor_object``: a file
+    for the connection named ``system`` under ``mappings:``, else the shipped mapping of its
+    connector (connection = its kind). Raises :class:`~closeloop.configfiles.FileProblems`,
+    or ``KeyError`` naming what is missing."""
+    mapper = _mapper(settings, system)
+    canonical = mapper.object_mapping(vendor_object).canonical
+    return Binding(system, vendor_object, canonical, mapper.mapper_for(vendor_object), tuple(flows))
+
+
+def canonical_binding(
+    settings: Settings, system: str, canonical_type: str, flows: Sequence[Flow]
+) -> Binding:
+    """A binding of the one vendor object of ``system`` that its mapping turns into
+    ``canonical_type`` (see :func:`mapped_binding`)."""
+    return mapped_binding(
+        settings, system, _mapper(settings, system).object_for(canonical_type), flows
+    )
+
+
+def _mapper(settings: Settings, system: str) -> Mapper:
     from closeloop.configfiles import load_mappers
 
-    mapper = load_mappers(settings.mappings)[connection]
-    canonical = mapper.object_mapping(vendor_object).canonical
-    return Binding(
-        connection, vendor_object, canonical, mapper.mapper_for(vendor_object), tuple(flows)
-    )
+    mappers = load_mappers(settings.mappings)
+    configured = settings.systems.get(system)
+    mapper = mappers.get(system) or (mappers.get(configured.kind) if configured else None)
+    if mapper is None:
+        raise KeyError(f"no mapping for the connection {system!r} (nor for its kind)")
+    return mapper

@@ -8,7 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,7 +23,12 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from closeloop.connectors.catalog import plugin, systems_adapter
+from closeloop.connectors.settings import SystemSettings
+from closeloop.domain.errors import InputError
+from closeloop.domain.operations import Role
 from closeloop.domain.periods import PeriodKind
+from closeloop.domain.routing import RoleRouting, Roles, RouteRule
 
 DEFAULT_CONFIG = Path("closeloop.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///./.closeloop/closeloop.db"
@@ -45,47 +57,6 @@ class WorkerConfig(BaseModel):
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
 
 
-class SystemConfig(BaseModel):
-    """One connected system. ``kind`` picks the connector; limits override its defaults.
-
-    ``tryton`` needs ``database``, ``user`` and ``password`` (better given as
-    ``CLOSELOOP_SYSTEMS__<NAME>__PASSWORD``); the database must have been prepared with
-    ``closeloop tryton init``.
-
-    ``salesforce``: ``url`` is the org's instance URL; ``client_id`` and ``client_secret`` of
-    the connected app, and ``user``/``password`` for the username-password flow (without a
-    user, the client-credentials flow); ``organization_id`` is checked on outbound messages;
-    ``quota_reserve`` is the fraction of the daily API allocation left untouched.
-
-    ``harvest``: ``url`` is the API base (``https://api.harvestapp.com/v2``), ``token`` a
-    personal access token (better ``CLOSELOOP_SYSTEMS__<NAME>__TOKEN``) and ``account_id``;
-    ``requests_per_window`` per ``window_s`` is the account's limit, shared by all workers.
-    """
-
-    kind: Literal["memory", "tryton", "salesforce", "harvest"]
-    url: str
-    database: str | None = None
-    user: str | None = None
-    password: str | None = None
-    objects: list[str] | None = Field(default=None, description="default: the connector's")
-    token_url: str | None = None
-    client_id: str | None = None
-    client_secret: str | None = None
-    organization_id: str | None = None
-    api_version: str = "62.0"
-    ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust")
-    quota_reserve: float = Field(default=0.1, ge=0, lt=1)
-    token: str | None = None
-    account_id: str | None = None
-    batch_size: int | None = Field(default=None, ge=1, description="default: the connector's")
-    requests_per_window: int | None = Field(
-        default=None, ge=1, description="default: the vendor's (memory: 100)"
-    )
-    window_s: float | None = Field(default=None, gt=0, description="default: the vendor's (1 s)")
-    max_concurrent: int = Field(default=4, ge=1)
-    timeout_s: float = Field(default=10.0, gt=0)
-
-
 class MirrorConfig(BaseModel):
     """The built-in example flow: mirror ``source.object`` into ``target``."""
 
@@ -95,43 +66,68 @@ class MirrorConfig(BaseModel):
     target_object: str = "Record"
 
 
-class MobilizeConfig(BaseModel):
-    """The Mobilize flow: closed-won deals of ``crm`` become customers and projects in ``erp``
-    and projects in ``psa``. ``match_threshold``: the name-and-address similarity (0-100) an
-    existing ERP customer needs to be taken for the deal's account."""
+class RoleConfig(BaseModel):
+    """The systems serving one role and how an engagement picks one of them.
 
-    crm: str = "salesforce"
-    psa: str = "harvest"
-    erp: str = "tryton"
+    ``systems``: names under ``systems:`` (default: every configured system whose connector
+    plays this role); ``rules``: routing rules in order, each ``{field, values, system}``
+    over the canonical opportunity (e.g. ``customer.country``); ``default``: the system of
+    an engagement no rule routes (with one system and no rules, that system). A deal no
+    rule routes and with no default is blocked with a business exception.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    systems: list[str] | None = None
+    rules: list[RouteRule] = Field(default_factory=list)
+    default: str | None = None
+
+
+class RolesConfig(BaseModel):
+    """Which systems play ``crm``, ``psa`` and ``erp`` for the project-to-cash flows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crm: RoleConfig = Field(default_factory=RoleConfig)
+    psa: RoleConfig = Field(default_factory=RoleConfig)
+    erp: RoleConfig = Field(default_factory=RoleConfig)
+
+
+class MobilizeConfig(BaseModel):
+    """The Mobilize flow: closed-won deals of the CRMs become customers and projects in the
+    ERP and projects in the PSA each deal is routed to. ``match_threshold``: the
+    name-and-address similarity (0-100) an existing ERP customer needs to be taken for the
+    deal's account."""
+
+    model_config = ConfigDict(extra="forbid")
+
     match_threshold: float = Field(default=85.0, ge=0, le=100)
 
 
 class BillTimeConfig(BaseModel):
-    """The Bill time flow: approved billable time entries of ``psa`` become timesheet lines
-    in ``erp``."""
+    """The Bill time flow: approved billable time entries of the PSAs become timesheet lines
+    in each engagement's ERP."""
 
-    psa: str = "harvest"
-    erp: str = "tryton"
+    model_config = ConfigDict(extra="forbid")
 
 
 class InvoiceConfig(BaseModel):
-    """The Invoice flow: per project and billing ``period``, ``erp`` invoices the recorded
-    time and posts the invoice, ``grace_days`` after the period's end and once no line came
-    for ``settle_s`` seconds."""
+    """The Invoice flow: per project and billing ``period``, the engagement's ERP invoices
+    the recorded time and posts the invoice, ``grace_days`` after the period's end and once
+    no line came for ``settle_s`` seconds."""
 
-    erp: str = "tryton"
+    model_config = ConfigDict(extra="forbid")
+
     period: PeriodKind = PeriodKind.MONTHLY
     grace_days: int = Field(default=0, ge=0, le=60)
     settle_s: float = Field(default=60.0, ge=0)
 
 
 class StatusBackConfig(BaseModel):
-    """The Status back flow: posted and paid invoices of ``erp`` update the opportunity and
-    account in ``crm`` and mark the time billed in ``psa``."""
+    """The Status back flow: posted and paid invoices of the ERPs update the opportunity and
+    account in the engagement's CRM and mark the time billed in its PSA."""
 
-    crm: str = "salesforce"
-    psa: str = "harvest"
-    erp: str = "tryton"
+    model_config = ConfigDict(extra="forbid")
 
 
 class FlowsConfig(BaseModel):
@@ -172,7 +168,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     http: HttpSettings = Field(default_factory=HttpSettings)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
-    systems: dict[str, SystemConfig] = Field(default_factory=dict)
+    systems: dict[str, SystemSettings] = Field(
+        default_factory=dict,
+        description="each a connector's settings, by kind (closeloop.connectors.catalog)",
+    )
+    roles: RolesConfig = Field(default_factory=RolesConfig)
     mirrors: list[MirrorConfig] = Field(default_factory=list)
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
     mappings: list[Path] = Field(
@@ -180,43 +180,59 @@ class Settings(BaseSettings):
         description="mapping files; one for a connection replaces the shipped default",
     )
 
+    @field_validator("systems", mode="before")
+    @classmethod
+    def _by_kind(cls, value: Any) -> Any:
+        """Each system against its connector's settings model (the union by ``kind``)."""
+        return systems_adapter().validate_python(value)
+
     @model_validator(mode="after")
-    def _mirrors_name_systems(self) -> Settings:
+    def _consistent(self) -> Settings:
         for name, system in self.systems.items():
-            if system.kind == "tryton" and not (
-                system.database and system.user and system.password
-            ):
-                raise ValueError(
-                    f"systems.{name}: a tryton system needs database, user and password"
-                )
-            if system.kind == "salesforce" and not (
-                system.client_id and system.client_secret and system.organization_id
-            ):
-                raise ValueError(
-                    f"systems.{name}: a salesforce system needs client_id, client_secret and "
-                    "organization_id"
-                )
-            if system.kind == "harvest" and not (system.token and system.account_id):
-                raise ValueError(f"systems.{name}: a harvest system needs token and account_id")
             if system.timeout_s * 2 > self.worker.lease_s:
                 raise ValueError(
                     f"systems.{name}.timeout_s ({system.timeout_s}) must be under half of "
                     f"worker.lease_s ({self.worker.lease_s}): a claim must outlive its call"
                 )
-        for flow_name in ("mobilize", "bill_time"):
-            flow = getattr(self.flows, flow_name)
-            for role in ("crm", "psa", "erp"):
-                named = getattr(flow, role, None) if flow is not None else None
-                if named is not None and named not in self.systems:
-                    raise ValueError(
-                        f"flows.{flow_name}.{role} names system {named!r}, which is not under "
-                        "systems"
-                    )
         for mirror in self.mirrors:
             for name in (mirror.source, mirror.target):
                 if name not in self.systems:
                     raise ValueError(f"mirror names system {name!r}, which is not under systems")
+        if self.flows.mobilize is not None or self.flows.bill_time is not None:
+            self.engagement_roles()  # raises on a role no system plays or a bad rule
         return self
+
+    def role_systems(self, role: Role) -> list[str]:
+        """The systems playing ``role``: as configured under ``roles:``, else every system
+        whose connector plays it. Raises ``ValueError`` for a name not under ``systems``."""
+        configured = getattr(self.roles, role.value).systems
+        if configured is None:
+            return [n for n, s in self.systems.items() if plugin(s.kind).role is role]
+        unknown = [n for n in configured if n not in self.systems]
+        if unknown:
+            raise ValueError(f"roles.{role.value} names {unknown}, which are not under systems")
+        return list(configured)
+
+    def engagement_roles(self) -> Roles:
+        """The roles of the project-to-cash flows with their routing and each CRM's key
+        prefix. Raises ``ValueError`` naming a role no system plays or a bad rule."""
+        routing = {}
+        for role in Role:
+            systems = self.role_systems(role)
+            if not systems:
+                raise ValueError(
+                    f"no system plays {role.value}: configure one under systems or name it "
+                    f"under roles.{role.value}.systems"
+                )
+            config = getattr(self.roles, role.value)
+            routing[role.value] = RoleRouting(
+                systems=tuple(systems), rules=tuple(config.rules), default=config.default
+            )
+        prefixes = {
+            name: self.systems[name].key_prefix or plugin(self.systems[name].kind).key_prefix
+            for name in routing["crm"].systems
+        }
+        return Roles(key_prefixes=prefixes, **routing)
 
     @classmethod
     def settings_customise_sources(
@@ -231,7 +247,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """Configuration that cannot be used; the message names the file and each bad key."""
 
 

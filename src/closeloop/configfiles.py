@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from closeloop.config import Settings
+from closeloop.domain.errors import InputError
 from closeloop.mapping.engine import Mapper
 from closeloop.mapping.spec import FieldRule, MappingSpec
 from closeloop.mapping.targets import resolve, root_models
@@ -39,7 +40,7 @@ class Finding:
         )
 
 
-class FileProblems(ValueError):
+class FileProblems(InputError):
     """A file could not be used; ``findings`` lists every problem."""
 
     def __init__(self, findings: list[Finding]) -> None:
@@ -97,9 +98,19 @@ def _findings(path: Path, lines: Lines, exc: ValidationError) -> list[Finding]:
 
 
 def default_mapping_files() -> list[Path]:
-    """The mapping files shipped with closeloop (``closeloop/mappings/*.yaml``)."""
-    folder = resources.files("closeloop") / "mappings"
-    return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml"))
+    """The mapping files shipped with closeloop: each connector's (its row's ``mappings``
+    folders, e.g. ``connectors/salesforce/mappings/``), then those of systems that have no
+    connector yet (``closeloop/mappings/*.yaml``)."""
+    from closeloop.connectors.catalog import plugins
+
+    folders = [f for p in plugins().values() for f in p.mappings()]
+    folders.append(resources.files("closeloop") / "mappings")
+    return [
+        Path(str(p))
+        for folder in folders
+        for p in sorted(folder.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".yaml")
+    ]
 
 
 def check_mapping_file(path: Path) -> tuple[MappingSpec | None, list[Finding]]:

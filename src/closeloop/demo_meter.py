@@ -164,19 +164,23 @@ class Meter:
         invoices = [r for r in of("tryton", "invoice_project") if (r.result or {}).get("reference")]
         per_project = Counter(r.payload.get("project_key") for r in invoices)
         crm = {
-            (r.payload.get("object"), r.payload.get("id"))
+            (
+                r.payload.get("record", "opportunity"),
+                r.payload.get("record_id", r.payload.get("deal_id")),
+            )
             for r in done
-            if r.system == "salesforce" and r.operation in ("update", "upsert")
+            if r.system == "salesforce"
+            and r.operation in ("update_engagement", "update_billing_totals")
         }
         return PhaseWork(
             accounts_matched=len(of("tryton", "match_customer")),
             customers=len({r.payload.get("code") for r in of("tryton", "upsert_customer")}),
             erp_projects=len(of("tryton", "upsert_project")),
             psa_projects=len(psa),
-            psa_clients=len({r.payload.get("client") for r in psa}),
+            psa_clients=len({r.payload.get("customer_name") for r in psa}),
             psa_tasks=len({t["name"] for r in psa for t in r.payload.get("tasks") or []}),
             task_assignments=sum(len(r.payload.get("tasks") or []) for r in psa),
-            user_assignments=sum(len(r.payload.get("people") or []) for r in psa),
+            user_assignments=sum(len(r.payload.get("assignments") or []) for r in psa),
             lines=len(lines),
             lines_refused=sum(
                 r.system == "tryton" and r.operation == "add_timesheet_line" and r.status != "done"

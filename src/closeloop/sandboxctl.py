@@ -18,6 +18,7 @@ import httpx
 
 from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.connectors.tryton.setup import SETUP_VERSION, TrytonSetup, initialize
+from closeloop.domain.operations import Role
 from closeloop.sandboxes.tryton.server import (
     TrytonSandbox,
     TrytonServer,
@@ -77,44 +78,21 @@ def hub_config(home: Path, state: dict[str, Any]) -> str:
     """A ``closeloop.yaml`` for the sandboxes of ``state`` (``closeloop run -c`` it)."""
     import yaml
 
+    from closeloop.connectors.catalog import plugins
+
     systems: dict[str, Any] = {}
-    if "salesforce" in state:
-        sf = state["salesforce"]
-        systems["salesforce"] = {
-            "kind": "salesforce",
-            "url": sf["instance_url"],
-            "client_id": sf["client_id"],
-            "client_secret": sf["client_secret"],
-            "user": sf["username"],
-            "password": sf["password"],
-            "organization_id": sf["organization_id"],
-            "api_version": sf["api_version"],
-            "ca_bundle": sf["ca_bundle"],
-        }
-    if "harvest" in state:
-        hv = state["harvest"]
-        systems["harvest"] = {
-            "kind": "harvest",
-            "url": hv["base_url"],
-            "token": hv["token"],
-            "account_id": hv["account_id"],
-        }
-    if "tryton" in state:
-        tr = state["tryton"]
-        systems["tryton"] = {
-            "kind": "tryton",
-            "url": tr["url"],
-            "database": tr["database"],
-            "user": tr["user"],
-            "password": tr["password"],
-        }
+    for kind, connector in plugins().items():
+        wiring = connector.sandbox
+        if wiring is not None and wiring.state_key in state:
+            systems[kind] = wiring.settings(state[wiring.state_key])
     config: dict[str, Any] = {
         "database_url": f"sqlite:///{home.resolve() / 'hub.db'}",
         "systems": systems,
     }
     if "hub" in state:
         config["http"] = {"host": "127.0.0.1", "port": state["hub"]["port"]}
-    if {"salesforce", "harvest", "tryton"} <= set(systems):
+    roles = {plugins()[kind].role for kind in systems}
+    if {Role.CRM, Role.PSA, Role.ERP} <= roles:
         config["flows"] = {"mobilize": {}, "bill_time": {}, "invoice": {}, "status_back": {}}
     header = (
         "# Written by `closeloop sandbox up` for the local sandboxes; run the hub on them\n"

@@ -6,13 +6,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Request
+from fastapi import APIRouter, Body, FastAPI, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from closeloop.domain.errors import ConflictError, InputError, NotFoundError
 from closeloop.engine.intake import Intake, IntakeError
-from closeloop.engine.operations import OperationError, Operations
+from closeloop.engine.operations import Operations
+
+ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (InputError, 422),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+)
+"""HTTP status by error type (the tree in :mod:`closeloop.domain.errors`), never by text."""
 
 
 def create_app(
@@ -25,6 +33,13 @@ def create_app(
     """The HTTP app. ``ready`` answers whether the hub can take traffic (and why not);
     ``routers`` are connectors' webhook endpoints, mounted as they are."""
     app = FastAPI(title="closeloop", version="0.1.0")
+
+    for error_type, status_code in ERROR_STATUS:
+
+        def handler(request: Request, exc: Exception, status_code: int = status_code) -> Response:
+            return JSONResponse({"detail": str(exc)}, status_code=status_code)
+
+        app.add_exception_handler(error_type, handler)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -79,7 +94,7 @@ def create_app(
     @app.get("/api/exceptions/{exception_id}")
     def show_exception(exception_id: int) -> dict[str, Any]:
         """One business exception."""
-        return _jsonable(asdict(_op(lambda: operations.show(exception_id))))
+        return _jsonable(asdict(operations.show(exception_id)))
 
     @app.post("/api/exceptions/{exception_id}/replay")
     def replay(
@@ -88,9 +103,7 @@ def create_app(
         reason: str = Body(default="", embed=True),
     ) -> dict[str, Any]:
         """Replay the exception's command or change."""
-        return _jsonable(
-            asdict(_op(lambda: operations.replay(exception_id, x_closeloop_actor, reason)))
-        )
+        return _jsonable(asdict(operations.replay(exception_id, x_closeloop_actor, reason)))
 
     @app.post("/api/exceptions/{exception_id}/resolve")
     def resolve(
@@ -99,9 +112,7 @@ def create_app(
         reason: str = Body(embed=True),
     ) -> dict[str, Any]:
         """Close the exception by hand with a reason."""
-        return _jsonable(
-            asdict(_op(lambda: operations.resolve(exception_id, x_closeloop_actor, reason)))
-        )
+        return _jsonable(asdict(operations.resolve(exception_id, x_closeloop_actor, reason)))
 
     @app.post("/api/xref/{canonical_type}/{system}/{external_id}")
     def link(
@@ -115,28 +126,18 @@ def create_app(
     ) -> dict[str, Any]:
         """Link a record to its partner in another system (``closeloop xref link``); answers
         the flow instances that moved."""
-        moved = _op(
-            lambda: operations.link(
-                canonical_type,
-                (system, external_id),
-                (target_system, target_id),
-                x_closeloop_actor,
-                reason,
-            )
+        moved = operations.link(
+            canonical_type,
+            (system, external_id),
+            (target_system, target_id),
+            x_closeloop_actor,
+            reason,
         )
         return {"moved": [list(m) for m in moved]}
 
     for router in routers:
         app.include_router(router)
     return app
-
-
-def _op(action: Callable[[], Any]) -> Any:
-    try:
-        return action()
-    except OperationError as exc:
-        status = 404 if str(exc).startswith("no exception") else 409
-        raise HTTPException(status, str(exc)) from exc
 
 
 def _jsonable(value: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from closeloop.cli import (
     exceptions_app,
     xref_app,
 )
+from closeloop.domain.errors import ConflictError, InputError, NotFoundError
 
 
 @app.command()
@@ -158,12 +159,10 @@ def exceptions_list(
 
 
 def _exception_action(config: Path | None, action: str, *args: Any) -> None:
-    from closeloop.engine.operations import OperationError
-
     hub = _hub(config)
     try:
         row = getattr(hub.operations, action)(*args)
-    except OperationError as exc:
+    except (InputError, NotFoundError, ConflictError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     finally:
@@ -217,13 +216,11 @@ def xref_link(
 ) -> None:
     """Decide that RECORD is TARGET (e.g. the ERP customer an ambiguous match could not pick);
     flows waiting on it go on at once, a blocked deal resumes. Prints the flows that moved."""
-    from closeloop.engine.operations import OperationError
-
     pair, partner = _system_and_id(record), _system_and_id(target)
     hub = _hub(config)
     try:
         moved = hub.operations.link(canonical_type, pair, partner, actor, reason)
-    except OperationError as exc:
+    except (InputError, NotFoundError, ConflictError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     finally:

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from closeloop.domain.errors import InputError
+
 S = TypeVar("S", bound=StrEnum)
 
 
-class IllegalTransitionError(ValueError):
+class IllegalTransitionError(InputError):
     """A state change the lifecycle does not allow; names the machine, both states, the way out."""
 
 

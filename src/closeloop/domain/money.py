@@ -11,11 +11,13 @@ import pycountry
 from iso4217 import Currency as Iso4217
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from closeloop.domain.errors import InputError
+
 ROUNDING = ROUND_HALF_EVEN
 """Banker's rounding, as Tryton's ``currency.round`` does (trytond ``currency.py``)."""
 
 
-class CurrencyMismatchError(ValueError):
+class CurrencyMismatchError(InputError):
     """Arithmetic between amounts of two currencies."""
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from closeloop.domain.commands import Command, ExceptionClass, Impact
+from closeloop.domain.errors import InputError
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ class FlowStep:
     wake_at: datetime | None = None
 
 
-class MappingError(ValueError):
+class MappingError(InputError):
     """A vendor record could not be mapped; ``problems`` lists every problem with its path."""
 
     def __init__(self, problems: list[str]) -> None:

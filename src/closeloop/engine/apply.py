@@ -2,117 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import structlog
 
 from closeloop.domain.changes import content_hash, version_sort_key
 from closeloop.domain.commands import ExceptionClass, Impact
-from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, MappingError, Signal
+from closeloop.domain.records import CanonicalRecord, MappingError
 from closeloop.engine.metrics import EngineMetrics
 from closeloop.engine.registry import Registry, UnknownObjectError
-from closeloop.engine.xref import answer_xref
+from closeloop.engine.runtime import FlowRuntime, Origin
 from closeloop.ports.clock import Clock
-from closeloop.ports.flows import XREF, Binding
-from closeloop.ports.store import (
-    InboxRow,
-    NewCommand,
-    NewException,
-    Snapshot,
-    Store,
-    UnitOfWork,
-)
+from closeloop.ports.flows import Binding
+from closeloop.ports.store import InboxRow, NewException, Snapshot, Store, UnitOfWork
 
 log = structlog.get_logger(__name__)
 _SETTLING = ("applied", "unchanged")
-MAX_SIGNALS = 10_000  # per transaction: more means flows signal each other in a loop
-
-
-@dataclass
-class StepBuffer:
-    """Flow steps decided in one transaction, written together at its end."""
-
-    states: dict[tuple[str, str], FlowState] = field(default_factory=dict)
-    commands: list[NewCommand] = field(default_factory=list)
-    exceptions: list[NewException] = field(default_factory=list)
-    resolves: list[str] = field(default_factory=list)
-    signals: list[tuple[Signal, str | None]] = field(default_factory=list)
-
-    def add(self, flow: str, key: str, step: FlowStep, correlation_id: str | None) -> None:
-        """Record ``step`` of flow instance ``(flow, key)``."""
-        self.states[(flow, key)] = FlowState(flow, key, step.state, step.data, step.wake_at)
-        self.signals.extend((signal, correlation_id) for signal in step.signals)
-        self.commands.extend(NewCommand(c, flow, correlation_id) for c in step.commands)
-        self.exceptions.extend(
-            NewException(
-                i.error_class, i.impact, i.entity, i.message, correlation_id=correlation_id
-            )
-            for i in step.issues
-        )
-        self.resolves.extend(step.resolves)
-
-    def merge(self, other: StepBuffer) -> None:
-        """Take over everything ``other`` decided."""
-        self.states.update(other.states)
-        self.commands.extend(other.commands)
-        self.exceptions.extend(other.exceptions)
-        self.resolves.extend(other.resolves)
-        self.signals.extend(other.signals)
-
-    def deliver(
-        self,
-        tx: UnitOfWork,
-        registry: Registry,
-        known: dict[tuple[str, str], FlowState],
-        now: datetime,
-    ) -> None:
-        """Hand every pending signal to its receiving instance, and the signals those steps
-        send, until none is left. ``known`` caches states read in this transaction (it is
-        filled with the ones read here). A signal to a flow the configuration does not run
-        is not delivered (e.g. mobilize without invoicing); signals to ``xref`` are answered
-        by :mod:`closeloop.engine.xref`. Raises ``RuntimeError`` past ``MAX_SIGNALS``."""
-        delivered = 0
-        while self.signals:
-            signal, correlation_id = self.signals.pop(0)
-            delivered += 1
-            if delivered > MAX_SIGNALS:
-                raise RuntimeError(f"more than {MAX_SIGNALS} signals: flows signal in a loop")
-            key = (signal.flow, signal.business_key)
-            if signal.flow != XREF and not registry.has_flow(signal.flow):
-                continue
-            if key not in self.states and key not in known:
-                known.update(tx.get_flows([key]))
-            state = self.states.get(key) or known.get(key)
-            if signal.flow == XREF:  # the hub's cross-reference answers itself
-                replies, watching = answer_xref(tx, signal, state)
-                if watching is not None:
-                    self.states[key] = watching
-                self.signals.extend((reply, correlation_id) for reply in replies)
-                continue
-            step = registry.flow(signal.flow).on_signal(state, signal, now)
-            if step is not None:
-                self.add(signal.flow, signal.business_key, step, correlation_id)
-
-    def write(self, tx: UnitOfWork, now: datetime) -> None:
-        """Persist states, supersede parked commands the new ones replace, write commands,
-        open and close exceptions."""
-        tx.put_flows(list(self.states.values()), now)
-        entities = [
-            (n.command.system, n.command.operation, n.command.entity) for n in self.commands
-        ]
-        superseded = tx.supersede_parked(entities, now)
-        if superseded or self.resolves:
-            tx.close_exceptions_for(
-                self.resolves,
-                superseded,
-                "closeloop",
-                "fixed at source: a newer version replaced it",
-                now,
-            )
-        tx.add_commands(self.commands, now)
-        tx.open_exceptions(self.exceptions, now)
 
 
 class Applier:
@@ -209,9 +114,14 @@ class Applier:
                     ),
                 )
             )
-        buffer = self._run_flows(tx, records, outcomes, exceptions)
+        runtime = FlowRuntime(tx, self.registry, now)
+        offers = [(record, binding.flows, _origin(row)) for row, binding, record in records]
+        for (row, _, _), failure in zip(records, runtime.offer_records(offers), strict=True):
+            if failure is not None:  # nothing of the record was kept: reject it
+                outcomes[row.id] = ("rejected", failure.message)
+                exceptions.append(failure)
         tx.put_snapshots([(s, d) for i, s, d in new_snapshots if i not in outcomes], now)
-        buffer.write(tx, now)
+        runtime.buffer.write(tx, now)
         # a version that maps again settles the rejections of earlier versions (what a flow
         # raised about the record stays open until the flow resolves it)
         settled: dict[str, str] = {}
@@ -233,7 +143,7 @@ class Applier:
         tx.open_exceptions(exceptions, now)
         results = [outcomes.get(row.id, ("applied", None)) for row in rows]
         tx.mark_inbox([(row.id, s, err) for row, (s, err) in zip(rows, results, strict=True)], now)
-        opened = [e.error_class.value for e in [*exceptions, *buffer.exceptions]]
+        opened = [e.error_class.value for e in [*exceptions, *runtime.buffer.exceptions]]
         return [s for s, _ in results], opened
 
     def _canonical_ids(
@@ -252,49 +162,6 @@ class Applier:
                 ids[(canonical_type, system, external_id)] = canonical_id
         return ids
 
-    def _run_flows(
-        self,
-        tx: UnitOfWork,
-        records: list[tuple[InboxRow, Binding, CanonicalRecord]],
-        outcomes: dict[int, tuple[str, str | None]],
-        exceptions: list[NewException],
-    ) -> StepBuffer:
-        wanted: list[tuple[str, str]] = []
-        keyed: list[list[tuple[str, str]]] = []
-        for _, binding, record in records:
-            keys = []
-            for flow in binding.flows:
-                business_key = flow.business_key(record)
-                if business_key:
-                    keys.append((flow.name, business_key))
-            keyed.append(keys)
-            wanted.extend(keys)
-        states: dict[tuple[str, str], FlowState] = tx.get_flows(wanted) if wanted else {}
-        buffer = StepBuffer()
-        for (row, _, record), keys in zip(records, keyed, strict=True):
-            local = StepBuffer()
-            try:
-                for flow_name, business_key in keys:
-                    flow = self.registry.flow(flow_name)
-                    current = local.states.get((flow_name, business_key)) or states.get(
-                        (flow_name, business_key)
-                    )
-                    step = flow.on_record(current, record)
-                    if step is not None:
-                        local.add(flow_name, business_key, step, row.change.correlation_id)
-                local.deliver(tx, self.registry, states, self.clock.now())
-            except Exception as exc:  # a flow bug must not stop the other records
-                log.exception(
-                    "flow failed", entity=_entity(row), correlation_id=row.change.correlation_id
-                )
-                message = f"{_describe(row)} could not be processed: {type(exc).__name__}: {exc}"
-                outcomes[row.id] = ("rejected", message)
-                exceptions.append(rejection(row, ExceptionClass.INTERNAL, message))
-                continue
-            states.update(local.states)
-            buffer.merge(local)
-        return buffer
-
 
 def rejection(row: InboxRow, error_class: ExceptionClass, message: str) -> NewException:
     """The business exception for an inbox row that could not be applied (or was refused at
@@ -304,6 +171,17 @@ def rejection(row: InboxRow, error_class: ExceptionClass, message: str) -> NewEx
         Impact.REPORTING,
         _entity(row),
         message,
+        inbox_id=row.id,
+        correlation_id=row.change.correlation_id,
+    )
+
+
+def _origin(row: InboxRow) -> Origin:
+    """The row's record as the runtime names it (the shape of :func:`rejection`)."""
+    return Origin(
+        _describe(row),
+        _entity(row),
+        Impact.REPORTING,
         inbox_id=row.id,
         correlation_id=row.change.correlation_id,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -21,12 +21,12 @@ from closeloop.domain.commands import (
     Permanent,
     Transient,
 )
-from closeloop.engine.apply import StepBuffer
 from closeloop.engine.breaker import BreakerState, CircuitBreaker
 from closeloop.engine.metrics import EngineMetrics
 from closeloop.engine.ratelimit import RateLimiter
 from closeloop.engine.registry import Registry
 from closeloop.engine.retry import RetryPolicy
+from closeloop.engine.runtime import FlowRuntime, Origin
 from closeloop.ports.clock import Clock
 from closeloop.ports.connector import AmbiguousError, Connector, RefusedError, TransientError
 from closeloop.ports.store import (
@@ -382,76 +382,15 @@ class Dispatcher:
                     )
                 )
         tx.finish_commands(updates, now)
-        buffer = self._react(tx, applied, exceptions)
+        runtime = FlowRuntime(tx, self.registry, now)  # the flows' reactions, in command order
+        exceptions.extend(runtime.offer_results(applied))
         tx.open_exceptions(exceptions, now)
-        buffer.write(tx, now)
-        for e in [*exceptions, *buffer.exceptions]:
+        runtime.buffer.write(tx, now)
+        for e in [*exceptions, *runtime.buffer.exceptions]:
             self.metrics.exceptions.labels(e.error_class.value).inc()
 
     def _exception(
         self, row: CommandRow, error_class: ExceptionClass, message: str
     ) -> NewException:
         """An exception about ``row``: ``"<system> <operation> of <entity> <message>"``."""
-        cmd = row.command
-        entity = cmd.entity or cmd.business_key
-        text = f"{cmd.system} {cmd.operation} of {entity} {message}"
-        return NewException(
-            error_class,
-            cmd.impact,
-            entity,
-            text,
-            command_id=row.id,
-            correlation_id=row.correlation_id,
-        )
-
-    def _react(
-        self,
-        tx: UnitOfWork,
-        applied: Sequence[tuple[CommandRow, Applied]],
-        exceptions: list[NewException],
-    ) -> StepBuffer:
-        """The flows' steps in reaction to applied commands, in command order."""
-        buffer = StepBuffer()
-        keys = [(row.flow, row.command.business_key) for row, _ in applied]
-        states = tx.get_flows(keys) if keys else {}
-        for (row, outcome), key in zip(applied, keys, strict=True):
-            state = buffer.states.get(key) or states.get(key)
-            if state is None:
-                continue
-            try:
-                step = self.registry.flow(row.flow).on_result(
-                    state, row.command.operation, row.command.entity, outcome
-                )
-            except Exception as exc:  # the effect happened; the flow's bug becomes an exception
-                log.exception(
-                    "flow failed on result", flow=row.flow, correlation_id=row.correlation_id
-                )
-                exceptions.append(
-                    self._exception(
-                        row,
-                        ExceptionClass.INTERNAL,
-                        f"was applied, but flow {row.flow} failed on the result: {exc}",
-                    )
-                )
-                continue
-            if step is None:
-                continue
-            local = StepBuffer()
-            local.add(row.flow, row.command.business_key, step, row.correlation_id)
-            try:
-                local.deliver(tx, self.registry, {**states, **buffer.states}, self.clock.now())
-            except Exception as exc:  # a signal's receiver failed: keep the step, report it
-                log.exception(
-                    "flow failed on a signal", flow=row.flow, correlation_id=row.correlation_id
-                )
-                exceptions.append(
-                    self._exception(
-                        row,
-                        ExceptionClass.INTERNAL,
-                        f"was applied, but a flow failed on {row.flow}'s signal: {exc}",
-                    )
-                )
-                local = StepBuffer()
-                local.add(row.flow, row.command.business_key, replace(step, signals=()), None)
-            buffer.merge(local)
-        return buffer
+        return Origin.of_command(row).exception(error_class, message)

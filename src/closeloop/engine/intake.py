@@ -36,6 +36,7 @@ from closeloop.domain.changes import (
     scrub_payload,
 )
 from closeloop.domain.commands import ExceptionClass
+from closeloop.domain.errors import InputError
 from closeloop.engine.apply import rejection
 from closeloop.engine.metrics import EngineMetrics
 from closeloop.engine.registry import Registry, UnknownObjectError
@@ -47,7 +48,7 @@ log = structlog.get_logger(__name__)
 _LISTED = 10  # text problems named per change
 
 
-class IntakeError(ValueError):
+class IntakeError(InputError):
     """A delivery was refused as a whole; ``problems`` lists each bad change by position."""
 
     def __init__(self, problems: list[str]) -> None:

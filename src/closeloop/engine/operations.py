@@ -7,16 +7,26 @@ from collections.abc import Callable
 from datetime import datetime
 
 from closeloop.domain.commands import CommandStatus
+from closeloop.domain.errors import ConflictError, InputError, NotFoundError
 from closeloop.domain.records import FlowState
-from closeloop.engine.apply import StepBuffer
 from closeloop.engine.registry import Registry
+from closeloop.engine.runtime import FlowFailure, FlowRuntime
 from closeloop.ports.clock import Clock
 from closeloop.ports.flows import XREF, xref_key, xref_link
 from closeloop.ports.store import AuditEntry, ExceptionRow, Store, StoreStats, UnitOfWork
 
 
-class OperationError(ValueError):
-    """An operator action that cannot be done (unknown id, exception not open)."""
+class OperationError(ConflictError):
+    """An operator action that cannot be done now (the exception is not open, it has nothing
+    to replay, a waiting flow failed on the link)."""
+
+
+class OperationNotFound(NotFoundError):
+    """An operator action names an exception that does not exist."""
+
+
+class OperationInputError(InputError):
+    """An operator action lacks what it needs (a reason, both systems and ids)."""
 
 
 class Operations:
@@ -47,7 +57,7 @@ class Operations:
         with self.store.transaction() as tx:
             row = tx.get_exception(exception_id)
         if row is None:
-            raise OperationError(f"no exception {exception_id}")
+            raise OperationNotFound(f"no exception {exception_id}")
         return row
 
     def replay(self, exception_id: int, actor: str, reason: str = "") -> ExceptionRow:
@@ -78,7 +88,7 @@ class Operations:
         Raises :class:`OperationError` when the exception is not open or ``reason`` is blank.
         """
         if not reason.strip():
-            raise OperationError("a resolution needs a reason")
+            raise OperationInputError("a resolution needs a reason")
 
         def skip(tx: UnitOfWork, row: ExceptionRow, now: datetime) -> None:
             if row.command_id is not None:
@@ -99,19 +109,22 @@ class Operations:
         when an ambiguous customer match waits for someone to pick. The cross-reference then
         answers every flow waiting on it, in the same transaction (a blocked deal resumes).
         Returns the flow instances ``(flow, business key)`` that moved. Raises
-        :class:`OperationError` for a blank reason or id."""
+        :class:`OperationError` for a blank reason or id, or when a waiting flow fails on the
+        answer (nothing is linked then: link again once the flow is fixed)."""
         if not reason.strip():
-            raise OperationError("a link needs a reason")
+            raise OperationInputError("a link needs a reason")
         if not all(part.strip() for part in (*record, *target)):
-            raise OperationError("a link needs both systems and both ids")
+            raise OperationInputError("a link needs both systems and both ids")
         key = xref_key(canonical_type, *record)
         now = self.clock.now()
-        buffer = StepBuffer()
-        buffer.signals.append((xref_link((canonical_type, *record), *target), None))
         with self.store.transaction() as tx:
-            buffer.deliver(tx, self.registry, {}, now)
-            buffer.write(tx, now)
-            moved = sorted(k for k in buffer.states if k[0] != XREF)
+            runtime = FlowRuntime(tx, self.registry, now)
+            try:
+                runtime.offer_signals([xref_link((canonical_type, *record), *target)])
+            except FlowFailure as failure:  # rolls the link back with the transaction
+                raise OperationError(f"nothing was linked: {failure}") from failure
+            runtime.buffer.write(tx, now)
+            moved = sorted(k for k in runtime.buffer.states if k[0] != XREF)
             detail = {"target": f"{target[0]}:{target[1]}", "reason": reason, "moved": moved}
             tx.audit([AuditEntry(now, actor, "link", f"{XREF}:{key}", detail, None)])
         return moved
@@ -141,7 +154,7 @@ class Operations:
     @staticmethod
     def _open(row: ExceptionRow | None, exception_id: int) -> ExceptionRow:
         if row is None:
-            raise OperationError(f"no exception {exception_id}")
+            raise OperationNotFound(f"no exception {exception_id}")
         if row.status != "open":
             raise OperationError(f"exception {exception_id} is {row.status}, not open")
         return row

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from closeloop.domain.errors import NotFoundError
 from closeloop.ports.connector import Connector
 from closeloop.ports.flows import Binding, Flow
 
 
-class UnknownObjectError(LookupError):
+class UnknownObjectError(NotFoundError):
     """A change names a system or object the configuration does not bind."""
 
 

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
-import structlog
-
-from closeloop.domain.commands import ExceptionClass, Impact
-from closeloop.engine.apply import StepBuffer
 from closeloop.engine.metrics import EngineMetrics
 from closeloop.engine.registry import Registry
+from closeloop.engine.runtime import FAILED_TIMER_RETRY_S, FlowRuntime
 from closeloop.ports.clock import Clock
-from closeloop.ports.store import NewException, Store
+from closeloop.ports.store import Store
 
-log = structlog.get_logger(__name__)
-FAILED_TIMER_RETRY_S = 300.0
+__all__ = ["FAILED_TIMER_RETRY_S", "Timers"]
 
 
 class Timers:
     """Fires due flow timers, each in one transaction with what it decides.
 
     A flow that raises on its timer gets a business exception (class internal) and is woken
-    again after ``FAILED_TIMER_RETRY_S``; the others go on.
+    again after ``FAILED_TIMER_RETRY_S``; the others go on (:mod:`closeloop.engine.runtime`).
     """
 
     def __init__(
@@ -34,43 +29,15 @@ class Timers:
         self.metrics = metrics
 
     def fire_due(self, limit: int = 50) -> int:
-        """Fire up to ``limit`` due timers; returns how many fired."""
+        """Fire up to ``limit`` due timers; returns how many were due."""
         now = self.clock.now()
         with self.store.transaction() as tx:
             due = tx.due_flows(now, limit)
-            buffer = StepBuffer()
-            known = {(s.flow, s.business_key): s for s in due}
-            failures: list[NewException] = []
-            for state in due:
-                current = buffer.states.get((state.flow, state.business_key), state)
-                local = StepBuffer()
-                try:
-                    step = self.registry.flow(state.flow).on_timer(current, now)
-                    if step is None:
-                        local.states[(state.flow, state.business_key)] = replace(
-                            current, wake_at=None
-                        )
-                    else:
-                        local.add(state.flow, state.business_key, step, None)
-                        local.deliver(tx, self.registry, {**known, **buffer.states}, now)
-                except Exception as exc:
-                    log.exception("flow failed on its timer", flow=state.flow)
-                    retry = now + timedelta(seconds=FAILED_TIMER_RETRY_S)
-                    local = StepBuffer()
-                    local.states[(state.flow, state.business_key)] = replace(current, wake_at=retry)
-                    failures.append(
-                        NewException(
-                            ExceptionClass.INTERNAL,
-                            Impact.REPORTING,
-                            f"flow:{state.flow}:{state.business_key}",
-                            f"flow {state.flow} failed on the timer of {state.business_key}: "
-                            f"{type(exc).__name__}: {exc}",
-                        )
-                    )
-                buffer.merge(local)
-            buffer.write(tx, now)
+            runtime = FlowRuntime(tx, self.registry, now)
+            failures = runtime.offer_timers(due)
+            runtime.buffer.write(tx, now)
             tx.open_exceptions(failures, now)
-        for e in [*failures, *buffer.exceptions]:
+        for e in [*failures, *runtime.buffer.exceptions]:
             self.metrics.exceptions.labels(e.error_class.value).inc()
         return len(due)
 

@@ -3,13 +3,15 @@ timesheet lines on the matching project and task, exactly once.
 
 One instance per time entry (business key ``time_entry:<canonical id>``); the ERP connector
 sends the lines of a batch in one call. An entry is taken when it is approved, billable, not
-already invoiced in the PSA, and logged on an engagement's project (code ``SF-...``, as
-:mod:`.mobilize` names them). The engagement's invoicing instance (:mod:`.invoice`) decides
-whether it goes ahead: released at once for a mobilized engagement, held while finance
-approval is pending (released when it arrives), refused for a closed engagement. The ERP's
-employee is found (or created) from the PSA person, the task by ``<project code>:<task
-name>``. An entry against a closed project, an unknown task or a locked period is refused by
-the ERP: the command's business exception names the entry.
+already invoiced in the PSA, and logged on an engagement's project (a code
+:func:`closeloop.domain.keys.engagement_code` made, as :mod:`.mobilize` names them). The
+engagement's invoicing instance (:mod:`.invoice`) decides whether it goes ahead: released at
+once for a mobilized engagement, held while finance approval is pending (released when it
+arrives), refused for a closed engagement. A release names the ERP the engagement was routed
+to, which records the line (:class:`~closeloop.domain.operations.AddTimesheetLine`): the ERP's
+employee is found (or created) from the PSA person, the task by project and task name. An entry
+against a closed project, an unknown task or a locked period is refused by the ERP: the
+command's business exception names the entry.
 
 States: ``logged`` (asked the engagement), ``held``, ``recording``, ``recorded`` (the line id
 is kept; a later version never records it again), ``refused``, ``withdrawn`` (no longer
@@ -23,20 +25,21 @@ from datetime import datetime
 from typing import Any
 
 from closeloop.domain.canonical.delivery import ApprovalState, TimeEntry
-from closeloop.domain.commands import Applied, Command, ExceptionClass, Impact
+from closeloop.domain.commands import Applied, ExceptionClass, Impact
+from closeloop.domain.keys import deal_of, task_key
+from closeloop.domain.operations import AddTimesheetLine, role_command
 from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.flows.invoice import billing_key
 
-ENGAGEMENT_PREFIX = "SF-"
 DONE = ("recording", "recorded")
 
 
 @dataclass(frozen=True)
 class BillTimeFlow:
-    """The flow for time entries of ``psa`` recorded in ``erp``."""
+    """The flow for time entries of the PSAs, on projects whose code starts with one of
+    ``key_prefixes`` (the CRMs' key prefixes)."""
 
-    psa: str = "harvest"
-    erp: str = "tryton"
+    key_prefixes: tuple[str, ...]
     name: str = "bill_time"
 
     def business_key(self, record: CanonicalRecord) -> str | None:
@@ -55,7 +58,7 @@ class BillTimeFlow:
             entry.approval_state is ApprovalState.APPROVED
             and entry.billable
             and entry.invoice is None
-            and code.startswith(ENGAGEMENT_PREFIX)
+            and deal_of(code, self.key_prefixes) is not None
             and entry.task_name
         ):
             if state is not None and state.state in ("logged", "held"):
@@ -63,19 +66,20 @@ class BillTimeFlow:
             return None
         if state is not None and state.state == "refused":
             return None  # waits for a person: replay the exception's command
-        entry_id = record.source[2]
-        key = f"{self.psa}-{entry_id}"
+        psa, entry_id = record.source[0], record.source[2]
+        key = f"{psa}-{entry_id}"
         business_key = self.business_key(record) or ""
         data = {
             "entry_id": entry_id,
+            "entity": f"{psa}:time_entry:{entry_id}",
             "project_code": code,
             "hours": str(entry.hours),
             "date": entry.date.isoformat(),
             "line": {
                 "key": key,
-                "employee_key": f"{self.psa}-{entry.person}",
-                "employee_name": entry.person_name or f"{self.psa} person {entry.person}",
-                "task_key": f"{code}:{entry.task_name}",
+                "employee_key": f"{psa}-{entry.person}",
+                "employee_name": entry.person_name or f"{psa} person {entry.person}",
+                "task_key": task_key(code, entry.task_name),
                 "date": entry.date.isoformat(),
                 "hours": str(entry.hours),
                 "description": entry.notes or "",
@@ -85,13 +89,14 @@ class BillTimeFlow:
         return FlowStep("logged", data, signals=(ask,))
 
     def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
-        """The engagement's answer: ``release`` (record the line), ``hold``, ``refuse``."""
+        """The engagement's answer: ``release`` (record the line in the ERP the signal
+        names), ``hold``, ``refuse``."""
         if state is None or state.state not in ("logged", "held"):
             return None  # withdrawn meanwhile, or answered already
         data = dict(state.data)
         if signal.name == "hold":
             return FlowStep("held", data)
-        entity = f"{self.psa}:time_entry:{data['entry_id']}"
+        entity = data["entity"]
         if signal.name == "refuse":
             message = (
                 f"time entry {data['entry_id']} ({data['hours']} h on {data['date']}) cannot be "
@@ -101,13 +106,12 @@ class BillTimeFlow:
             return FlowStep("refused", data, issues=(issue,))
         if signal.name != "release":
             raise ValueError(f"flow {self.name} has no signal {signal.name!r}")
-        key = data["line"]["key"]
-        command = Command(
-            system=self.erp,
-            operation="add_timesheet_line",
+        line = AddTimesheetLine.model_validate(data["line"])
+        command = role_command(
+            signal.data["erp"],
+            line,
             business_key=signal.business_key,
-            idempotency_key=f"tryton:add_timesheet_line:{key}",
-            payload=data["line"],
+            key=line.key,
             entity=entity,
             impact=Impact.REVENUE,
         )

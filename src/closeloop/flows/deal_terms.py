@@ -86,8 +86,11 @@ def _rate_card(opportunity: Opportunity) -> RateCard:
     return RateCard(name=opportunity.name, currency=currency, rates=tuple(rates.values()))
 
 
-def deal_data(opportunity: Opportunity, deal_id: str, version: str) -> dict[str, Any]:
-    """What the later steps need, as JSON (the flow's persisted data)."""
+def deal_data(
+    opportunity: Opportunity, deal_id: str, version: str, project_key: str
+) -> dict[str, Any]:
+    """What the later steps need, as JSON (the flow's persisted data); ``project_key`` is
+    the engagement's key (:func:`closeloop.domain.keys.engagement_code`)."""
     customer = opportunity.customer
     assert customer is not None
     country = country_code(customer.country or "")
@@ -100,7 +103,7 @@ def deal_data(opportunity: Opportunity, deal_id: str, version: str) -> dict[str,
         "deal_id": deal_id,
         "version": version,
         "name": opportunity.name,
-        "project_key": f"SF-{deal_id}",
+        "project_key": project_key,
         "start_date": opportunity.start_date.isoformat() if opportunity.start_date else None,
         "currency": card.currency,
         "finance_approval": opportunity.finance_approval.value,

@@ -38,14 +38,16 @@ def engagements(states: Iterable[FlowState]) -> list[EngagementStatus]:
     """The engagements the flow states describe, by deal id."""
     views: dict[str, EngagementStatus] = {}
 
-    def view(project_key: str) -> EngagementStatus:
-        deal_id = project_key.removeprefix("SF-")
-        return views.setdefault(deal_id, EngagementStatus(deal_id, project_key=project_key))
+    def view(project_key: str, deal_id: str | None = None) -> EngagementStatus:
+        deal_id = deal_id or project_key.partition("-")[2] or project_key
+        current = views.setdefault(deal_id, EngagementStatus(deal_id))
+        current.project_key = current.project_key or project_key
+        return current
 
     for state in states:
         data = state.data
         if state.flow == "mobilize":
-            current = view(f"SF-{data['deal_id']}")
+            current = view(str(data.get("project_key") or ""), str(data["deal_id"]))
             current.name = str(data.get("name") or "")
             current.stage = state.state
             current.customer = str((data.get("customer") or {}).get("legal_name") or "")

@@ -2,12 +2,13 @@
 lines and posts the invoice, which references the engagement.
 
 One instance per engagement project (business key ``billing:<project key>``, the project key
-being ``SF-<deal id>`` as :mod:`.mobilize` names it). The instance learns from signals:
+as :mod:`.mobilize` names it, e.g. ``SF-<deal id>``). The instance learns from signals:
 
 - ``engagement`` (from :mod:`.mobilize`): the engagement is ``provisional`` (finance approval
-  pending), ``mobilized`` or ``closed``. Until it is mobilized, the time entries logged against
-  it are held: :mod:`.bill_time` keeps them back, and they are released when approval arrives,
-  or refused (a business exception per entry) when the engagement was closed instead.
+  pending), ``mobilized`` or ``closed``, and which ERP it was routed to. Until it is mobilized,
+  the time entries logged against it are held: :mod:`.bill_time` keeps them back, and they are
+  released when approval arrives, or refused (a business exception per entry) when the
+  engagement was closed instead.
 - ``time_logged`` (from :mod:`.bill_time`): an approved, billable entry wants recording; the
   answer is ``release``, ``hold`` or ``refuse``.
 - ``recorded`` (from :mod:`.bill_time`): a timesheet line is in the ERP; its period now has
@@ -16,7 +17,8 @@ being ``SF-<deal id>`` as :mod:`.mobilize` names it). The instance learns from s
 
 Its timer invoices each period with new lines once the period has ended (plus
 ``grace_days``) and no line came for ``settle_s`` seconds: ``invoice_project`` (Tryton takes
-the uninvoiced lines up to the period's last day) then ``post_invoice``. The invoice's
+the uninvoiced lines up to the period's last day) then ``post_invoice``, both to the
+engagement's ERP. The invoice's
 reference is ``<project key>/<period>`` (``SF-006.../2026-08``); a line recorded after its
 period was invoiced makes a follow-up invoice ``<project key>/<period>/2``. Invoices are dated
 the day they are made (Tryton numbers invoices in date order), so a period invoiced late is
@@ -33,6 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from closeloop.domain.commands import Applied, Command, Impact
+from closeloop.domain.operations import InvoiceProject, Operation, PostInvoice, role_command
 from closeloop.domain.periods import PeriodKind, period_of
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 
@@ -47,11 +50,10 @@ def billing_key(project_key: str) -> str:
 
 @dataclass(frozen=True)
 class InvoiceFlow:
-    """The flow for projects invoiced in ``erp``. ``period``: the billing period;
+    """The flow for projects invoiced in their engagement's ERP. ``period``: the billing period;
     ``grace_days``: days after a period's end before it is invoiced (late time still counts);
     ``settle_s``: quiet seconds after the last recorded line before invoicing."""
 
-    erp: str = "tryton"
     period: PeriodKind = PeriodKind.MONTHLY
     grace_days: int = 0
     settle_s: float = 60.0
@@ -81,6 +83,7 @@ class InvoiceFlow:
         data["status"] = info["status"]
         data["engagement"] = info.get("engagement") or data.get("engagement")
         data["closed_because"] = info.get("closed_because")
+        data["erp"] = info.get("erp") or data.get("erp")
         signals: list[Signal] = []
         if data["status"] not in HELD_STATUSES:
             answer = "release" if data["status"] == "mobilized" else "refuse"
@@ -121,7 +124,10 @@ class InvoiceFlow:
             reason = f"engagement {data['project_key']} was closed"
             if data.get("closed_because"):
                 reason += f" ({data['closed_because']})"
-        return Signal("bill_time", entry, answer, {"reason": reason} if reason else {})
+        details = {"reason": reason} if reason else {}
+        if answer == "release":
+            details["erp"] = data["erp"]
+        return Signal("bill_time", entry, answer, details)
 
     # --- the timer: invoice what is due -------------------------------------------------
     def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
@@ -146,32 +152,21 @@ class InvoiceFlow:
     def _invoice_commands(
         self, data: dict[str, Any], reference: str, end: date, issued: date
     ) -> list[Command]:
-        key = data["business_key"]
-        entity = f"{self.erp}:invoice:{reference}"
+        erp = data["erp"]
+        invoice = InvoiceProject(
+            project_key=data["project_key"], up_to=end, reference=reference, invoice_date=issued
+        )
+        operations: tuple[Operation, ...] = (invoice, PostInvoice(reference=reference))
         return [
-            Command(
-                self.erp,
-                "invoice_project",
-                key,
-                f"tryton:invoice_project:{reference}",
-                {
-                    "project_key": data["project_key"],
-                    "up_to": end.isoformat(),
-                    "reference": reference,
-                    "invoice_date": issued.isoformat(),
-                },
-                entity,
-                Impact.REVENUE,
-            ),
-            Command(
-                self.erp,
-                "post_invoice",
-                key,
-                f"tryton:post_invoice:{reference}",
-                {"reference": reference},
-                entity,
-                Impact.REVENUE,
-            ),
+            role_command(
+                erp,
+                operation,
+                business_key=data["business_key"],
+                key=reference,
+                entity=f"{erp}:invoice:{reference}",
+                impact=Impact.REVENUE,
+            )
+            for operation in operations
         ]
 
     def _due(self, slot: dict[str, Any], data: dict[str, Any], now: datetime) -> datetime:
@@ -240,6 +235,7 @@ def _initial(business_key: str) -> dict[str, Any]:
         "business_key": business_key,
         "project_key": business_key.split(":", 1)[1],
         "engagement": None,
+        "erp": None,
         "status": "pending",
         "held": [],
         "billed": False,

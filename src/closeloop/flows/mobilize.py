@@ -28,14 +28,19 @@ Entering ``provisional``, ``mobilized`` or ``closed`` signals the engagement's i
 (:mod:`.invoice`, which holds or releases its time) and its status-back instance
 (:mod:`.status_back`); invoicing signals ``billed`` back when the first line is recorded.
 
-Pure decisions over canonical data: the commands carry the target systems' idempotency keys
-in their documented forms (``tryton:<op>:<key>``, ``harvest:<op>:<key>``,
-``salesforce:<Object>:<...>``). Keys name the deal, not only the account: two deals of one
-account each create (idempotently, by code) the customer they need, in their own order.
+Pure decisions over canonical data: the flow speaks to the roles ``crm``, ``psa`` and ``erp``
+through typed operations (:mod:`closeloop.domain.operations`), each command to the system the
+engagement was routed to (:mod:`closeloop.domain.routing`: the first time a closed-won deal
+is checked, the PSA and ERP are picked by the configured rules and kept in the state; a deal
+no rule routes is blocked with a business exception saying so). Keys name the deal, not only
+the account: two deals of one account each create (idempotently, by code) the customer they
+need, in their own order. The project key and a new customer's code are built by
+:func:`closeloop.domain.keys.engagement_code` from the CRM's key prefix.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -43,24 +48,37 @@ from typing import Any
 
 from closeloop.domain.canonical.sales import FinanceApproval, Opportunity
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Impact
+from closeloop.domain.keys import engagement_code
+from closeloop.domain.operations import (
+    Address,
+    CloseProject,
+    MatchCustomer,
+    Operation,
+    ProjectTask,
+    UpdateEngagement,
+    UpsertCustomer,
+    UpsertProject,
+    role_command,
+)
 from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep, Signal
+from closeloop.domain.routing import Roles
+from closeloop.domain.taxids import country_code
 from closeloop.flows.deal_terms import commercial_problems, deal_data
 from closeloop.ports.flows import xref_link, xref_lookup
 
-__all__ = ["BLOCKED", "MobilizeFlow", "commercial_problems"]
+__all__ = ["BLOCKED", "UNROUTED", "MobilizeFlow", "commercial_problems"]
 
 BLOCKED = "closed-won deal blocked from mobilization"
+UNROUTED = "no system is configured to serve the deal as"
 UNDER_WAY = ("matching", "provisioning", "mobilized", "provisional")
 
 
 @dataclass(frozen=True)
 class MobilizeFlow:
-    """The flow, for the systems named ``crm``, ``psa`` and ``erp`` in the configuration.
-    ``match_threshold``: the similarity score (0-100) a name-and-address match needs."""
+    """The flow for the systems of ``roles``. ``match_threshold``: the similarity score
+    (0-100) a name-and-address match needs."""
 
-    crm: str = "salesforce"
-    psa: str = "harvest"
-    erp: str = "tryton"
+    roles: Roles
     match_threshold: float = 85.0
     name: str = "mobilize"
 
@@ -78,7 +96,7 @@ class MobilizeFlow:
         deal_id = record.source[2]
         current = state.state if state else None
         if not opportunity.won:
-            return self._not_won(state, deal_id, opportunity)
+            return self._not_won(state, opportunity)
         if current == "provisional" and opportunity.finance_approval is FinanceApproval.APPROVED:
             assert state is not None
             data = {**state.data, "finance_approved": True}
@@ -90,33 +108,56 @@ class MobilizeFlow:
             )
         if current in UNDER_WAY:
             return None
-        problems = commercial_problems(opportunity)
-        entity = self._deal_entity(deal_id)
+        entity = ":".join(record.source)
+        systems = self._systems(state, record)
+        problems = commercial_problems(opportunity) + [
+            f"{UNROUTED} {role}: {self._routing(role).explain()}"
+            for role, system in systems.items()
+            if system is None
+        ]
         if problems:
             message = f"{BLOCKED}: " + "; ".join(problems)
             data = {
                 "deal_id": deal_id,
+                "deal_entity": entity,
                 "version": record.version,
                 "problems": problems,
                 "business_key": self.business_key(record),
+                "systems": systems,
             }
-            issue = BusinessIssue(ExceptionClass.VALIDATION, Impact.REVENUE, entity, message)
+            error_class = (
+                ExceptionClass.MAPPING
+                if all(p.startswith(UNROUTED) for p in problems)
+                else ExceptionClass.VALIDATION
+            )
+            issue = BusinessIssue(error_class, Impact.REVENUE, entity, message)
             return FlowStep(
                 "blocked", data, issues=(issue,), commands=(self._status(data, "Blocked", message),)
             )
-        data = deal_data(opportunity, deal_id, record.version)
-        data["business_key"] = self.business_key(record)
+        project_key = engagement_code(self.roles.prefix(record.source[0]), deal_id)
+        data = deal_data(opportunity, deal_id, record.version, project_key)
+        data.update(business_key=self.business_key(record), deal_entity=entity, systems=systems)
         resolves = (entity,) if current == "blocked" else ()
         return FlowStep(
             "matching", data, signals=(self._lookup(data, watch=False),), resolves=resolves
         )
 
-    def _not_won(
-        self, state: FlowState | None, deal_id: str, opportunity: Opportunity
-    ) -> FlowStep | None:
+    def _routing(self, role: str) -> Any:
+        return getattr(self.roles, role)
+
+    def _systems(self, state: FlowState | None, record: CanonicalRecord) -> dict[str, str | None]:
+        """The deal's systems: kept from an earlier routing, else routed now by the rules."""
+        kept = (state.data.get("systems") or {}) if state else {}
+        systems: dict[str, str | None] = {"crm": record.source[0]}
+        routable = _routable(record.data)
+        for role in ("psa", "erp"):
+            systems[role] = kept.get(role) or self._routing(role).route(routable)
+        return systems
+
+    def _not_won(self, state: FlowState | None, opportunity: Opportunity) -> FlowStep | None:
         if state is None:
             return None
-        entity = self._deal_entity(deal_id)
+        entity = state.data["deal_entity"]
         if state.state == "blocked":  # no longer closed-won: nothing to mobilize
             return FlowStep("withdrawn", dict(state.data), resolves=(entity,))
         if state.state not in UNDER_WAY:
@@ -136,28 +177,27 @@ class MobilizeFlow:
         data = {**state.data, "closed_because": reason}
         key = data["project_key"]
         commands = [
-            Command(
-                self.psa,
-                "close_project",
-                data["business_key"],
-                f"harvest:close_project:{key}",
-                {"code": key},
-                f"{self.psa}:project:{key}",
-                Impact.REVENUE,
-            ),
-            Command(
-                self.erp,
-                "close_project",
-                data["business_key"],
-                f"tryton:close_project:{key}",
-                {"key": key},
-                f"{self.erp}:project:{key}",
-                Impact.REVENUE,
-            ),
-            self._status(data, "Closed", reason),
+            self._command(data, role, CloseProject(key=key), key, f"project:{key}")
+            for role in ("psa", "erp")
         ]
+        commands.append(self._status(data, "Closed", reason))
         return FlowStep(
             "closed", data, commands=tuple(commands), signals=self._signals(data, "closed")
+        )
+
+    def _command(
+        self, data: dict[str, Any], role: str, operation: Operation, key: str, entity: str
+    ) -> Command:
+        """``operation`` for the system the engagement was routed to for ``role``;
+        ``entity`` is named within that system."""
+        system = data["systems"][role]
+        return role_command(
+            system,
+            operation,
+            business_key=data["business_key"],
+            key=key,
+            entity=f"{system}:{entity}",
+            impact=Impact.REVENUE,
         )
 
     def _signals(self, data: dict[str, Any], status: str) -> tuple[Signal, ...]:
@@ -167,6 +207,7 @@ class MobilizeFlow:
             "status": status,
             "engagement": data["business_key"],
             "closed_because": data.get("closed_because"),
+            "erp": data["systems"]["erp"],
         }
         engagement = {
             "status": status,
@@ -175,6 +216,7 @@ class MobilizeFlow:
             "client": data["customer"]["legal_name"],
             "start_date": data["start_date"],
             "currency": data["currency"],
+            **data["systems"],
         }
         return (
             Signal("invoice", f"billing:{key}", "engagement", invoicing),
@@ -204,42 +246,36 @@ class MobilizeFlow:
             data["match_asked"] = True
             return FlowStep("matching", data, commands=(self._match_command(data),))
         if state.state == "blocked" and data.pop("ambiguous", False) and code:
-            entity = self._deal_entity(data["deal_id"])
+            entity = data["deal_entity"]
             data.update(customer_match_kind="linked", customer_match=f"linked to {code}")
             step = self._provision(data, code)
             return FlowStep(step.state, step.data, commands=step.commands, resolves=(entity,))
         return None
 
-    def _deal_entity(self, deal_id: str) -> str:
-        """The opportunity as exceptions and commands name it."""
-        return f"{self.crm}:Opportunity:{deal_id}"
+    def _account(self, data: dict[str, Any]) -> tuple[str, str, str]:
+        """The deal's account as the cross-reference names it."""
+        return ("account", data["systems"]["crm"], data["customer"]["crm_id"])
 
     def _lookup(self, data: dict[str, Any], *, watch: bool) -> Signal:
-        account = ("account", self.crm, data["customer"]["crm_id"])
-        return xref_lookup(account, self.erp, (self.name, data["business_key"]), watch=watch)
+        erp = data["systems"]["erp"]
+        return xref_lookup(self._account(data), erp, (self.name, data["business_key"]), watch=watch)
 
     def _link(self, data: dict[str, Any], code: str) -> Signal:
-        return xref_link(("account", self.crm, data["customer"]["crm_id"]), self.erp, code)
+        return xref_link(self._account(data), data["systems"]["erp"], code)
 
     def _match_command(self, data: dict[str, Any]) -> Command:
         customer = data["customer"]
-        return Command(
-            system=self.erp,
-            operation="match_customer",
-            business_key=data["business_key"],
-            idempotency_key=f"tryton:match_customer:{data['deal_id']}:{data['version']}",
-            payload={
-                "name": customer["legal_name"],
-                "country": customer["country"],
-                "tax_ids": [customer["tax_id"]],
-                "street": customer.get("street") or "",
-                "city": customer.get("city") or "",
-                "postal_code": customer.get("postal_code") or "",
-                "threshold": self.match_threshold,
-            },
-            entity=f"{self.erp}:customer:{customer['crm_id']}",
-            impact=Impact.REVENUE,
+        match = MatchCustomer(
+            name=customer["legal_name"],
+            country=customer["country"],
+            tax_ids=(customer["tax_id"],),
+            street=customer.get("street") or "",
+            city=customer.get("city") or "",
+            postal_code=customer.get("postal_code") or "",
+            threshold=self.match_threshold,
         )
+        key = f"{data['deal_id']}:{data['version']}"
+        return self._command(data, "erp", match, key, f"customer:{customer['crm_id']}")
 
     def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
         """No timers."""
@@ -257,14 +293,14 @@ class MobilizeFlow:
         if state.state != "provisioning":
             return None
         signals: tuple[Signal, ...] = ()
+        systems = data["systems"]
         if operation == "upsert_customer":  # created: the account is this customer from now
             data["erp_customer_id"] = outcome.result.get("party")
             signals = (self._link(data, data["erp_customer_code"]),)
-        elif operation == "upsert_project" and entity.startswith(f"{self.psa}:"):
+        elif operation == "upsert_project" and entity.startswith(f"{systems['psa']}:"):
             data["psa_project_id"] = outcome.result.get("project_id")
-        elif operation == "upsert_project" and entity.startswith(f"{self.erp}:"):
-            works = outcome.result.get("works") or {}
-            data["erp_project_id"] = works.get(data["project_key"])
+        elif operation == "upsert_project" and entity.startswith(f"{systems['erp']}:"):
+            data["erp_project_id"] = outcome.result.get("project_id")
         waiting = [k for k in ("psa_project_id", "erp_project_id") if data.get(k) is None]
         if waiting:
             return FlowStep("provisioning", data, signals=signals)
@@ -278,13 +314,13 @@ class MobilizeFlow:
         )
 
     def _matched(self, data: dict[str, Any], result: dict[str, Any]) -> FlowStep:
-        deal_id = data["deal_id"]
-        entity = self._deal_entity(deal_id)
+        entity = data["deal_entity"]
         if result.get("kind") == "ambiguous":
+            systems = data["systems"]
             message = (
                 f"{BLOCKED}: {result.get('explain')}; merge the ERP customers, or pick one with "
-                f"closeloop xref link account {self.crm}:{data['customer']['crm_id']} "
-                f"{self.erp}:<customer code>"
+                f"closeloop xref link account {systems['crm']}:{data['customer']['crm_id']} "
+                f"{systems['erp']}:<customer code>"
             )
             issue = BusinessIssue(ExceptionClass.DUPLICATE, Impact.REVENUE, entity, message)
             data["ambiguous"] = True
@@ -303,109 +339,77 @@ class MobilizeFlow:
             link = self._link(data, result["party_code"])
             return FlowStep(step.state, step.data, commands=step.commands, signals=(link,))
         customer = data["customer"]
-        code = f"SF-{customer['crm_id']}"
+        prefix = self.roles.prefix(data["systems"]["crm"])
+        code = engagement_code(prefix, customer["crm_id"])
         data["customer_match"] = "created"
-        create = Command(
-            self.erp,
-            "upsert_customer",
-            data["business_key"],
-            f"tryton:upsert_customer:{code}:{deal_id}",
-            {
-                "code": code,
-                "name": customer["legal_name"],
-                "country": customer["country"],
-                "tax_ids": [[customer["tax_scheme"], customer["tax_id"]]],
-                "address": {
-                    "line1": customer.get("street") or "",
-                    "city": customer.get("city") or "",
-                    "postal_code": customer.get("postal_code") or "",
-                },
-            },
-            f"{self.erp}:customer:{code}",
-            Impact.REVENUE,
+        upsert = UpsertCustomer(
+            code=code,
+            name=customer["legal_name"],
+            country=customer["country"],
+            tax_ids=((customer["tax_scheme"], customer["tax_id"]),),
+            address=Address(
+                line1=customer.get("street") or "",
+                city=customer.get("city") or "",
+                postal_code=customer.get("postal_code") or "",
+            ),
         )
+        create = self._command(data, "erp", upsert, f"{code}:{data['deal_id']}", f"customer:{code}")
         step = self._provision(data, code)
         return FlowStep(step.state, step.data, commands=(create, *step.commands))
 
     def _provision(self, data: dict[str, Any], customer_code: str) -> FlowStep:
         """Set up the projects in both systems for the ERP customer ``customer_code``."""
         data = {**data, "erp_customer_code": customer_code}
-        return FlowStep(
-            "provisioning", data, commands=(self._psa_project(data), self._erp_project(data))
-        )
-
-    def _psa_project(self, data: dict[str, Any]) -> Command:
         key = data["project_key"]
-        payload = {
-            "client": data["customer"]["legal_name"],
-            "currency": data["currency"],
-            "code": key,
-            "name": data["name"],
-            "is_billable": True,
-            "bill_by": "Tasks",
-            "budget_by": "project",
-            "budget": float(sum(Decimal(r["hours"]) for r in data["roles"])),
-            "starts_on": data["start_date"],
-            "tasks": [
-                {"name": r["role"], "hourly_rate": float(Decimal(r["rate"]))} for r in data["roles"]
-            ],
-        }
-        return Command(
-            self.psa,
-            "upsert_project",
-            data["business_key"],
-            f"harvest:upsert_project:{key}",
-            payload,
-            f"{self.psa}:project:{key}",
-            Impact.REVENUE,
+        project = UpsertProject(
+            key=key,
+            name=data["name"],
+            customer_name=data["customer"]["legal_name"],
+            customer_code=customer_code,
+            currency=data["currency"],
+            starts_on=data["start_date"],
+            tasks=tuple(
+                ProjectTask(name=r["role"], hourly_rate=Decimal(r["rate"]), budget_hours=r["hours"])
+                for r in data["roles"]
+            ),
         )
-
-    def _erp_project(self, data: dict[str, Any]) -> Command:
-        key = data["project_key"]
-        tasks = [
-            {"key": f"{key}:{r['role']}", "name": r["role"], "list_price": r["rate"]}
-            for r in data["roles"]
-        ]
-        payload = {
-            "key": key,
-            "name": data["name"],
-            "customer_code": data["erp_customer_code"],
-            "tasks": tasks,
-            "list_price": max(data["roles"], key=lambda r: Decimal(r["rate"]))["rate"],
-            "invoice_method": "timesheet",
-        }
-        return Command(
-            self.erp,
-            "upsert_project",
-            data["business_key"],
-            f"tryton:upsert_project:{key}",
-            payload,
-            f"{self.erp}:project:{key}",
-            Impact.REVENUE,
+        commands = tuple(
+            self._command(data, role, project, key, f"project:{key}") for role in ("psa", "erp")
         )
+        return FlowStep("provisioning", data, commands=commands)
 
     def _write_back(self, data: dict[str, Any], status: str) -> Command:
-        fields = {
-            "ERP_Customer_Id__c": data.get("erp_customer_code"),
-            "PSA_Project_Id__c": str(data.get("psa_project_id") or ""),
-            "ERP_Project_Id__c": data.get("project_key"),
-            "Mobilization_Status__c": status,
-            "Mobilization_Message__c": data.get("customer_match") or "",
-        }
-        return self._crm_update(data, status, fields)
+        update = UpdateEngagement(
+            deal_id=data["deal_id"],
+            status=status,
+            message=data.get("customer_match") or "",
+            customer_code=data.get("erp_customer_code"),
+            psa_project_id=str(data.get("psa_project_id") or ""),
+            project_key=data.get("project_key"),
+        )
+        return self._crm_update(data, update)
 
     def _status(self, data: dict[str, Any], status: str, message: str) -> Command:
-        fields = {"Mobilization_Status__c": status, "Mobilization_Message__c": message[:1000]}
-        return self._crm_update(data, status, fields)
+        update = UpdateEngagement(deal_id=data["deal_id"], status=status, message=message)
+        return self._crm_update(data, update)
 
-    def _crm_update(self, data: dict[str, Any], status: str, fields: dict[str, Any]) -> Command:
-        deal_id = data["deal_id"]
-        return Command(
-            self.crm,
-            "update",
-            data["business_key"],
-            f"salesforce:Opportunity:{deal_id}:mobilization:{status}:{data['version']}",
-            {"object": "Opportunity", "id": deal_id, "fields": fields},
-            self._deal_entity(deal_id),
-            Impact.REVENUE,
+    def _crm_update(self, data: dict[str, Any], update: UpdateEngagement) -> Command:
+        key = f"opportunity:{update.deal_id}:mobilization:{update.status}:{data['version']}"
+        crm = data["systems"]["crm"]
+        return role_command(
+            crm,
+            update,
+            business_key=data["business_key"],
+            key=key,
+            entity=data["deal_entity"],
+            impact=Impact.REVENUE,
         )
+
+
+def _routable(data: dict[str, Any]) -> dict[str, Any]:
+    """The deal as routing rules see it: the account's country as its ISO 3166 code when it
+    names one (rules say ``FR``, whether the CRM holds ``France`` or ``FR``)."""
+    customer = dict(data.get("customer") or {})
+    with contextlib.suppress(ValueError):
+        customer["country"] = country_code(str(customer.get("country") or ""))
+    return {**data, "customer": customer}

@@ -3,17 +3,20 @@ the PSA's time billed.
 
 Two kinds of instance of one flow:
 
-- ``status:<project key>``, one per engagement, driven by the ERP's invoices whose reference
-  is ``<project key>/...`` (as :mod:`.invoice` writes them) and by the ``engagement`` signal
-  of :mod:`.mobilize` (deal, account, PSA client, start date). Invoices of an engagement the
-  hub did not mobilize are kept (state ``waiting``) and reported only once it is. Each posted
-  or paid invoice version updates the opportunity's ``Invoiced_Amount__c``, ``Paid_Amount__c``,
-  ``Outstanding_Amount__c``, ``Last_Invoice_Number__c`` and ``Payment_Status__c``. Once an
-  invoice is posted and its period known (signal ``invoiced`` of :mod:`.invoice`), the
-  engagement's approved time up to the invoice's last line is marked billed in the PSA
-  (``mark_billed``: a PSA invoice numbered as the ERP's, importing that time once; Harvest
-  imports by date range, so an entry the ERP refused inside that range is flagged too, and
-  its open business exception says it was not billed).
+- ``status:<project key>``, one per engagement, driven by the ERP's invoices whose reference is
+  ``<project key>/...`` (as :mod:`.invoice` writes them) and by the ``engagement`` signal of
+  :mod:`.mobilize` (deal, account, PSA client, start date). Invoices of an engagement the hub
+  did not mobilize are kept (state ``waiting``) and reported only once it is. Each posted or
+  paid invoice version updates the opportunity's invoiced, paid and outstanding amounts, last
+  invoice number and payment status (:class:`~closeloop.domain.operations.
+  UpdateBillingTotals`, to the engagement's CRM). Once an invoice is posted and its period
+  known (signal ``invoiced`` of :mod:`.invoice`), the engagement's approved time up to the
+  invoice's last line is marked billed in the PSA (``mark_billed`` to the engagement's PSA: a
+  PSA invoice numbered with the hub's invoice reference, ``<project key>/<period>``, which is
+  unique across ERPs where their own numbers are not (two ERPs both have an ``INV/2026/0001``),
+  and naming the ERP's number in its subject, importing that time once; a PSA that imports by
+  date range flags an entry the ERP refused inside that range too, and its open business
+  exception says it was not billed).
 - ``account:<CRM account id>``, one per account: the engagements' totals (signal
   ``engagement_totals``) add up to the same fields on the account.
 
@@ -30,21 +33,21 @@ from typing import Any
 
 from closeloop.domain.canonical.billing import Invoice
 from closeloop.domain.commands import Applied, Command, Impact
+from closeloop.domain.keys import deal_of
 from closeloop.domain.lifecycle import InvoiceState
+from closeloop.domain.operations import MarkBilled, UpdateBillingTotals, role_command
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 
 NAME = "status_back"
-ENGAGEMENT_PREFIX = "SF-"
 COUNTED = (InvoiceState.POSTED.value, InvoiceState.PARTIALLY_PAID.value, InvoiceState.PAID.value)
 
 
 @dataclass(frozen=True)
 class StatusBackFlow:
-    """The flow for invoices of ``erp`` reported to ``crm`` and marked billed in ``psa``."""
+    """The flow for the ERPs' invoices of engagements (project keys starting with one of
+    ``key_prefixes``), reported to each engagement's CRM and marked billed in its PSA."""
 
-    crm: str = "salesforce"
-    psa: str = "harvest"
-    erp: str = "tryton"
+    key_prefixes: tuple[str, ...]
     name: str = NAME
 
     def business_key(self, record: CanonicalRecord) -> str | None:
@@ -53,7 +56,7 @@ class StatusBackFlow:
             return None
         reference = str(record.data.get("reference") or "")
         project_key = reference.split("/", 1)[0]
-        if not project_key.startswith(ENGAGEMENT_PREFIX) or "/" not in reference:
+        if deal_of(project_key, self.key_prefixes) is None or "/" not in reference:
             return None
         return f"status:{project_key}"
 
@@ -83,7 +86,7 @@ class StatusBackFlow:
     def _report(self, data: dict[str, Any], key: str, version: str) -> FlowStep:
         """The opportunity's update, the PSA marks due and the account's new totals."""
         totals = engagement_totals(data["invoices"])
-        commands = [self._crm_update("Opportunity", data["deal_id"], key, version, totals)]
+        commands = [self._crm_update(data, "opportunity", data["deal_id"], key, version, totals)]
         commands += self._marks(data, key)
         signals: tuple[Signal, ...] = ()
         if data.get("account_id"):
@@ -93,7 +96,7 @@ class StatusBackFlow:
                     self.name,
                     account_key,
                     "engagement_totals",
-                    {"project_key": data["project_key"], **totals},
+                    {"project_key": data["project_key"], "crm": data["crm"], **totals},
                 ),
             )
         return FlowStep("reported", data, commands=tuple(commands), signals=signals)
@@ -104,7 +107,8 @@ class StatusBackFlow:
         if signal.name in ("engagement", "invoiced"):
             data = _engagement_data(state, signal.business_key)
             if signal.name == "engagement":
-                for field in ("deal_id", "account_id", "client", "start_date", "currency"):
+                fields = ("deal_id", "account_id", "client", "start_date", "currency", "crm", "psa")
+                for field in fields:
                     data[field] = signal.data.get(field) or data.get(field)
             else:
                 periods = dict(data.get("periods", {}))
@@ -120,12 +124,13 @@ class StatusBackFlow:
         if signal.name != "engagement_totals":
             raise ValueError(f"flow {self.name} has no signal {signal.name!r}")
         data = dict(state.data) if state else {"account_id": signal.business_key.split(":", 1)[1]}
+        data["crm"] = signal.data.get("crm") or data.get("crm")
         engagements = {**data.get("engagements", {}), signal.data["project_key"]: signal.data}
         data["engagements"] = engagements
         data["revision"] = int(data.get("revision", 0)) + 1
         totals = account_totals(list(engagements.values()))
         command = self._crm_update(
-            "Account", data["account_id"], signal.business_key, str(data["revision"]), totals
+            data, "account", data["account_id"], signal.business_key, str(data["revision"]), totals
         )
         return FlowStep("reported", data, commands=(command,))
 
@@ -144,23 +149,33 @@ class StatusBackFlow:
         return FlowStep(state.state, {**state.data, "marked": marked})
 
     def _crm_update(
-        self, sobject: str, record_id: str, key: str, version: str, totals: dict[str, Any]
+        self,
+        data: dict[str, Any],
+        record: str,
+        record_id: str,
+        key: str,
+        version: str,
+        totals: dict[str, Any],
     ) -> Command:
-        fields = {
-            "Invoiced_Amount__c": float(Decimal(totals["invoiced"])),
-            "Paid_Amount__c": float(Decimal(totals["paid"])),
-            "Outstanding_Amount__c": float(Decimal(totals["outstanding"])),
-            "Last_Invoice_Number__c": totals["last_invoice_number"],
-            "Payment_Status__c": totals["payment_status"],
-        }
-        return Command(
-            self.crm,
-            "update",
-            key,
-            f"salesforce:{sobject}:{record_id}:invoicing:{version}",
-            {"object": sobject, "id": record_id, "fields": fields},
-            f"{self.crm}:{sobject}:{record_id}",
-            Impact.CLIENT,
+        update = UpdateBillingTotals.model_validate(
+            {
+                "record": record,
+                "record_id": record_id,
+                "invoiced": totals["invoiced"],
+                "paid": totals["paid"],
+                "outstanding": totals["outstanding"],
+                "last_invoice_number": totals["last_invoice_number"],
+                "payment_status": totals["payment_status"],
+            }
+        )
+        crm = data["crm"]
+        return role_command(
+            crm,
+            update,
+            business_key=key,
+            key=f"{record}:{record_id}:invoicing:{version}",
+            entity=f"{crm}:{record}:{record_id}",
+            impact=Impact.CLIENT,
         )
 
     def _marks(self, data: dict[str, Any], key: str) -> list[Command]:
@@ -174,24 +189,27 @@ class StatusBackFlow:
             period = data.get("periods", {}).get(reference)
             if period is None or reference in marked:
                 continue
-            number = str(invoice["number"])
+            number = str(invoice["number"])  # the ERP's; the PSA invoice is the reference
             marked.add(reference)
+            mark = MarkBilled.model_validate(
+                {
+                    "number": reference,
+                    "customer_name": data["client"],
+                    "project_keys": [data["project_key"]],
+                    "period_start": data.get("start_date") or "2000-01-01",
+                    "period_end": period["last_line_date"],
+                    "subject": f"Billed in the ERP as {number} ({reference})",
+                }
+            )
+            psa = data["psa"]
             commands.append(
-                Command(
-                    self.psa,
-                    "mark_billed",
-                    key,
-                    f"harvest:mark_billed:{number}",
-                    {
-                        "number": number,
-                        "client": data["client"],
-                        "codes": [data["project_key"]],
-                        "from": data.get("start_date") or "2000-01-01",
-                        "to": period["last_line_date"],
-                        "subject": f"Billed in the ERP as {number} ({reference})",
-                    },
-                    f"{self.psa}:invoice:{number}",
-                    Impact.REPORTING,
+                role_command(
+                    psa,
+                    mark,
+                    business_key=key,
+                    key=reference,
+                    entity=f"{psa}:invoice:{reference}",
+                    impact=Impact.REPORTING,
                 )
             )
         data["marking"] = sorted(marked)
@@ -202,11 +220,7 @@ def _engagement_data(state: FlowState | None, key: str) -> dict[str, Any]:
     if state is not None:
         return dict(state.data)
     project_key = key.split(":", 1)[1]
-    return {
-        "project_key": project_key,
-        "deal_id": project_key[len(ENGAGEMENT_PREFIX) :],
-        "invoices": {},
-    }
+    return {"project_key": project_key, "deal_id": None, "invoices": {}}
 
 
 def engagement_totals(invoices: dict[str, dict[str, Any]]) -> dict[str, Any]:

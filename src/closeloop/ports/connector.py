@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, Outcome
+from closeloop.domain.errors import CloseloopError
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,7 @@ class Connector(Protocol):
         ...
 
 
-class ConnectorError(Exception):
+class ConnectorError(CloseloopError):
     """A call to a system failed as a whole."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from closeloop.connectors.http import classify_http_error, json_body
+from closeloop.domain.errors import VendorError
 from closeloop.ports.connector import TransientError
 from closeloop.ports.ratelimit import SharedRateLimit
 
@@ -27,7 +28,7 @@ WINDOW_S = 15.0
 PER_PAGE = 2000  #: the largest page Harvest gives
 
 
-class HarvestApiError(Exception):
+class HarvestApiError(VendorError):
     """A 4xx answer: ``status`` and Harvest's message."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -10,14 +10,21 @@ distinct records as Harvest counted (else it reads again, then gives up transien
 yields the records sorted by ``(updated_at, id)`` in chunks, so each committed chunk moves the
 watermark forward only past what is already in the inbox.
 
-Idempotency keys: ``harvest:<operation>:<key>`` with the key Harvest shows (client name,
-project code, invoice number, time entry id and reference).
+**Writes.** The ``psa`` role's canonical operations (:mod:`closeloop.domain.operations`)
+are translated here: ``upsert_project`` becomes a project billed by task, budgeted in hours
+by project, with one task per role at its hourly rate; ``close_project`` archives the
+project of that code; ``mark_billed`` imports the period's time into a Harvest invoice of the
+ERP's number. ``upsert_client``, ``upsert_harvest_project`` (every project field Harvest
+has: ``bill_by``, fixed fees, people) and ``attach_reference`` are Harvest's own (their
+payloads as :mod:`.operations` documents). Idempotency keys: ``<system>:<operation>:<key>`` with the
+key Harvest shows (client name, project code, invoice number, time entry id and reference).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from closeloop.connectors.harvest.client import PER_PAGE, HarvestApiError, HarvestClient
@@ -32,6 +39,7 @@ from closeloop.domain.commands import (
     Permanent,
     Transient,
 )
+from closeloop.domain.operations import CloseProject, MarkBilled, UpsertProject
 from closeloop.ports.connector import (
     AmbiguousError,
     ConnectorLimits,
@@ -44,6 +52,7 @@ OBJECTS = ("clients", "projects", "tasks", "users", "time_entries", "expenses")
 _OPERATIONS = (
     "upsert_client",
     "upsert_project",
+    "upsert_harvest_project",
     "close_project",
     "mark_billed",
     "attach_reference",
@@ -59,10 +68,10 @@ def idempotency_key(operation: str, key: str) -> str:
 
 def command_key(command: Command) -> str:
     """The Harvest-visible key of a command's payload (what :meth:`find` looks up)."""
-    payload = command.payload
+    payload = native_payload(command)
     if command.operation == "upsert_client":
         return str(payload["name"])
-    if command.operation in ("upsert_project", "close_project"):
+    if command.operation in ("upsert_project", "upsert_harvest_project", "close_project"):
         return str(payload["code"])
     if command.operation == "mark_billed":
         return str(payload["number"])
@@ -162,7 +171,7 @@ class HarvestConnector:
         for position, command in enumerate(commands):
             action = _action(batch, command.operation)
             try:
-                outcomes.append(Applied(action(command.payload)))
+                outcomes.append(Applied(action(native_payload(command))))
             except AmbiguousError as exc:
                 failures.append(exc)
                 outcomes.append(Ambiguous(str(exc)))
@@ -192,7 +201,7 @@ class HarvestConnector:
         found: dict[str, Applied] = {}
         for full in idempotency_keys:
             parts = full.split(":", 2)
-            if len(parts) != 3 or parts[0] != SYSTEM:
+            if len(parts) != 3 or parts[0] != self._system:
                 continue
             operation, key = parts[1], parts[2]
             if operation == "upsert_client" and (client := batch.client_named(key)):
@@ -216,10 +225,55 @@ class HarvestConnector:
         return found
 
 
+def native_payload(command: Command) -> dict[str, Any]:
+    """The payload :class:`~.operations.Batch` takes for ``command``: a canonical operation
+    translated into Harvest's fields, Harvest's own operations as they are. Raises
+    ``ValueError`` for a payload that does not fit its operation."""
+    if command.operation == UpsertProject.operation:
+        project = UpsertProject.model_validate(command.payload)
+        native: dict[str, Any] = {
+            "client": project.customer_name,
+            "currency": project.currency,
+            "code": project.key,
+            "name": project.name,
+            "is_billable": True,
+            "bill_by": "Tasks",
+            "budget_by": "project",
+            "budget": float(sum((t.budget_hours for t in project.tasks), Decimal(0))),
+            "tasks": [{"name": t.name, "hourly_rate": float(t.hourly_rate)} for t in project.tasks],
+        }
+        if project.assignments:
+            native["people"] = [
+                {
+                    "email": a.email,
+                    "is_project_manager": a.is_project_manager,
+                    **({"hourly_rate": float(a.hourly_rate)} if a.hourly_rate is not None else {}),
+                }
+                for a in project.assignments
+            ]
+        if project.starts_on is not None:
+            native["starts_on"] = project.starts_on.isoformat()
+        return native
+    if command.operation == CloseProject.operation:
+        return {"code": CloseProject.model_validate(command.payload).key}
+    if command.operation == MarkBilled.operation:
+        mark = MarkBilled.model_validate(command.payload)
+        return {
+            "number": mark.number,
+            "client": mark.customer_name,
+            "codes": list(mark.project_keys),
+            "from": mark.period_start.isoformat(),
+            "to": mark.period_end.isoformat(),
+            "subject": mark.subject,
+        }
+    return command.payload
+
+
 def _action(batch: Batch, operation: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     actions: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
         "upsert_client": batch.upsert_client,
         "upsert_project": batch.upsert_project,
+        "upsert_harvest_project": batch.upsert_project,
         "close_project": batch.close_project,
         "mark_billed": batch.mark_billed,
         "attach_reference": batch.attach_reference,

@@ -64,8 +64,8 @@ class MemoryConnector:
         """Pages of changes since ``since``."""
         params = {"since": since.isoformat()} if since else {}
         body = self._request("GET", f"/changes/{object_name}", params=params)
-        for page in body["pages"]:
-            yield [Change.model_validate(c) for c in page]
+        for page in body["pages"]:  # the configured name, whatever the sandbox calls itself
+            yield [Change.model_validate({**c, "system": self._system}) for c in page]
 
     def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
         """One ``POST /batch``; outcomes in command order."""

@@ -27,6 +27,7 @@ import structlog
 
 from closeloop.connectors.http import classify_http_error, json_body
 from closeloop.connectors.salesforce.quota import QuotaBudget
+from closeloop.domain.errors import VendorError
 from closeloop.ports.connector import TransientError
 
 log = structlog.get_logger(__name__)
@@ -52,7 +53,7 @@ class SalesforceCredentials:
         return self.token_url or f"{self.instance_url.rstrip('/')}/services/oauth2/token"
 
 
-class SalesforceApiError(Exception):
+class SalesforceApiError(VendorError):
     """A 4xx answer: ``status`` and Salesforce's ``errors`` (``[{"errorCode", "message"}]``)."""
 
     def __init__(self, status: int, errors: list[dict[str, Any]]) -> None:

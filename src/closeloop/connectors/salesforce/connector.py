@@ -15,15 +15,19 @@ opportunity's version is the later of its own and its account's ``SystemModstamp
 account brings its deals back (those polls read every page first, then yield in version
 order).
 
-**Writes.** ``update`` (payload ``{"object", "id", "fields"}``) and ``upsert`` (``{"object",
-"fields", "external_id", "external_id_field"}``, by default on ``Closeloop_Id__c``). Each
+**Writes.** The ``crm`` role's canonical operations, as record updates (:mod:`.translate`),
+and Salesforce's own ``update`` (payload ``{"object", "id", "fields"}``) and ``upsert``
+(``{"object", "fields", "external_id", "external_id_field"}``, by default on
+``Closeloop_Id__c``). Each
 written record also gets ``Closeloop_Sync_Key__c`` = the command's idempotency key, which is
 what :meth:`SalesforceConnector.find` looks up after a lost answer. Commands are grouped by
 operation and object into Collections of 200 records; several Collections go in one Composite
 call (at most 5 per call: Salesforce's limit on Collections subrequests), so 1,000 record
 writes cost one API request.
 
-Idempotency keys have the form ``salesforce:<Object>:<rest>`` (:func:`idempotency_key`).
+Idempotency keys have the form ``<system>:<operation>:<rest>``: a canonical operation's rest
+starts with the record (``opportunity:<id>``), an own ``update``'s operation part is the
+sObject (``salesforce:Opportunity:<rest>``, :func:`idempotency_key`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from closeloop.connectors.salesforce.client import (
     soql_datetime,
     soql_literal,
 )
+from closeloop.connectors.salesforce.translate import key_sobject, native
 from closeloop.domain.changes import Change, parse_instant
 from closeloop.domain.commands import (
     Ambiguous,
@@ -301,8 +306,12 @@ class SalesforceConnector:
         by_object: dict[str, list[str]] = {}
         for key in idempotency_keys:
             parts = key.split(":", 2)
-            if len(parts) == 3 and parts[0] == SYSTEM:
-                by_object.setdefault(parts[1], []).append(key)
+            if len(parts) == 3 and parts[0] == self._system:
+                try:
+                    sobject = key_sobject(parts[1], parts[2])
+                except KeyError:
+                    continue
+                by_object.setdefault(sobject, []).append(key)
         found: dict[str, Applied] = {}
         for sobject, keys in by_object.items():
             for start in range(0, len(keys), COLLECTION_SIZE):
@@ -327,15 +336,15 @@ def _field_names(describe: dict[str, Any]) -> list[str]:
 
 def _record(command: Command) -> tuple[tuple[str, str, str], dict[str, Any]]:
     """The Collections group and record of a command; raises on a malformed payload."""
-    payload = command.payload
+    operation, payload = native(command)
     sobject = str(payload["object"])
     fields = dict(payload.get("fields") or {})
     record: dict[str, Any] = {"attributes": {"type": sobject}, **fields}
     record[SYNC_KEY_FIELD] = sync_stamp(command.idempotency_key)
-    if command.operation == "update":
+    if operation == "update":
         record["Id"] = str(payload["id"])
         return ("update", sobject, ""), record
-    if command.operation == "upsert":
+    if operation == "upsert":
         external = str(payload.get("external_id_field") or DEFAULT_EXTERNAL_ID)
         record[external] = str(payload["external_id"])
         return ("upsert", sobject, external), record

@@ -1,9 +1,13 @@
 """The Tryton connector as the engine sees it: commands in batches, lookups by idempotency
 key, and a change feed of customer invoices (posted, paid) by write date.
 
-Idempotency keys have the form ``tryton:<operation>:<key>``, ``<key>`` being the key the
-operation makes visible in Tryton (see :mod:`.operations`), so that :meth:`find` can look
-an earlier write up from the key alone.
+Commands carry the canonical operations of the ``erp`` role
+(:mod:`closeloop.domain.operations`); this module translates them into Tryton's models
+(:class:`~.operations.CustomerSpec`, :class:`~.operations.ProjectSpec`, timesheet lines,
+invoices). ``close_project`` and ``record_payment`` (``{reference, key, amount, date}``) are
+Tryton's own. Idempotency keys have the form ``<system>:<operation>:<key>``, ``<key>`` being
+the key the operation makes visible in Tryton (see :mod:`.operations`), so that :meth:`find`
+can look an earlier write up from the key alone.
 """
 
 from __future__ import annotations
@@ -32,6 +36,16 @@ from closeloop.domain.commands import (
     Outcome,
     Permanent,
     Transient,
+)
+from closeloop.domain.keys import task_key
+from closeloop.domain.operations import (
+    AddTimesheetLine,
+    CloseProject,
+    InvoiceProject,
+    MatchCustomer,
+    PostInvoice,
+    UpsertCustomer,
+    UpsertProject,
 )
 from closeloop.mdm.matching import Party, match_customer
 from closeloop.ports.connector import (
@@ -87,8 +101,11 @@ class TrytonConnector:
     ``add_timesheet_line`` commands of a batch become one ``create`` call.
     """
 
-    def __init__(self, operations: TrytonOperations, *, batch_size: int = 1000) -> None:
+    def __init__(
+        self, operations: TrytonOperations, *, system: str = SYSTEM, batch_size: int = 1000
+    ) -> None:
         self.operations = operations
+        self._system = system
         self._limits = ConnectorLimits(
             batch_size=batch_size,
             requests_per_window=50,
@@ -99,8 +116,8 @@ class TrytonConnector:
 
     @property
     def system(self) -> str:
-        """``"tryton"``."""
-        return SYSTEM
+        """The configured system name (default ``"tryton"``)."""
+        return self._system
 
     def close(self) -> None:
         """Close the RPC session's connections."""
@@ -137,7 +154,7 @@ class TrytonConnector:
             if page:
                 yield [
                     Change(
-                        system=SYSTEM,
+                        system=self._system,
                         object=INVOICES,
                         external_id=str(i.id),
                         version=i.write_date.isoformat(),
@@ -211,7 +228,9 @@ class TrytonConnector:
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         ops = self.operations
         return {
-            "close_project": lambda p: {"closed": ops.close_project(p["key"])},
+            "close_project": lambda p: {
+                "closed": ops.close_project(CloseProject.model_validate(p).key)
+            },
             "record_payment": lambda p: {
                 "recorded": ops.record_payment(
                     p["reference"], p["key"], Decimal(p["amount"]), date.fromisoformat(p["date"])
@@ -241,9 +260,7 @@ class TrytonConnector:
         )
 
     def _projects(self, batch: list[Command]) -> list[Outcome]:
-        return self._bulk(
-            batch, _project, self.operations.upsert_projects, lambda works: {"works": works}
-        )
+        return self._bulk(batch, _project, self.operations.upsert_projects, _project_result)
 
     def _invoices(self, batch: list[Command]) -> list[Outcome]:
         return self._bulk(batch, _invoice_request, self.operations.invoice_projects, _invoice)
@@ -253,7 +270,7 @@ class TrytonConnector:
             found = self.operations.post_invoices(references)
             return [found.get(r) for r in references]
 
-        return self._bulk(batch, lambda p: str(p["reference"]), post, _invoice)
+        return self._bulk(batch, lambda p: PostInvoice.model_validate(p).reference, post, _invoice)
 
     def _matches(self, batch: list[Command]) -> list[Outcome]:
         """Which ERP customer each account is (:func:`closeloop.mdm.matching.match_customer`):
@@ -307,9 +324,11 @@ class TrytonConnector:
     def find(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
         """Earlier writes for ``tryton:<operation>:<key>`` keys, one lookup per operation."""
         by_operation: dict[str, list[str]] = {}
+        asked: dict[tuple[str, str], str] = {}
         for full in idempotency_keys:
             operation, key = _split(full)
             by_operation.setdefault(operation, []).append(key)
+            asked[operation, key] = full
         ops, found = self.operations, {}
         for operation, keys in by_operation.items():
             hits: dict[str, dict[str, Any]]
@@ -318,7 +337,10 @@ class TrytonConnector:
                 parties = ops.find_customers(sorted(set(codes.values())))
                 hits = {k: {"party": parties[c]} for k, c in codes.items() if c in parties}
             elif operation in ("upsert_project", "close_project"):
-                hits = {k: {"works": {k: v["id"]}} for k, v in ops.find_works(keys).items()}
+                hits = {
+                    k: {"works": {k: v["id"]}, "project_id": v["id"]}
+                    for k, v in ops.find_works(keys).items()
+                }
             elif operation == "add_timesheet_line":
                 hits = {k: {"line": v} for k, v in ops.find_timesheet_lines(keys).items()}
             elif operation in ("invoice_project", "post_invoice"):
@@ -330,19 +352,20 @@ class TrytonConnector:
                 }
             else:  # record_payment: no lookup by key alone; the operation itself is idempotent
                 hits = {}
-            found.update({idempotency_key(operation, k): Applied(v) for k, v in hits.items()})
+            found.update({asked[operation, k]: Applied(v) for k, v in hits.items()})
         return found
 
 
 def _entry(payload: dict[str, Any]) -> TimesheetEntry:
+    line = AddTimesheetLine.model_validate(payload)
     return TimesheetEntry(
-        key=payload["key"],
-        employee_key=payload["employee_key"],
-        employee_name=payload["employee_name"],
-        task_key=payload["task_key"],
-        date=date.fromisoformat(payload["date"]),
-        hours=Decimal(payload["hours"]),
-        description=payload.get("description", ""),
+        key=line.key,
+        employee_key=line.employee_key,
+        employee_name=line.employee_name,
+        task_key=line.task_key,
+        date=line.date,
+        hours=line.hours,
+        description=line.description,
     )
 
 
@@ -351,52 +374,65 @@ def _invoice(invoice: InvoiceState | None) -> dict[str, Any]:
 
 
 def _customer(payload: dict[str, Any]) -> CustomerSpec:
+    customer = UpsertCustomer.model_validate(payload)
     return CustomerSpec(
-        code=str(payload["code"]),
-        name=str(payload["name"]),
-        country=str(payload["country"]),
-        tax_ids=tuple((str(t), str(v)) for t, v in payload.get("tax_ids") or ()),
-        address=payload.get("address"),
-        email=payload.get("email"),
+        code=customer.code,
+        name=customer.name,
+        country=customer.country,
+        tax_ids=customer.tax_ids,
+        address=customer.address.model_dump() if customer.address else None,
+        email=customer.email,
     )
 
 
 def _project(payload: dict[str, Any]) -> ProjectSpec:
+    """A canonical :class:`UpsertProject` as Tryton keeps it: a ``project.work`` invoiced on
+    timesheets, one child task per role keyed ``<project key>:<role>`` and priced at the
+    role's rate (the project itself at the highest)."""
+    project = UpsertProject.model_validate(payload)
+    if not project.customer_code:
+        raise ValueError("an ERP project needs the customer's code")
     return ProjectSpec(
-        key=str(payload["key"]),
-        name=str(payload["name"]),
-        customer_code=str(payload["customer_code"]),
+        key=project.key,
+        name=project.name,
+        customer_code=project.customer_code,
         tasks=tuple(
-            TaskSpec(str(t["key"]), str(t["name"]), Decimal(t["list_price"]))
-            for t in payload["tasks"]
+            TaskSpec(task_key(project.key, t.name), t.name, t.hourly_rate) for t in project.tasks
         ),
-        list_price=Decimal(payload["list_price"]),
-        invoice_method=str(payload.get("invoice_method", "timesheet")),
+        list_price=max(t.hourly_rate for t in project.tasks),
+        invoice_method="timesheet",
     )
 
 
+def _project_result(works: dict[str, int]) -> dict[str, Any]:
+    """The work ids by key; ``project_id``: the project's own (the first key, see
+    :meth:`TrytonOperations.upsert_projects`)."""
+    return {"works": works, "project_id": next(iter(works.values()), None)}
+
+
 def _invoice_request(payload: dict[str, Any]) -> InvoiceRequest:
-    issued = payload.get("invoice_date")
+    invoice = InvoiceProject.model_validate(payload)
     return InvoiceRequest(
-        project_key=str(payload["project_key"]),
-        up_to=date.fromisoformat(payload["up_to"]),
-        reference=str(payload["reference"]),
-        invoice_date=date.fromisoformat(issued) if issued else None,
+        project_key=invoice.project_key,
+        up_to=invoice.up_to,
+        reference=invoice.reference,
+        invoice_date=invoice.invoice_date,
     )
 
 
 def _account(payload: dict[str, Any]) -> tuple[Party, float]:
     """The account a ``match_customer`` command describes, and its score threshold."""
+    match = MatchCustomer.model_validate(payload)
     account = Party(
         id="deal",
-        name=str(payload["name"]),
-        country=str(payload.get("country") or ""),
-        tax_ids=tuple(str(t) for t in payload.get("tax_ids") or ()),
-        street=str(payload.get("street") or ""),
-        city=str(payload.get("city") or ""),
-        postal_code=str(payload.get("postal_code") or ""),
+        name=match.name,
+        country=match.country,
+        tax_ids=match.tax_ids,
+        street=match.street,
+        city=match.city,
+        postal_code=match.postal_code,
     )
-    return account, float(payload.get("threshold", 85.0))
+    return account, match.threshold
 
 
 def _parsed(

@@ -25,12 +25,13 @@ import httpx
 from closeloop.connectors.http import classify_http_error, json_body
 from closeloop.connectors.tryton.codec import decode, encode
 from closeloop.domain.commands import ExceptionClass
+from closeloop.domain.errors import VendorError
 from closeloop.ports.connector import AmbiguousError, TransientError
 
 MAX_WARNINGS = 10
 
 
-class TrytonError(Exception):
+class TrytonError(VendorError):
     """A call Tryton refused; ``error_class`` is the business exception class it maps to."""
 
     error_class = ExceptionClass.VALIDATION

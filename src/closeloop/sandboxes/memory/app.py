@@ -13,7 +13,6 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from closeloop.domain.commands import command_from_dict, outcome_to_dict
 from closeloop.sandboxes.faults import CutResponse, Fault, FaultPlan
 from closeloop.sandboxes.memory.system import MemorySystem
 
@@ -42,10 +41,11 @@ def create_app(system: MemorySystem, hang_s: float = 5.0) -> FastAPI:
     @app.post("/batch")
     async def batch(request: Request) -> Response:
         body = await request.json()
-        try:
-            commands = [command_from_dict(c) for c in body["commands"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise HTTPException(400, f"malformed batch: {exc}") from exc
+        commands = body.get("commands") if isinstance(body, dict) else None
+        if not isinstance(commands, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("idempotency_key"), str) for c in commands
+        ):
+            raise HTTPException(400, "malformed batch: commands with idempotency keys expected")
         if system.faults.latency_s:
             await asyncio.sleep(system.faults.latency_s)
         try:
@@ -56,18 +56,17 @@ def create_app(system: MemorySystem, hang_s: float = 5.0) -> FastAPI:
                 await asyncio.sleep(hang_s)
                 return JSONResponse({"error": "gateway timeout"}, status_code=504)
             return response
-        return JSONResponse({"outcomes": [outcome_to_dict(o) for o in outcomes]})
+        return JSONResponse({"outcomes": outcomes})
 
     @app.post("/find")
     def find(body: dict[str, Any]) -> dict[str, Any]:
-        found = system.lookup([str(k) for k in body.get("keys", [])])
-        return {"found": {k: v.result for k, v in found.items()}}
+        return {"found": system.lookup([str(k) for k in body.get("keys", [])])}
 
     @app.get("/changes/{object_name}")
     def changes(object_name: str, since: datetime | None = None) -> dict[str, Any]:
         pages = [
-            [c.model_dump(mode="json") for c in page]
-            for page in system.read_changes(object_name, since)
+            [{**c, "modified_at": c["modified_at"].isoformat()} for c in page]
+            for page in system.read_pages(object_name, since)
         ]
         return {"pages": pages}
 

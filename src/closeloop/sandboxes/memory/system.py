@@ -9,9 +9,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from closeloop.domain.changes import Change
-from closeloop.domain.commands import Applied, Command, ExceptionClass, Outcome, Permanent
-from closeloop.ports.connector import AmbiguousError, ConnectorLimits, TransientError
 from closeloop.sandboxes.faults import Fault, FaultPlan
 
 
@@ -37,31 +34,27 @@ class MemorySystem:
     """A system that holds records in memory, emits changes and applies ``upsert`` commands.
 
     As a source: :meth:`put` writes a record (version + 1, modification time now);
-    :meth:`read_changes` pages through them. As a target: ``upsert`` commands (payload
-    ``{"object", "id", "data"}``) are applied and logged in :attr:`effects`; ``data`` holding
-    ``reject_reason`` is refused as a permanent validation error. The system does not dedupe
-    writes itself, so :attr:`effects` shows any duplicate effect the hub caused.
+    :meth:`read_pages` pages through them. As a target: ``upsert`` commands (``{"operation":
+    "upsert", "idempotency_key", "payload": {"object", "id", "data"}}``) are applied and
+    logged in :attr:`effects`; ``data`` holding ``reject_reason`` is refused as a permanent
+    validation error. The system does not dedupe writes itself, so :attr:`effects` shows any
+    duplicate effect the hub caused. Everything goes in and out as plain JSON-shaped data (the
+    wire format of :mod:`.app`): a sandbox knows nothing of the hub.
     """
 
     name: str = "memory"
     source_objects: tuple[str, ...] = ("Record",)
-    limits: ConnectorLimits = field(default_factory=lambda: ConnectorLimits(batch_size=100))
     faults: FaultPlan = field(default_factory=FaultPlan)
     page_size: int = 500
     records: dict[str, dict[str, _Record]] = field(default_factory=dict)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     effects: list[Effect] = field(default_factory=list)
-    by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_key: dict[str, dict[str, Any]] = field(default_factory=dict)  # results by idempotency key
     calls: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
         self._rng = random.Random(self.faults.seed)
-
-    @property
-    def system(self) -> str:
-        """The system's name."""
-        return self.name
 
     def set_faults(self, plan: FaultPlan) -> None:
         """Replace the fault plan (and reseed)."""
@@ -85,8 +78,12 @@ class MemorySystem:
         """Objects that can be polled."""
         return self.source_objects
 
-    def read_changes(self, object_name: str, since: datetime | None) -> Iterator[Sequence[Change]]:
-        """Pages of changes at or after ``since``, by (modification time, id); keyset-paged."""
+    def read_pages(
+        self, object_name: str, since: datetime | None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Pages of changes at or after ``since``, by (modification time, id); keyset-paged.
+        A change: ``{"system", "object", "external_id", "version", "payload", "modified_at"}``
+        (``modified_at`` an aware datetime)."""
         after: tuple[datetime, str] | None = None
         while True:
             with self._lock:
@@ -104,14 +101,14 @@ class MemorySystem:
                     rows = [x for x in rows if (x[0], x[1]) > after]
                 page = rows[: self.page_size]
                 changes = [
-                    Change(
-                        system=self.name,
-                        object=object_name,
-                        external_id=eid,
-                        version=str(r.version),
-                        payload=dict(r.data),
-                        modified_at=at,
-                    )
+                    {
+                        "system": self.name,
+                        "object": object_name,
+                        "external_id": eid,
+                        "version": str(r.version),
+                        "payload": dict(r.data),
+                        "modified_at": at,
+                    }
                     for at, eid, r in page
                 ]
             if changes:
@@ -121,8 +118,10 @@ class MemorySystem:
             after = (page[-1][0], page[-1][1])
 
     # --- target side -------------------------------------------------------------------
-    def apply_batch(self, commands: Sequence[Command]) -> list[Outcome]:
-        """Apply a batch, or raise :class:`Fault` for the fault the plan drew.
+    def apply_batch(self, commands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Apply a batch of commands (see the class), or raise :class:`Fault` for the fault
+        the plan drew; one outcome per command: ``{"outcome": "applied", "result"}`` or
+        ``{"outcome": "permanent", "error_class": "validation", "message"}``.
 
         A ``lost_response`` fault is raised after the batch was applied.
         """
@@ -136,47 +135,32 @@ class MemorySystem:
                 raise Fault(fault)
             return outcomes
 
-    def _apply(self, command: Command) -> Outcome:
-        payload = command.payload
-        if command.operation != "upsert":
-            return Permanent(ExceptionClass.VALIDATION, f"unknown operation {command.operation!r}")
+    def _apply(self, command: dict[str, Any]) -> dict[str, Any]:
+        payload = command.get("payload") or {}
+        if command.get("operation") != "upsert":
+            return _refused(f"unknown operation {command.get('operation')!r}")
         data = payload.get("data")
         if not isinstance(data, dict) or not payload.get("id") or not payload.get("object"):
-            return Permanent(ExceptionClass.VALIDATION, "upsert needs object, id and data")
+            return _refused("upsert needs object, id and data")
         if data.get("reject_reason"):
-            return Permanent(ExceptionClass.VALIDATION, str(data["reject_reason"]))
+            return _refused(str(data["reject_reason"]))
         entity = f"{payload['object']}:{payload['id']}"
+        key = str(command["idempotency_key"])
         self.targets[entity] = dict(data)
-        self.effects.append(Effect(command.idempotency_key, entity, dict(data), len(self.effects)))
+        self.effects.append(Effect(key, entity, dict(data), len(self.effects)))
         result = {"id": entity}
-        self.by_key[command.idempotency_key] = result
-        return Applied(result)
+        self.by_key[key] = result
+        return {"outcome": "applied", "result": result}
 
-    def lookup(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
-        """Earlier writes by idempotency key (no faults: used to settle ambiguity)."""
+    def lookup(self, idempotency_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Earlier writes' results by idempotency key (no faults: used to settle ambiguity)."""
         with self._lock:
             self._count("find")
-            return {k: Applied(self.by_key[k]) for k in idempotency_keys if k in self.by_key}
+            return {k: dict(self.by_key[k]) for k in idempotency_keys if k in self.by_key}
 
     def _count(self, kind: str) -> None:
         self.calls[kind] = self.calls.get(kind, 0) + 1
 
-    # --- Connector protocol, in process -----------------------------------------------
-    def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
-        """:meth:`apply_batch` with faults raised as the connector errors an HTTP client sees."""
-        try:
-            return self.apply_batch(commands)
-        except Fault as fault:
-            raise _as_connector_error(fault, self.faults.retry_after_s) from None
 
-    def find(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
-        """:meth:`lookup`."""
-        return self.lookup(idempotency_keys)
-
-
-def _as_connector_error(fault: Fault, retry_after_s: float) -> Exception:
-    if fault.kind == "rate_limited":
-        return TransientError("429 Too Many Requests", retry_after_s=retry_after_s)
-    if fault.kind == "server_error":
-        return TransientError("503 Service Unavailable")
-    return AmbiguousError(f"no answer ({fault.kind})")
+def _refused(message: str) -> dict[str, Any]:
+    return {"outcome": "permanent", "error_class": "validation", "message": message}

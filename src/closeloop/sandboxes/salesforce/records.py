@@ -13,8 +13,21 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from closeloop.domain.changes import parse_instant
 from closeloop.sandboxes.salesforce.schema import NUMBER_TYPES, TEXT_TYPES, FieldDef, SObjectDef
+
+
+def parse_instant(text: str) -> datetime:
+    """A dateTime as Salesforce's REST API takes it (ISO 8601 with ``Z``, ``+00:00`` or
+    ``+0000``) as an aware datetime. Raises ``ValueError`` for anything else, including a
+    time without an offset."""
+    text = text.strip().replace("Z", "+00:00")
+    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":" and text[-4:].isdigit():
+        text = f"{text[:-2]}:{text[-2:]}"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return moment
+
 
 _ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -29,7 +29,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from closeloop.domain.changes import parse_instant
+from closeloop.sandboxes.salesforce.records import parse_instant
 
 Value = str | Decimal | bool | date | datetime | None
 

@@ -1,0 +1,73 @@
+"""Tryton's row of the connector table: the ERP, over its JSON-RPC."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from closeloop.connectors.catalog import (
+    BuildContext,
+    ConnectorPlugin,
+    SandboxWiring,
+    package_mappings,
+)
+from closeloop.connectors.settings import SystemSettings
+from closeloop.domain.operations import Role
+from closeloop.ports.connector import Connector
+
+
+class TrytonSettings(SystemSettings):
+    """A Tryton server at ``url`` (its JSON-RPC root) and a ``database`` prepared with
+    ``closeloop tryton init``; ``user`` and ``password`` of the hub's Tryton user (better
+    given as ``CLOSELOOP_SYSTEMS__<NAME>__PASSWORD``)."""
+
+    kind: Literal["tryton"]
+    database: str
+    user: str
+    password: str
+
+
+def build(name: str, settings: TrytonSettings, context: BuildContext) -> Connector:
+    """A connector to a prepared Tryton database (its ids looked up when first used).
+
+    Raises ``LookupError`` when the database was not prepared with ``closeloop tryton init``.
+    """
+    from closeloop.connectors.tryton.connector import TrytonConnector
+    from closeloop.connectors.tryton.operations import TrytonOperations
+    from closeloop.connectors.tryton.rpc import TrytonRPC
+    from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
+
+    rpc = TrytonRPC(
+        settings.url,
+        settings.database,
+        settings.user,
+        settings.password,
+        timeout_s=settings.timeout_s,
+    )
+    return TrytonConnector(
+        TrytonOperations(rpc, find_ids(rpc, TrytonSetup())),
+        system=name,
+        batch_size=settings.batch_size or 1000,
+    )
+
+
+def sandbox_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a running Tryton sandbox (``sandbox.json``'s ``tryton`` entry)."""
+    return {
+        "kind": "tryton",
+        "url": entry["url"],
+        "database": entry["database"],
+        "user": entry["user"],
+        "password": entry["password"],
+    }
+
+
+PLUGIN = ConnectorPlugin(
+    kind="tryton",
+    settings=TrytonSettings,
+    factory=build,
+    role=Role.ERP,
+    key_prefix="TR",
+    mappings=package_mappings(__package__ or __name__),
+    sandbox=SandboxWiring("tryton", sandbox_settings),
+)

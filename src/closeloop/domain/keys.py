@@ -1,0 +1,38 @@
+"""Business keys the hub makes visible in other systems, built in one place.
+
+An engagement's project key is ``<prefix>-<deal id>``: ``prefix`` is the configured key
+prefix of the CRM the deal came from (its ``key_prefix`` setting, by default its connector's,
+e.g. ``SF`` for a Salesforce org, giving ``SF-006...``). The PSA shows it as the project code,
+the ERP as the project's key, and invoices reference ``<project key>/<period>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+_SEPARATOR = "-"
+
+
+def engagement_code(prefix: str, deal_id: str) -> str:
+    """The project key of the deal ``deal_id`` of a CRM whose key prefix is ``prefix``.
+
+    Raises ``ValueError`` for an empty prefix or deal id, or a prefix holding the separator.
+    """
+    if not prefix or _SEPARATOR in prefix or not deal_id:
+        raise ValueError(f"cannot make an engagement key of {prefix!r} and {deal_id!r}")
+    return f"{prefix}{_SEPARATOR}{deal_id}"
+
+
+def deal_of(code: str, prefixes: Iterable[str]) -> str | None:
+    """The deal id in the project key ``code`` when it starts with one of ``prefixes``
+    (``None`` for a project the hub did not make)."""
+    prefix, separator, deal_id = code.partition(_SEPARATOR)
+    if not separator or not deal_id or prefix not in set(prefixes):
+        return None
+    return deal_id
+
+
+def task_key(project_key: str, task_name: str) -> str:
+    """The key of a project's task, as an :class:`~closeloop.domain.operations.UpsertProject`
+    sets it up and a timesheet line names it: ``<project key>:<task name>``."""
+    return f"{project_key}:{task_name}"
