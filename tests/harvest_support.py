@@ -16,12 +16,12 @@ import httpx
 
 from closeloop.connectors.harvest.client import HarvestClient
 from closeloop.connectors.harvest.connector import command_key, idempotency_key
+from closeloop.devtools.sandboxctl import alive
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, Impact
 from closeloop.domain.operations import MarkBilled, ProjectAssignment, ProjectTask, UpsertProject
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
 from closeloop.ports.flows import Unsignalled
-from closeloop.sandboxctl import alive
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.harvest.server import HarvestServer, start_harvest
 from closeloop.sandboxes.tryton.server import stop_pid

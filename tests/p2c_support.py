@@ -13,7 +13,7 @@ from typing import Any
 from closeloop.connectors.harvest.client import HarvestClient
 from closeloop.connectors.salesforce.client import SalesforceClient
 from closeloop.connectors.tryton.operations import TrytonOperations
-from closeloop.demo_firm import ROLES, Firm
+from closeloop.devtools.demo.firm import ROLES, Firm
 from closeloop.ports.store import ExceptionRow
 
 CENT = Decimal("0.01")

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from closeloop.connectors.salesforce.client import SalesforceClient, SalesforceCredentials
+from closeloop.devtools.sandboxctl import alive
 from closeloop.domain.changes import parse_instant
-from closeloop.sandboxctl import alive
 from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.salesforce.server import SalesforceServer, start_salesforce
 from closeloop.sandboxes.tryton.server import stop_pid

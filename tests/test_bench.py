@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from closeloop.bench_demo import medians
-from closeloop.bench_tryton import _figures
-from closeloop.bench_tryton_mix import Timed
 from closeloop.cli import app
-from closeloop.demo_summary import PhaseWork, floors
+from closeloop.devtools.bench.demo import medians
+from closeloop.devtools.bench.tryton import _figures
+from closeloop.devtools.bench.tryton_mix import Timed
+from closeloop.devtools.demo.summary import PhaseWork, floors
 
 SYSTEMS = ("salesforce", "harvest", "tryton")
 
@@ -107,7 +107,7 @@ def test_bench_commands_print_their_figures_and_the_targets(
     last = {n: Timed(1.0, 10, Counter({("model.x.create", "f"): 10})) for n in names}
     canned = _figures(times, last, 1000, 1, 0.05, 20, 200)
     assert canned["mix"]["calls_ratio"] == 1.1 and canned["mix"]["targets"]["calls_ok"]
-    monkeypatch.setattr("closeloop.bench_tryton.run_tryton_bench", lambda **kw: canned)
+    monkeypatch.setattr("closeloop.devtools.bench.tryton.run_tryton_bench", lambda **kw: canned)
     shown = CliRunner().invoke(app, ["bench", "tryton"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
     assert "calls 1.10 x the floor (target <= 1.2: met)" in shown.output
@@ -116,7 +116,7 @@ def test_bench_commands_print_their_figures_and_the_targets(
     assert json.loads(as_json.output)["calls_by_method"]["mix"][0]["calls"] == 10
 
     demo = medians([_summary(300, 10)]) | {"firm": {}}
-    monkeypatch.setattr("closeloop.bench_demo.run_demo_bench", lambda *a, **kw: demo)
+    monkeypatch.setattr("closeloop.devtools.bench.demo.run_demo_bench", lambda *a, **kw: demo)
     shown = CliRunner().invoke(app, ["bench", "demo", "--runs", "1"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
     assert "10 / 2" in shown.output and "CPU seconds: hub 30, tryton 60" in shown.output

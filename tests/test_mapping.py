@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from closeloop.configfiles import load_mappers
+from closeloop.config.files import load_mappers
 from closeloop.domain.changes import Change
 from closeloop.domain.records import MappingError
 from closeloop.mapping.engine import Mapper, read_path
@@ -356,7 +356,7 @@ def test_the_engine_applies_declarative_mappings(tmp_path: Path) -> None:
 
 
 def test_ownership_policy_comes_from_the_mapping_files(tmp_path: Path) -> None:
-    from closeloop.configfiles import ownership_policy
+    from closeloop.config.files import ownership_policy
 
     mappers = load_mappers()
     policy = ownership_policy(mappers)

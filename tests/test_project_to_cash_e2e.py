@@ -32,10 +32,11 @@ import pytest
 import yaml
 from rich.console import Console
 
-from closeloop import sandboxctl
 from closeloop.bootstrap import Hub, build_hub
 from closeloop.config import load_settings
-from closeloop.demo import (
+from closeloop.devtools import sandboxctl
+from closeloop.devtools.demo.firm import Firm, make_firm
+from closeloop.devtools.demo.run import (
     clients_pay,
     finance_closes_projects,
     harvest_projects,
@@ -44,7 +45,6 @@ from closeloop.demo import (
     seed_firm,
     tryton_operations,
 )
-from closeloop.demo_firm import Firm, make_firm
 from closeloop.sandboxes.tryton.server import TrytonServer
 from tests.conftest import done_commands
 from tests.faultproxy import FaultProxy, Rule

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from closeloop.configfiles import load_mappers
+from closeloop.config.files import load_mappers
 from closeloop.mapping.engine import Mapper
 from closeloop.mapping.spec import FieldRule
 

@@ -592,7 +592,7 @@ def test_sandbox_cli_up_seed_faults_status_down(tmp_path: Path) -> None:
     finally:
         stopped = cli("down")
     assert "salesforce" in stopped
-    from closeloop.sandboxctl import alive
+    from closeloop.devtools.sandboxctl import alive
 
     assert not alive(int(entry["pid"]))
 

@@ -34,7 +34,7 @@ Y = date.today().year - 1  # a past year of the sandbox: invoice dates in it rai
 @pytest.fixture(scope="session")
 def tryton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytonServer]:
     """One real Tryton for the session, restored from the pristine copy."""
-    from closeloop.sandboxctl import start_tryton
+    from closeloop.devtools.sandboxctl import start_tryton
     from closeloop.sandboxes.tryton.server import SandboxError
 
     uri = os.environ.get("CLOSELOOP_TEST_TRYTON_URI", "sqlite://")
@@ -574,7 +574,7 @@ def test_sandbox_cli_up_status_down(tmp_path: Path, tryton: TrytonServer) -> Non
     assert "tryton" in stopped
     assert "salesforce" in stopped
     assert not (tmp_path / "sandbox.json").exists()
-    from closeloop.sandboxctl import alive
+    from closeloop.devtools.sandboxctl import alive
 
     assert not alive(int(state["pid"]))
 

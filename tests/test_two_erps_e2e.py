@@ -20,14 +20,14 @@ import pytest
 import yaml
 from rich.console import Console
 
-from closeloop import sandboxctl
 from closeloop.bootstrap import Hub, build_hub
 from closeloop.config import load_settings
 from closeloop.connectors.tryton.operations import TrytonOperations
 from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
-from closeloop.demo import harvest_projects, log_and_approve_time, run_phase, seed_firm
-from closeloop.demo_firm import COUNTRIES, Firm, make_firm
+from closeloop.devtools import sandboxctl
+from closeloop.devtools.demo.firm import COUNTRIES, Firm, make_firm
+from closeloop.devtools.demo.run import harvest_projects, log_and_approve_time, run_phase, seed_firm
 from closeloop.sandboxes.tryton.server import TrytonServer
 from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
 
@@ -40,7 +40,7 @@ ERPS = ("erp_group", "erp_acquired")
 @pytest.fixture(scope="module")
 def second_tryton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytonServer]:
     """A second real Tryton (its own server and database), restored from the pristine copy."""
-    from closeloop.sandboxctl import start_tryton
+    from closeloop.devtools.sandboxctl import start_tryton
 
     uri = os.environ.get("CLOSELOOP_TEST_TRYTON_URI", "sqlite://")
     server = start_tryton(

@@ -48,6 +48,11 @@ class Hub:
     worker: Worker
     operations: Operations
 
+    def requests_used(self, rate_limit_key: str, window_s: float) -> int:
+        """Requests all workers made under ``rate_limit_key`` in the last ``window_s``
+        seconds (an account's shared window, e.g. Harvest's)."""
+        return SqlSharedRateLimit(self.store.engine).used(rate_limit_key, window_s)
+
     def close(self) -> None:
         """Stop the dispatcher's threads, close connectors and the connection pool."""
         self.dispatcher.close()
@@ -117,6 +122,18 @@ def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
     if flows.status_back is not None:
         bind(Role.ERP, "invoice", StatusBackFlow(roles.prefixes))
     return bindings, unbound
+
+
+def upgrade_database(settings: Settings) -> str:
+    """Migrate the configured database to the newest schema; returns its revision."""
+    from closeloop.store.db import create_db_engine
+
+    engine = create_db_engine(settings.database_url)
+    try:
+        migrate.upgrade(engine)
+        return str(migrate.current_revision(engine))
+    finally:
+        engine.dispose()
 
 
 def worker_id() -> str:
@@ -216,7 +233,7 @@ def mapped_binding(
 ) -> Binding:
     """A binding whose mapper is the declarative mapping of ``system.vendor_object``: a file
     for the connection named ``system`` under ``mappings:``, else the shipped mapping of its
-    connector (connection = its kind). Raises :class:`~closeloop.configfiles.FileProblems`,
+    connector (connection = its kind). Raises :class:`~closeloop.config.files.FileProblems`,
     or ``KeyError`` naming what is missing."""
     mapper = _mapper(settings, system)
     canonical = mapper.object_mapping(vendor_object).canonical
@@ -234,7 +251,7 @@ def canonical_binding(
 
 
 def _mapper(settings: Settings, system: str) -> Mapper:
-    from closeloop.configfiles import load_mappers
+    from closeloop.config.files import load_mappers
 
     mappers = load_mappers(settings.mappings)
     configured = settings.systems.get(system)

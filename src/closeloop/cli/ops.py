@@ -83,7 +83,7 @@ def status(
 ) -> None:
     """Each engagement's lifecycle and blockers, commands by state, open exceptions by class,
     and each system's calls (from the running hub) and quota."""
-    from closeloop.statusview import gather
+    from closeloop.cli.statusview import gather
 
     hub = _hub(config)
     try:
@@ -231,13 +231,6 @@ def xref_link(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Migrate the database to the newest schema."""
-    from closeloop.store import migrate
-    from closeloop.store.db import create_db_engine
+    from closeloop.bootstrap import upgrade_database
 
-    settings = _settings(config)
-    engine = create_db_engine(settings.database_url)
-    try:
-        migrate.upgrade(engine)
-        console.print(f"database at revision {migrate.current_revision(engine)}")
-    finally:
-        engine.dispose()
+    console.print(f"database at revision {upgrade_database(_settings(config))}")

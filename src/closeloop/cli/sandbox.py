@@ -21,7 +21,7 @@ def sandbox_up(
 ) -> None:
     """Start the sandboxes (a real Tryton, Salesforce, Harvest); write their details to
     HOME/sandbox.json."""
-    from closeloop.sandboxctl import SYSTEMS, up
+    from closeloop.devtools.sandboxctl import SYSTEMS, up
     from closeloop.sandboxes.process import SandboxStartError
     from closeloop.sandboxes.tryton.server import SandboxError
 
@@ -51,7 +51,7 @@ def sandbox_faults(
     home: HomeOption = Path(".closeloop"),
 ) -> None:
     """Make a running sandbox fail like a real system (all zero: no faults)."""
-    from closeloop.sandboxctl import set_faults
+    from closeloop.devtools.sandboxctl import set_faults
 
     plan = {
         "server_error": server_error,
@@ -80,7 +80,7 @@ def sandbox_seed(
     home: HomeOption = Path(".closeloop"),
 ) -> None:
     """Load records into a running sandbox (all or nothing)."""
-    from closeloop.sandboxctl import seed
+    from closeloop.devtools.sandboxctl import seed
 
     try:
         data = json.loads(file.read_text())
@@ -94,7 +94,7 @@ def sandbox_seed(
 @sandbox_app.command("down")
 def sandbox_down(home: HomeOption = Path(".closeloop")) -> None:
     """Stop what `sandbox up` started, by PID."""
-    from closeloop.sandboxctl import down
+    from closeloop.devtools.sandboxctl import down
 
     stopped = down(home)
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -103,7 +103,7 @@ def sandbox_down(home: HomeOption = Path(".closeloop")) -> None:
 @sandbox_app.command("status")
 def sandbox_status(home: HomeOption = Path(".closeloop")) -> None:
     """Say what runs."""
-    from closeloop.sandboxctl import status as sandbox_state
+    from closeloop.devtools.sandboxctl import status as sandbox_state
 
     report = sandbox_state(home)
     for name, text in report.items():
@@ -124,7 +124,7 @@ def tryton_init(
     fiscal years and periods, sales tax, service product, payment method."""
     from closeloop.connectors.tryton.rpc import TrytonError, TrytonRPC
     from closeloop.connectors.tryton.setup import TrytonSetup, initialize
-    from closeloop.sandboxctl import read_state
+    from closeloop.devtools.sandboxctl import read_state
 
     sandbox = read_state(home).get("tryton", {})
     url, database = url or sandbox.get("url"), database or sandbox.get("database")
@@ -157,7 +157,7 @@ def demo(
 ) -> None:
     """Start Salesforce, Harvest and Tryton, seed a firm, run the hub through a quarter of
     project-to-cash until it is idle, and print what happened."""
-    from closeloop.demo import DemoError, DemoOptions, run_demo
+    from closeloop.devtools.demo.run import DemoError, DemoOptions, run_demo
     from closeloop.observability import configure_logging
 
     configure_logging("console", "error")

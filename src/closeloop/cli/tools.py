@@ -18,7 +18,7 @@ def check(config: ConfigOption = None) -> None:
     """Validate the configuration and every mapping file; print each problem with its file
     and line. Exit status 1 when there is any."""
     from closeloop.config import DEFAULT_CONFIG
-    from closeloop.configfiles import (
+    from closeloop.config.files import (
         Finding,
         check_mapping_file,
         check_settings_file,
@@ -71,7 +71,7 @@ def map_payload(
 ) -> None:
     """Map one vendor payload and print the canonical record (JSON), or every problem with
     its field path (exit status 1)."""
-    from closeloop.configfiles import FileProblems, load_mappers
+    from closeloop.config.files import FileProblems, load_mappers
 
     extra: list[Path] = []
     if config is not None or Path("closeloop.yaml").is_file():
@@ -130,7 +130,7 @@ def bench_engine(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """End-to-end engine throughput vs. the bare durable writes it must make, per backend."""
-    from closeloop.bench import run_engine_bench
+    from closeloop.devtools.bench.engine import run_engine_bench
     from closeloop.observability import configure_logging
 
     configure_logging("console", "warning")
@@ -183,7 +183,7 @@ def bench_tryton(
     fewest RPC calls for the same work: lines/s and calls per 1,000 lines with all lines
     accepted and with a share refused (closed projects), calls and seconds per invoice and
     per post; the issue's targets for the mix."""
-    from closeloop.bench_tryton import run_tryton_bench
+    from closeloop.devtools.bench.tryton import run_tryton_bench
 
     figures = _bench_figures(
         "Tryton",
@@ -251,8 +251,8 @@ def bench_demo(
     five minutes a run at the default size) and print the medians: wall time per phase and
     in all, CPU seconds of the hub and of Tryton, API calls per system and phase next to
     the floor for the same work."""
-    from closeloop.bench_demo import run_demo_bench
-    from closeloop.demo import DemoError
+    from closeloop.devtools.bench.demo import run_demo_bench
+    from closeloop.devtools.demo.run import DemoError
     from closeloop.observability import configure_logging
 
     configure_logging("console", "error")
@@ -294,7 +294,9 @@ def bench_demo(
     console.print(table)
     cpu = ", ".join(f"{name} {seconds:.0f}" for name, seconds in f["cpu_s"].items())
     console.print(f"CPU seconds: {cpu} (hub: this process over a run; systems: their life)")
-    console.print("floor: the fewest calls the vendors' APIs allow (closeloop.demo_summary.floors)")
+    console.print(
+        "floor: the fewest calls the vendors' APIs allow (closeloop.devtools.demo.summary.floors)"
+    )
 
 
 _SYSTEMS = ("salesforce", "harvest", "tryton")
@@ -308,7 +310,7 @@ def bench_salesforce(
 ) -> None:
     """Opportunities per second and API requests per 1,000 opportunities, in and out of the
     Salesforce sandbox with a real org's limits, next to the bounds the limits allow."""
-    from closeloop.bench_salesforce import run_salesforce_bench
+    from closeloop.devtools.bench.salesforce import run_salesforce_bench
 
     f = _bench_figures(
         "Salesforce", lambda: run_salesforce_bench(opportunities=opportunities, runs=runs), as_json
@@ -341,7 +343,7 @@ def bench_harvest(
 ) -> None:
     """Time entries per second from Harvest into the inbox with the rate limit on, next to
     the bound the limit and page size allow."""
-    from closeloop.bench_harvest import run_harvest_bench
+    from closeloop.devtools.bench.harvest import run_harvest_bench
 
     f = _bench_figures("Harvest", lambda: run_harvest_bench(entries=entries, runs=runs), as_json)
     if f is None:

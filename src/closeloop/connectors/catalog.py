@@ -64,6 +64,12 @@ Webhooks = Callable[["Intake", Mapping[str, Any]], "APIRouter"]
 """``webhooks(intake, {system name: settings})``: the routes of the configured systems."""
 
 
+Quota = Callable[[Connector, Callable[[str, float], int]], str]
+"""``quota(connector, requests_used)``: what the vendor allows and what is left, in words, for
+``closeloop status``; ``requests_used(rate limit key, window_s)`` counts the requests all
+workers made in a shared window."""
+
+
 @dataclass(frozen=True)
 class SandboxWiring:
     """How ``closeloop sandbox up`` connects a hub to this connector's local sandbox:
@@ -84,7 +90,7 @@ class ConnectorPlugin:
     e.g. the generic memory system); ``key_prefix``: the default prefix of business keys
     made from its records; ``mappings``: folders of shipped mapping files (``*.yaml``, one
     per connection, replaced by a user's file of the same connection); ``webhooks``: its
-    HTTP routes; ``sandbox``: its local sandbox wiring.
+    HTTP routes; ``sandbox``: its local sandbox wiring; ``quota``: its quota in words.
     """
 
     kind: str
@@ -95,6 +101,7 @@ class ConnectorPlugin:
     mappings: Callable[[], Sequence[Traversable]] = field(default=lambda: ())
     webhooks: Webhooks | None = None
     sandbox: SandboxWiring | None = None
+    quota: Quota | None = None
 
 
 def package_mappings(package: str) -> Callable[[], Sequence[Traversable]]:

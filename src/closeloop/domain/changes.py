@@ -132,7 +132,7 @@ class Change(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    system: str = Field(pattern=_NAME, description="system name, e.g. 'salesforce'")
+    system: str = Field(pattern=_NAME, description="the configured system name, e.g. 'crm'")
     object: str = Field(min_length=1, max_length=80, description="vendor object, e.g. 'Account'")
     external_id: str = Field(min_length=1, max_length=255)
     version: str = Field(min_length=1, max_length=64)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from closeloop.connectors.catalog import (
@@ -60,6 +60,14 @@ def sandbox_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def quota(connector: Connector, requests_used: Callable[[str, float], int]) -> str:
+    """The account's requests in its current window, counted by all workers."""
+    client = connector.client  # type: ignore[attr-defined]
+    limit, window_s = client.window
+    used = requests_used(client.rate_limit_key, window_s)
+    return f"{used} of {limit} requests used in the last {window_s:.0f} s (all workers)"
+
+
 PLUGIN = ConnectorPlugin(
     kind="harvest",
     settings=HarvestSettings,
@@ -68,4 +76,5 @@ PLUGIN = ConnectorPlugin(
     key_prefix="HV",
     mappings=package_mappings(__package__ or __name__),
     sandbox=SandboxWiring("harvest", sandbox_settings),
+    quota=quota,
 )

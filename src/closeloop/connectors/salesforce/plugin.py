@@ -3,7 +3,7 @@ Messages."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -94,6 +94,13 @@ def sandbox_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def quota(connector: Connector, requests_used: Callable[[str, float], int]) -> str:
+    """The org's daily API requests left (one ``limits`` call)."""
+    client = connector.client  # type: ignore[attr-defined]
+    daily = client.request("GET", "limits")["DailyApiRequests"]
+    return f"{daily['Remaining']:,} of {daily['Max']:,} daily API requests left"
+
+
 PLUGIN = ConnectorPlugin(
     kind="salesforce",
     settings=SalesforceSettings,
@@ -103,4 +110,5 @@ PLUGIN = ConnectorPlugin(
     mappings=package_mappings(__package__ or __name__),
     webhooks=webhooks,
     sandbox=SandboxWiring("salesforce", sandbox_settings),
+    quota=quota,
 )

@@ -70,4 +70,5 @@ PLUGIN = ConnectorPlugin(
     key_prefix="TR",
     mappings=package_mappings(__package__ or __name__),
     sandbox=SandboxWiring("tryton", sandbox_settings),
+    quota=lambda connector, requests_used: "no vendor quota; one writer at a time",
 )

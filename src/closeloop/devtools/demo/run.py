@@ -1,7 +1,7 @@
 """``closeloop demo``: the main job on the three systems, start to finish.
 
 Starts fresh Salesforce and Harvest sandboxes and a real Tryton (``closeloop sandbox up`` in
-``home``), seeds the firm of :mod:`closeloop.demo_firm`, and runs the hub (configured from
+``home``), seeds the firm of :mod:`closeloop.devtools.demo.firm`, and runs the hub (configured from
 the ``closeloop.yaml`` that ``sandbox up`` writes) through the quarter:
 
 1. closed-won deals are mobilized (customers matched or created, projects in Harvest and
@@ -14,8 +14,8 @@ the ``closeloop.yaml`` that ``sandbox up`` writes) through the quarter:
 Each phase runs until the hub is idle (nothing to apply or send, no invoice timer about to
 fire, and a last poll finds nothing new). Then it prints a summary and writes it to
 ``home/demo-summary.json``: what happened, and per phase the API calls per system next to
-the floor for the same work (:func:`closeloop.demo_summary.floors`), where Tryton's calls
-went and the CPU seconds spent (:mod:`closeloop.demo_meter`). With ``keep_running`` the
+the floor for the same work (:func:`closeloop.devtools.demo.summary.floors`), where Tryton's calls
+went and the CPU seconds spent (:mod:`closeloop.devtools.demo.meter`). With ``keep_running`` the
 systems stay up and a hub process runs on (``closeloop sandbox down`` stops them all).
 """
 
@@ -37,15 +37,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from closeloop import sandboxctl
 from closeloop.bootstrap import Hub, build_hub
 from closeloop.config import load_settings
 from closeloop.connectors.tryton.operations import TrytonOperations
 from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
-from closeloop.demo_firm import Firm, make_firm, time_entries
-from closeloop.demo_meter import SYSTEMS, Meter, Reading, by_method, hub_cpu_s
-from closeloop.demo_summary import print_summary, summarize
+from closeloop.devtools import sandboxctl
+from closeloop.devtools.demo.firm import Firm, make_firm, time_entries
+from closeloop.devtools.demo.meter import SYSTEMS, Meter, Reading, by_method, hub_cpu_s
+from closeloop.devtools.demo.summary import print_summary, summarize
 from closeloop.ports.connector import ConnectorError
 
 

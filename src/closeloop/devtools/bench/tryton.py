@@ -8,7 +8,7 @@ sizes on average:
 - **all accepted**: ``add_timesheet_line`` commands through :class:`TrytonConnector`, batches
   of 1,000 (what the engine sends), next to the floor, ``timesheet.line.create`` with 1,000
   prepared lines per call; and one call per line (``singles`` lines, one ``create`` each);
-- **the mix** and **invoices** of :mod:`closeloop.bench_tryton_mix`: a share of the lines
+- **the mix** and **invoices** of :mod:`closeloop.devtools.bench.tryton_mix`: a share of the lines
   refused because their project was closed, and invoicing then posting many projects in one
   batch each, with their floors.
 
@@ -28,7 +28,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from closeloop.bench_tryton_mix import (
+from closeloop.connectors.tryton.connector import TrytonConnector, idempotency_key
+from closeloop.connectors.tryton.operations import TaskSpec, TrytonOperations
+from closeloop.connectors.tryton.rpc import TrytonRPC
+from closeloop.connectors.tryton.setup import TrytonSetup, initialize
+from closeloop.devtools.bench.tryton_mix import (
     CLOSED_ON,
     BenchError,
     Timed,
@@ -41,12 +45,8 @@ from closeloop.bench_tryton_mix import (
     plan_lines,
     since,
 )
-from closeloop.connectors.tryton.connector import TrytonConnector, idempotency_key
-from closeloop.connectors.tryton.operations import TaskSpec, TrytonOperations
-from closeloop.connectors.tryton.rpc import TrytonRPC
-from closeloop.connectors.tryton.setup import TrytonSetup, initialize
+from closeloop.devtools.sandboxctl import start_tryton
 from closeloop.domain.commands import Applied, Command
-from closeloop.sandboxctl import start_tryton
 from closeloop.sandboxes.tryton.server import TrytonServer
 
 BATCH = 1000

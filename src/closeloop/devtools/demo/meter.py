@@ -1,7 +1,7 @@
 """What each phase of the demo cost and did: API calls per system (by resource, and Tryton's
 by RPC method and caller), the hub's polls, CPU seconds of the hub and of the systems'
-processes, and the business work (:class:`~closeloop.demo_summary.PhaseWork`) next to its
-floor (:func:`~closeloop.demo_summary.floors`).
+processes, and the business work (:class:`~closeloop.devtools.demo.summary.PhaseWork`) next to its
+floor (:func:`~closeloop.devtools.demo.summary.floors`).
 
 A :class:`Meter` takes a :class:`Reading` at a phase's start and end; :meth:`Meter.phase`
 turns the two into the phase's report.
@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from closeloop.bootstrap import Hub
-from closeloop.demo_summary import PhaseWork, floors
+from closeloop.devtools.demo.summary import PhaseWork, floors
 from closeloop.engine.intake import IntakeResult
 from closeloop.store import tables as t
 

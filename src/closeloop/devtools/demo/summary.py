@@ -14,7 +14,7 @@ from rich.table import Table
 
 from closeloop.bootstrap import Hub
 from closeloop.connectors.tryton.operations import TrytonOperations
-from closeloop.demo_firm import Firm
+from closeloop.devtools.demo.firm import Firm
 
 #: Salesforce: sObject Collections of 200 records, five to a Composite request
 SALESFORCE_RECORDS_PER_REQUEST = 1000
@@ -26,7 +26,7 @@ TRYTON_LINES_PER_CREATE = 1000  #: timesheet lines per bulk create (the engine's
 @dataclass(frozen=True)
 class PhaseWork:
     """The business work of one demo phase, counted from the hub's commands done in it
-    (``closeloop.demo_meter.phase_work``) and from its polls.
+    (``closeloop.devtools.demo.meter.phase_work``) and from its polls.
 
     ``accounts_matched``: CRM accounts matched against the ERP's customers; ``customers``:
     ERP customers created; ``erp_projects`` / ``psa_projects``: projects set up in Tryton /

@@ -10,8 +10,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from closeloop.bootstrap import Hub
+from closeloop.connectors.catalog import plugin
 from closeloop.flows.engagements import engagements
-from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 
 
 def hub_calls(hub: Hub) -> dict[str, float] | None:
@@ -34,23 +34,15 @@ def hub_calls(hub: Hub) -> dict[str, float] | None:
 
 
 def quota(hub: Hub, system: str) -> str:
-    """What the vendor allows and what is left, asked now (one cheap call where needed)."""
-    kind = hub.settings.systems[system].kind
+    """What the vendor allows and what is left, asked now through the row of the system's
+    connector (one cheap call where needed); ``-`` for a connector that says nothing."""
+    describe = plugin(hub.settings.systems[system].kind).quota
+    if describe is None:
+        return "-"
     try:
-        if kind == "salesforce":
-            client = hub.registry.connector(system).client  # type: ignore[attr-defined]
-            daily = client.request("GET", "limits")["DailyApiRequests"]
-            return f"{daily['Remaining']:,} of {daily['Max']:,} daily API requests left"
-        if kind == "harvest":
-            client = hub.registry.connector(system).client  # type: ignore[attr-defined]
-            limit, window_s = client.window
-            used = SqlSharedRateLimit(hub.store.engine).used(client.rate_limit_key, window_s)
-            return f"{used} of {limit} requests used in the last {window_s:.0f} s (all workers)"
+        return describe(hub.registry.connector(system), hub.requests_used)
     except Exception as exc:  # a status page reports, it does not fail
         return f"unknown ({type(exc).__name__}: {exc})"
-    if kind == "tryton":
-        return "no vendor quota; one writer at a time"
-    return "-"
 
 
 def gather(hub: Hub) -> dict[str, Any]:

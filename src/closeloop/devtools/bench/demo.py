@@ -2,7 +2,7 @@
 folder (fresh systems, fresh hub database), and the medians of what a user waits for and
 what it costs: wall time per phase and in all (starting the systems included), CPU seconds
 of the hub process and of the systems' processes, and API calls per system and phase next
-to the floor for the same work (:func:`closeloop.demo_summary.floors`).
+to the floor for the same work (:func:`closeloop.devtools.demo.summary.floors`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-from closeloop.demo import DemoOptions, run_demo
+from closeloop.devtools.demo.run import DemoOptions, run_demo
 
 SYSTEMS = ("salesforce", "harvest", "tryton")
 

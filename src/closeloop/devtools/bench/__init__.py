@@ -1,0 +1,1 @@
+"""``closeloop bench ...``: benchmarks that print figures (calls, CPU seconds, wall time)."""
