@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -118,6 +118,12 @@ class ContractCase(ABC):
     def tag_of(self, change: Change) -> str | None:
         """The tag a change of :attr:`object_name` carries (see :meth:`change`)."""
 
+    @abstractmethod
+    def failing(self, fault: str) -> AbstractContextManager[Connector]:
+        """For the ``with`` block, the system answers every call with ``fault``
+        (``server_error``: HTTP 503, ``rate_limited``: HTTP 429) and applies nothing; yields
+        the connector to call meanwhile."""
+
     def settle(self) -> None:
         """Return once the change feed can see every change made so far (a feed that reads
         only up to the system's clock waits for it to pass the last change)."""
@@ -180,6 +186,14 @@ class MemoryCase(ContractCase):
         return sum(
             e["idempotency_key"] == command.idempotency_key for e in answer.json()["effects"]
         )
+
+    @contextmanager
+    def failing(self, fault: str) -> Iterator[Connector]:
+        self.sandbox.http.put("/faults", json={fault: 1.0}).raise_for_status()
+        try:
+            yield self.connector
+        finally:
+            self.sandbox.http.put("/faults", json={}).raise_for_status()
 
     def lose_answer(self, command: Command) -> None:
         self.sandbox.http.put("/faults", json={"lost_response": 1.0}).raise_for_status()
@@ -278,6 +292,15 @@ class TrytonCase(ContractCase):
             "party.party", [["code", "=", code]], ["id"], context={"active_test": False}
         )
         return len(rows)
+
+    @contextmanager
+    def failing(self, fault: str) -> Iterator[Connector]:
+        status = {"server_error": 503, "rate_limited": 429}[fault]
+        self.proxy.rules.append(Rule("party.party", status=status, retry_after="1", count=1000))
+        try:
+            yield self.lossy
+        finally:
+            self.proxy.rules.clear()
 
     def lose_answer(self, command: Command) -> None:
         self.proxy.rules.append(Rule("party.party.create", drop=True))
@@ -426,6 +449,14 @@ class SalesforceCase(ContractCase):
         status = command.payload.get("status")
         return sum(r["Mobilization_Status__c"] == status for r in answer.json()["records"])
 
+    @contextmanager
+    def failing(self, fault: str) -> Iterator[Connector]:
+        self.api.admin("PUT", "faults", json={fault: 1.0}).raise_for_status()
+        try:
+            yield self.connector
+        finally:
+            self.api.admin("PUT", "faults", json={}).raise_for_status()
+
     def lose_answer(self, command: Command) -> None:
         self.api.admin("PUT", "faults", json={"lost_response": 1.0}).raise_for_status()
         try:
@@ -530,6 +561,14 @@ class HarvestCase(ContractCase):
     def effects(self, command: Command) -> int:
         code = command.payload.get("key")
         return sum(p["code"] == code for p in self.api.listed("projects"))
+
+    @contextmanager
+    def failing(self, fault: str) -> Iterator[Connector]:
+        self.api.admin("PUT", "faults", json={fault: 1.0}).raise_for_status()
+        try:
+            yield self.connector
+        finally:
+            self.api.admin("PUT", "faults", json={}).raise_for_status()
 
     def lose_answer(self, command: Command) -> None:
         other = self._configured()

@@ -153,3 +153,39 @@ def test_a_third_party_connector_joins_through_an_entry_point(tmp_path: Path) ->
         connector.close()  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="ledger_book"):
         load_settings(write(tmp_path, {"systems": {"books": {"kind": "ledger", "url": "x"}}}))
+
+
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        ({"erp": {"systems": ["hv"]}}, "'hv', a harvest system, which plays psa"),
+        ({"crm": {"default": "sf"}}, "roles.crm takes no rules or default"),
+        (
+            {
+                "erp": {
+                    "rules": [
+                        {"field": "customer.country", "values": ["Atlantis"], "system": "erp_de"}
+                    ]
+                }
+            },
+            "Atlantis",
+        ),
+    ],
+)
+def test_roles_that_cannot_work_are_refused(
+    tmp_path: Path, roles: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, {"systems": SYSTEMS, "flows": FLOWS, "roles": roles}))
+
+
+def test_several_systems_need_a_rule_or_a_default_and_rule_countries_are_iso(
+    tmp_path: Path,
+) -> None:
+    systems = {**SYSTEMS, "erp_fr": {**SYSTEMS["erp_de"], "database": "fr"}}
+    with pytest.raises(ConfigError, match="neither rules nor a default"):
+        load_settings(write(tmp_path, {"systems": systems, "flows": FLOWS}))
+    rule = {"field": "customer.country", "values": ["France"], "system": "erp_fr"}
+    config = {"systems": systems, "flows": FLOWS, "roles": {"erp": {"rules": [rule]}}}
+    roles = load_settings(write(tmp_path, config)).engagement_roles()
+    assert roles.erp.rules[0].values == ("FR",)  # as the deal's country is compared

@@ -15,7 +15,9 @@ parks only what a system refuses because every connector does the same five thin
    (``modified_at``, external id) order, never anything older.
 4. Errors by command: a command the system refuses is a ``Permanent`` outcome of its own in
    a batch whose other commands are ``Applied``; a payload that does not fit its canonical
-   operation is ``Permanent`` ``validation``, never an exception.
+   operation is ``Permanent`` ``validation``, never an exception; a system answering 503 or
+   429 makes the call transient or ambiguous (never applied or permanent), writes nothing,
+   and the command goes through once it answers again.
 5. Configuration: ``limits`` is a ``ConnectorLimits`` with positive values (and the
    configured batch size); ``system`` is the configured name (never the connector's
    default), and the commands' idempotency keys and every ``Change.system`` use it.
@@ -38,9 +40,9 @@ from typing import Any
 import pytest
 
 from closeloop.domain.changes import Change
-from closeloop.domain.commands import Applied, ExceptionClass, Permanent
+from closeloop.domain.commands import Ambiguous, Applied, ExceptionClass, Permanent, Transient
 from closeloop.domain.operations import split_idempotency_key
-from closeloop.ports.connector import Connector, ConnectorLimits
+from closeloop.ports.connector import AmbiguousError, Connector, ConnectorLimits, TransientError
 from tests.contract_support import BATCH_SIZE, ContractCase, fresh, start_case
 from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
 
@@ -155,6 +157,28 @@ def test_find_sees_a_write_whose_answer_was_lost_and_not_one_never_made(
     assert set(found) == {lost.idempotency_key}, found
     assert isinstance(found[lost.idempotency_key], Applied)
     assert case.effects(never) == 0
+
+
+@pytest.mark.parametrize("fault", ["server_error", "rate_limited"])
+@pytest.mark.parametrize("case", cases("unavailable"), indirect=True)
+def test_a_system_that_cannot_answer_now_is_retried_never_refused(
+    case: ContractCase, fault: str
+) -> None:
+    """A 503 or a 429 is the system's state, not the record's: the call raises (or its
+    outcomes are) transient or ambiguous, never applied or permanent, nothing is written, and
+    the same command goes through once the system answers again."""
+    command = case.command(fresh("busy"))
+    with case.failing(fault) as connector:
+        try:
+            (outcome,) = connector.execute([command])
+        except (TransientError, AmbiguousError):
+            pass
+        else:
+            assert isinstance(outcome, (Transient, Ambiguous)), outcome
+    assert case.effects(command) == 0
+    (again,) = case.connector.execute([command])
+    assert isinstance(again, Applied), again
+    assert case.effects(command) == 1
 
 
 # --- 3. change feed: overlap without loss ------------------------------------------------------

@@ -129,3 +129,18 @@ def test_invoicing_and_time_follow_the_engagement_s_erp() -> None:
     assert fired is not None
     assert {c.system for c in fired.commands} == {"erp_fr"}
     assert [c.operation for c in fired.commands] == ["invoice_project", "post_invoice"]
+
+
+def test_a_deal_blocked_for_its_data_is_routed_again_once_fixed() -> None:
+    """The country may have been the mistake: a blocked deal is not held to its first route."""
+    flow = MobilizeFlow(roles())
+    wrong = deal(customer={"country": "Germany", "tax_id": "FR40303265045"})  # a French VAT id
+    blocked = flow.on_record(None, wrong)
+    assert blocked is not None and blocked.state == "blocked"
+    fixed = deal(
+        version="2026-03-04T00:00:00+00:00",
+        customer={"country": "France", "tax_id": "FR40303265045"},
+    )
+    matching = flow.on_record(at(blocked), fixed)
+    assert matching is not None and matching.state == "matching"
+    assert matching.data["systems"]["erp"] == "erp_fr"

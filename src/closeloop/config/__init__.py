@@ -204,27 +204,48 @@ class Settings(BaseSettings):
 
     def role_systems(self, role: Role) -> list[str]:
         """The systems playing ``role``: as configured under ``roles:``, else every system
-        whose connector plays it. Raises ``ValueError`` for a name not under ``systems``."""
+        whose connector plays it. Raises ``ValueError`` for a name not under ``systems`` or
+        a system whose connector plays another role."""
         configured = getattr(self.roles, role.value).systems
         if configured is None:
             return [n for n, s in self.systems.items() if plugin(s.kind).role is role]
         unknown = [n for n in configured if n not in self.systems]
         if unknown:
             raise ValueError(f"roles.{role.value} names {unknown}, which are not under systems")
+        for name in configured:
+            plays = plugin(self.systems[name].kind).role
+            if plays not in (role, None):
+                raise ValueError(
+                    f"roles.{role.value} names {name!r}, a {self.systems[name].kind} system, "
+                    f"which plays {plays.value if plays else 'no role'}"
+                )
         return list(configured)
 
     def engagement_roles(self) -> Roles:
         """The roles of the project-to-cash flows with their routing and each CRM's key
-        prefix. Raises ``ValueError`` naming a role no system plays or a bad rule."""
+        prefix. Raises ``ValueError`` naming a role no system plays, a system in two roles,
+        several systems with no way to pick one, routing under ``crm`` (every CRM is read;
+        its deals are routed to a PSA and an ERP), or a bad rule."""
         routing = {}
+        seen: dict[str, str] = {}
         for role in Role:
             systems = self.role_systems(role)
+            config = getattr(self.roles, role.value)
             if not systems:
                 raise ValueError(
                     f"no system plays {role.value}: configure one under systems or name it "
                     f"under roles.{role.value}.systems"
                 )
-            config = getattr(self.roles, role.value)
+            for name in systems:
+                if seen.setdefault(name, role.value) != role.value:
+                    raise ValueError(f"{name!r} plays both {seen[name]} and {role.value}")
+            if role is Role.CRM and (config.rules or config.default):
+                raise ValueError("roles.crm takes no rules or default: every CRM is read")
+            if len(systems) > 1 and not config.rules and config.default is None:
+                raise ValueError(
+                    f"roles.{role.value} has {systems} and neither rules nor a default to "
+                    "pick one per engagement"
+                )
             routing[role.value] = RoleRouting(
                 systems=tuple(systems), rules=tuple(config.rules), default=config.default
             )

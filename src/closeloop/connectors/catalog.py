@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from importlib.abc import Traversable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
@@ -72,12 +73,17 @@ workers made in a shared window."""
 
 @dataclass(frozen=True)
 class SandboxWiring:
-    """How ``closeloop sandbox up`` connects a hub to this connector's local sandbox:
-    ``state_key`` is its entry in ``sandbox.json``; ``settings(entry)`` the system's
-    settings (a ``systems:`` entry) for a running sandbox described by that entry."""
+    """How ``closeloop sandbox up`` runs this connector's local sandbox and connects a hub to
+    it: ``state_key`` is its entry in ``sandbox.json``; ``start(home)`` starts one under
+    ``home`` and returns that entry (``url``, ``pid``, ...); ``settings(entry)`` the system's
+    settings (a ``systems:`` entry) for it; ``check(entry)`` raises ``httpx.HTTPError`` when
+    it does not answer; ``admin``: it serves ``/__sandbox/`` (seed, faults)."""
 
     state_key: str
     settings: Callable[[Mapping[str, Any]], dict[str, Any]]
+    start: Callable[[Path], dict[str, Any]]
+    check: Callable[[Mapping[str, Any]], None]
+    admin: bool = True
 
 
 @dataclass(frozen=True)

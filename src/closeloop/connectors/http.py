@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -57,3 +59,14 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def sandbox_healthz(entry: Mapping[str, Any]) -> None:
+    """``GET <url>/healthz`` of a running sandbox described by its ``sandbox.json`` entry
+    (``url``, and ``ca_bundle`` when it serves HTTPS with a local certificate). Raises
+    ``httpx.HTTPError`` when it does not answer 2xx within 2 s."""
+    ca_bundle = entry.get("ca_bundle")
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+    )
+    httpx.get(f"{entry['url']}/healthz", verify=verify, timeout=2).raise_for_status()

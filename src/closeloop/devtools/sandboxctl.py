@@ -16,41 +16,17 @@ from typing import Any
 
 import httpx
 
-from closeloop.connectors.tryton.rpc import TrytonRPC
-from closeloop.connectors.tryton.setup import SETUP_VERSION, TrytonSetup, initialize
+from closeloop.connectors.catalog import SandboxWiring, plugins
+from closeloop.connectors.tryton.sandbox import cache_dir, init_tryton, start_tryton
 from closeloop.domain.operations import Role
-from closeloop.sandboxes.tryton.server import (
-    TrytonSandbox,
-    TrytonServer,
-    find_trytond,
-    free_port,
-    stop_pid,
-)
+from closeloop.sandboxes.tryton.server import free_port, stop_pid
+
+__all__ = ["cache_dir", "init_tryton", "start_tryton"]  # used by tests and benchmarks
 
 
-def cache_dir() -> Path:
-    """Where pristine databases are kept (``CLOSELOOP_SANDBOX_CACHE``, default
-    ``~/.cache/closeloop``)."""
-    return Path(os.environ.get("CLOSELOOP_SANDBOX_CACHE", Path.home() / ".cache" / "closeloop"))
-
-
-def init_tryton(server: TrytonServer) -> None:
-    """Prepare a fresh sandbox database as ``closeloop tryton init`` does."""
-    rpc = TrytonRPC(server.url, server.database, server.user, server.password, timeout_s=300)
-    try:
-        initialize(rpc, TrytonSetup())
-    finally:
-        rpc.close()
-
-
-def start_tryton(home: Path, uri: str = "sqlite://", database: str = "closeloop") -> TrytonServer:
-    """A running, initialised Tryton sandbox under ``home/tryton``."""
-    sandbox = TrytonSandbox(
-        home / "tryton", cache_dir(), database, uri, flavour=f"setup-{SETUP_VERSION}"
-    )
-    bin_dir = find_trytond()
-    sandbox.prepare(bin_dir, init_tryton)
-    return sandbox.start(bin_dir)
+def wirings() -> dict[str, SandboxWiring]:
+    """The sandboxes the connector table knows, by name (their ``sandbox.json`` key)."""
+    return {p.sandbox.state_key: p.sandbox for p in plugins().values() if p.sandbox}
 
 
 def read_state(home: Path) -> dict[str, Any]:
@@ -117,30 +93,26 @@ def alive(pid: int) -> bool:
 
 
 SYSTEMS = ("tryton", "salesforce", "harvest")
+"""What ``up`` starts by default (any other sandbox of the connector table on request)."""
 
 
 def up(home: Path, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
-    """Start those of ``systems`` that are not running yet; returns the sandbox state.
-    Raises ``SandboxError`` or ``SandboxStartError`` when one does not come up. Paths in the
-    state and in ``closeloop.yaml`` are absolute: the files work from any folder."""
-    from closeloop.sandboxes.harvest.server import start_harvest
-    from closeloop.sandboxes.salesforce.server import start_salesforce
-
+    """Start those of ``systems`` that are not running yet, each by its connector's sandbox
+    wiring; returns the sandbox state. Raises ``SandboxError`` or ``SandboxStartError`` when
+    one does not come up, ``ValueError`` for a name no connector has a sandbox for. Paths in
+    the state and in ``closeloop.yaml`` are absolute: the files work from any folder."""
     home = home.resolve()
+    known = wirings()
+    unknown = [name for name in systems if name not in known]
+    if unknown:
+        raise ValueError(f"no sandbox called {unknown} (known: {', '.join(sorted(known))})")
     state = read_state(home)
     state.setdefault("hub", {"port": free_port()})  # where `closeloop run` will listen
     for name in systems:
         entry = state.get(name)
         if entry and alive(int(entry["pid"])):
             continue
-        if name == "tryton":
-            state[name] = start_tryton(home).as_json()
-        elif name == "salesforce":
-            state[name] = start_salesforce(home / "salesforce", free_port()).as_json()
-        elif name == "harvest":
-            state[name] = start_harvest(home / "harvest", free_port()).as_json()
-        else:
-            raise ValueError(f"no sandbox called {name!r} (known: {', '.join(SYSTEMS)})")
+        state[name] = known[name].start(home)
         write_state(home, state)
     return state
 
@@ -172,8 +144,9 @@ def _admin(
 
 def _running(home: Path, system: str) -> dict[str, Any]:
     entry: dict[str, Any] | None = read_state(home).get(system)
-    if system not in ("salesforce", "harvest"):
-        raise LookupError(f"offered for: salesforce, harvest (not {system})")
+    offered = sorted(name for name, wiring in wirings().items() if wiring.admin)
+    if system not in offered:
+        raise LookupError(f"offered for: {', '.join(offered)} (not {system})")
     if not entry or not alive(int(entry["pid"])):
         raise LookupError(f"the {system} sandbox is not running: closeloop sandbox up")
     return entry
@@ -223,6 +196,7 @@ def down(home: Path) -> list[str]:
 def status(home: Path) -> dict[str, str]:
     """``{system: "running at URL" | "stopped"}``."""
     report = {}
+    known = wirings()
     for name, entry in read_state(home).items():
         if not isinstance(entry, dict) or "pid" not in entry:
             continue
@@ -233,15 +207,9 @@ def status(home: Path) -> dict[str, str]:
             if name == "hub":
                 httpx.get(f"http://127.0.0.1:{entry['port']}/healthz", timeout=2)
                 entry = {**entry, "url": f"http://127.0.0.1:{entry['port']}"}
-            elif name in ("salesforce", "harvest"):
-                httpx.get(f"{entry['url']}/healthz", verify=_verify(entry), timeout=2)
-            else:
-                httpx.post(
-                    f"{entry['url']}/rpc/",
-                    json={"id": 0, "method": "common.server.version", "params": []},
-                    timeout=2,
-                )
-            report[name] = f"running at {entry['url']} (pid {entry['pid']})"
+            elif name in known:
+                known[name].check(entry)
+            report[name] = f"running at {entry.get('url', '-')} (pid {entry['pid']})"
         except httpx.HTTPError:
-            report[name] = f"pid {entry['pid']} alive but {entry['url']} does not answer"
+            report[name] = f"pid {entry['pid']} alive but {entry.get('url', '-')} does not answer"
     return report

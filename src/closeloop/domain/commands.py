@@ -31,7 +31,7 @@ TERMINAL_STATUSES = frozenset(
 
 
 class ExceptionClass(StrEnum):
-    """Why a business exception was opened (DESIGN.md, failures)."""
+    """Why a business exception was opened (docs/architecture.md)."""
 
     VALIDATION = "validation"
     MAPPING = "mapping"

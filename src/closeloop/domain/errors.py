@@ -9,7 +9,7 @@
     │   ├── IllegalTransitionError       a lifecycle move that is not allowed (domain.lifecycle)
     │   ├── IntakeError                  a change refused at intake         (engine.intake)
     │   ├── ConfigError                  configuration that cannot be used  (config)
-    │   └── FileProblems                 configuration or mapping files     (configfiles)
+    │   └── FileProblems                 configuration or mapping files     (config.files)
     ├── NotFoundError (LookupError)      what was named does not exist
     │   ├── UnknownObjectError           a vendor object no binding reads   (engine.registry)
     │   ├── UnknownConnectorError        a ``kind`` no connector has        (connectors.catalog)

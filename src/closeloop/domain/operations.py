@@ -31,7 +31,7 @@ from closeloop.domain.commands import Command, Impact
 
 
 class Role(StrEnum):
-    """The part a system plays for the firm (DESIGN.md, systems and who owns what)."""
+    """The part a system plays for the firm (docs/architecture.md, systems, roles and routing)."""
 
     CRM = "crm"
     PSA = "psa"

@@ -15,16 +15,27 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from closeloop.domain.taxids import country_code
+
 
 class RouteRule(BaseModel):
     """Route to ``system`` the engagements whose ``field`` is one of ``values`` (compared
-    as text, case-insensitively)."""
+    as text, case-insensitively). A ``...country`` field compares ISO 3166 codes: its values
+    are normalised (``France`` -> ``FR``) and one that names no country is refused with
+    ``ValueError``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     field: str = Field(min_length=1, description="dotted canonical path, e.g. customer.country")
     values: tuple[str, ...] = Field(min_length=1)
     system: str
+
+    @model_validator(mode="after")
+    def _countries(self) -> RouteRule:
+        if self.field.rsplit(".", 1)[-1] == "country":
+            codes = tuple(country_code(v) for v in self.values)  # ValueError names the value
+            object.__setattr__(self, "values", codes)
+        return self
 
     def matches(self, data: Mapping[str, Any]) -> bool:
         """Whether the canonical record ``data`` has one of the values at ``field``."""

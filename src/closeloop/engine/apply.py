@@ -1,4 +1,5 @@
-"""Apply: inbox rows become canonical records, flow steps and outbox commands (DESIGN.md 2-3)."""
+"""Apply: inbox rows become canonical records, flow steps and outbox commands
+(docs/architecture.md)."""
 
 from __future__ import annotations
 

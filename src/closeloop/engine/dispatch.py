@@ -1,4 +1,5 @@
-"""Dispatch: claimed commands run as batch calls under each system's limits (DESIGN.md 4-5)."""
+"""Dispatch: claimed commands run as batch calls under each system's limits
+(docs/architecture.md)."""
 
 from __future__ import annotations
 

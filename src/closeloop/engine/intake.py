@@ -1,4 +1,4 @@
-"""Intake: webhook deliveries and polls become inbox rows (DESIGN.md step 1).
+"""Intake: webhook deliveries and polls become inbox rows (docs/architecture.md).
 
 Text the hub cannot store or send (a surrogate code point, a NUL; see
 :func:`~closeloop.domain.changes.payload_problems`) is refused here, before it reaches the

@@ -1,4 +1,4 @@
-"""The flow runtime: the one place that offers events to flow instances (DESIGN.md 3).
+"""The flow runtime: the one place that offers events to flow instances (docs/architecture.md).
 
 An event (a record from apply, a command's result from dispatch, a timer, a person's
 cross-reference link) is offered, in the caller's transaction, to the instances it concerns.

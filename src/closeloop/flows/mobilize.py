@@ -61,7 +61,7 @@ from closeloop.domain.operations import (
     role_command,
 )
 from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep, Signal
-from closeloop.domain.routing import Roles
+from closeloop.domain.routing import RoleRouting, Roles
 from closeloop.domain.taxids import country_code
 from closeloop.flows.deal_terms import commercial_problems, deal_data
 from closeloop.ports.flows import xref_link, xref_lookup
@@ -142,12 +142,17 @@ class MobilizeFlow:
             "matching", data, signals=(self._lookup(data, watch=False),), resolves=resolves
         )
 
-    def _routing(self, role: str) -> Any:
-        return getattr(self.roles, role)
+    def _routing(self, role: str) -> RoleRouting:
+        routing: RoleRouting = getattr(self.roles, role)
+        return routing
 
     def _systems(self, state: FlowState | None, record: CanonicalRecord) -> dict[str, str | None]:
-        """The deal's systems: kept from an earlier routing, else routed now by the rules."""
-        kept = (state.data.get("systems") or {}) if state else {}
+        """The deal's systems: kept once the ERP was asked about the deal's customer (a deal
+        blocked on an ambiguous match waits in that ERP), else routed now by the rules (a
+        deal blocked for its data is routed again when fixed: its country may have been the
+        mistake)."""
+        asked = state is not None and state.data.get("match_asked")
+        kept = (state.data.get("systems") or {}) if asked and state is not None else {}
         systems: dict[str, str | None] = {"crm": record.source[0]}
         routable = _routable(record.data)
         for role in ("psa", "erp"):

@@ -1,7 +1,7 @@
 """Field ownership: which system is the system of record for each canonical field.
 
 A write by a system that does not own a field is refused; when its value differs from the
-owner's, the disagreement is drift (DESIGN.md, "Systems and who owns what").
+owner's, the disagreement is drift (docs/architecture.md, systems and roles).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a connector to one system offers the engine (system APIs in DESIGN.md)."""
+"""What a connector to one system offers the engine (the system APIs of docs/architecture.md)."""
 
 from __future__ import annotations
 

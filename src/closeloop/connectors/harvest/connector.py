@@ -10,14 +10,15 @@ distinct records as Harvest counted (else it reads again, then gives up transien
 yields the records sorted by ``(updated_at, id)`` in chunks, so each committed chunk moves the
 watermark forward only past what is already in the inbox.
 
-**Writes.** The ``psa`` role's canonical operations (:mod:`closeloop.domain.operations`)
-are translated here: ``upsert_project`` becomes a project billed by task, budgeted in hours
-by project, with one task per role at its hourly rate; ``close_project`` archives the
-project of that code; ``mark_billed`` imports the period's time into a Harvest invoice of the
-ERP's number. ``upsert_client``, ``upsert_harvest_project`` (every project field Harvest
-has: ``bill_by``, fixed fees, people) and ``attach_reference`` are Harvest's own (their
-payloads as :mod:`.operations` documents). Idempotency keys: ``<system>:<operation>:<key>`` with the
-key Harvest shows (client name, project code, invoice number, time entry id and reference).
+**Writes.** The ``psa`` role's canonical operations (:mod:`closeloop.domain.operations`) are
+translated here: ``upsert_project`` becomes a project billed by task, budgeted in hours by
+project, with one task per role at its hourly rate; ``close_project`` archives the project of
+that code; ``mark_billed`` imports the period's time into a Harvest invoice numbered as the
+operation says (the hub's invoice reference, unique across ERPs). ``upsert_client``,
+``upsert_harvest_project`` (every project field Harvest has: ``bill_by``, fixed fees, people)
+and ``attach_reference`` are Harvest's own (their payloads as :mod:`.operations` documents).
+Idempotency keys: ``<system>:<operation>:<key>`` with the key Harvest shows (client name,
+project code, invoice number, time entry id and reference).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from closeloop.domain.commands import (
     Transient,
 )
 from closeloop.domain.operations import CloseProject, MarkBilled, UpsertProject
+from closeloop.domain.operations import idempotency_key as role_key
 from closeloop.ports.connector import (
     AmbiguousError,
     ConnectorLimits,
@@ -59,11 +61,13 @@ _OPERATIONS = (
 )
 
 
-def idempotency_key(operation: str, key: str) -> str:
-    """``harvest:<operation>:<key>``."""
+def idempotency_key(operation: str, key: str, system: str = SYSTEM) -> str:
+    """The idempotency key of a Harvest ``operation`` on ``key`` for the system named
+    ``system`` (:func:`closeloop.domain.operations.idempotency_key`). Raises
+    ``ValueError`` for an operation Harvest has not."""
     if operation not in _OPERATIONS:
         raise ValueError(f"unknown Harvest operation {operation!r}")
-    return f"{SYSTEM}:{operation}:{key}"
+    return role_key(system, operation, key)
 
 
 def command_key(command: Command) -> str:

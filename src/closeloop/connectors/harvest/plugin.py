@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from closeloop.connectors.catalog import (
@@ -11,6 +12,7 @@ from closeloop.connectors.catalog import (
     SandboxWiring,
     package_mappings,
 )
+from closeloop.connectors.http import sandbox_healthz
 from closeloop.connectors.settings import SystemSettings
 from closeloop.domain.operations import Role
 from closeloop.ports.connector import Connector
@@ -68,6 +70,14 @@ def quota(connector: Connector, requests_used: Callable[[str, float], int]) -> s
     return f"{used} of {limit} requests used in the last {window_s:.0f} s (all workers)"
 
 
+def start_sandbox(home: Path) -> dict[str, Any]:
+    """The Harvest sandbox under ``home/harvest`` on a free port of 127.0.0.1."""
+    from closeloop.sandboxes.harvest.server import start_harvest
+    from closeloop.sandboxes.tryton.server import free_port
+
+    return start_harvest(home / "harvest", free_port()).as_json()
+
+
 PLUGIN = ConnectorPlugin(
     kind="harvest",
     settings=HarvestSettings,
@@ -75,6 +85,6 @@ PLUGIN = ConnectorPlugin(
     role=Role.PSA,
     key_prefix="HV",
     mappings=package_mappings(__package__ or __name__),
-    sandbox=SandboxWiring("harvest", sandbox_settings),
+    sandbox=SandboxWiring("harvest", sandbox_settings, start_sandbox, sandbox_healthz),
     quota=quota,
 )

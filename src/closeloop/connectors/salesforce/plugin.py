@@ -4,6 +4,7 @@ Messages."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -14,6 +15,7 @@ from closeloop.connectors.catalog import (
     SandboxWiring,
     package_mappings,
 )
+from closeloop.connectors.http import sandbox_healthz
 from closeloop.connectors.settings import SystemSettings
 from closeloop.domain.operations import Role
 from closeloop.ports.connector import Connector
@@ -101,6 +103,14 @@ def quota(connector: Connector, requests_used: Callable[[str, float], int]) -> s
     return f"{daily['Remaining']:,} of {daily['Max']:,} daily API requests left"
 
 
+def start_sandbox(home: Path) -> dict[str, Any]:
+    """The Salesforce sandbox under ``home/salesforce`` on a free port of 127.0.0.1."""
+    from closeloop.sandboxes.salesforce.server import start_salesforce
+    from closeloop.sandboxes.tryton.server import free_port
+
+    return start_salesforce(home / "salesforce", free_port()).as_json()
+
+
 PLUGIN = ConnectorPlugin(
     kind="salesforce",
     settings=SalesforceSettings,
@@ -109,6 +119,6 @@ PLUGIN = ConnectorPlugin(
     key_prefix="SF",
     mappings=package_mappings(__package__ or __name__),
     webhooks=webhooks,
-    sandbox=SandboxWiring("salesforce", sandbox_settings),
+    sandbox=SandboxWiring("salesforce", sandbox_settings, start_sandbox, sandbox_healthz),
     quota=quota,
 )

@@ -18,12 +18,9 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from closeloop.connectors.bulk import isolate
-from closeloop.connectors.tryton.invoicing import InvoiceRequest, InvoiceState
+from closeloop.connectors.tryton import translate
+from closeloop.connectors.tryton.invoicing import InvoiceState
 from closeloop.connectors.tryton.operations import (
-    CustomerSpec,
-    ProjectSpec,
-    TaskSpec,
-    TimesheetEntry,
     TrytonOperations,
 )
 from closeloop.connectors.tryton.rpc import TrytonError
@@ -37,16 +34,12 @@ from closeloop.domain.commands import (
     Permanent,
     Transient,
 )
-from closeloop.domain.keys import task_key
 from closeloop.domain.operations import (
-    AddTimesheetLine,
     CloseProject,
-    InvoiceProject,
-    MatchCustomer,
     PostInvoice,
-    UpsertCustomer,
-    UpsertProject,
+    split_idempotency_key,
 )
+from closeloop.domain.operations import idempotency_key as role_key
 from closeloop.mdm.matching import Party, match_customer
 from closeloop.ports.connector import (
     AmbiguousError,
@@ -61,14 +54,10 @@ INVOICES = "account.invoice"
 PAGE = 500
 
 
-def idempotency_key(operation: str, key: str) -> str:
-    """``tryton:<operation>:<key>``."""
-    return f"{SYSTEM}:{operation}:{key}"
-
-
-def _split(idempotency_key: str) -> tuple[str, str]:
-    _, operation, key = idempotency_key.split(":", 2)
-    return operation, key
+def idempotency_key(operation: str, key: str, system: str = SYSTEM) -> str:
+    """The idempotency key of a Tryton ``operation`` on ``key`` for the system named
+    ``system`` (:func:`closeloop.domain.operations.idempotency_key`)."""
+    return role_key(system, operation, key)
 
 
 def invoice_payload(invoice: InvoiceState) -> dict[str, Any]:
@@ -256,14 +245,21 @@ class TrytonConnector:
 
     def _customers(self, batch: list[Command]) -> list[Outcome]:
         return self._bulk(
-            batch, _customer, self.operations.upsert_customers, lambda party: {"party": party}
+            batch,
+            translate.customer,
+            self.operations.upsert_customers,
+            lambda party: {"party": party},
         )
 
     def _projects(self, batch: list[Command]) -> list[Outcome]:
-        return self._bulk(batch, _project, self.operations.upsert_projects, _project_result)
+        return self._bulk(
+            batch, translate.project, self.operations.upsert_projects, translate.project_result
+        )
 
     def _invoices(self, batch: list[Command]) -> list[Outcome]:
-        return self._bulk(batch, _invoice_request, self.operations.invoice_projects, _invoice)
+        return self._bulk(
+            batch, translate.invoice_request, self.operations.invoice_projects, _invoice
+        )
 
     def _posts(self, batch: list[Command]) -> list[Outcome]:
         def post(references: Sequence[str]) -> list[InvoiceState | None]:
@@ -297,14 +293,14 @@ class TrytonConnector:
                 )
             return out
 
-        return self._bulk(batch, _account, match, lambda value: dict(value))
+        return self._bulk(batch, translate.account, match, lambda value: dict(value))
 
     def _timesheet(self, batch: list[Command]) -> list[Outcome]:
         """Screen the entries on data read once (unknown tasks, closed projects: refused
         each alone), then create the rest in one bulk call (halved only if Tryton still
         refuses it)."""
         ops = self.operations
-        outcomes, entries = _parsed(batch, _entry)
+        outcomes, entries = _parsed(batch, translate.entry)
         try:
             refused = ops.screen_entries([e for _, e in entries])
         except (TransientError, AmbiguousError) as exc:
@@ -322,11 +318,17 @@ class TrytonConnector:
 
     # --- lookups ----------------------------------------------------------------------------
     def find(self, idempotency_keys: Sequence[str]) -> dict[str, Applied]:
-        """Earlier writes for ``tryton:<operation>:<key>`` keys, one lookup per operation."""
+        """Earlier writes for ``<system>:<operation>:<key>`` keys of this system (others are
+        not its writes), one lookup per operation."""
         by_operation: dict[str, list[str]] = {}
         asked: dict[tuple[str, str], str] = {}
         for full in idempotency_keys:
-            operation, key = _split(full)
+            try:
+                system, operation, key = split_idempotency_key(full)
+            except ValueError:
+                continue
+            if system != self._system:
+                continue
             by_operation.setdefault(operation, []).append(key)
             asked[operation, key] = full
         ops, found = self.operations, {}
@@ -356,83 +358,8 @@ class TrytonConnector:
         return found
 
 
-def _entry(payload: dict[str, Any]) -> TimesheetEntry:
-    line = AddTimesheetLine.model_validate(payload)
-    return TimesheetEntry(
-        key=line.key,
-        employee_key=line.employee_key,
-        employee_name=line.employee_name,
-        task_key=line.task_key,
-        date=line.date,
-        hours=line.hours,
-        description=line.description,
-    )
-
-
 def _invoice(invoice: InvoiceState | None) -> dict[str, Any]:
     return invoice_payload(invoice) if invoice else {"invoice": None}
-
-
-def _customer(payload: dict[str, Any]) -> CustomerSpec:
-    customer = UpsertCustomer.model_validate(payload)
-    return CustomerSpec(
-        code=customer.code,
-        name=customer.name,
-        country=customer.country,
-        tax_ids=customer.tax_ids,
-        address=customer.address.model_dump() if customer.address else None,
-        email=customer.email,
-    )
-
-
-def _project(payload: dict[str, Any]) -> ProjectSpec:
-    """A canonical :class:`UpsertProject` as Tryton keeps it: a ``project.work`` invoiced on
-    timesheets, one child task per role keyed ``<project key>:<role>`` and priced at the
-    role's rate (the project itself at the highest)."""
-    project = UpsertProject.model_validate(payload)
-    if not project.customer_code:
-        raise ValueError("an ERP project needs the customer's code")
-    return ProjectSpec(
-        key=project.key,
-        name=project.name,
-        customer_code=project.customer_code,
-        tasks=tuple(
-            TaskSpec(task_key(project.key, t.name), t.name, t.hourly_rate) for t in project.tasks
-        ),
-        list_price=max(t.hourly_rate for t in project.tasks),
-        invoice_method="timesheet",
-    )
-
-
-def _project_result(works: dict[str, int]) -> dict[str, Any]:
-    """The work ids by key; ``project_id``: the project's own (the first key, see
-    :meth:`TrytonOperations.upsert_projects`)."""
-    return {"works": works, "project_id": next(iter(works.values()), None)}
-
-
-def _invoice_request(payload: dict[str, Any]) -> InvoiceRequest:
-    invoice = InvoiceProject.model_validate(payload)
-    return InvoiceRequest(
-        project_key=invoice.project_key,
-        up_to=invoice.up_to,
-        reference=invoice.reference,
-        invoice_date=invoice.invoice_date,
-    )
-
-
-def _account(payload: dict[str, Any]) -> tuple[Party, float]:
-    """The account a ``match_customer`` command describes, and its score threshold."""
-    match = MatchCustomer.model_validate(payload)
-    account = Party(
-        id="deal",
-        name=match.name,
-        country=match.country,
-        tax_ids=match.tax_ids,
-        street=match.street,
-        city=match.city,
-        postal_code=match.postal_code,
-    )
-    return account, match.threshold
 
 
 def _parsed(

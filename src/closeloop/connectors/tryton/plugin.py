@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from closeloop.connectors.catalog import (
@@ -62,6 +63,20 @@ def sandbox_settings(entry: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def start_sandbox(home: Path) -> dict[str, Any]:
+    """A real Tryton under ``home`` (:mod:`.sandbox`)."""
+    from closeloop.connectors.tryton.sandbox import start
+
+    return start(home)
+
+
+def check_sandbox(entry: Mapping[str, Any]) -> None:
+    """One JSON-RPC call to the running Tryton (:mod:`.sandbox`)."""
+    from closeloop.connectors.tryton.sandbox import check
+
+    check(entry)
+
+
 PLUGIN = ConnectorPlugin(
     kind="tryton",
     settings=TrytonSettings,
@@ -69,6 +84,6 @@ PLUGIN = ConnectorPlugin(
     role=Role.ERP,
     key_prefix="TR",
     mappings=package_mappings(__package__ or __name__),
-    sandbox=SandboxWiring("tryton", sandbox_settings),
+    sandbox=SandboxWiring("tryton", sandbox_settings, start_sandbox, check_sandbox, admin=False),
     quota=lambda connector, requests_used: "no vendor quota; one writer at a time",
 )

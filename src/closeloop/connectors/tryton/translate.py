@@ -1,0 +1,103 @@
+"""The ``erp`` role's canonical operations (:mod:`closeloop.domain.operations`) as Tryton
+keeps them: customers as ``party.party`` with identifiers and an address, projects as
+``project.work`` invoiced on timesheets with one child task per role keyed
+``<project key>:<role>`` and priced at the role's rate (the project itself at the highest),
+timesheet lines on those tasks, invoices by reference. Each function parses one command's
+payload and raises ``ValueError`` (pydantic's ``ValidationError`` is one) for a payload
+that does not fit its operation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from closeloop.connectors.tryton.invoicing import InvoiceRequest
+from closeloop.connectors.tryton.operations import (
+    CustomerSpec,
+    ProjectSpec,
+    TaskSpec,
+    TimesheetEntry,
+)
+from closeloop.domain.keys import task_key
+from closeloop.domain.operations import (
+    AddTimesheetLine,
+    InvoiceProject,
+    MatchCustomer,
+    UpsertCustomer,
+    UpsertProject,
+)
+from closeloop.mdm.matching import Party
+
+
+def entry(payload: dict[str, Any]) -> TimesheetEntry:
+    line = AddTimesheetLine.model_validate(payload)
+    return TimesheetEntry(
+        key=line.key,
+        employee_key=line.employee_key,
+        employee_name=line.employee_name,
+        task_key=line.task_key,
+        date=line.date,
+        hours=line.hours,
+        description=line.description,
+    )
+
+
+def customer(payload: dict[str, Any]) -> CustomerSpec:
+    customer = UpsertCustomer.model_validate(payload)
+    return CustomerSpec(
+        code=customer.code,
+        name=customer.name,
+        country=customer.country,
+        tax_ids=customer.tax_ids,
+        address=customer.address.model_dump() if customer.address else None,
+        email=customer.email,
+    )
+
+
+def project(payload: dict[str, Any]) -> ProjectSpec:
+    """A canonical :class:`UpsertProject` as Tryton keeps it: a ``project.work`` invoiced on
+    timesheets, one child task per role keyed ``<project key>:<role>`` and priced at the
+    role's rate (the project itself at the highest)."""
+    project = UpsertProject.model_validate(payload)
+    if not project.customer_code:
+        raise ValueError("an ERP project needs the customer's code")
+    return ProjectSpec(
+        key=project.key,
+        name=project.name,
+        customer_code=project.customer_code,
+        tasks=tuple(
+            TaskSpec(task_key(project.key, t.name), t.name, t.hourly_rate) for t in project.tasks
+        ),
+        list_price=max(t.hourly_rate for t in project.tasks),
+        invoice_method="timesheet",
+    )
+
+
+def project_result(works: dict[str, int]) -> dict[str, Any]:
+    """The work ids by key; ``project_id``: the project's own (the first key, see
+    :meth:`TrytonOperations.upsert_projects`)."""
+    return {"works": works, "project_id": next(iter(works.values()), None)}
+
+
+def invoice_request(payload: dict[str, Any]) -> InvoiceRequest:
+    invoice = InvoiceProject.model_validate(payload)
+    return InvoiceRequest(
+        project_key=invoice.project_key,
+        up_to=invoice.up_to,
+        reference=invoice.reference,
+        invoice_date=invoice.invoice_date,
+    )
+
+
+def account(payload: dict[str, Any]) -> tuple[Party, float]:
+    """The account a ``match_customer`` command describes, and its score threshold."""
+    match = MatchCustomer.model_validate(payload)
+    account = Party(
+        id="deal",
+        name=match.name,
+        country=match.country,
+        tax_ids=match.tax_ids,
+        street=match.street,
+        city=match.city,
+        postal_code=match.postal_code,
+    )
+    return account, match.threshold
