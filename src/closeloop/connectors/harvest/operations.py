@@ -5,7 +5,7 @@
   read; Harvest does not make codes unique, so the hub looks the code up before creating);
   tasks by name (unique in Harvest), task and user assignments by (project, task or person);
 - billing by the **invoice number**: marking time billed creates a Harvest invoice that
-  imports the project's approved, unbilled time for the period under the ERP invoice's number
+  imports the project's approved, unbilled time for the period under the number the hub gives
   (Harvest locks and flags each imported entry ``is_billed`` with the invoice, and never
   imports an entry twice); a number Harvest already has is that earlier write;
 - an ERP reference on a single entry by its ``external_reference`` id.
@@ -256,7 +256,7 @@ class Batch:
 
     def mark_billed(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Mark the approved, unbilled time of projects ``codes`` from ``from`` to ``to``
-        billed by a Harvest invoice numbered ``number`` (the ERP invoice's number) for client
+        billed by a Harvest invoice numbered ``number`` (the hub's invoice reference) for client
         ``client``. Returns ``{"invoice_id", "amount", "hours"}``."""
         number = str(payload["number"])
         found = self.invoice_numbered(number)
