@@ -13,7 +13,7 @@ A rule matches on the *relation* of customer to entity (:class:`Relation`) and o
 the customer is VAT-registered; the first matching rule decides. A rule without a treatment
 means the case cannot be decided automatically: :func:`decide` raises
 :class:`UndecidableTax` with the rule's reason, which becomes a business exception. The
-default table (:data:`DEFAULT_RULES`) can be replaced by configuration.
+default table (:data:`DEFAULT_RULES`) can be replaced (``rules`` of :func:`decide`).
 """
 
 from __future__ import annotations
