@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from closeloop.config import Settings
 from closeloop.connectors.catalog import BuildContext, build_connector, plugins
 from closeloop.domain.operations import Role
+from closeloop.domain.routing import RoleRouting
 from closeloop.engine.apply import Applier
 from closeloop.engine.dispatch import Dispatcher, DispatchSettings
 from closeloop.engine.intake import Intake
@@ -106,11 +107,15 @@ def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
     unbound: list[Flow] = []
     if flows.mobilize is None and flows.bill_time is None:
         return bindings, unbound
+    from closeloop.config.files import load_mappers
+
     roles = settings.engagement_roles()
+    mappers = load_mappers(settings.mappings)  # read once for every binding
 
     def bind(role: Role, canonical_type: str, flow: Flow) -> None:
-        for system in roles.model_dump()[role.value]["systems"]:
-            bindings.append(canonical_binding(settings, system, canonical_type, (flow,)))
+        routing: RoleRouting = getattr(roles, role.value)
+        for system in routing.systems:
+            bindings.append(canonical_binding(settings, system, canonical_type, (flow,), mappers))
 
     if flows.mobilize is not None:
         bind(Role.CRM, "opportunity", MobilizeFlow(roles, flows.mobilize.match_threshold))
@@ -229,31 +234,41 @@ def build_http_app(hub: Hub) -> FastAPI:
 
 
 def mapped_binding(
-    settings: Settings, system: str, vendor_object: str, flows: Sequence[Flow]
+    settings: Settings,
+    system: str,
+    vendor_object: str,
+    flows: Sequence[Flow],
+    mappers: Mapping[str, Mapper] | None = None,
 ) -> Binding:
     """A binding whose mapper is the declarative mapping of ``system.vendor_object``: a file
     for the connection named ``system`` under ``mappings:``, else the shipped mapping of its
-    connector (connection = its kind). Raises :class:`~closeloop.config.files.FileProblems`,
-    or ``KeyError`` naming what is missing."""
-    mapper = _mapper(settings, system)
+    connector (connection = its kind). ``mappers``: the mappings already loaded (read from
+    the files when ``None``). Raises :class:`~closeloop.config.files.FileProblems`, or
+    ``KeyError`` naming what is missing."""
+    mapper = _mapper(settings, system, mappers)
     canonical = mapper.object_mapping(vendor_object).canonical
     return Binding(system, vendor_object, canonical, mapper.mapper_for(vendor_object), tuple(flows))
 
 
 def canonical_binding(
-    settings: Settings, system: str, canonical_type: str, flows: Sequence[Flow]
+    settings: Settings,
+    system: str,
+    canonical_type: str,
+    flows: Sequence[Flow],
+    mappers: Mapping[str, Mapper] | None = None,
 ) -> Binding:
     """A binding of the one vendor object of ``system`` that its mapping turns into
     ``canonical_type`` (see :func:`mapped_binding`)."""
-    return mapped_binding(
-        settings, system, _mapper(settings, system).object_for(canonical_type), flows
-    )
+    mapper = _mapper(settings, system, mappers)
+    vendor_object = mapper.object_for(canonical_type)
+    return mapped_binding(settings, system, vendor_object, flows, {system: mapper})
 
 
-def _mapper(settings: Settings, system: str) -> Mapper:
-    from closeloop.config.files import load_mappers
+def _mapper(settings: Settings, system: str, mappers: Mapping[str, Mapper] | None) -> Mapper:
+    if mappers is None:
+        from closeloop.config.files import load_mappers
 
-    mappers = load_mappers(settings.mappings)
+        mappers = load_mappers(settings.mappings)
     configured = settings.systems.get(system)
     mapper = mappers.get(system) or (mappers.get(configured.kind) if configured else None)
     if mapper is None:

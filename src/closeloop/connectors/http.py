@@ -61,12 +61,14 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def sandbox_healthz(entry: Mapping[str, Any]) -> None:
-    """``GET <url>/healthz`` of a running sandbox described by its ``sandbox.json`` entry
-    (``url``, and ``ca_bundle`` when it serves HTTPS with a local certificate). Raises
-    ``httpx.HTTPError`` when it does not answer 2xx within 2 s."""
+def sandbox_verify(entry: Mapping[str, Any]) -> ssl.SSLContext | bool:
+    """How to verify a running sandbox's TLS from its ``sandbox.json`` entry: its own CA
+    (``ca_bundle``) when it serves HTTPS with a locally made certificate, else the default."""
     ca_bundle = entry.get("ca_bundle")
-    verify: ssl.SSLContext | bool = (
-        ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
-    )
-    httpx.get(f"{entry['url']}/healthz", verify=verify, timeout=2).raise_for_status()
+    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+
+
+def sandbox_healthz(entry: Mapping[str, Any]) -> None:
+    """``GET <url>/healthz`` of a running sandbox described by its ``sandbox.json`` entry.
+    Raises ``httpx.HTTPError`` when it does not answer 2xx within 2 s."""
+    httpx.get(f"{entry['url']}/healthz", verify=sandbox_verify(entry), timeout=2).raise_for_status()

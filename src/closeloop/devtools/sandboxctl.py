@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from closeloop.connectors.catalog import SandboxWiring, plugins
+from closeloop.connectors.http import sandbox_verify
 from closeloop.connectors.tryton.sandbox import cache_dir, init_tryton, start_tryton
 from closeloop.domain.operations import Role
 from closeloop.sandboxes.tryton.server import free_port, stop_pid
@@ -127,11 +127,6 @@ def set_faults(home: Path, system: str, plan: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def _verify(entry: dict[str, Any]) -> ssl.SSLContext | bool:
-    ca_bundle = entry.get("ca_bundle")
-    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
-
-
 def _admin(
     home: Path, system: str, method: str, path: str, body: Any, timeout_s: float
 ) -> httpx.Response:
@@ -139,7 +134,7 @@ def _admin(
     it does not run."""
     entry = _running(home, system)
     url = f"{entry['url']}/__sandbox/{path}"
-    return httpx.request(method, url, json=body, verify=_verify(entry), timeout=timeout_s)
+    return httpx.request(method, url, json=body, verify=sandbox_verify(entry), timeout=timeout_s)
 
 
 def _running(home: Path, system: str) -> dict[str, Any]:

@@ -23,13 +23,20 @@ def engagement_code(prefix: str, deal_id: str) -> str:
     return f"{prefix}{_SEPARATOR}{deal_id}"
 
 
+def split_engagement_code(code: str) -> tuple[str, str] | None:
+    """``(prefix, deal id)`` of a project key made by :func:`engagement_code` (``None``
+    when ``code`` has not that form)."""
+    prefix, separator, deal_id = code.partition(_SEPARATOR)
+    return (prefix, deal_id) if separator and prefix and deal_id else None
+
+
 def deal_of(code: str, prefixes: Iterable[str]) -> str | None:
     """The deal id in the project key ``code`` when it starts with one of ``prefixes``
     (``None`` for a project the hub did not make)."""
-    prefix, separator, deal_id = code.partition(_SEPARATOR)
-    if not separator or not deal_id or prefix not in set(prefixes):
+    parts = split_engagement_code(code)
+    if parts is None or parts[0] not in set(prefixes):
         return None
-    return deal_id
+    return parts[1]
 
 
 def task_key(project_key: str, task_name: str) -> str:

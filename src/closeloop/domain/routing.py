@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from closeloop.domain.taxids import country_code
 
@@ -30,12 +37,12 @@ class RouteRule(BaseModel):
     values: tuple[str, ...] = Field(min_length=1)
     system: str
 
-    @model_validator(mode="after")
-    def _countries(self) -> RouteRule:
-        if self.field.rsplit(".", 1)[-1] == "country":
-            codes = tuple(country_code(v) for v in self.values)  # ValueError names the value
-            object.__setattr__(self, "values", codes)
-        return self
+    @field_validator("values")
+    @classmethod
+    def _countries(cls, values: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if str(info.data.get("field", "")).rsplit(".", 1)[-1] == "country":
+            return tuple(country_code(v) for v in values)  # ValueError names the value
+        return values
 
     def matches(self, data: Mapping[str, Any]) -> bool:
         """Whether the canonical record ``data`` has one of the values at ``field``."""

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from closeloop.domain.keys import split_engagement_code
 from closeloop.domain.records import FlowState
 from closeloop.flows.status_back import engagement_totals
 
@@ -39,7 +40,8 @@ def engagements(states: Iterable[FlowState]) -> list[EngagementStatus]:
     views: dict[str, EngagementStatus] = {}
 
     def view(project_key: str, deal_id: str | None = None) -> EngagementStatus:
-        deal_id = deal_id or project_key.partition("-")[2] or project_key
+        parts = split_engagement_code(project_key)
+        deal_id = deal_id or (parts[1] if parts else project_key)
         current = views.setdefault(deal_id, EngagementStatus(deal_id))
         current.project_key = current.project_key or project_key
         return current
