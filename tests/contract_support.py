@@ -36,7 +36,7 @@ from closeloop.connectors.tryton.operations import (
     TrytonOperations,
 )
 from closeloop.connectors.tryton.rpc import TrytonRPC
-from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
+from closeloop.connectors.tryton.setup import find_ids
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, Impact
 from closeloop.domain.operations import (
@@ -236,7 +236,7 @@ class TrytonCase(ContractCase):
         self.proxy = FaultProxy(server.url)
         self.lossy = self._configured(self.proxy.url)
         self.rpc = TrytonRPC(server.url, server.database, server.user, server.password)
-        self.ops = TrytonOperations(self.rpc, find_ids(self.rpc, TrytonSetup()))
+        self.ops = TrytonOperations(self.rpc, find_ids(self.rpc))
         self.invoices: dict[str, int] = {}
         self.spare: list[int] = []
 

@@ -6,18 +6,21 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from closeloop.connectors.harvest.client import HarvestClient
 from closeloop.connectors.salesforce.client import SalesforceClient
 from closeloop.connectors.tryton.operations import TrytonOperations
-from closeloop.devtools.demo.firm import ROLES, Firm
+from closeloop.devtools.demo.entities import legal_entities
+from closeloop.devtools.demo.firm import Firm
+from closeloop.domain.entities import LegalEntity
+from closeloop.domain.money import minor_unit
+from closeloop.domain.taxrules import TaxDecision, TaxTreatment, decide
 from closeloop.ports.store import ExceptionRow
 
 CENT = Decimal("0.01")
-TAX_RATE = Decimal("0.19")  # the sandbox ERP's sales tax (TrytonSetup)
 
 
 @dataclass
@@ -32,16 +35,18 @@ class FinalState:
     lines: dict[str, list[dict[str, Any]]]  # by Harvest entry id
     invoices: dict[str, Any]  # by reference
     parties: list[dict[str, Any]]
+    details: dict[str, dict[str, Any]]  # by reference: company, comment, taxes
 
 
 def read_back(
-    sf: SalesforceClient, hv: HarvestClient, ops: TrytonOperations, firm: Firm
+    sf: SalesforceClient, hv: HarvestClient, entities: dict[str, TrytonOperations], firm: Firm
 ) -> FinalState:
     """Everything the checks need, straight from the systems' APIs (of the ERP, only what
-    belongs to ``firm``: other tests may share it)."""
+    belongs to ``firm``: other tests may share it; ``entities``: a session per company)."""
+    ops = next(iter(entities.values()))
     money = (
         "Invoiced_Amount__c, Paid_Amount__c, Outstanding_Amount__c, Last_Invoice_Number__c, "
-        "Payment_Status__c"
+        "Payment_Status__c, Overdue_Amount__c, Days_Past_Due__c"
     )
     mobilization = (
         "Mobilization_Status__c, Mobilization_Message__c, ERP_Customer_Id__c, "
@@ -53,7 +58,11 @@ def read_back(
         for r in page["records"]
     }
     accounts = {
-        r["Id"]: r for page in sf.query(f"SELECT Id, {money} FROM Account") for r in page["records"]
+        r["Id"]: r
+        for page in sf.query(
+            f"SELECT Id, CurrencyIsoCode, Billing_By_Currency__c, {money} FROM Account"
+        )
+        for r in page["records"]
     }
     projects = {p["code"]: p for p in hv.list_all("projects")[0] if p.get("code")}
     rates: dict[str, dict[str, float]] = defaultdict(dict)
@@ -75,14 +84,31 @@ def read_back(
             lines[entry_id].append(row)
     ours = tuple(f"SF-{deal_id}/" for deal_id in firm.deals)
     invoices = {
-        i.reference: i
-        for i in ops.read_invoices([["reference", "like", "SF-%"]])
+        str(i.reference): i
+        for company in entities.values()  # each entity's company keeps its own invoices
+        for i in company.read_invoices([["reference", "like", "SF-%"]])
         if str(i.reference).startswith(ours)
+    }
+    details = {
+        r["reference"]: r
+        for r in ops.rpc.search_read(
+            "account.invoice",
+            [["reference", "in", sorted(invoices)]],
+            [
+                "reference",
+                "company.party.code",
+                "comment",
+                "party_tax_identifier.code",
+                "taxes.description",
+                "taxes.amount",
+                "lines.taxes",
+            ],
+        )
     }
     parties = ops.rpc.search_read(
         "party.identifier", [["type", "!=", None]], ["code", "party.code"]
     )  # every tax id in the ERP: no test may leave two parties with one
-    return FinalState(deals, accounts, projects, rates, entries, lines, invoices, parties)
+    return FinalState(deals, accounts, projects, rates, entries, lines, invoices, parties, details)
 
 
 def billable(firm: Firm, entry: dict[str, Any]) -> bool:
@@ -97,8 +123,26 @@ def billable(firm: Firm, entry: dict[str, Any]) -> bool:
     return closed_on is None or date.fromisoformat(entry["spent_date"]) <= closed_on
 
 
-def check(firm: Firm, final: FinalState, exceptions: list[ExceptionRow]) -> None:
-    """Assert the end state of a quarter: see the module docstring of the e2e test."""
+def expected_tax(firm: Firm, deal_id: str) -> TaxDecision:
+    """The treatment of a deal's invoices by the default rule table, decided here from the
+    firm's own data (entity, account's country, whether it has a VAT number)."""
+    info = firm.deals[deal_id]
+    account = next(a for a in firm.salesforce["Account"] if a["Id"] == info["account"])
+    entity = LegalEntity.model_validate(
+        {"code": info["entity"], **legal_entities()[info["entity"]]}
+    )
+    return decide(entity, account["BillingCountry"], bool(account.get("Tax_Id__c")))
+
+
+def check(
+    firm: Firm,
+    final: FinalState,
+    exceptions: list[ExceptionRow],
+    today: date | None = None,
+) -> None:
+    """Assert the end state of a quarter: see the module docstring of the e2e test.
+    ``today``: the day the hub last saw (invoices due before it and unpaid are overdue)."""
+    today = today or datetime.now(UTC).date()
     codes = {e["id"]: e for e in final.entries}
     assert codes, "no time was logged"
     # every valid deal mobilized once, the blocked ones say why
@@ -112,8 +156,8 @@ def check(firm: Firm, final: FinalState, exceptions: list[ExceptionRow]) -> None
         assert deal["Mobilization_Status__c"] == expected, deal
         project = final.projects[f"SF-{deal_id}"]
         assert deal["PSA_Project_Id__c"] == str(project["id"])
-        roles = firm.deals[deal_id]["roles"]
-        assert final.rates[str(project["id"])] == {r: float(ROLES[r]) for r in roles}
+        rates = firm.deals[deal_id]["rates"]
+        assert final.rates[str(project["id"])] == {r: float(v) for r, v in rates.items()}
     assert len(final.projects) == len(firm.valid_deals)  # one project per deal, no more
     # no duplicated customer: each tax id belongs to one ERP party
     ours = {str(a["Tax_Id__c"]) for a in firm.salesforce["Account"] if a.get("Tax_Id__c")}
@@ -137,48 +181,104 @@ def check(firm: Firm, final: FinalState, exceptions: list[ExceptionRow]) -> None
             assert hours.quantize(CENT) == Decimal(str(entry["hours"])).quantize(CENT)
         else:
             assert recorded == [], entry
-    # invoices: all posted; totals are hours x rates plus tax; every recorded line invoiced
+    # invoices: all posted, in the deal's entity and currency, totals of hours x rates plus
+    # the tax of the deal's treatment, due after the deal's terms; every line invoiced (but
+    # those of a deal whose currency has no exchange rate: they wait, as an exception)
     amounts: dict[str, Decimal] = defaultdict(Decimal)
     roles: dict[str, set[str]] = defaultdict(set)
+    waiting = set()
     for entry_id, recorded in final.lines.items():
         entry = codes[int(entry_id)]
+        deal_id = entry["project"]["code"].removeprefix("SF-")
         line = recorded[0]
         reference = ((line.get("invoice_line.") or {}).get("invoice.") or {}).get("reference")
+        if deal_id in firm.no_rate:
+            assert not reference, (
+                f"{deal_id} was invoiced in {firm.no_rate[deal_id]} without a rate"
+            )
+            waiting.add(deal_id)
+            continue
         assert reference, f"time entry {entry_id} recorded but never invoiced"
-        amounts[reference] += Decimal(str(entry["hours"])) * ROLES[entry["task"]["name"]]
+        amounts[reference] += (
+            Decimal(str(entry["hours"])) * firm.deals[deal_id]["rates"][entry["task"]["name"]]
+        )
         roles[reference].add(entry["task"]["name"])
     assert set(amounts) == set(final.invoices)
     for reference, invoice in final.invoices.items():
+        deal_id = reference.split("/")[0].removeprefix("SF-")
+        info, detail = firm.deals[deal_id], final.details[reference]
+        tax = expected_tax(firm, deal_id)
         assert invoice.state in ("posted", "paid"), invoice
-        assert invoice.untaxed_amount == amounts[reference].quantize(CENT), reference
+        assert detail["company."]["party."]["code"] == info["entity"], (reference, detail)
+        assert invoice.currency == info["currency"], reference
+        unit = Decimal(1).scaleb(-minor_unit(info["currency"]))
+        assert invoice.untaxed_amount == amounts[reference].quantize(unit), reference
         # Tryton rounds the tax of each invoice line (one per task)
-        expected_tax = amounts[reference] * TAX_RATE
-        assert abs(invoice.tax_amount - expected_tax) <= CENT * len(roles[reference]), reference
+        tax_due = amounts[reference] * tax.rate
+        assert abs(invoice.tax_amount - tax_due) <= unit * len(roles[reference]), reference
         assert invoice.total_amount == invoice.untaxed_amount + invoice.tax_amount
-    # write-back: each deal and account shows its invoices' sums
+        described = " ".join(t["description"] or "" for t in detail.get("taxes.") or [])
+        if tax.treatment is TaxTreatment.REVERSE_CHARGE:
+            assert "Article 196" in (detail["comment"] or ""), detail
+            account = next(a for a in firm.salesforce["Account"] if a["Id"] == info["account"])
+            assert account["Tax_Id__c"] in (detail["comment"] or ""), detail
+            assert "reverse charge" in described.lower(), detail
+        elif tax.treatment is TaxTreatment.OUTSIDE_SCOPE:
+            assert "outside the scope" in described.lower(), detail
+        elif tax.treatment is TaxTreatment.NO_VAT:
+            assert not detail.get("taxes."), detail
+        else:
+            assert "reverse charge" not in (detail["comment"] or "").lower(), detail
+        assert invoice.invoice_date and invoice.due_date == invoice.invoice_date + timedelta(
+            days=info["terms"]
+        ), (reference, invoice.due_date)
+    assert waiting == set(firm.no_rate) & set(firm.valid_deals), waiting
+    # write-back: each deal shows its invoices' sums in its currency; each account in its own
+    # currency, every currency listed beside
     by_deal: dict[str, list[Any]] = defaultdict(list)
     for reference, invoice in final.invoices.items():
         by_deal[reference.split("/")[0].removeprefix("SF-")].append(invoice)
-    by_account: dict[str, Decimal] = defaultdict(Decimal)
+    by_account: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    overdue_accounts = set()
     for deal_id, invoices in by_deal.items():
         deal = final.deals[deal_id]
         total = sum((i.total_amount for i in invoices), Decimal(0))
         due = sum((i.amount_to_pay for i in invoices), Decimal(0))
+        late = [i for i in invoices if i.amount_to_pay > 0 and i.due_date < today]
+        overdue = sum((i.amount_to_pay for i in late), Decimal(0))
         assert Decimal(str(deal["Invoiced_Amount__c"])).quantize(CENT) == total, deal
         assert Decimal(str(deal["Outstanding_Amount__c"])).quantize(CENT) == due, deal
+        assert Decimal(str(deal["Overdue_Amount__c"] or 0)).quantize(CENT) == overdue, deal
+        oldest = max(((today - i.due_date).days for i in late), default=0)
+        assert int(deal["Days_Past_Due__c"] or 0) == oldest, deal
         last = max(invoices, key=lambda i: (i.invoice_date, i.number))
         assert deal["Last_Invoice_Number__c"] == last.number
         status = "Paid" if due == 0 else "Invoiced" if due == total else "Partially Paid"
-        assert deal["Payment_Status__c"] == status
-        by_account[deal["AccountId"]] += total
-    for account_id, total in by_account.items():
-        invoiced = final.accounts[account_id]["Invoiced_Amount__c"]
-        assert Decimal(str(invoiced)).quantize(CENT) == total, account_id
+        status = "Overdue" if late else status
+        assert deal["Payment_Status__c"] == status, (deal, status)
+        currency = firm.deals[deal_id]["currency"]
+        by_account[deal["AccountId"]][currency] += total
+        if late:
+            overdue_accounts.add(deal["AccountId"])
+    for account_id, totals in by_account.items():
+        account = final.accounts[account_id]
+        own = Decimal(str(account["Invoiced_Amount__c"] or 0)).quantize(CENT)
+        assert own == totals.get(account["CurrencyIsoCode"], Decimal(0)), account_id
+        listed = account["Billing_By_Currency__c"] or ""
+        for currency, total in totals.items():  # nothing summed across currencies
+            assert f"{currency}: invoiced {total}" in listed, (account_id, listed)
+        if account_id in overdue_accounts:
+            assert account["Payment_Status__c"] == "Overdue", account
     # Harvest: the invoiced entries are billed there, the others not
-    invoiced_entries = {int(e) for e, lines in final.lines.items() if lines}
+    invoiced_entries = {
+        int(e)
+        for e, lines in final.lines.items()
+        if lines and codes[int(e)]["project"]["code"].removeprefix("SF-") not in firm.no_rate
+    }
     for entry in final.entries:
         assert entry["is_billed"] == (entry["id"] in invoiced_entries), entry
-    # exceptions: exactly the blocked deals and the time refused after finance closed projects
+    # exceptions: exactly the blocked deals, the time refused after finance closed projects
+    # and the invoices without an exchange rate (naming the currency)
     refused = {
         f"harvest:time_entry:{e['id']}"
         for e in final.entries
@@ -189,7 +289,13 @@ def check(firm: Firm, final: FinalState, exceptions: list[ExceptionRow]) -> None
     blocked = {f"salesforce:Opportunity:{d}" for d in firm.blocked}
     assert refused, "the closed projects got no late time"
     opened = {e.entity: e.message for e in exceptions}
-    assert set(opened) == refused | blocked, (
-        {k: v for k, v in opened.items() if k not in refused | blocked},
+    rateless = {
+        entity
+        for entity, message in opened.items()
+        if ":invoice:SF-" in entity and "no exchange rate for" in message
+    }
+    assert {e.split(":invoice:SF-")[1].split("/")[0] for e in rateless} == waiting, opened
+    assert set(opened) == refused | blocked | rateless, (
+        {k: v for k, v in opened.items() if k not in refused | blocked | rateless},
         (refused | blocked) - set(opened),
     )

@@ -15,7 +15,12 @@ from closeloop.domain.commands import Applied
 from closeloop.domain.periods import PeriodKind, period_of
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.flows.invoice import InvoiceFlow
-from closeloop.flows.status_back import StatusBackFlow, account_totals, engagement_totals
+from closeloop.flows.status_back import (
+    StatusBackFlow,
+    account_totals,
+    engagement_totals,
+    next_check,
+)
 from tests.flow_roles import ROLES
 
 INVOICE = InvoiceFlow(settle_s=60)
@@ -217,6 +222,10 @@ def test_posted_then_paid_invoices_update_the_deal_the_account_and_the_psa() -> 
         "outstanding": "1695.75",
         "last_invoice_number": "INV/2026/0001",
         "payment_status": "Invoiced",
+        "currency": "EUR",
+        "overdue": "0",
+        "days_past_due": 0,
+        "by_currency": "",
     }
     (totals,) = step.signals
     assert (totals.business_key, totals.name) == ("account:001A", "engagement_totals")
@@ -301,9 +310,69 @@ def test_sums_over_invoices_and_engagements(paid: tuple[str, str], status: str) 
             "paid": second_paid,
         },
     }
-    totals = engagement_totals(invoices)
+    totals = engagement_totals(invoices, date(2026, 10, 1))
     assert totals["invoiced"] == "300" and totals["last_invoice_number"] == "INV/2"
     assert totals["payment_status"] == status
     other = {**totals, "currency": "USD"}
-    summed = account_totals([totals, {**totals, "invoiced": "50", "paid": "0"}, other])
-    assert Decimal(summed["invoiced"]) == 350 and summed["other_currencies"] == 1
+    summed = account_totals([totals, {**totals, "invoiced": "50", "paid": "0"}, other], "EUR")
+    assert Decimal(summed["invoiced"]) == 350  # EUR only: never summed across currencies
+    assert summed["by_currency"].splitlines()[1].startswith("USD: invoiced 300,")
+
+
+def _invoice(total: str, paid: str, due: str | None, on: str = "2026-09-01") -> dict[str, Any]:
+    return {
+        "number": f"INV/{on}",
+        "date": on,
+        "currency": "EUR",
+        "total": total,
+        "paid": paid,
+        "due_date": due,
+    }
+
+
+def test_an_unpaid_invoice_is_overdue_from_the_day_after_its_due_date() -> None:
+    invoices = {"a": _invoice("100.00", "40.00", "2026-10-01")}
+    on_due_date = engagement_totals(invoices, date(2026, 10, 1))
+    assert (on_due_date["overdue"], on_due_date["payment_status"]) == ("0", "Partially Paid")
+    later = engagement_totals(invoices, date(2026, 10, 11))
+    assert (later["overdue"], later["days_past_due"], later["payment_status"]) == (
+        "60.00",
+        10,
+        "Overdue",
+    )
+    invoices["b"] = _invoice("50.00", "0", "2026-10-05")
+    both = engagement_totals(invoices, date(2026, 10, 11))
+    assert both["overdue"] == "110.00" and both["days_past_due"] == 10  # the oldest
+    invoices["a"] = _invoice("100.00", "100.00", "2026-10-01")  # paid late: no longer overdue
+    assert engagement_totals(invoices, date(2026, 10, 11))["days_past_due"] == 6
+
+
+def test_the_timer_wakes_after_the_due_date_and_daily_while_overdue() -> None:
+    invoices = {"a": _invoice("100.00", "0", "2026-10-01"), "b": _invoice("5", "5", "2026-09-02")}
+    assert next_check(invoices, date(2026, 9, 15)) == datetime(2026, 10, 2, tzinfo=UTC)
+    assert next_check(invoices, date(2026, 10, 3)) == datetime(2026, 10, 4, tzinfo=UTC)
+    invoices["a"] = _invoice("100.00", "100.00", "2026-10-01")
+    assert next_check(invoices, date(2026, 10, 3)) is None
+
+
+def test_overdue_is_reported_when_days_pass_and_only_when_it_changes() -> None:
+    key = "status:SF-006A"
+    info = {**ENGAGEMENT, "start_date": "2026-08-01", "currency": "EUR"}
+    known = STATUS.on_signal(None, Signal("status_back", key, "engagement", info), NOW)
+    posted = tryton_invoice("SF-006A/2026-08", "INV/2026/0001", "1695.75", "0", "posted", "v1")
+    posted.data["due_date"] = "2026-09-30"
+    step = STATUS.on_record(at(known, "status_back", key), posted)
+    assert step is not None and step.wake_at == datetime(2026, 10, 1, tzinfo=UTC)
+    assert step.commands[0].payload["payment_status"] == "Invoiced"
+    quiet = STATUS.on_timer(at(step, "status_back", key), datetime(2026, 9, 20, tzinfo=UTC))
+    assert quiet is not None and not quiet.commands  # nothing changed yet
+    late = STATUS.on_timer(at(step, "status_back", key), datetime(2026, 10, 4, 8, tzinfo=UTC))
+    assert late is not None
+    update = late.commands[0]
+    assert update.payload["payment_status"] == "Overdue"
+    assert (update.payload["overdue"], update.payload["days_past_due"]) == ("1695.75", 4)
+    assert update.idempotency_key.endswith(":as-of:2026-10-04")
+    assert late.wake_at == datetime(2026, 10, 5, tzinfo=UTC)
+    (account_signal,) = late.signals
+    account = STATUS.on_signal(None, account_signal, NOW)
+    assert account is not None and account.commands[0].payload["payment_status"] == "Overdue"

@@ -17,7 +17,7 @@ from closeloop.bootstrap import Hub, build_hub
 from closeloop.config import Settings
 from closeloop.connectors.tryton.operations import TrytonOperations
 from closeloop.connectors.tryton.rpc import TrytonRPC
-from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
+from closeloop.connectors.tryton.setup import find_ids
 from closeloop.sandboxes.harvest.server import HarvestServer
 from closeloop.sandboxes.salesforce.server import SalesforceServer
 from closeloop.sandboxes.tryton.server import TrytonServer
@@ -187,7 +187,7 @@ def test_closed_won_deals_are_mobilized_or_blocked_until_fixed(
     salesforce, harvest = SalesforceApi(sf), HarvestApi(hv)
     assert salesforce.admin("POST", "seed", json=seed()).status_code == 200
     rpc = TrytonRPC(tryton.url, tryton.database, tryton.user, tryton.password)
-    ops = TrytonOperations(rpc, find_ids(rpc, TrytonSetup()))
+    ops = TrytonOperations(rpc, find_ids(rpc))
     existing = f"C-{time.monotonic_ns()}"  # the ERP already has Acme, under its own code
     ops.upsert_customer(existing, "Acme Consulting GmbH", "DE", [("eu_vat", ACME_VAT)])
     hub = wire(tmp_path, sf, hv, tryton)
@@ -291,7 +291,7 @@ def test_an_ambiguous_customer_waits_for_a_person_then_the_link_serves_every_dea
     ]
     assert salesforce.admin("POST", "seed", json=data).status_code == 200
     rpc = TrytonRPC(tryton.url, tryton.database, tryton.user, tryton.password)
-    ops = TrytonOperations(rpc, find_ids(rpc, TrytonSetup()))
+    ops = TrytonOperations(rpc, find_ids(rpc))
     twins = [f"C-{word}-1", f"C-{word}-2"]
     address = {"line1": "Hauptstr. 5", "city": "Berlin", "postal_code": "10115"}
     for code in twins:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,16 @@ from rich.console import Console
 
 from closeloop.bootstrap import Hub, build_hub
 from closeloop.config import load_settings
+from closeloop.connectors.tryton.operations import TrytonOperations
+from closeloop.connectors.tryton.rates import load_rates
 from closeloop.devtools import sandboxctl
+from closeloop.devtools.demo.entities import ShiftedClock
 from closeloop.devtools.demo.firm import Firm, make_firm
 from closeloop.devtools.demo.run import (
+    AGING_DAYS,
     clients_pay,
+    configure_entities,
+    entity_operations,
     finance_closes_projects,
     harvest_projects,
     log_and_approve_time,
@@ -45,6 +51,7 @@ from closeloop.devtools.demo.run import (
     seed_firm,
     tryton_operations,
 )
+from closeloop.domain.entities import ExchangeRate
 from closeloop.sandboxes.tryton.server import TrytonServer
 from tests.conftest import done_commands
 from tests.faultproxy import FaultProxy, Rule
@@ -68,18 +75,38 @@ def home(tmp_path: Path, tryton: TrytonServer) -> Iterator[Path]:  # noqa: F811
         sandboxctl.down(tmp_path)
 
 
-def firm_for_test(names_from: int) -> Firm:
-    """A small firm; each test sharing the session's Tryton passes its own ``names_from``
-    (0, 10, ...) so that no client of one firm looks like a customer of another."""
+def firm_for_test(home: Path, names_from: int) -> Firm:
+    """A small firm of three legal entities, its configuration laid over ``home``'s and its
+    exchange rates loaded; each test sharing the session's Tryton passes its own
+    ``names_from`` (0, 12, ...) so that no client of one firm looks like a customer of
+    another."""
     seed = random.SystemRandom().randrange(100, 999)  # records unique in the shared Tryton
-    return make_firm(
+    firm = make_firm(
         datetime.now(UTC).date(),
-        clients=10,
-        deals=14,
+        clients=12,
+        deals=18,
         consultants=10,
         seed=seed,
         names_from=names_from,
     )
+    configure_entities(home, sandboxctl.read_state(home), firm)
+    return firm
+
+
+def load_pound_rate(home: Path, firm: Firm) -> None:
+    """The GBP rate the firm's rates file lacks, loaded into the session's Tryton (the same
+    figure whichever test loads it first)."""
+    ops = tryton_operations(sandboxctl.read_state(home))
+    try:
+        rate = ExchangeRate(
+            currency="GBP",
+            valid_from=firm.start.replace(day=1),
+            rate=Decimal("0.8600"),
+            source="test: the rate finance loads when asked",
+        )
+        load_rates(ops.rpc, [rate])
+    finally:
+        ops.rpc.close()
 
 
 def config(home: Path, tryton_url: str | None = None) -> Path:
@@ -103,25 +130,27 @@ def config(home: Path, tryton_url: str | None = None) -> Path:
     return path
 
 
-def final_check(home: Path, hub: Hub, firm: Firm) -> None:
-    state = sandboxctl.read_state(home)
-    ops = tryton_operations(state)
+def final_check(home: Path, hub: Hub, firm: Firm, today: date | None = None) -> None:
+    entities = entity_operations(sandboxctl.read_state(home))
     try:
         final = read_back(
             hub.registry.connector("salesforce").client,  # type: ignore[attr-defined]
             hub.registry.connector("harvest").client,  # type: ignore[attr-defined]
-            ops,
+            entities,
             firm,
         )
-        check(firm, final, hub.operations.list_exceptions("open", 10_000))
+        check(firm, final, hub.operations.list_exceptions("open", 10_000), today)
     finally:
-        ops.rpc.close()
+        for each in entities.values():
+            each.rpc.close()
 
 
 def test_a_quarter_of_project_to_cash_ends_in_agreement_across_the_systems(home: Path) -> None:
-    firm = firm_for_test(names_from=0)
-    ops = tryton_operations(sandboxctl.read_state(home))
-    hub = build_hub(load_settings(config(home)))
+    firm = firm_for_test(home, names_from=0)
+    entities = entity_operations(sandboxctl.read_state(home))
+    ops = entities["DE-GMBH"]
+    clock = ShiftedClock()
+    hub = build_hub(load_settings(config(home)), clock=clock)
     try:
         seed_firm(home, ops, firm)
         run_phase(hub, "mobilize", CONSOLE, settle_s=1, timeout_s=300)
@@ -130,19 +159,56 @@ def test_a_quarter_of_project_to_cash_ends_in_agreement_across_the_systems(home:
         run_phase(hub, "bill", CONSOLE, settle_s=1, timeout_s=600)
         held = [f for f in hub.operations.flows("bill_time") if f.state == "held"]
         assert held and {f.data["project_code"] for f in held} == {f"SF-{firm.needs_approval}"}
+        # the GmbH's deal in GBP: Tryton has no GBP rate, its invoice waits as an exception
+        (pound,) = firm.no_rate
+        waiting = [
+            e
+            for e in hub.operations.list_exceptions("open", 1000)
+            if e.entity.startswith(f"tryton:invoice:SF-{pound}/")
+        ]
+        assert waiting and all("no exchange rate for GBP" in e.message for e in waiting)
+        assert not tryton_invoices(ops, pound)  # nothing half-made in the ERP
+        load_pound_rate(home, firm)  # finance loads the rate and replays
+        for exception in waiting:
+            hub.operations.replay(exception.id, "finance@example.com", "GBP rate loaded")
+        firm.no_rate = {}
         # finance approves the provisional deal: its held time is released and billed
         salesforce = hub.registry.connector("salesforce").client  # type: ignore[attr-defined]
         approval = {"Finance_Approval__c": "Approved"}
         salesforce.request("PATCH", f"sobjects/Opportunity/{firm.needs_approval}", body=approval)
         firm.needs_approval = ""  # no deal waits any more
         run_phase(hub, "approval", CONSOLE, settle_s=1, timeout_s=300)
-        paid = clients_pay(ops, firm)
+        paid = clients_pay(entities, firm)
         assert paid  # some invoices were paid in full, some in part
         run_phase(hub, "payments", CONSOLE, settle_s=1, timeout_s=300)
         final_check(home, hub, firm)
+        # weeks later: a few pay late, the other unpaid invoices are overdue in the CRM
+        clock.shift = timedelta(days=AGING_DAYS)
+        clients_pay(entities, firm, clock.now().date() - timedelta(days=5), late=True)
+        run_phase(hub, "aging", CONSOLE, settle_s=1, timeout_s=300)
+        final_check(home, hub, firm, clock.now().date())
+        overdue = [
+            f for f in hub.operations.flows("status_back") if f.data.get("reported", [0])[0] != "0"
+        ]
+        assert overdue, "no invoice fell overdue"
     finally:
         hub.close()
-        ops.rpc.close()
+        for each in entities.values():
+            each.rpc.close()
+
+
+def tryton_invoices(ops: TrytonOperations, deal_id: str) -> list[Any]:
+    """The deal's customer invoices in Tryton, and any draft invoice without a reference (an
+    invoice made and then not adopted would be one)."""
+    return ops.rpc.search_read(
+        "account.invoice",
+        [
+            "OR",
+            [["reference", "like", f"SF-{deal_id}/%"]],
+            [["state", "=", "draft"], ["reference", "=", None], ["type", "=", "out"]],
+        ],
+        ["state", "reference"],
+    )
 
 
 def kill_hub_during(home: Path, hub_config: Path, kills: int, rng: random.Random) -> None:
@@ -172,7 +238,9 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
     home: Path,
     tryton: TrytonServer,  # noqa: F811
 ) -> None:
-    firm = firm_for_test(names_from=10)
+    firm = firm_for_test(home, names_from=12)
+    load_pound_rate(home, firm)  # this test is about faults, not rates
+    firm.no_rate = {}
     rng = random.Random(7)
     proxy = FaultProxy(tryton.url)
     proxy.rules += [
@@ -186,7 +254,8 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
     for system in ("salesforce", "harvest"):
         sandboxctl.set_faults(home, system, plan)
     hub_config = config(home, tryton_url=proxy.url)
-    ops = tryton_operations(sandboxctl.read_state(home))
+    entities = entity_operations(sandboxctl.read_state(home))
+    ops = entities["DE-GMBH"]
     hub = build_hub(load_settings(hub_config))
     try:
         seed_firm(home, ops, firm)
@@ -199,7 +268,7 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
         log_and_approve_time(home, firm, projects)
         kill_hub_during(home, hub_config, 3, rng)
         run_phase(hub, "bill", CONSOLE, settle_s=1, timeout_s=600)
-        clients_pay(ops, firm)
+        clients_pay(entities, firm)
         kill_hub_during(home, hub_config, 1, rng)
         run_phase(hub, "payments", CONSOLE, settle_s=1, timeout_s=300)
         for system in ("salesforce", "harvest"):
@@ -207,7 +276,8 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
         final_check(home, hub, firm)
     finally:
         hub.close()
-        ops.rpc.close()
+        for each in entities.values():
+            each.rpc.close()
         proxy.close()
     assert all(rule.count == 0 for rule in proxy.rules), proxy.rules  # each fault happened
 
@@ -217,7 +287,7 @@ def test_the_demo_command_runs_a_quarter_keeps_running_and_stops(tmp_path: Path)
     run = subprocess.run(
         [
             *(sys.executable, "-m", "closeloop.cli", "demo"),
-            *("--keep-running", "--clients", "10", "--deals", "14", "--consultants", "10"),
+            *("--keep-running", "--clients", "12", "--deals", "18", "--consultants", "10"),
         ],
         capture_output=True,
         text=True,
@@ -228,9 +298,15 @@ def test_the_demo_command_runs_a_quarter_keeps_running_and_stops(tmp_path: Path)
     try:
         assert run.returncode == 0, run.stdout + run.stderr
         summary = json.loads((home / "demo-summary.json").read_text())
-        assert summary["deals"]["closed_won"] == 14 and summary["deals"]["blocked"] == 5
+        assert summary["deals"]["closed_won"] == 18 and summary["deals"]["blocked"] == 6
         assert summary["deals"]["provisional_awaiting_finance"] == 1
-        assert summary["invoices"]["posted"] > 0 and Decimal(summary["invoices"]["total"]) > 0
+        books = summary["invoices"]
+        assert set(books["by_entity"]) == {"DE-GMBH", "GB-LTD", "US-INC"}
+        assert {c for e in books["by_entity"].values() for c in e} == {"EUR", "CHF", "GBP", "USD"}
+        assert {"domestic", "reverse_charge", "outside_scope", "no_vat"} <= set(
+            books["by_treatment"]
+        )
+        assert books["overdue"] and all(Decimal(v["amount"]) > 0 for v in books["overdue"].values())
         assert summary["time"]["entries_refused"] == summary["exceptions_by_class"].get(
             "closed_period"
         )

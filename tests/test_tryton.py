@@ -20,6 +20,7 @@ from closeloop.connectors.tryton.rpc import (
     TrytonServerError,
     TrytonUserError,
 )
+from closeloop.connectors.tryton.sandbox import SANDBOX_ENTITIES
 from closeloop.connectors.tryton.setup import TrytonIds, TrytonSetup, initialize
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Permanent
 from closeloop.ports.connector import AmbiguousError, TransientError
@@ -61,7 +62,7 @@ def rpc(tryton: TrytonServer) -> Iterator[TrytonRPC]:
 
 @pytest.fixture
 def ids(rpc: TrytonRPC) -> TrytonIds:
-    return initialize(rpc, TrytonSetup())
+    return initialize(rpc, TrytonSetup.for_entity(SANDBOX_ENTITIES[0]))  # the current company
 
 
 @pytest.fixture
@@ -117,9 +118,9 @@ def test_init_is_idempotent(rpc: TrytonRPC, ids: TrytonIds) -> None:
             "account.invoice.payment.method",
         )
     }
-    assert initialize(rpc, TrytonSetup()) == ids
+    assert initialize(rpc, TrytonSetup.for_entity(SANDBOX_ENTITIES[0])) == ids
     assert {m: count(rpc, m, []) for m in before} == before
-    assert before["account.fiscalyear"] == 3 and before["company.company"] == 1
+    assert before["account.fiscalyear"] == 9 and before["company.company"] == 3  # 3 entities
 
 
 def test_customer_upsert_creates_once_and_updates(rpc: TrytonRPC, ops: TrytonOperations) -> None:
@@ -446,7 +447,13 @@ def test_closed_period_and_rpc_errors(
     reference = unique("INV")
     ops.invoice_project(project, date(Y, 12, 28), reference, invoice_date=date(Y, 12, 28))
     (period,) = rpc.search_read(
-        "account.period", [["start_date", "=", date(Y, 12, 1)], ["type", "=", "standard"]], ["id"]
+        "account.period",
+        [
+            ["start_date", "=", date(Y, 12, 1)],
+            ["type", "=", "standard"],
+            ["company", "=", ids.company],  # one database, a company per legal entity
+        ],
+        ["id"],
     )
     rpc.call("account.period", "close", [period["id"]])
     try:

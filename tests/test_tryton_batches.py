@@ -20,6 +20,7 @@ from closeloop.connectors.tryton.operations import (
     TrytonOperations,
 )
 from closeloop.connectors.tryton.rpc import TrytonRPC
+from closeloop.connectors.tryton.sandbox import SANDBOX_ENTITIES
 from closeloop.connectors.tryton.setup import TrytonIds, TrytonSetup, initialize
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Impact, Permanent
 from closeloop.engine.breaker import BreakerState
@@ -47,7 +48,7 @@ def rpc(tryton: TrytonServer) -> Iterator[TrytonRPC]:  # noqa: F811
 
 @pytest.fixture
 def ids(rpc: TrytonRPC) -> TrytonIds:
-    return initialize(rpc, TrytonSetup())
+    return initialize(rpc, TrytonSetup.for_entity(SANDBOX_ENTITIES[0]))  # the current company
 
 
 @pytest.fixture

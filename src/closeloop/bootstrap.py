@@ -118,7 +118,13 @@ def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
             bindings.append(canonical_binding(settings, system, canonical_type, (flow,), mappers))
 
     if flows.mobilize is not None:
-        bind(Role.CRM, "opportunity", MobilizeFlow(roles, flows.mobilize.match_threshold))
+        mobilize = MobilizeFlow(
+            roles,
+            flows.mobilize.match_threshold,
+            entities=settings.legal_entities,
+            tax_rules=settings.tax_rules,
+        )
+        bind(Role.CRM, "opportunity", mobilize)
     if flows.bill_time is not None:
         bind(Role.PSA, "time_entry", BillTimeFlow(roles.prefixes))
     if flows.invoice is not None:

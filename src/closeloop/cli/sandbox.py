@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
 
-from closeloop.cli import HomeOption, app, console, err, sandbox_app, tryton_app
+from closeloop.cli import ConfigOption, HomeOption, app, console, err, sandbox_app, tryton_app
 
 
 @sandbox_app.command("up")
@@ -112,35 +112,150 @@ def sandbox_status(home: HomeOption = Path(".closeloop")) -> None:
         console.print("no sandbox is running")
 
 
-@tryton_app.command("init")
-def tryton_init(
-    url: Annotated[str | None, typer.Option(help="Tryton URL (default: the sandbox's)")] = None,
-    database: Annotated[str | None, typer.Option()] = None,
-    user: Annotated[str, typer.Option()] = "admin",
-    password: Annotated[str | None, typer.Option(envvar="CLOSELOOP_TRYTON_PASSWORD")] = None,
-    home: HomeOption = Path(".closeloop"),
-) -> None:
-    """Prepare a Tryton database for closeloop, idempotently: company, currency, chart,
-    fiscal years and periods, sales tax, service product, payment method."""
-    from closeloop.connectors.tryton.rpc import TrytonError, TrytonRPC
-    from closeloop.connectors.tryton.setup import TrytonSetup, initialize
+def _tryton_target(
+    url: str | None,
+    database: str | None,
+    user: str,
+    password: str | None,
+    system: str | None,
+    settings: Any,
+    home: Path,
+) -> tuple[str, str, str, str, bool]:
+    """Where ``tryton init`` and ``tryton rates`` connect: the options, else the configured
+    system ``system``, else the running sandbox's Tryton; ``(url, database, user, password,
+    is the sandbox)``. Exits 2 when nothing says where."""
     from closeloop.devtools.sandboxctl import read_state
 
-    sandbox = read_state(home).get("tryton", {})
+    if system:
+        configured = settings.systems.get(system)
+        if configured is None or configured.kind != "tryton":
+            err.print(f"no Tryton system {system!r} in the configuration")
+            raise typer.Exit(2)
+        url, database = url or configured.url, database or configured.database
+        user, password = configured.user, password or configured.password
+    sandbox = read_state(home).get("tryton", {}) if not url else {}
     url, database = url or sandbox.get("url"), database or sandbox.get("database")
     password = password or sandbox.get("password")
     if not (url and database and password):
-        err.print("give --url, --database and --password, or start the sandbox first")
+        err.print("give --url, --database and --password, --system, or start the sandbox first")
         raise typer.Exit(2)
+    return url, database, user, password, bool(sandbox)
+
+
+def _load_config(config: Path | None) -> Any:
+    from closeloop.config import ConfigError, load_settings
+
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+TrytonUrl = Annotated[str | None, typer.Option(help="Tryton URL (default: the sandbox's)")]
+TrytonSystem = Annotated[
+    str | None, typer.Option(help="take URL, database, user and password of this system")
+]
+TrytonPassword = Annotated[str | None, typer.Option(envvar="CLOSELOOP_TRYTON_PASSWORD")]
+
+
+@tryton_app.command("init")
+def tryton_init(
+    url: TrytonUrl = None,
+    database: Annotated[str | None, typer.Option()] = None,
+    user: Annotated[str, typer.Option()] = "admin",
+    password: TrytonPassword = None,
+    system: TrytonSystem = None,
+    config: ConfigOption = None,
+    home: HomeOption = Path(".closeloop"),
+) -> None:
+    """Prepare a Tryton database for closeloop, idempotently: a company per legal entity of
+    the configuration (``legal_entities:``; on the sandbox without any, the sandbox's three;
+    else one default company), each with its currency, chart, fiscal years and periods,
+    taxes by treatment and tax rules, payment method; the service product; then the
+    configured exchange rates (``exchange_rates:``)."""
+    from closeloop.connectors.tryton.rates import load_rates
+    from closeloop.connectors.tryton.rpc import TrytonError, TrytonRPC
+    from closeloop.connectors.tryton.sandbox import SANDBOX_ENTITIES
+    from closeloop.connectors.tryton.setup import TrytonSetup, initialize_entities
+    from closeloop.domain.errors import CloseloopError
+
+    settings = _load_config(config)
+    url, database, user, password, sandbox = _tryton_target(
+        url, database, user, password, system, settings, home
+    )
+    entities = list(settings.legal_entities.values()) or (list(SANDBOX_ENTITIES) if sandbox else [])
+    setups = [TrytonSetup.for_entity(e) for e in entities] or [TrytonSetup()]
     rpc = TrytonRPC(url, database, user, password, timeout_s=300)
     try:
-        ids = initialize(rpc, TrytonSetup())
+        rates = settings.exchange_rates.all_rates()
+        done = initialize_entities(rpc, setups)
+        loaded = load_rates(rpc, rates)
     except TrytonError as exc:
         err.print(f"[red]Tryton refused: {exc}[/red]")
         raise typer.Exit(1) from exc
+    except (CloseloopError, LookupError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     finally:
         rpc.close()
-    console.print(f"Tryton ready: company {ids.company}, product {ids.product}, tax {ids.tax}")
+    for code, ids in done.items():
+        taxes = ", ".join(t.value for t in ids.taxes) or "none (not VAT-registered)"
+        console.print(
+            f"{code}: company {ids.company} in {ids.currency_code}, taxes: {taxes}, "
+            f"product {ids.product}"
+        )
+    console.print(f"Tryton ready; exchange rates loaded: {loaded} of {len(rates)}")
+
+
+@tryton_app.command("rates")
+def tryton_rates(
+    file: Annotated[
+        Path, typer.Option("--file", help="CSV with the header date,currency,rate,source")
+    ],
+    base: Annotated[
+        str | None, typer.Option(help="the rates' base currency (default: the configuration's)")
+    ] = None,
+    url: TrytonUrl = None,
+    database: Annotated[str | None, typer.Option()] = None,
+    user: Annotated[str, typer.Option()] = "admin",
+    password: TrytonPassword = None,
+    system: TrytonSystem = None,
+    config: ConfigOption = None,
+    home: HomeOption = Path(".closeloop"),
+) -> None:
+    """Load exchange rates into Tryton (``rate``: units of the currency per unit of the base
+    currency, which gets rate 1 on each date): the rates Tryton lacks are created, those it
+    has are left; a different rate for a currency on a date already in Tryton refuses the
+    whole file."""
+    from closeloop.connectors.tryton.rates import load_rates
+    from closeloop.connectors.tryton.rpc import TrytonError, TrytonRPC
+    from closeloop.domain.entities import RatesConfig, read_rates_file
+    from closeloop.domain.errors import CloseloopError
+
+    settings = _load_config(config)
+    url, database, user, password, _ = _tryton_target(
+        url, database, user, password, system, settings, home
+    )
+    try:
+        rates = RatesConfig(
+            base=base or settings.exchange_rates.base, rates=tuple(read_rates_file(file))
+        ).all_rates()
+    except (CloseloopError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    rpc = TrytonRPC(url, database, user, password, timeout_s=300)
+    try:
+        loaded = load_rates(rpc, rates)
+    except TrytonError as exc:
+        err.print(f"[red]Tryton refused: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    except (CloseloopError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        rpc.close()
+    console.print(f"exchange rates loaded: {loaded} of {len(rates)} (the others were there)")
 
 
 @app.command()
@@ -173,5 +288,5 @@ def demo(
     except DemoError as exc:
         err.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from None
-    if summary["commands"].get("pending") or summary["commands"].get("in_flight"):
+    if summary["commands_runnable"]:  # what waits behind a parked command is an exception's
         raise typer.Exit(1)

@@ -25,10 +25,12 @@ from pydantic_settings import (
 
 from closeloop.connectors.catalog import plugin, systems_adapter
 from closeloop.connectors.settings import SystemSettings
+from closeloop.domain.entities import LegalEntity, RatesConfig
 from closeloop.domain.errors import InputError
 from closeloop.domain.operations import Role
 from closeloop.domain.periods import PeriodKind
 from closeloop.domain.routing import RoleRouting, Roles, RouteRule
+from closeloop.domain.taxrules import DEFAULT_RULES, TaxRule
 
 DEFAULT_CONFIG = Path("closeloop.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///./.closeloop/closeloop.db"
@@ -179,6 +181,26 @@ class Settings(BaseSettings):
         default_factory=list,
         description="mapping files; one for a connection replaces the shipped default",
     )
+    legal_entities: dict[str, LegalEntity] = Field(
+        default_factory=dict,
+        description="the firm's selling companies by code; none: one entity, no checks",
+    )
+    exchange_rates: RatesConfig = Field(default_factory=RatesConfig)
+    tax_rules: tuple[TaxRule, ...] = Field(
+        default=DEFAULT_RULES,
+        description="the VAT treatment table (closeloop.domain.taxrules); replaces the default",
+    )
+
+    @field_validator("legal_entities", mode="before")
+    @classmethod
+    def _entity_codes(cls, value: Any) -> Any:
+        """Each entity's ``code`` is its key."""
+        if not isinstance(value, dict):
+            return value
+        return {
+            code: {**entity, "code": code} if isinstance(entity, dict) else entity
+            for code, entity in value.items()
+        }
 
     @field_validator("systems", mode="before")
     @classmethod
@@ -193,6 +215,13 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"systems.{name}.timeout_s ({system.timeout_s}) must be under half of "
                     f"worker.lease_s ({self.worker.lease_s}): a claim must outlive its call"
+                )
+        for name, system in self.systems.items():
+            company = getattr(system, "company", None)  # the entity an ERP system acts for
+            if self.legal_entities and company and company not in self.legal_entities:
+                raise ValueError(
+                    f"systems.{name}.company {company!r} is not one of legal_entities "
+                    f"({', '.join(sorted(self.legal_entities))})"
                 )
         for mirror in self.mirrors:
             for name in (mirror.source, mirror.target):
@@ -291,6 +320,9 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
         ]
         raise ConfigError(f"{where}: " + "; ".join(problems)) from exc
-    if chosen is not None:  # mapping files are named relative to the configuration file
+    if chosen is not None:  # files are named relative to the configuration file
         settings.mappings = [p if p.is_absolute() else chosen.parent / p for p in settings.mappings]
+        rates = settings.exchange_rates.file
+        if rates is not None and not rates.is_absolute():
+            settings.exchange_rates.file = chosen.parent / rates
     return settings

@@ -51,7 +51,9 @@ def write_state(home: Path, state: dict[str, Any]) -> None:
 
 
 def hub_config(home: Path, state: dict[str, Any]) -> str:
-    """A ``closeloop.yaml`` for the sandboxes of ``state`` (``closeloop run -c`` it)."""
+    """A ``closeloop.yaml`` for the sandboxes of ``state`` (``closeloop run -c`` it), with the
+    state's ``config`` laid over it (its ``systems`` added to the sandboxes', its other keys
+    replacing the generated ones)."""
     import yaml
 
     from closeloop.connectors.catalog import plugins
@@ -70,6 +72,9 @@ def hub_config(home: Path, state: dict[str, Any]) -> str:
     roles = {plugins()[kind].role for kind in systems}
     if {Role.CRM, Role.PSA, Role.ERP} <= roles:
         config["flows"] = {"mobilize": {}, "bill_time": {}, "invoice": {}, "status_back": {}}
+    overlay = dict(state.get("config") or {})  # e.g. the demo firm's entities and routing
+    config["systems"] = {**systems, **overlay.pop("systems", {})}
+    config.update(overlay)
     header = (
         "# Written by `closeloop sandbox up` for the local sandboxes; run the hub on them\n"
         f"# with: closeloop run -c {home.resolve() / 'closeloop.yaml'}\n"

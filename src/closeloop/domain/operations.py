@@ -28,6 +28,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from closeloop.domain.commands import Command, Impact
+from closeloop.domain.taxrules import TaxTreatment
 
 
 class Role(StrEnum):
@@ -75,7 +76,9 @@ class UpdateEngagement(Operation):
 
 class UpdateBillingTotals(Operation):
     """The ERP's invoicing totals of a deal (``record="opportunity"``) or of its account
-    (``"account"``), in the invoice currency."""
+        (``"account"``), in the invoice currency (``currency``; an account's in its own currency,
+    ``by_currency`` listing every currency's totals, one line each). ``overdue``: the amount
+    outstanding past its due date; ``days_past_due``: of the oldest overdue invoice."""
 
     operation: ClassVar[str] = "update_billing_totals"
     roles: ClassVar[tuple[Role, ...]] = (Role.CRM,)
@@ -86,6 +89,10 @@ class UpdateBillingTotals(Operation):
     outstanding: Decimal
     last_invoice_number: str | None = None
     payment_status: str
+    currency: str | None = None
+    overdue: Decimal = Decimal(0)
+    days_past_due: int = Field(default=0, ge=0)
+    by_currency: str = ""
 
 
 # --- PSA and ERP ----------------------------------------------------------------------------
@@ -113,7 +120,11 @@ class ProjectAssignment(BaseModel):
 class UpsertProject(Operation):
     """Create or update the engagement's project ``key`` for the customer (by name in a PSA,
     by ``customer_code`` in an ERP), with its tasks at the rate card's rates and the people
-    staffed on it (``assignments``; a system that does not staff projects ignores them)."""
+    staffed on it (``assignments``; a system that does not staff projects ignores them).
+    ``legal_entity``: the selling entity's code; ``tax_treatment``: how the customer's
+    invoices of this entity are taxed (:mod:`closeloop.domain.taxrules`), which an ERP
+    applies with its own mechanism (Tryton: the customer's tax rule in the entity's
+    company)."""
 
     operation: ClassVar[str] = "upsert_project"
     roles: ClassVar[tuple[Role, ...]] = (Role.PSA, Role.ERP)
@@ -126,6 +137,8 @@ class UpsertProject(Operation):
     billing_method: Literal["time_and_materials"] = "time_and_materials"
     tasks: tuple[ProjectTask, ...] = Field(min_length=1)
     assignments: tuple[ProjectAssignment, ...] = ()
+    legal_entity: str | None = None
+    tax_treatment: TaxTreatment | None = None
 
 
 class CloseProject(Operation):
@@ -198,7 +211,11 @@ class AddTimesheetLine(Operation):
 
 class InvoiceProject(Operation):
     """Invoice the project's uninvoiced lines up to ``up_to`` as the invoice ``reference``,
-    dated ``invoice_date`` (today when ``None``)."""
+    dated ``invoice_date`` (today when ``None``), in ``currency`` (the deal's; the entity's
+    when ``None``), due ``payment_terms_days`` after its date, carrying ``mention`` (the
+    legal mention of its tax treatment, e.g. reverse charge) and the customer's VAT number
+    ``customer_tax_id`` when the mention needs it. An ERP refuses it, creating nothing, when
+    it has no exchange rate of ``currency`` for the invoice date."""
 
     operation: ClassVar[str] = "invoice_project"
     roles: ClassVar[tuple[Role, ...]] = (Role.ERP,)
@@ -206,6 +223,10 @@ class InvoiceProject(Operation):
     up_to: date
     reference: str
     invoice_date: date | None = None
+    currency: str | None = None
+    payment_terms_days: int | None = Field(default=None, ge=0, le=366)
+    mention: str = ""
+    customer_tax_id: str | None = None
 
 
 class PostInvoice(Operation):

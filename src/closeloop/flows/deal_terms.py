@@ -3,6 +3,7 @@ account manager can act on, and what the later steps of :mod:`.mobilize` keep of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -14,13 +15,26 @@ from closeloop.domain.canonical.sales import (
     Opportunity,
     RateCard,
 )
+from closeloop.domain.entities import LegalEntity, entity_problem
 from closeloop.domain.money import minor_unit
 from closeloop.domain.taxids import country_code, validate_tax_id
+from closeloop.domain.taxrules import DEFAULT_RULES, TaxDecision, TaxRule, UndecidableTax, decide
 
 
-def commercial_problems(opportunity: Opportunity) -> list[str]:
+def commercial_problems(
+    opportunity: Opportunity,
+    entities: Mapping[str, LegalEntity] | None = None,
+    rules: tuple[TaxRule, ...] = DEFAULT_RULES,
+) -> list[str]:
     """What keeps a closed-won deal from mobilization, in words an account manager can act
-    on (empty when it can go ahead)."""
+    on (empty when it can go ahead).
+
+    With ``entities`` configured, the deal must name one of them that can invoice in the
+    deal's currency, and the tax ``rules`` must decide its treatment
+    (:func:`closeloop.domain.taxrules.decide`); a customer without a tax id is then a problem
+    only where the rules need one (reverse charge). Without entities (one company, no tax
+    decisions), every account needs a valid tax id.
+    """
     problems = []
     customer = opportunity.customer
     if customer is None:
@@ -36,7 +50,8 @@ def commercial_problems(opportunity: Opportunity) -> list[str]:
         except ValueError:
             problems.append(f"the billing country {customer.country!r} is not a country")
     if not (customer.tax_id or "").strip():
-        problems.append("the account's tax id is missing")
+        if not entities:
+            problems.append("the account's tax id is missing")
     elif country is not None:
         try:
             validate_tax_id(customer.tax_id or "", country)
@@ -55,11 +70,66 @@ def commercial_problems(opportunity: Opportunity) -> list[str]:
             "automatically yet (time and materials is)"
         )
     problems += _rate_card_problems(opportunity)
+    if entities:
+        problems += _entity_problems(opportunity, entities, rules, country)
     if opportunity.start_date is None:
         problems.append("the start date is missing")
     if opportunity.finance_approval is FinanceApproval.REJECTED:
         problems.append("finance rejected the deal")
     return problems
+
+
+def deal_currency(opportunity: Opportunity) -> str | None:
+    """The deal's currency: its line items' (the rate card's), else its amount's."""
+    if opportunity.line_items:
+        return opportunity.line_items[0].unit_price.currency
+    return opportunity.amount.currency if opportunity.amount else None
+
+
+def _entity_problems(
+    opportunity: Opportunity,
+    entities: Mapping[str, LegalEntity],
+    rules: tuple[TaxRule, ...],
+    country: str | None,
+) -> list[str]:
+    """The selling entity's problems: unknown, or not invoicing in the deal's currency; and
+    a tax treatment the rules cannot decide."""
+    problem = entity_problem(opportunity.legal_entity, deal_currency(opportunity), entities)
+    if problem:
+        return [problem]
+    if country is None:
+        return []
+    try:
+        tax_decision(opportunity, entities, rules)
+    except UndecidableTax as exc:
+        return [str(exc)]
+    return []
+
+
+def _registered(opportunity: Opportunity) -> bool:
+    """Whether the customer has a valid tax id (VAT number) for its country."""
+    customer = opportunity.customer
+    if customer is None or not (customer.tax_id or "").strip():
+        return False
+    try:
+        validate_tax_id(customer.tax_id or "", country_code(customer.country or ""))
+    except ValueError:
+        return False
+    return True
+
+
+def tax_decision(
+    opportunity: Opportunity,
+    entities: Mapping[str, LegalEntity],
+    rules: tuple[TaxRule, ...] = DEFAULT_RULES,
+) -> TaxDecision:
+    """The VAT treatment of the deal's invoices by its entity's ``rules``. Raises
+    :class:`~closeloop.domain.taxrules.UndecidableTax` naming the rule, ``KeyError`` for an
+    entity that is not configured, ``ValueError`` for an unknown country."""
+    customer = opportunity.customer
+    assert customer is not None
+    entity = entities[str(opportunity.legal_entity).strip()]
+    return decide(entity, customer.country or "", _registered(opportunity), rules)
 
 
 def _rate_card_problems(opportunity: Opportunity) -> list[str]:
@@ -87,14 +157,34 @@ def _rate_card(opportunity: Opportunity) -> RateCard:
 
 
 def deal_data(
-    opportunity: Opportunity, deal_id: str, version: str, project_key: str
+    opportunity: Opportunity,
+    deal_id: str,
+    version: str,
+    project_key: str,
+    entities: Mapping[str, LegalEntity] | None = None,
+    rules: tuple[TaxRule, ...] = DEFAULT_RULES,
 ) -> dict[str, Any]:
     """What the later steps need, as JSON (the flow's persisted data); ``project_key`` is
-    the engagement's key (:func:`closeloop.domain.keys.engagement_code`)."""
+    the engagement's key (:func:`closeloop.domain.keys.engagement_code`). For a deal
+    :func:`commercial_problems` found sound: with ``entities``, its ``legal_entity`` and the
+    ``tax`` decision (treatment, mention, rule) come along."""
     customer = opportunity.customer
     assert customer is not None
     country = country_code(customer.country or "")
-    scheme, tax_id = validate_tax_id(customer.tax_id or "", country)
+    scheme, tax_id = (
+        validate_tax_id(customer.tax_id or "", country)
+        if _registered(opportunity)
+        else (None, None)
+    )
+    tax = None
+    if entities:
+        decision = tax_decision(opportunity, entities, rules)
+        tax = {
+            "treatment": decision.treatment.value,
+            "mention": decision.mention,
+            "rule": decision.rule,
+            "rate": str(decision.rate),
+        }
     hours: dict[str, Decimal] = {}
     for item in opportunity.line_items:
         hours[str(item.role)] = hours.get(str(item.role), Decimal(0)) + item.quantity_hours
@@ -107,6 +197,9 @@ def deal_data(
         "start_date": opportunity.start_date.isoformat() if opportunity.start_date else None,
         "currency": card.currency,
         "finance_approval": opportunity.finance_approval.value,
+        "legal_entity": (opportunity.legal_entity or "").strip() or None if entities else None,
+        "tax": tax,
+        "payment_terms_days": customer.payment_terms_days,
         "customer": {
             "crm_id": customer.crm_id or deal_id,
             "legal_name": (customer.legal_name or "").strip(),
@@ -116,6 +209,7 @@ def deal_data(
             "street": customer.street,
             "city": customer.city,
             "postal_code": customer.postal_code,
+            "currency": customer.currency,
         },
         "roles": [
             {"role": r.role, "rate": str(r.hourly_rate.amount), "hours": str(hours[r.role])}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 
 from closeloop.domain.keys import split_engagement_code
@@ -72,7 +73,8 @@ def engagements(states: Iterable[FlowState]) -> list[EngagementStatus]:
                 current.next_invoicing = state.wake_at.isoformat()
         elif state.flow == "status_back" and state.business_key.startswith("status:"):
             current = view(str(data["project_key"]))
-            totals = engagement_totals(data.get("invoices") or {})
+            as_of = date.fromisoformat(str(data.get("as_of") or "2000-01-01"))  # as reported
+            totals = engagement_totals(data.get("invoices") or {}, as_of)
             current.invoiced = Decimal(totals["invoiced"])
             current.paid = Decimal(totals["paid"])
             current.outstanding = Decimal(totals["outstanding"])

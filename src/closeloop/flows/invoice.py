@@ -5,7 +5,9 @@ One instance per engagement project (business key ``billing:<project key>``, the
 as :mod:`.mobilize` names it, e.g. ``SF-<deal id>``). The instance learns from signals:
 
 - ``engagement`` (from :mod:`.mobilize`): the engagement is ``provisional`` (finance approval
-  pending), ``mobilized`` or ``closed``, and which ERP it was routed to. Until it is mobilized,
+  pending), ``mobilized`` or ``closed``, which ERP it was routed to, and its invoicing terms
+  (:data:`INVOICE_TERMS`: each invoice is in the deal's currency, due after the deal's
+  payment terms, and carries the mention its tax treatment needs). Until it is mobilized,
   the time entries logged against it are held: :mod:`.bill_time` keeps them back, and they are
   released when approval arrives, or refused (a business exception per entry) when the
   engagement was closed instead.
@@ -41,6 +43,10 @@ from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signa
 
 NAME = "invoice"
 HELD_STATUSES = ("pending", "provisional")
+INVOICE_TERMS = ("currency", "legal_entity", "payment_terms_days", "mention", "customer_tax_id")
+"""What the ``engagement`` signal tells of how the engagement is invoiced: the deal's
+currency, its selling entity, the payment terms in days and the tax treatment's legal
+mention with the customer's VAT number (reverse charge)."""
 
 
 def billing_key(project_key: str) -> str:
@@ -84,6 +90,9 @@ class InvoiceFlow:
         data["engagement"] = info.get("engagement") or data.get("engagement")
         data["closed_because"] = info.get("closed_because")
         data["erp"] = info.get("erp") or data.get("erp")
+        for name in INVOICE_TERMS:
+            if name in info:
+                data[name] = info[name]
         signals: list[Signal] = []
         if data["status"] not in HELD_STATUSES:
             answer = "release" if data["status"] == "mobilized" else "refuse"
@@ -154,7 +163,14 @@ class InvoiceFlow:
     ) -> list[Command]:
         erp = data["erp"]
         invoice = InvoiceProject(
-            project_key=data["project_key"], up_to=end, reference=reference, invoice_date=issued
+            project_key=data["project_key"],
+            up_to=end,
+            reference=reference,
+            invoice_date=issued,
+            currency=data.get("currency"),
+            payment_terms_days=data.get("payment_terms_days"),
+            mention=data.get("mention") or "",
+            customer_tax_id=data.get("customer_tax_id"),
         )
         operations: tuple[Operation, ...] = (invoice, PostInvoice(reference=reference))
         return [

@@ -4,8 +4,10 @@ and in the ERP, and the CRM learns where it stands.
 One instance per opportunity (business key ``engagement:<canonical id>``). States:
 
 - ``blocked``: the deal's commercial data is missing or invalid (legal name, billing country,
-  a tax id valid for that country, currency, billing method, rate card, start date) or the
-  ERP holds several customers it could be; a business exception "closed-won deal blocked from
+  a tax id valid for that country, currency, billing method, rate card, start date), its
+  legal entity is missing, unknown or does not invoice in the deal's currency, the tax rules
+  cannot decide its VAT treatment (:func:`.deal_terms.commercial_problems`), or the ERP holds
+  several customers it could be; a business exception "closed-won deal blocked from
   mobilization: ..." (impact revenue) is open and the CRM shows the reason. A new version of
   the deal (or of its account) is checked again and resumes the flow by itself.
 - ``matching``: the cross-reference first (:mod:`closeloop.engine.xref`: an account an earlier
@@ -16,7 +18,8 @@ One instance per opportunity (business key ``engagement:<canonical id>``). State
   customers (and the deal changes) or links the account to one (``closeloop xref link``).
 - ``provisioning``: the customer is created when there was none, and the project is set up in
   the PSA (client, project, tasks by role at the rate card's rates) and in the ERP (project
-  with the same tasks, invoiced on timesheets).
+  with the same tasks, invoiced on timesheets, in the deal's legal entity with the customer's
+  tax treatment, which the ERP applies with its own tax rules).
 - ``mobilized``, or ``provisional`` when finance approval is required and not yet given
   (billable time against it is held until approval arrives); the CRM gets the ERP customer id,
   the project ids and the status.
@@ -41,13 +44,15 @@ need, in their own order. The project key and a new customer's code are built by
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from closeloop.domain.canonical.sales import FinanceApproval, Opportunity
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Impact
+from closeloop.domain.entities import LegalEntity
 from closeloop.domain.keys import engagement_code
 from closeloop.domain.operations import (
     Address,
@@ -63,6 +68,7 @@ from closeloop.domain.operations import (
 from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.domain.routing import RoleRouting, Roles
 from closeloop.domain.taxids import country_code
+from closeloop.domain.taxrules import DEFAULT_RULES, TaxRule
 from closeloop.flows.deal_terms import commercial_problems, deal_data
 from closeloop.ports.flows import xref_link, xref_lookup
 
@@ -76,11 +82,14 @@ UNDER_WAY = ("matching", "provisioning", "mobilized", "provisional")
 @dataclass(frozen=True)
 class MobilizeFlow:
     """The flow for the systems of ``roles``. ``match_threshold``: the similarity score
-    (0-100) a name-and-address match needs."""
+    (0-100) a name-and-address match needs. ``entities``: the firm's legal entities by code
+    (none: one company, no tax decisions); ``tax_rules``: the VAT treatment table."""
 
     roles: Roles
     match_threshold: float = 85.0
     name: str = "mobilize"
+    entities: Mapping[str, LegalEntity] = field(default_factory=dict, hash=False)
+    tax_rules: tuple[TaxRule, ...] = DEFAULT_RULES
 
     def business_key(self, record: CanonicalRecord) -> str | None:
         """One instance per opportunity."""
@@ -110,7 +119,7 @@ class MobilizeFlow:
             return None
         entity = ":".join(record.source)
         systems = self._systems(state, record)
-        problems = commercial_problems(opportunity) + [
+        problems = commercial_problems(opportunity, self.entities, self.tax_rules) + [
             f"{UNROUTED} {role}: {self._routing(role).explain()}"
             for role, system in systems.items()
             if system is None
@@ -135,7 +144,9 @@ class MobilizeFlow:
                 "blocked", data, issues=(issue,), commands=(self._status(data, "Blocked", message),)
             )
         project_key = engagement_code(self.roles.prefix(record.source[0]), deal_id)
-        data = deal_data(opportunity, deal_id, record.version, project_key)
+        data = deal_data(
+            opportunity, deal_id, record.version, project_key, self.entities, self.tax_rules
+        )
         data.update(business_key=self.business_key(record), deal_entity=entity, systems=systems)
         resolves = (entity,) if current == "blocked" else ()
         return FlowStep(
@@ -208,11 +219,20 @@ class MobilizeFlow:
     def _signals(self, data: dict[str, Any], status: str) -> tuple[Signal, ...]:
         """Tell the engagement's invoicing and status-back instances where it stands."""
         key = data["project_key"]
+        tax = data.get("tax") or {}
         invoicing = {
             "status": status,
             "engagement": data["business_key"],
             "closed_because": data.get("closed_because"),
             "erp": data["systems"]["erp"],
+            "currency": data["currency"],
+            "legal_entity": data.get("legal_entity"),
+            "payment_terms_days": data.get("payment_terms_days"),
+            "mention": tax.get("mention") or "",
+            "tax_treatment": tax.get("treatment"),
+            "customer_tax_id": (
+                data["customer"]["tax_id"] if tax.get("treatment") == "reverse_charge" else None
+            ),
         }
         engagement = {
             "status": status,
@@ -221,6 +241,8 @@ class MobilizeFlow:
             "client": data["customer"]["legal_name"],
             "start_date": data["start_date"],
             "currency": data["currency"],
+            "account_currency": data["customer"].get("currency") or data["currency"],
+            "legal_entity": data.get("legal_entity"),
             **data["systems"],
         }
         return (
@@ -273,7 +295,7 @@ class MobilizeFlow:
         match = MatchCustomer(
             name=customer["legal_name"],
             country=customer["country"],
-            tax_ids=(customer["tax_id"],),
+            tax_ids=tuple(t for t in (customer["tax_id"],) if t),
             street=customer.get("street") or "",
             city=customer.get("city") or "",
             postal_code=customer.get("postal_code") or "",
@@ -351,7 +373,7 @@ class MobilizeFlow:
             code=code,
             name=customer["legal_name"],
             country=customer["country"],
-            tax_ids=((customer["tax_scheme"], customer["tax_id"]),),
+            tax_ids=(((customer["tax_scheme"], customer["tax_id"]),) if customer["tax_id"] else ()),
             address=Address(
                 line1=customer.get("street") or "",
                 city=customer.get("city") or "",
@@ -373,6 +395,8 @@ class MobilizeFlow:
             customer_code=customer_code,
             currency=data["currency"],
             starts_on=data["start_date"],
+            legal_entity=data.get("legal_entity"),
+            tax_treatment=(data.get("tax") or {}).get("treatment"),
             tasks=tuple(
                 ProjectTask(name=r["role"], hourly_rate=Decimal(r["rate"]), budget_hours=r["hours"])
                 for r in data["roles"]

@@ -20,14 +20,24 @@ Two kinds of instance of one flow:
 - ``account:<CRM account id>``, one per account: the engagements' totals (signal
   ``engagement_totals``) add up to the same fields on the account.
 
-Amounts are the ERP's, in the invoice currency (an account whose engagements bill in several
-currencies gets the sums per currency of its first one; the others are left out and counted).
+Amounts are the ERP's, in the invoice currency, never summed across currencies: the
+opportunity's in its deal's currency; the account's amount fields in the account's own
+currency (its engagements in that currency), with every currency's sums listed beside them
+(``by_currency``). Converting at exchange rates would give a figure no invoice carries and
+that moves with the rates; finance chases receivables per currency.
+
+Due dates come from the ERP (the deal's payment terms). An invoice unpaid after its due date
+is overdue: the update carries the overdue amount and the oldest overdue invoice's days past
+due, and the payment status becomes ``Overdue``. The instance's timer wakes the day after the
+next due date, and daily while something is overdue, and reports again when the figures
+changed (the days an instance has seen are its ``as_of``: the latest of its signals' and
+invoices' dates).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -39,6 +49,18 @@ from closeloop.domain.operations import MarkBilled, UpdateBillingTotals, role_co
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 
 NAME = "status_back"
+ENGAGEMENT_FIELDS = (
+    "deal_id",
+    "account_id",
+    "client",
+    "start_date",
+    "currency",
+    "account_currency",
+    "legal_entity",
+    "crm",
+    "psa",
+)
+"""What the ``engagement`` signal of :mod:`.mobilize` tells about an engagement."""
 COUNTED = (InvoiceState.POSTED.value, InvoiceState.PARTIALLY_PAID.value, InvoiceState.PAID.value)
 
 
@@ -77,15 +99,22 @@ class StatusBackFlow:
                 "currency": invoice.currency,
                 "total": str(invoice.total.amount),
                 "paid": str(paid),
+                "due_date": invoice.due_date.isoformat() if invoice.due_date else None,
             },
         }
+        if invoice.invoice_date:  # time only moves forward: an invoice is dated today or before
+            data["as_of"] = max(data.get("as_of") or "", invoice.invoice_date.isoformat())
         if not data.get("client"):  # an engagement the hub did not mobilize: keep, wait
             return FlowStep("waiting", data)
         return self._report(data, key, f"{invoice.reference}:{record.version}")
 
     def _report(self, data: dict[str, Any], key: str, version: str) -> FlowStep:
-        """The opportunity's update, the PSA marks due and the account's new totals."""
-        totals = engagement_totals(data["invoices"])
+        """The opportunity's update, the PSA marks due and the account's new totals, as of
+        the latest day the instance has seen (``as_of``); the timer wakes it when a due
+        date passes, and daily while something is overdue."""
+        today = date.fromisoformat(data.get("as_of") or "2000-01-01")
+        totals = engagement_totals(data["invoices"], today)
+        data["reported"] = _reported(totals)
         commands = [self._crm_update(data, "opportunity", data["deal_id"], key, version, totals)]
         commands += self._marks(data, key)
         signals: tuple[Signal, ...] = ()
@@ -96,19 +125,30 @@ class StatusBackFlow:
                     self.name,
                     account_key,
                     "engagement_totals",
-                    {"project_key": data["project_key"], "crm": data["crm"], **totals},
+                    {
+                        "project_key": data["project_key"],
+                        "crm": data["crm"],
+                        "account_currency": data.get("account_currency"),
+                        **totals,
+                    },
                 ),
             )
-        return FlowStep("reported", data, commands=tuple(commands), signals=signals)
+        return FlowStep(
+            "reported",
+            data,
+            commands=tuple(commands),
+            signals=signals,
+            wake_at=next_check(data["invoices"], today),
+        )
 
     def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
         """``engagement`` (who the engagement is), ``invoiced`` (an invoice's period, from
         :mod:`.invoice`) or ``engagement_totals`` (for an account)."""
         if signal.name in ("engagement", "invoiced"):
             data = _engagement_data(state, signal.business_key)
+            data["as_of"] = max(data.get("as_of") or "", now.date().isoformat())
             if signal.name == "engagement":
-                fields = ("deal_id", "account_id", "client", "start_date", "currency", "crm", "psa")
-                for field in fields:
+                for field in ENGAGEMENT_FIELDS:
                     data[field] = signal.data.get(field) or data.get(field)
             else:
                 periods = dict(data.get("periods", {}))
@@ -120,23 +160,38 @@ class StatusBackFlow:
             if signal.name == "engagement" and state is not None and state.state == "waiting":
                 return self._report(data, signal.business_key, "mobilized")
             commands = self._marks(data, signal.business_key)
-            return FlowStep(state.state if state else "tracking", data, commands=tuple(commands))
+            return FlowStep(
+                state.state if state else "tracking",
+                data,
+                commands=tuple(commands),
+                wake_at=state.wake_at if state else None,
+            )
         if signal.name != "engagement_totals":
             raise ValueError(f"flow {self.name} has no signal {signal.name!r}")
         data = dict(state.data) if state else {"account_id": signal.business_key.split(":", 1)[1]}
         data["crm"] = signal.data.get("crm") or data.get("crm")
+        data["currency"] = signal.data.get("account_currency") or data.get("currency")
         engagements = {**data.get("engagements", {}), signal.data["project_key"]: signal.data}
         data["engagements"] = engagements
         data["revision"] = int(data.get("revision", 0)) + 1
-        totals = account_totals(list(engagements.values()))
+        totals = account_totals(list(engagements.values()), data.get("currency"))
         command = self._crm_update(
             data, "account", data["account_id"], signal.business_key, str(data["revision"]), totals
         )
         return FlowStep("reported", data, commands=(command,))
 
     def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
-        """No timers."""
-        return None
+        """A due date passed, or a day went by with something overdue: report the
+        engagement's overdue amount and days past due again when they changed."""
+        if not state.data.get("client") or "invoices" not in state.data:
+            return None
+        data = dict(state.data)
+        data["as_of"] = max(data.get("as_of") or "", now.date().isoformat())
+        today = date.fromisoformat(data["as_of"])
+        totals = engagement_totals(data["invoices"], today)
+        if _reported(totals) == data.get("reported"):
+            return FlowStep(state.state, data, wake_at=next_check(data["invoices"], today))
+        return self._report(data, state.business_key, f"as-of:{today.isoformat()}")
 
     def on_result(
         self, state: FlowState, operation: str, entity: str, outcome: Applied
@@ -146,7 +201,7 @@ class StatusBackFlow:
             return None
         number = entity.rsplit(":", 1)[1]
         marked = sorted({*state.data.get("marked", []), number})
-        return FlowStep(state.state, {**state.data, "marked": marked})
+        return FlowStep(state.state, {**state.data, "marked": marked}, wake_at=state.wake_at)
 
     def _crm_update(
         self,
@@ -166,6 +221,10 @@ class StatusBackFlow:
                 "outstanding": totals["outstanding"],
                 "last_invoice_number": totals["last_invoice_number"],
                 "payment_status": totals["payment_status"],
+                "currency": totals.get("currency"),
+                "overdue": totals["overdue"],
+                "days_past_due": totals["days_past_due"],
+                "by_currency": totals.get("by_currency") or "",
             }
         )
         crm = data["crm"]
@@ -223,46 +282,105 @@ def _engagement_data(state: FlowState | None, key: str) -> dict[str, Any]:
     return {"project_key": project_key, "deal_id": None, "invoices": {}}
 
 
-def engagement_totals(invoices: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Invoiced, paid and outstanding sums (as strings), the last invoice's number (by date,
-    then number) and the CRM's payment status, over an engagement's posted invoices."""
+def engagement_totals(invoices: dict[str, dict[str, Any]], today: date) -> dict[str, Any]:
+    """Invoiced, paid, outstanding and overdue sums (as strings), the days past due of the
+    oldest overdue invoice, the last invoice's number (by date, then number) and the CRM's
+    payment status, over an engagement's posted invoices (all in the deal's currency) as of
+    ``today``. An invoice is overdue from the day after its due date while it is not fully
+    paid."""
     invoiced = sum((Decimal(i["total"]) for i in invoices.values()), Decimal(0))
     paid = sum((Decimal(i["paid"]) for i in invoices.values()), Decimal(0))
+    overdue, days = Decimal(0), 0
+    for invoice in invoices.values():
+        left = Decimal(invoice["total"]) - Decimal(invoice["paid"])
+        due = invoice.get("due_date")
+        if left > 0 and due and date.fromisoformat(due) < today:
+            overdue += left
+            days = max(days, (today - date.fromisoformat(due)).days)
     last = max(invoices.values(), key=lambda i: (i["date"] or "", i["number"] or ""), default=None)
     return {
         "invoiced": str(invoiced),
         "paid": str(paid),
         "outstanding": str(invoiced - paid),
+        "overdue": str(overdue),
+        "days_past_due": days,
         "last_invoice_number": last["number"] if last else None,
         "last_invoice_date": last["date"] if last else None,
         "currency": last["currency"] if last else None,
-        "payment_status": payment_status(invoiced, paid),
+        "payment_status": payment_status(invoiced, paid, overdue),
     }
 
 
-def account_totals(engagements: list[dict[str, Any]]) -> dict[str, Any]:
-    """The account's sums over its engagements' totals (in the first engagement's currency)."""
-    currency = engagements[0].get("currency")
-    same = [e for e in engagements if e.get("currency") == currency]
-    invoiced = sum((Decimal(e["invoiced"]) for e in same), Decimal(0))
-    paid = sum((Decimal(e["paid"]) for e in same), Decimal(0))
+def account_totals(
+    engagements: list[dict[str, Any]], currency: str | None = None
+) -> dict[str, Any]:
+    """The account's totals over its engagements' (:func:`engagement_totals`), never summed
+    across currencies: the amounts are those of its engagements in ``currency`` (the
+    account's; default the first engagement's), ``by_currency`` lists every currency's sums
+    (one line each, by currency code), and the payment status and days past due are over
+    all of them (an overdue invoice in any currency makes the account Overdue)."""
+    currency = currency or engagements[0].get("currency")
+    sums: dict[str, dict[str, Decimal]] = {}
+    for engagement in engagements:
+        row = sums.setdefault(str(engagement.get("currency")), {})
+        for name in ("invoiced", "paid", "outstanding", "overdue"):
+            row[name] = row.get(name, Decimal(0)) + Decimal(engagement.get(name) or 0)
+    mine = sums.get(str(currency), {})
     last = max(
-        same, key=lambda e: (e.get("last_invoice_date") or "", e["last_invoice_number"] or "")
+        engagements,
+        key=lambda e: (e.get("last_invoice_date") or "", e["last_invoice_number"] or ""),
     )
+    invoiced, paid = mine.get("invoiced", Decimal(0)), mine.get("paid", Decimal(0))
+    overdue_anywhere = any(row["overdue"] > 0 for row in sums.values())
+    status = payment_status(invoiced, paid, mine.get("overdue", Decimal(0)))
+    if overdue_anywhere:
+        status = "Overdue"
+    elif not mine and sums:  # invoiced in other currencies only
+        status = payment_status(Decimal(1), Decimal(0))
     return {
         "invoiced": str(invoiced),
         "paid": str(paid),
         "outstanding": str(invoiced - paid),
+        "overdue": str(mine.get("overdue", Decimal(0))),
+        "days_past_due": max(int(e.get("days_past_due") or 0) for e in engagements),
         "last_invoice_number": last["last_invoice_number"],
-        "payment_status": payment_status(invoiced, paid),
-        "other_currencies": len(engagements) - len(same),
+        "payment_status": status,
+        "currency": currency,
+        "by_currency": "\n".join(
+            f"{code}: invoiced {row['invoiced']}, paid {row['paid']}, outstanding "
+            f"{row['outstanding']}, overdue {row['overdue']}"
+            for code, row in sorted(sums.items())
+        ),
     }
 
 
-def payment_status(invoiced: Decimal, paid: Decimal) -> str:
-    """The CRM's picklist value: Not Invoiced, Invoiced, Partially Paid or Paid."""
+def payment_status(invoiced: Decimal, paid: Decimal, overdue: Decimal = Decimal(0)) -> str:
+    """The CRM's picklist value: Not Invoiced, Invoiced, Partially Paid, Paid or Overdue
+    (something is past its due date and not paid)."""
     if invoiced <= 0:
         return "Not Invoiced"
     if paid >= invoiced:
         return "Paid"
+    if overdue > 0:
+        return "Overdue"
     return "Partially Paid" if paid > 0 else "Invoiced"
+
+
+def next_check(invoices: dict[str, dict[str, Any]], today: date) -> datetime | None:
+    """When the engagement's overdue figures next change by themselves: tomorrow while an
+    unpaid invoice is overdue (its days past due grow), else the day after the earliest due
+    date of an unpaid invoice; ``None`` when nothing is unpaid."""
+    dues = [
+        date.fromisoformat(i["due_date"])
+        for i in invoices.values()
+        if i.get("due_date") and Decimal(i["total"]) > Decimal(i["paid"])
+    ]
+    if not dues:
+        return None
+    day = today + timedelta(days=1) if min(dues) < today else min(dues) + timedelta(days=1)
+    return datetime.combine(day, time(), UTC)
+
+
+def _reported(totals: dict[str, Any]) -> list[Any]:
+    """What of the totals changes as days pass (compared before reporting again)."""
+    return [totals["overdue"], totals["days_past_due"], totals["payment_status"]]

@@ -220,6 +220,10 @@ class Mapper:
             value = rule.const
         else:
             value = _MISSING
+        if (value is _MISSING or value is None or value == "") and rule.otherwise is not None:
+            value = self._value(rule.otherwise, payload, target, problems, root)
+            if value is not _MISSING:
+                return value
         if value is _MISSING or value is None or value == "":
             return rule.default if rule.default is not None else _MISSING
         value = _plain(value)

@@ -42,7 +42,9 @@ class FieldRule(BaseModel):
     objects (a product -> ``{task, rate}``), the key to take. ``as_list``: wrap a single
     value in a list. ``when``: set the field only when that vendor path has a value (a
     currency constant only when there is an amount). ``each``: map every element of a
-    vendor list with nested rules.
+    vendor list with nested rules. ``otherwise``: a nested rule giving the value when the
+    source has none (before ``default``): a deal's legal entity from the opportunity, else
+    by its account's country.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,6 +64,7 @@ class FieldRule(BaseModel):
     as_list: bool = False
     when: str | None = None
     each: dict[str, FieldRule] | None = None
+    otherwise: FieldRule | None = None
 
     @model_validator(mode="before")
     @classmethod

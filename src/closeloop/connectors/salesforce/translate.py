@@ -5,7 +5,10 @@ schema.yaml``; an org installs them with the hub): on the opportunity, where its
 stands (``Mobilization_Status__c``, ``Mobilization_Message__c``, ``ERP_Customer_Id__c``,
 ``PSA_Project_Id__c``, ``ERP_Project_Id__c``); on the opportunity and its account, the ERP's
 invoicing totals (``Invoiced_Amount__c``, ``Paid_Amount__c``, ``Outstanding_Amount__c``,
-``Last_Invoice_Number__c``, ``Payment_Status__c``). Currency fields are numbers in
+``Overdue_Amount__c``, ``Days_Past_Due__c``, ``Last_Invoice_Number__c``,
+``Payment_Status__c``), in the record's currency (a multi-currency org keeps each record's
+currency fields in its ``CurrencyIsoCode``), and on the account every currency's totals in
+``Billing_By_Currency__c`` (1,000 characters). Currency fields are numbers in
 Salesforce's REST API (JSON numbers: the Decimal goes out as a float of at most 18 digits).
 """
 
@@ -46,9 +49,13 @@ def native(command: Command) -> tuple[str, dict[str, Any]]:
             "Invoiced_Amount__c": float(totals.invoiced),
             "Paid_Amount__c": float(totals.paid),
             "Outstanding_Amount__c": float(totals.outstanding),
+            "Overdue_Amount__c": float(totals.overdue),
+            "Days_Past_Due__c": totals.days_past_due,
             "Last_Invoice_Number__c": totals.last_invoice_number,
             "Payment_Status__c": totals.payment_status,
         }
+        if totals.record == "account":
+            fields["Billing_By_Currency__c"] = totals.by_currency[:MESSAGE_LENGTH]
         payload = {"object": SOBJECTS[totals.record], "id": totals.record_id, "fields": fields}
         return "update", payload
     return command.operation, command.payload

@@ -61,7 +61,8 @@ def idempotency_key(operation: str, key: str, system: str = SYSTEM) -> str:
 
 
 def invoice_payload(invoice: InvoiceState) -> dict[str, Any]:
-    """An invoice as a change payload (JSON)."""
+    """An invoice as a change payload (JSON): Tryton's fields, ``due_date`` (ISO, ``None``
+    for a draft) and ``legal_entity`` (the code of the company's entity)."""
     return {
         "id": invoice.id,
         "reference": invoice.reference,
@@ -70,6 +71,8 @@ def invoice_payload(invoice: InvoiceState) -> dict[str, Any]:
         "party_code": invoice.party_code,
         "currency": invoice.currency,
         "invoice_date": invoice.invoice_date.isoformat() if invoice.invoice_date else None,
+        "due_date": invoice.due_date.isoformat() if invoice.due_date else None,
+        "legal_entity": invoice.legal_entity,
         "untaxed_amount": str(invoice.untaxed_amount),
         "tax_amount": str(invoice.tax_amount),
         "total_amount": str(invoice.total_amount),
@@ -85,8 +88,10 @@ def invoice_payload(invoice: InvoiceState) -> dict[str, Any]:
 class TrytonConnector:
     """Runs closeloop's commands in Tryton through :class:`TrytonOperations`.
 
-    One writer at a time (``max_concurrent=1``): Tryton on SQLite loses concurrent creates
-    to sequence races (tryton.md, gotcha 7). Timesheet lines go in bulk: consecutive
+    One writer at a time (``max_concurrent=1``, and one batch at a time per database across
+    the systems of one process, such as one per legal entity's company): Tryton on SQLite
+    loses concurrent creates to sequence races (tryton.md, gotcha 7; seen as "The number on
+    work must be unique"). Timesheet lines go in bulk: consecutive
     ``add_timesheet_line`` commands of a batch become one ``create`` call.
     """
 
@@ -168,6 +173,10 @@ class TrytonConnector:
         permanent outcome. After a transport failure the remaining groups are not sent; when
         nothing was applied or refused at all, the failure is raised for the whole batch.
         """
+        with self.operations.rpc.database_writer():  # one writer per database: see the class
+            return self._execute(commands)
+
+    def _execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(commands)
         failure: Transient | Ambiguous | None = None
         for operation, positions in _groups(commands):
@@ -257,8 +266,16 @@ class TrytonConnector:
         )
 
     def _invoices(self, batch: list[Command]) -> list[Outcome]:
-        return self._bulk(
-            batch, translate.invoice_request, self.operations.invoice_projects, _invoice
+        """Screen the requests on rates read once (a foreign currency without a rate:
+        refused each alone, nothing created), then invoice the rest in grouped calls."""
+        ops = self.operations
+        return self._screened(
+            batch,
+            translate.invoice_request,
+            ops.screen_invoices,
+            lambda request: request.reference,
+            ops.create_invoices,
+            _invoice,
         )
 
     def _posts(self, batch: list[Command]) -> list[Outcome]:
@@ -300,20 +317,44 @@ class TrytonConnector:
         each alone), then create the rest in one bulk call (halved only if Tryton still
         refuses it)."""
         ops = self.operations
-        outcomes, entries = _parsed(batch, translate.entry)
+        return self._screened(
+            batch,
+            translate.entry,
+            ops.screen_entries,
+            lambda entry: entry.key,
+            ops.create_timesheet_lines,
+            lambda line: {"line": line},
+            on_refusal=ops.forget_cached,
+        )
+
+    def _screened(
+        self,
+        batch: list[Command],
+        parse: Callable[[dict[str, Any]], T],
+        screen: Callable[[Sequence[T]], dict[str, Exception]],
+        key: Callable[[T], str],
+        call: Callable[[Sequence[T]], Sequence[Any]],
+        result: Callable[[Any], dict[str, Any]],
+        on_refusal: Callable[[], None] | None = None,
+    ) -> list[Outcome]:
+        """Parse each payload (a malformed one refused alone), ``screen`` the items on data
+        read once (its refusals by ``key``: each a permanent outcome of its command alone,
+        nothing written for it), then run ``call`` on the rest through :func:`isolate`;
+        ``on_refusal`` runs when Tryton still refused some of them."""
+        outcomes, items = _parsed(batch, parse)
         try:
-            refused = ops.screen_entries([e for _, e in entries])
+            refused = screen([item for _, item in items])
         except (TransientError, AmbiguousError) as exc:
             return [outcomes.get(i) or _transport(exc) for i in range(len(batch))]
-        accepted = [(p, e) for p, e in entries if e.key not in refused]
-        for position, entry in entries:
-            if entry.key in refused:
-                outcomes[position] = _refusal(refused[entry.key])
-        results = isolate([e for _, e in accepted], ops.create_timesheet_lines, _REFUSALS)
-        if any(isinstance(r, _REFUSALS) for r in results):
-            ops.forget_cached()
+        accepted = [(p, item) for p, item in items if key(item) not in refused]
+        for position, item in items:
+            if key(item) in refused:
+                outcomes[position] = _refusal(refused[key(item)])
+        results = isolate([item for _, item in accepted], call, _REFUSALS)
+        if on_refusal is not None and any(isinstance(r, _REFUSALS) for r in results):
+            on_refusal()
         for (position, _), value in zip(accepted, results, strict=True):
-            outcomes[position] = _outcome(value, lambda line: {"line": line})
+            outcomes[position] = _outcome(value, result)
         return [outcomes[i] for i in range(len(batch))]
 
     # --- lookups ----------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""Invoicing in Tryton: a project's billable lines become a referenced customer invoice,
-posted; invoices read back; payments recorded (keys: see :mod:`.operations`)."""
+"""Invoicing in Tryton: a project's billable lines become a referenced customer invoice of
+the connector's company, in the deal's currency with its payment term and legal mention
+(:mod:`.invoice_terms`), posted; invoices read back; payments recorded (keys: see
+:mod:`.operations`)."""
 
 from __future__ import annotations
 
@@ -9,25 +11,26 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from closeloop.connectors.tryton.invoice_terms import (
+    InvoiceRequest,
+    MissingRateError,
+    ensure_payment_terms,
+    rate_refusals,
+    tax_identifier,
+    term_values,
+)
 from closeloop.connectors.tryton.keys import WORK_KEY
-from closeloop.connectors.tryton.rpc import TrytonRPC, after_write
+from closeloop.connectors.tryton.rates import rate_dates
+from closeloop.connectors.tryton.rpc import TrytonRPC, TrytonUserError, after_write
 from closeloop.connectors.tryton.setup import TrytonIds
 
-
-@dataclass(frozen=True)
-class InvoiceRequest:
-    """Invoice project ``project_key``'s lines up to ``up_to`` as ``reference``, dated
-    ``invoice_date`` (default ``up_to``)."""
-
-    project_key: str
-    up_to: date
-    reference: str
-    invoice_date: date | None = None
+__all__ = ["InvoiceRequest", "InvoiceState", "InvoicingOperations", "MissingRateError"]
 
 
 @dataclass(frozen=True)
 class InvoiceState:
-    """An invoice as the hub reads it."""
+    """An invoice as the hub reads it: ``due_date`` is the earliest maturity of its lines to
+    pay (``None`` for a draft); ``legal_entity`` the code of its company's entity."""
 
     id: int
     reference: str | None
@@ -41,14 +44,21 @@ class InvoiceState:
     total_amount: Decimal
     amount_to_pay: Decimal
     write_date: datetime
+    due_date: date | None = None
+    legal_entity: str | None = None
 
 
 class InvoicingOperations:
     """The invoicing part of :class:`~.operations.TrytonOperations` (a mixin: it needs
-    ``rpc``, ``ids`` and ``find_works`` from the class that combines it)."""
+    ``rpc``, ``ids`` and ``find_works`` from the class that combines it, and the session's
+    caches below: payment term ids by days, currency ids by code, each currency's earliest
+    rate date)."""
 
     rpc: TrytonRPC
     ids: TrytonIds
+    _payment_terms: dict[int, int]
+    _currencies: dict[str, int]
+    _rates_since: dict[str, date]
 
     def find_works(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Provided by the project operations."""
@@ -68,23 +78,61 @@ class InvoicingOperations:
         self, project_key: str, up_to: date, reference: str, invoice_date: date | None = None
     ) -> InvoiceState | None:
         """Invoice one project (:meth:`invoice_projects`): the draft invoice, or ``None``."""
-        return self.invoice_projects([InvoiceRequest(project_key, up_to, reference, invoice_date)])[
-            0
-        ]
+        request = InvoiceRequest(project_key, up_to, reference, invoice_date)
+        return self.invoice_projects([request])[0]
+
+    def screen_invoices(self, requests: Sequence[InvoiceRequest]) -> dict[str, Exception]:
+        """What Tryton would refuse to post among ``requests``, decided before anything is
+        created, by reference: a :class:`MissingRateError` for a request in a foreign
+        currency without a rate of that currency and of the company's on or before its
+        invoice date. One read of rates, only when some request is in a foreign currency
+        that this session has not yet seen rates for (currencies and earliest rate dates
+        found are remembered)."""
+        own = self.ids.currency_code
+        foreign = [r for r in requests if r.currency and r.currency != own]
+        if not foreign:
+            return {}
+        since = self._rates_since
+        if rate_refusals(foreign, own, self.ids.entity, since):  # not known yet: read
+            codes = sorted({str(r.currency) for r in foreign} | {own})
+            found = rate_dates(self.rpc, codes, max(r.dated for r in foreign))
+            for code, (currency, earliest) in found.items():
+                self._currencies[code] = currency
+                since[code] = min(earliest, since.get(code, earliest))
+        return dict(rate_refusals(foreign, own, self.ids.entity, since))
 
     def invoice_projects(self, requests: Sequence[InvoiceRequest]) -> list[InvoiceState | None]:
+        """Screen ``requests`` (:meth:`screen_invoices`), then :meth:`create_invoices`.
+
+        Raises the first refusal of the screen (:class:`MissingRateError`: then nothing is
+        created), and what :meth:`create_invoices` raises.
+        """
+        refused = self.screen_invoices(requests)
+        if refused:
+            raise next(iter(refused.values()))
+        return self.create_invoices(requests)
+
+    def create_invoices(self, requests: Sequence[InvoiceRequest]) -> list[InvoiceState | None]:
         """Invoice each project's timesheet lines up to its ``up_to`` date as the customer
-        invoice ``reference``, dated ``invoice_date`` (default ``up_to``). Returns, per
-        request, the draft invoice, or ``None`` when the project had nothing to invoice.
+        invoice ``reference`` of the connector's company, dated ``invoice_date`` (default
+        ``up_to``), in the request's currency, with its payment term, mention and VAT number
+        (:func:`~.invoice_terms.term_values`); requests screened (:meth:`screen_invoices`).
+        Returns, per request, the draft invoice, or ``None`` when the project had nothing to
+        invoice.
 
-        Seven calls whatever the count: the projects and their tasks; the up-to dates,
-        written together; what each has to invoice; Tryton's ``invoice`` button on all that
-        have something (one invoice per project); the projects' draft invoices found through
-        their timesheet lines; references and dates written together; the invoices read.
-        A draft made by an earlier attempt whose answer was lost (no reference yet), or one
-        already carrying the request's reference, is taken instead of invoicing again.
+        Seven calls whatever the count: the projects and their tasks (with the customers'
+        identifiers when a request names a VAT number); the up-to dates, written together;
+        what each has to invoice; Tryton's ``invoice`` button on all that have something
+        (one invoice per project, in the company's currency); the projects' draft invoices
+        and their lines found through their timesheet lines; references, dates, currencies,
+        payment terms and comments written together; the invoices read. Plus, once per
+        session, one search of the "Net <N> days" terms it has not seen (and one create of
+        those Tryton lacks), and one read of currencies a request names that the screen did
+        not see. A draft made by an earlier attempt whose answer was lost (no reference
+        yet), or one already carrying the request's reference, is taken instead of
+        invoicing again.
 
-        Raises ``LookupError`` for an unknown project, and Tryton's refusal
+        Raises ``LookupError`` for an unknown project or currency, and Tryton's refusal
         (:class:`~.rpc.TrytonError`) of the button for any project: then none is invoiced.
         """
         if not requests:
@@ -92,11 +140,21 @@ class InvoicingOperations:
         keys = [r.project_key for r in requests]
         if len(set(keys)) < len(keys):  # each would take the other's lines: one per call
             raise ValueError(f"one invoice per project per call: {sorted(keys)}")
+        days = {r.payment_terms_days for r in requests if r.payment_terms_days is not None}
+        terms = ensure_payment_terms(self.rpc, days, self._payment_terms) if days else {}
+        own = self.ids.currency_code
+        self._currency_ids([str(r.currency) for r in requests if r.currency not in (None, own)])
         comments = [WORK_KEY.format(key=r.project_key) for r in requests]
+        fields = ["comment", "parent", "timesheet_works"]
+        if any(r.customer_tax_id for r in requests):  # the party's tax identifier, as
+            fields.append("party.tax_identifier.code")  # Tryton picks it (a tax type)
         works = self.rpc.search_read(
             "project.work",
-            ["OR", [["comment", "in", comments]], [["parent.comment", "in", comments]]],
-            ["comment", "parent", "timesheet_works"],
+            [
+                ["company", "=", self.ids.company],
+                ["OR", [["comment", "in", comments]], [["parent.comment", "in", comments]]],
+            ],
+            fields,
             context={"active_test": False},
         )
         project_of_key = {
@@ -111,6 +169,11 @@ class InvoicingOperations:
             for w in works
             for t in w["timesheet_works"]
         }
+        identifiers = {
+            w["id"]: [found]
+            for w in works
+            if w["id"] in projects and (found := (w.get("party.") or {}).get("tax_identifier."))
+        }
         wanted = {project_of_key[r.project_key]: r.up_to for r in requests}
         pairs: list[Any] = []
         for project, up_to in wanted.items():
@@ -122,8 +185,22 @@ class InvoicingOperations:
         to_invoice = [d["id"] for d in due if d["amount_to_invoice"]]
         if to_invoice:  # Tryton refuses the button for a project with nothing to invoice
             self.rpc.call("project.work", "invoice", to_invoice)
-        with after_write():
-            return self._adopt(requests, project_of_key, owner, set(to_invoice))
+        # a refusal of the details written on the drafts parks the command (a resend adopts
+        # the unreferenced draft and writes them again): not an endless ambiguous retry
+        with after_write(refusals=(TrytonUserError,)):
+            return self._adopt(requests, project_of_key, owner, set(to_invoice), terms, identifiers)
+
+    def _currency_ids(self, codes: Sequence[str]) -> dict[str, int]:
+        """Currency ids by code, read once per session. Raises ``LookupError`` for one
+        Tryton does not have."""
+        wanted = sorted(set(codes) - set(self._currencies))
+        if wanted:
+            rows = self.rpc.search_read("currency.currency", [["code", "in", wanted]], ["code"])
+            self._currencies.update({str(r["code"]): int(r["id"]) for r in rows})
+            unknown = [c for c in wanted if c not in self._currencies]
+            if unknown:
+                raise LookupError(f"currency {', '.join(unknown)} does not exist in Tryton")
+        return {c: self._currencies[c] for c in codes}
 
     def _adopt(
         self,
@@ -131,11 +208,14 @@ class InvoicingOperations:
         project_of_key: dict[str, int],
         owner: dict[int, int],
         invoiced: set[int],
+        terms: dict[int, int],
+        identifiers: dict[int, list[dict[str, Any]]],
     ) -> list[InvoiceState | None]:
         """Give each request the draft invoice of its project that carries its reference,
         else one that carries none: the newest when the button just ran on the project (the
         lines invoiced now), else the oldest (an earlier attempt's, whose answer was lost);
-        write references and dates in one call."""
+        write references, dates and terms (:func:`~.invoice_terms.term_values`) in one
+        call."""
         references = [r.reference for r in requests]
         lines = self.rpc.search_read(
             "timesheet.line",
@@ -149,20 +229,22 @@ class InvoicingOperations:
                     ["invoice_line.invoice.reference", "in", references],
                 ],
             ],
-            ["work", "invoice_line.invoice", "invoice_line.invoice.reference"],
+            ["work", "invoice_line", "invoice_line.invoice", "invoice_line.invoice.reference"],
         )
         drafts: dict[int, dict[int, str | None]] = {}
+        invoice_lines: dict[int, set[int]] = {}
         for line in lines:
             invoice_line = line["invoice_line."]
             invoice = invoice_line["invoice"]
             reference = (invoice_line.get("invoice.") or {}).get("reference")
             drafts.setdefault(owner[line["work"]], {})[invoice] = reference
+            invoice_lines.setdefault(invoice, set()).add(int(line["invoice_line"]))
         chosen: list[int | None] = []
         pairs: list[Any] = []
         for request in requests:
-            mine = drafts.setdefault(project_of_key[request.project_key], {})
-            same = [i for i, ref in mine.items() if ref == request.reference]
             project = project_of_key[request.project_key]
+            mine = drafts.setdefault(project, {})
+            same = [i for i, ref in mine.items() if ref == request.reference]
             free = sorted(
                 (i for i, ref in mine.items() if ref is None), reverse=project in invoiced
             )
@@ -170,10 +252,18 @@ class InvoicingOperations:
             chosen.append(invoice)
             if invoice is not None and not same:
                 mine[invoice] = request.reference
-                values = {
-                    "reference": request.reference,
-                    "invoice_date": request.invoice_date or request.up_to,
-                }
+                values = term_values(
+                    request,
+                    company_currency=self.ids.currency_code,
+                    currency=self._currencies.get(str(request.currency)),
+                    lines=sorted(invoice_lines.get(invoice, ())),
+                    term=terms.get(request.payment_terms_days)
+                    if request.payment_terms_days is not None
+                    else None,
+                    identifier=tax_identifier(
+                        identifiers.get(project, []), request.customer_tax_id
+                    ),
+                )
                 pairs += [[invoice], values]
         if pairs:
             self.rpc.call("account.invoice", "write", *pairs)
@@ -196,10 +286,10 @@ class InvoicingOperations:
     def read_invoices(
         self, domain: list[Any], *, limit: int | None = None, order: list[list[str]] | None = None
     ) -> list[InvoiceState]:
-        """Customer invoices matching ``domain``."""
+        """Customer invoices of the connector's company matching ``domain``."""
         rows = self.rpc.search_read(
             "account.invoice",
-            [["type", "=", "out"], *domain],
+            [["type", "=", "out"], ["company", "=", self.ids.company], *domain],
             [
                 "reference",
                 "number",
@@ -213,6 +303,7 @@ class InvoicingOperations:
                 "amount_to_pay",
                 "write_date",
                 "create_date",
+                "lines_to_pay.maturity_date",
             ],
             limit=limit,
             order=order,
@@ -231,6 +322,15 @@ class InvoicingOperations:
                 total_amount=r["total_amount"],
                 amount_to_pay=r["amount_to_pay"] or Decimal(0),
                 write_date=r["write_date"] or r["create_date"],
+                due_date=min(
+                    (
+                        p["maturity_date"]
+                        for p in r.get("lines_to_pay.") or []
+                        if p["maturity_date"]
+                    ),
+                    default=None,
+                ),
+                legal_entity=self.ids.entity,
             )
             for r in rows
         ]
@@ -284,6 +384,11 @@ class InvoicingOperations:
         finally:
             self.rpc.call_raw("wizard.account.invoice.pay.delete", [session, ctx])
         return True
+
+
+def _due_date(lines_to_pay: list[dict[str, Any]]) -> date | None:
+    """The earliest maturity date of an invoice's lines to pay (none for a draft)."""
+    return min((p["maturity_date"] for p in lines_to_pay if p.get("maturity_date")), default=None)
 
 
 def _defaults(answer: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""What closeloop does in Tryton, each operation idempotent through a key visible in Tryton.
+"""What closeloop does in Tryton, each operation idempotent through a key visible in Tryton,
+and all in one company: the session acts in the company of its :class:`~.setup.TrytonIds`
+(``company`` of every call's context), and finds only that company's projects, time,
+employees and invoices. Parties (customers, people) are shared by the companies of a
+database; a customer's tax rule is a company-dependent value.
 
 Keys, and why:
 - Customer: the party ``code``. Tryton lets a code be given at creation (it is read-only
@@ -31,6 +35,7 @@ from closeloop.connectors.tryton.rpc import TrytonRPC, after_write
 from closeloop.connectors.tryton.setup import TrytonIds, ensure_country
 from closeloop.connectors.tryton.timesheets import TimesheetEntry, TimesheetOperations
 from closeloop.domain.taxids import tax_id_forms
+from closeloop.domain.taxrules import TaxTreatment
 from closeloop.mdm.matching import Party, normalize_name
 
 __all__ = ["CustomerSpec", "ProjectSpec", "TaskSpec", "TimesheetEntry", "TrytonOperations"]
@@ -72,7 +77,8 @@ class CustomerSpec:
 @dataclass(frozen=True)
 class ProjectSpec:
     """A project to create or bring up to date: its ``key``, ``name``, the customer's party
-    code, its tasks, hourly list price and Tryton invoice method."""
+    code, its tasks, hourly list price and Tryton invoice method; ``tax_treatment``: how
+    the customer's invoices of this company are taxed (``None``: left as Tryton has it)."""
 
     key: str
     name: str
@@ -80,23 +86,30 @@ class ProjectSpec:
     tasks: tuple[TaskSpec, ...] = field(default_factory=tuple)
     list_price: Decimal = Decimal(0)
     invoice_method: str = "timesheet"
+    tax_treatment: TaxTreatment | None = None
 
 
 class TrytonOperations(InvoicingOperations, TimesheetOperations):
     """The hub's operations on one Tryton database (see the module docstring for keys);
     invoicing and payments come from :class:`~.invoicing.InvoicingOperations`, time from
-    :class:`~.timesheets.TimesheetOperations`. Reference data that does not change under
-    the hub (countries, work statuses, employees, tasks' timesheet works) is read once per
-    session."""
+    :class:`~.timesheets.TimesheetOperations`. Every call of ``rpc`` acts in company
+    ``ids.company`` from now on (:meth:`~.rpc.TrytonRPC.use_company`): give each company's
+    operations a session of their own. Reference data that
+    does not change under the hub (countries, work statuses, employees, tasks' timesheet
+    works, payment terms, currencies and their earliest rates) is read once per session."""
 
     def __init__(self, rpc: TrytonRPC, ids: TrytonIds) -> None:
         self.rpc = rpc
         self.ids = ids
+        rpc.use_company(ids.company)
         self._statuses: dict[str, int] = {}
         self._countries: dict[str, int] = {}
         # what bulk timesheet imports look up again and again; dropped on any refusal
         self._employees: dict[str, int] = {}
         self._timesheet_works: dict[str, int] = {}
+        self._payment_terms: dict[int, int] = {}
+        self._currencies: dict[str, int] = {}
+        self._rates_since: dict[str, date] = {}
 
     # --- reference data -----------------------------------------------------------------
     def country_ids(self, codes: Sequence[str]) -> dict[str, int]:
@@ -220,13 +233,14 @@ class TrytonOperations(InvoicingOperations, TimesheetOperations):
 
     # --- projects -----------------------------------------------------------------------
     def find_works(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Projects and tasks by key: ``{key: {"id", "timesheet_works", "type", ...}}``."""
+        """This company's projects and tasks by key:
+        ``{key: {"id", "timesheet_works", "type", ...}}``."""
         if not keys:
             return {}
         comments = [WORK_KEY.format(key=k) for k in keys]
         rows = self.rpc.search_read(
             "project.work",
-            [["comment", "in", comments]],
+            [["company", "=", self.ids.company], ["comment", "in", comments]],
             ["comment", "type", "timesheet_works", "name", "list_price", "parent", "status"],
             context={"active_test": False},
         )
@@ -240,23 +254,39 @@ class TrytonOperations(InvoicingOperations, TimesheetOperations):
         tasks: Sequence[TaskSpec],
         list_price: Decimal,
         invoice_method: str = "timesheet",
+        tax_treatment: TaxTreatment | None = None,
     ) -> dict[str, int]:
         """Create or update one project (:meth:`upsert_projects`); work ids by key."""
-        spec = ProjectSpec(key, name, customer_code, tuple(tasks), list_price, invoice_method)
+        spec = ProjectSpec(
+            key, name, customer_code, tuple(tasks), list_price, invoice_method, tax_treatment
+        )
         return self.upsert_projects([spec])[0]
 
     def upsert_projects(self, specs: Sequence[ProjectSpec]) -> list[dict[str, int]]:
         """Create the projects Tryton lacks, with their tasks, in one bulk call, and update
-        the others' name and prices and add their missing tasks. Returns, per spec, the work
-        ids by key (the project's under its key). Four calls for a batch of new projects.
+        the others' name and prices and add their missing tasks; give each customer the tax
+        rule of its spec's treatment in this company (:meth:`apply_tax_treatments`). Returns,
+        per spec, the work ids by key (the project's under its key). Four calls for a batch
+        of new projects, plus one write per distinct tax rule that some customer lacks.
 
-        Raises ``LookupError`` when a customer does not exist in Tryton, and Tryton's refusal
-        (:class:`~.rpc.TrytonError`) of any new project: then none of them is created.
+        Raises ``LookupError`` when a customer does not exist in Tryton or the company has
+        no tax rule for a treatment, and Tryton's refusal (:class:`~.rpc.TrytonError`) of
+        any new project: then none of them is created.
         """
-        parties = self.find_customers(sorted({s.customer_code for s in specs}))
+        rows = self.rpc.search_read(
+            "party.party",
+            [["code", "in", sorted({s.customer_code for s in specs})]],
+            ["code", "customer_tax_rule"],
+            context={"active_test": False},
+        )
+        parties = {str(r["code"]): int(r["id"]) for r in rows}
         unknown = sorted({s.customer_code for s in specs} - set(parties))
         if unknown:
             raise LookupError(f"customer {', '.join(unknown)} does not exist in Tryton")
+        self.apply_tax_treatments(
+            {s.customer_code: s.tax_treatment for s in specs if s.tax_treatment},
+            {str(r["code"]): (int(r["id"]), r["customer_tax_rule"]) for r in rows},
+        )
         keys = sorted({k for s in specs for k in (s.key, *[t.key for t in s.tasks])})
         existing = self.find_works(keys)
         new = {s.key: s for s in specs if s.key not in existing}
@@ -273,6 +303,35 @@ class TrytonOperations(InvoicingOperations, TimesheetOperations):
                 {k: works[k]["id"] for k in (s.key, *[t.key for t in s.tasks]) if k in works}
                 for s in specs
             ]
+
+    def apply_tax_treatments(
+        self,
+        treatments: dict[str, TaxTreatment],
+        parties: dict[str, tuple[int, int | None]],
+    ) -> None:
+        """Set each customer's ``customer_tax_rule`` in this company to its treatment's rule
+        (none for ``domestic`` and ``no_vat``; the company's "Reverse charge" or "Outside
+        the scope of VAT" rule): ``treatments`` by party code, ``parties`` ``{code: (id,
+        current rule)}``. One write per distinct rule some customer lacks. Raises
+        ``LookupError``, writing nothing, when the company has no rule for a treatment."""
+        wanted: dict[str, int | None] = {}
+        for code, treatment in treatments.items():
+            if treatment in (TaxTreatment.DOMESTIC, TaxTreatment.NO_VAT):
+                wanted[code] = None
+            elif treatment in self.ids.tax_rules:
+                wanted[code] = self.ids.tax_rules[treatment]
+            else:
+                raise LookupError(
+                    f"company {self.ids.entity} has no tax rule for {treatment.value} (is it "
+                    "VAT-registered? run `closeloop tryton init`)"
+                )
+        changes: dict[int | None, list[int]] = {}
+        for code, rule in wanted.items():
+            party, current = parties[code]
+            if current != rule:
+                changes.setdefault(rule, []).append(party)
+        for rule, ids in changes.items():
+            self.rpc.write("party.party", sorted(ids), {"customer_tax_rule": rule})
 
     def _task_values(self, task: TaskSpec) -> dict[str, Any]:
         return {

@@ -20,23 +20,29 @@ from closeloop.ports.connector import Connector
 class TrytonSettings(SystemSettings):
     """A Tryton server at ``url`` (its JSON-RPC root) and a ``database`` prepared with
     ``closeloop tryton init``; ``user`` and ``password`` of the hub's Tryton user (better
-    given as ``CLOSELOOP_SYSTEMS__<NAME>__PASSWORD``)."""
+    given as ``CLOSELOOP_SYSTEMS__<NAME>__PASSWORD``); ``company``: the code of the legal
+    entity this system acts for (its company in the database: every call is made in that
+    company; several systems may share one database with different companies), ``None``
+    for the user's current company."""
 
     kind: Literal["tryton"]
     database: str
     user: str
     password: str
+    company: str | None = None
 
 
 def build(name: str, settings: TrytonSettings, context: BuildContext) -> Connector:
-    """A connector to a prepared Tryton database (its ids looked up when first used).
+    """A connector to a prepared Tryton database, acting in the company of the settings'
+    ``company`` (its ids looked up now).
 
-    Raises ``LookupError`` when the database was not prepared with ``closeloop tryton init``.
+    Raises ``LookupError`` when the database was not prepared with ``closeloop tryton init``
+    (or not for that entity).
     """
     from closeloop.connectors.tryton.connector import TrytonConnector
     from closeloop.connectors.tryton.operations import TrytonOperations
     from closeloop.connectors.tryton.rpc import TrytonRPC
-    from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
+    from closeloop.connectors.tryton.setup import find_ids
 
     rpc = TrytonRPC(
         settings.url,
@@ -46,7 +52,7 @@ def build(name: str, settings: TrytonSettings, context: BuildContext) -> Connect
         timeout_s=settings.timeout_s,
     )
     return TrytonConnector(
-        TrytonOperations(rpc, find_ids(rpc, TrytonSetup())),
+        TrytonOperations(rpc, find_ids(rpc, settings.company)),
         system=name,
         batch_size=settings.batch_size or 1000,
     )

@@ -1,7 +1,8 @@
 """JSON-RPC client for Tryton 8 (``POST /<db>/rpc/``), as ../shared/tryton.md describes it.
 
 Session login (``common.db.login``) with one re-login on 401; the user's preferences context
-as the last parameter of every model call; typed values (:mod:`.codec`);
+as the last parameter of every model call, with the company the session acts in
+(``company``: its ``company`` key, kept across re-logins); typed values (:mod:`.codec`);
 ``Accept-Encoding: gzip`` on every request (trytond 8.2 gzips large replies even when not
 asked); UserWarnings acknowledged through ``res.user.warning`` and the call retried; a
 wizard driver. Errors are raised as :class:`TrytonError` subclasses that say which of the
@@ -31,6 +32,10 @@ from closeloop.ports.connector import AmbiguousError, TransientError
 MAX_WARNINGS = 10
 
 
+_WRITERS: dict[tuple[str, str], threading.Lock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
 class TrytonError(VendorError):
     """A call Tryton refused; ``error_class`` is the business exception class it maps to."""
 
@@ -53,7 +58,7 @@ class TrytonUserError(TrytonError):
         text = f"{message} {description}".lower()
         if "not allowed to access" in text or ("access" in text and "denied" in text):
             self.error_class = ExceptionClass.AUTH
-        elif "period" in text and ("closed" in text or "close" in text):
+        elif "period" in text and any(w in text for w in ("closed", "close", "reopen")):
             self.error_class = ExceptionClass.CLOSED_PERIOD
         elif "unique" in text or "already exists" in text:
             self.error_class = ExceptionClass.DUPLICATE
@@ -81,7 +86,12 @@ class TrytonRPC:
     """A logged-in JSON-RPC session to one Tryton database. Thread-safe.
 
     ``url`` is the server root (``http://127.0.0.1:8000``). ``timeout_s`` bounds each
-    request. Raises :class:`~closeloop.ports.connector.TransientError` (429, 503,
+    request. ``company``: the id of the company every call acts in (the ``company`` key of
+    the context: defaults and company-dependent values such as a party's tax rule), kept
+    after every (re)login; ``None``: the user's current company. Record rules filter by the
+    *user's* companies, so a session acting in another company needs a user whose companies
+    include it (``closeloop tryton init`` makes them so). Raises
+    :class:`~closeloop.ports.connector.TransientError` (429, 503,
     ConcurrencyException, connection refused), :class:`~closeloop.ports.connector.AmbiguousError`
     (timeout or cut after sending, 504) and :class:`TrytonError` subclasses.
     """
@@ -95,8 +105,10 @@ class TrytonRPC:
         *,
         timeout_s: float = 60.0,
         language: str = "en",
+        company: int | None = None,
     ) -> None:
         self.database = database
+        self.company = company
         self.user = user
         self._password = password
         self._language = language
@@ -114,6 +126,13 @@ class TrytonRPC:
         self.calls_by_method: Counter[tuple[str, str]] = Counter()
         #: seconds waited for Tryton's answers, by RPC method (one writer: about its CPU time)
         self.seconds_by_method: defaultdict[str, float] = defaultdict(float)
+
+    def database_writer(self) -> threading.Lock:
+        """The lock every session of this process to the same server and database shares
+        (hold it around a batch of writes: one writer at a time per database)."""
+        key = (str(self._http.base_url), self.database)
+        with _WRITERS_GUARD:
+            return _WRITERS.setdefault(key, threading.Lock())
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -183,8 +202,25 @@ class TrytonRPC:
         self.reload_context()
 
     def reload_context(self) -> None:
-        """Reload the preferences context (after the user's company changed)."""
-        self.context = self.call_raw("model.res.user.get_preferences", [True, {}])
+        """Reload the preferences context (after the user's company changed); the session's
+        ``company``, when set, replaces the user's current one."""
+        context: dict[str, Any] = self.call_raw("model.res.user.get_preferences", [True, {}])
+        if self.company is not None and context.get("company") != self.company:
+            context["company"] = self.company
+            context.pop("employee", None)  # the user's employee is in another company
+        self.context = context
+
+    def use_company(self, company: int | None) -> None:
+        """Make every later call act in ``company`` (an id; ``None``: the user's current
+        company), now and after every re-login."""
+        if company == self.company:
+            return
+        self.company = company
+        if self.context and company is not None:
+            self.context = {k: v for k, v in self.context.items() if k != "employee"}
+            self.context["company"] = company
+        elif self.context:
+            self.reload_context()
 
     def call_raw(self, method: str, params: list[Any]) -> Any:
         """Call ``method`` with ``params`` as they are; re-login once on 401."""
@@ -237,14 +273,29 @@ class TrytonRPC:
         )
         return result
 
-    def create(self, model: str, values: list[dict[str, Any]]) -> list[int]:
-        """Create records; returns their ids in order."""
-        ids: list[int] = self.call(model, "create", values)
+    def create(
+        self,
+        model: str,
+        values: list[dict[str, Any]],
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> list[int]:
+        """Create records; returns their ids in order. ``context`` adds to the session's
+        (``{"company": id}`` for another company's defaults)."""
+        ids: list[int] = self.call(model, "create", values, context=context)
         return ids
 
-    def write(self, model: str, ids: list[int], values: dict[str, Any]) -> None:
-        """Write ``values`` on ``ids``."""
-        self.call(model, "write", ids, values)
+    def write(
+        self,
+        model: str,
+        ids: list[int],
+        values: dict[str, Any],
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write ``values`` on ``ids`` (``context`` as for :meth:`create`: a company-dependent
+        value is written for the context's company)."""
+        self.call(model, "write", ids, values, context=context)
 
     def run_wizard(
         self,
@@ -253,13 +304,17 @@ class TrytonRPC:
         *,
         active_model: str | None = None,
         active_ids: list[int] | None = None,
+        extra_context: Mapping[str, Any] | None = None,
     ) -> list[Any]:
         """Run wizard ``name`` through ``steps`` of ``(state, {view_state: values})``; returns
-        the answers of each step. The session is deleted at the end, whatever happens."""
-        context: dict[str, Any] = {}
+        the answers of each step. ``extra_context`` adds to the session's context. The
+        session is deleted at the end, whatever happens."""
+        if not self.context:
+            self.login()
+        context: dict[str, Any] = dict(extra_context or {})
         if active_model:
             ids = active_ids or []
-            context = {
+            context |= {
                 "active_model": active_model,
                 "active_id": ids[0] if ids else None,
                 "active_ids": ids,
@@ -286,13 +341,17 @@ class TrytonRPC:
 
 
 @contextmanager
-def after_write() -> Iterator[None]:
+def after_write(refusals: tuple[type[Exception], ...] = ()) -> Iterator[None]:
     """Code run after a write of the same operation was applied: any failure there is
     ambiguous (the write happened, its result is unknown), never transient nor a refusal,
-    so the engine looks the command up instead of sending it again or parking it."""
+    so the engine looks the command up instead of sending it again or parking it; but
+    ``refusals`` (Tryton refusing a second write that a resend would make again) pass as
+    they are, so that the command is parked for a person instead of resent forever."""
     try:
         yield
     except AmbiguousError:
+        raise
+    except refusals:
         raise
     except Exception as exc:
         raise AmbiguousError(f"after the write was applied: {type(exc).__name__}: {exc}") from exc

@@ -1,18 +1,53 @@
 """The Tryton connector's sandbox wiring: a real Tryton (``sandboxes/tryton``) with a database
-prepared as ``closeloop tryton init`` prepares one, restored from a pristine copy."""
+prepared as ``closeloop tryton init`` prepares one for the sandbox firm's three legal
+entities (:data:`SANDBOX_ENTITIES`), restored from a pristine copy."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from closeloop.connectors.tryton.rpc import TrytonRPC
-from closeloop.connectors.tryton.setup import SETUP_VERSION, TrytonSetup, initialize
+from closeloop.connectors.tryton.setup import SETUP_VERSION, TrytonSetup, initialize_entities
+from closeloop.domain.entities import LegalEntity
 from closeloop.sandboxes.tryton.server import TrytonSandbox, TrytonServer, find_trytond
+
+SANDBOX_ENTITIES: tuple[LegalEntity, ...] = (
+    LegalEntity(
+        code="DE-GMBH",
+        name="Northwind Advisory GmbH",
+        country="DE",
+        currency="EUR",
+        vat_registered=True,
+        standard_rate=Decimal("0.19"),
+        invoice_currencies=("EUR", "CHF", "USD"),
+    ),
+    LegalEntity(
+        code="GB-LTD",
+        name="Northwind Advisory Ltd",
+        country="GB",
+        currency="GBP",
+        vat_registered=True,
+        standard_rate=Decimal("0.20"),
+        invoice_currencies=("GBP", "EUR", "USD"),
+    ),
+    LegalEntity(
+        code="US-INC",
+        name="Northwind Advisory Inc.",
+        country="US",
+        currency="USD",
+        vat_registered=False,
+        standard_rate=Decimal(0),
+        invoice_currencies=("USD",),
+    ),
+)
+"""The sandbox firm's legal entities, one company each in the sandbox's Tryton database;
+the first (DE-GMBH) is the hub user's current company (a system without ``company``)."""
 
 
 def cache_dir() -> Path:
@@ -22,10 +57,11 @@ def cache_dir() -> Path:
 
 
 def init_tryton(server: TrytonServer) -> None:
-    """Prepare a fresh sandbox database as ``closeloop tryton init`` does."""
+    """Prepare a fresh sandbox database as ``closeloop tryton init`` does, with a company
+    per entity of :data:`SANDBOX_ENTITIES`."""
     rpc = TrytonRPC(server.url, server.database, server.user, server.password, timeout_s=300)
     try:
-        initialize(rpc, TrytonSetup())
+        initialize_entities(rpc, [TrytonSetup.for_entity(e) for e in SANDBOX_ENTITIES])
     finally:
         rpc.close()
 

@@ -56,9 +56,12 @@ class TimesheetOperations:
         self._timesheet_works.clear()
 
     def ensure_employees(self, people: Iterable[tuple[str, str]]) -> dict[str, int]:
-        """Employee ids by person key, creating party (code ``EMP-<key>``) and employee for
-        people Tryton does not know yet: three calls at most, whatever the count, none for
-        people this session already knows."""
+        """Employee ids in this company by person key, for ``(key, name)`` pairs: a person
+        is the party of code ``EMP-<key>``, shared by the companies; one without an employee
+        of this company gets one (reusing the party of another company's employee, or a
+        new party). Four calls at most, whatever the count (this company's and others'
+        employees, parties, created parties, created employees), none for people this
+        session already knows."""
         wanted = {k: v for k, v in people if k not in self._employees}
         if not wanted:
             return dict(self._employees)
@@ -66,17 +69,33 @@ class TimesheetOperations:
         rows = self.rpc.search_read(
             "company.employee",
             [["party.code", "in", list(codes)]],
-            ["party.code"],
+            ["party", "party.code", "company"],
             context={"active_test": False},
         )
-        found = {codes[r["party."]["code"]]: r["id"] for r in rows}
+        found: dict[str, int] = {}
+        parties: dict[str, int] = {}
+        for row in rows:
+            key = codes[row["party."]["code"]]
+            parties[key] = row["party"]
+            if row["company"] == self.ids.company:
+                found[key] = row["id"]
+        unknown = [f"EMP-{k}" for k in wanted if k not in parties]
+        if unknown:
+            for row in self.rpc.search_read(
+                "party.party", [["code", "in", unknown]], ["code"], context={"active_test": False}
+            ):
+                parties[codes[row["code"]]] = row["id"]
+        new = [k for k in wanted if k not in parties]
+        if new:
+            created = self.rpc.create(
+                "party.party", [{"name": wanted[k], "code": f"EMP-{k}"} for k in new]
+            )
+            parties.update(zip(new, created, strict=True))
         missing = [k for k in wanted if k not in found]
         if missing:
-            parties = self.rpc.create(
-                "party.party", [{"name": wanted[k], "code": f"EMP-{k}"} for k in missing]
-            )
             employees = self.rpc.create(
-                "company.employee", [{"party": p, "company": self.ids.company} for p in parties]
+                "company.employee",
+                [{"party": parties[k], "company": self.ids.company} for k in missing],
             )
             found.update(zip(missing, employees, strict=True))
         self._employees.update(found)
@@ -162,7 +181,8 @@ class TimesheetOperations:
         for start in range(0, len(keys), FIND_CHUNK):
             marks = {LINE_MARK.format(key=k): k for k in keys[start : start + FIND_CHUNK]}
             domain: list[Any] = ["OR", *[["description", "like", f"%{m}"] for m in marks]]
-            for row in self.rpc.search_read("timesheet.line", [domain], ["description"]):
+            company = ["company", "=", self.ids.company]
+            for row in self.rpc.search_read("timesheet.line", [company, domain], ["description"]):
                 description = row["description"] or ""
                 mark = description[description.rfind("[cl:") :]
                 if mark in marks:

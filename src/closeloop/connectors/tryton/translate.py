@@ -56,7 +56,8 @@ def customer(payload: dict[str, Any]) -> CustomerSpec:
 def project(payload: dict[str, Any]) -> ProjectSpec:
     """A canonical :class:`UpsertProject` as Tryton keeps it: a ``project.work`` invoiced on
     timesheets, one child task per role keyed ``<project key>:<role>`` and priced at the
-    role's rate (the project itself at the highest)."""
+    role's rate (the project itself at the highest); its ``tax_treatment`` becomes the
+    customer's tax rule in the company."""
     project = UpsertProject.model_validate(payload)
     if not project.customer_code:
         raise ValueError("an ERP project needs the customer's code")
@@ -69,6 +70,7 @@ def project(payload: dict[str, Any]) -> ProjectSpec:
         ),
         list_price=max(t.hourly_rate for t in project.tasks),
         invoice_method="timesheet",
+        tax_treatment=project.tax_treatment,
     )
 
 
@@ -79,12 +81,17 @@ def project_result(works: dict[str, int]) -> dict[str, Any]:
 
 
 def invoice_request(payload: dict[str, Any]) -> InvoiceRequest:
+    """A canonical :class:`InvoiceProject` as an invoice request (currency upper-cased)."""
     invoice = InvoiceProject.model_validate(payload)
     return InvoiceRequest(
         project_key=invoice.project_key,
         up_to=invoice.up_to,
         reference=invoice.reference,
         invoice_date=invoice.invoice_date,
+        currency=invoice.currency.strip().upper() if invoice.currency else None,
+        payment_terms_days=invoice.payment_terms_days,
+        mention=invoice.mention,
+        customer_tax_id=invoice.customer_tax_id,
     )
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from closeloop.connectors.tryton.connector import TrytonConnector, idempotency_key
 from closeloop.connectors.tryton.operations import TaskSpec, TrytonOperations
 from closeloop.connectors.tryton.rpc import TrytonRPC
-from closeloop.connectors.tryton.setup import TrytonSetup, initialize
+from closeloop.connectors.tryton.setup import find_ids
 from closeloop.devtools.bench.tryton_mix import (
     CLOSED_ON,
     BenchError,
@@ -130,7 +130,7 @@ def run_tryton_bench(
 def _bench(
     rpc: TrytonRPC, entries: int, runs: int, refused_share: float, projects: int, singles: int
 ) -> dict[str, Any]:
-    ids = initialize(rpc, TrytonSetup())
+    ids = find_ids(rpc)  # the sandbox is prepared: its current company
     ops = TrytonOperations(rpc, ids)
     connector = TrytonConnector(ops, batch_size=BATCH)
     ops.upsert_customer(CUSTOMER, "Bench GmbH", "DE", [("eu_vat", "DE136695976")])

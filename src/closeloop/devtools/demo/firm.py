@@ -1,11 +1,18 @@
 """The firm the demo (and the end-to-end tests) run: clients, closed-won deals, consultants
 and their time, made deterministically from a seed.
 
-Northwind Advisory sells time-and-materials engagements to clients in several countries and
-bills in EUR. Over the quarter before the current month its sales team closed deals in
-Salesforce; some accounts are already customers in the ERP (matched by tax id, or by name and
-address); a few deals carry missing or invalid data on purpose; one needs finance approval;
-finance closes two projects in the ERP part way (time logged after that is refused).
+Northwind Advisory sells time-and-materials engagements to clients in eight countries
+through three legal entities (:data:`SELLS`): a German GmbH (EUR; its Swiss clients in CHF),
+a UK Ltd (GBP) and a US Inc (USD). Deals name their entity on the opportunity
+(``Legal_Entity__c``) or take the default by the account's country; some of the GmbH's sales
+go abroad in the client's currency. Accounts have payment terms of 14, 30 or 60 days. Over
+the quarter before the current month its sales team closed deals in Salesforce; some accounts
+are already customers in the ERP (matched by tax id, or by name and address); a few deals
+carry missing or invalid data on purpose (an entity that does not exist, a currency its
+entity does not invoice in, an EU client abroad without a VAT number); one needs finance
+approval; one is sold in a currency the ERP has no exchange rate for; finance closes two
+projects in the ERP part way (time logged after that is refused). ``make_firm(...,
+entities=False)`` is the firm of one company billing everything in EUR.
 """
 
 from __future__ import annotations
@@ -36,6 +43,26 @@ COUNTRIES: dict[str, tuple[str, str, list[tuple[str, str]], tuple[str, int]]] = 
     "GB": ("United Kingdom", "Ltd", [("London", "EC1A 1BB"), ("Leeds", "LS1 1UR")], ("GB", 9)),
     "US": ("United States", "Inc.", [("Boston", "02108"), ("Chicago", "60601")], ("", 9)),
 }
+# country: the entity that sells to it by default (the mapping's default by account
+# country) and the currency of its deals
+SELLS: dict[str, tuple[str, str]] = {
+    "DE": ("DE-GMBH", "EUR"),
+    "AT": ("DE-GMBH", "EUR"),
+    "CH": ("DE-GMBH", "CHF"),
+    "FR": ("DE-GMBH", "EUR"),
+    "NL": ("DE-GMBH", "EUR"),
+    "BE": ("DE-GMBH", "EUR"),
+    "GB": ("GB-LTD", "GBP"),
+    "US": ("US-INC", "USD"),
+}
+PRICE_LEVEL = {
+    "EUR": Decimal(1),
+    "CHF": Decimal("0.95"),
+    "GBP": Decimal("0.85"),
+    "USD": Decimal("1.10"),
+}
+"""The rate card in each currency: the EUR rates times this, rounded to whole units."""
+TERMS_DAYS = (30, 14, 60)  #: accounts' payment terms, in turn
 NAMES = (
     "Alder Bright Cobalt Delta Ember Fjord Granite Harbor Iris Juniper Kestrel Lumen Meridian "
     "Nimbus Orchid Pioneer Quarry Riverside Summit Tidewater Umber Vantage Willow Xenon Yarrow "
@@ -74,7 +101,10 @@ class Firm:
     address); ``consultants``: Harvest users; ``blocked``: deal id -> the words its blocking
     reason contains; ``needs_approval``: the deal waiting for finance; ``finance_closes``:
     deal id -> the day finance closes its ERP project; ``matches``: account id -> how it
-    should be matched (``tax_id``, ``similar``; others are created)."""
+    should be matched (``tax_id``, ``similar``; others are created); ``deals``: deal id ->
+    ``{"account", "start", "roles", "entity", "currency", "rates": {role: Decimal}}``;
+    ``no_rate``: deal id -> the currency its entity has no exchange rate for (its invoices
+    wait for the rate as a business exception)."""
 
     start: date
     end: date
@@ -86,6 +116,7 @@ class Firm:
     finance_closes: dict[str, date] = field(default_factory=dict)
     matches: dict[str, str] = field(default_factory=dict)
     deals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    no_rate: dict[str, str] = field(default_factory=dict)
 
     @property
     def valid_deals(self) -> list[str]:
@@ -101,11 +132,13 @@ def make_firm(
     consultants: int = 25,
     seed: int = 7,
     names_from: int = 0,
+    entities: bool = True,
 ) -> Firm:
     """The firm as of ``today``: deals closed over the three months before ``today``'s month.
     ``seed`` (0-998) draws the data and numbers the records; client names are taken from
     the ``names_from``-th name on. Firms sharing an ERP need different seeds and disjoint
-    name ranges: the ERP matches customers by name and address too."""
+    name ranges: the ERP matches customers by name and address too. ``entities``: sell
+    through the three entities in the clients' currencies (else one company, all in EUR)."""
     rng = random.Random(seed)
     first_of_month = today.replace(day=1)
     end = first_of_month - timedelta(days=1)
@@ -113,6 +146,8 @@ def make_firm(
         day=1
     )
     countries = list(COUNTRIES)
+    if entities:  # every entity among the first clients, however small the firm
+        countries = ["DE", "GB", "US", "CH", "FR", "AT", "NL", "BE"]
     accounts, erp_customers, matches = [], [], {}
     for n in range(clients):
         country = countries[n % len(countries)]
@@ -132,8 +167,8 @@ def make_firm(
                 "BillingCity": city,
                 "BillingPostalCode": postal,
                 "Tax_Id__c": number,
-                "CurrencyIsoCode": "EUR",
-                "Payment_Terms_Days__c": 30,
+                "CurrencyIsoCode": SELLS[country][1] if entities else "EUR",
+                "Payment_Terms_Days__c": TERMS_DAYS[n % len(TERMS_DAYS)],
             }
         )
         if n % 4 == 1 and n < 28:  # the ERP knows some clients already
@@ -151,7 +186,7 @@ def make_firm(
                 }
             )
     firm = Firm(start, end, {}, erp_customers, [], matches=matches)
-    _bad_accounts(firm, accounts, clients)
+    _bad_accounts(firm, accounts, clients, entities)
     opportunities, items = [], []
     span = (end - start).days
     for n in range(deals):
@@ -160,34 +195,47 @@ def make_firm(
         close = start + timedelta(days=rng.randrange(0, max(span - 20, 1)))
         begin = close + timedelta(days=rng.randint(3, 10))
         roles = rng.sample(sorted(ROLES), k=rng.choice((2, 2, 3)))
+        entity, currency = _seller(account, n, clients, entities)
+        rates = {r: (ROLES[r] * PRICE_LEVEL[currency]).quantize(Decimal(1)) for r in roles}
         deal = {
             "Id": deal_id,
             "Name": f"{account['Name']}: {rng.choice(('ERP rollout', 'Data platform', 'Audit'))}",
             "AccountId": account["Id"],
             "StageName": "Closed Won",
             "CloseDate": close.isoformat(),
-            "CurrencyIsoCode": "EUR",
+            "CurrencyIsoCode": currency,
             "Start_Date__c": begin.isoformat(),
             "Billing_Method__c": "Time and Materials",
             "Finance_Approval__c": "Not Required",
             "SOW_Reference__c": f"SOW-{2026}-{n + 1:03d}",
         }
+        if entities and entity != SELLS[_country(account)][0]:
+            deal["Legal_Entity__c"] = entity  # not the default of the account's country
         opportunities.append(deal)
-        firm.deals[deal_id] = {"account": account["Id"], "start": begin, "roles": roles}
+        firm.deals[deal_id] = {
+            "account": account["Id"],
+            "start": begin,
+            "roles": roles,
+            "entity": entity if entities else None,
+            "currency": currency,
+            "rates": rates,
+            "terms": account["Payment_Terms_Days__c"],
+            "country": _country(account) if account.get("BillingCountry") else None,
+        }
         for role in roles:
             items.append(
                 {
                     "OpportunityId": deal_id,
                     "Product2Id": sf_id("01t", 1),
                     "Quantity": rng.choice((80, 120, 160, 200)),
-                    "UnitPrice": str(ROLES[role]),
+                    "UnitPrice": str(rates[role]),
                     "Role__c": role,
-                    "CurrencyIsoCode": "EUR",
+                    "CurrencyIsoCode": currency,
                 }
             )
         if account["Id"] in firm.blocked:
             firm.blocked[deal_id] = firm.blocked[account["Id"]]
-    _bad_deals(firm, opportunities)
+    _bad_deals(firm, opportunities, items, entities)
     firm.salesforce = {
         "Account": accounts,
         "Product2": [{"Id": sf_id("01t", 1), "Name": "Consulting"}],
@@ -207,12 +255,37 @@ def make_firm(
     return firm
 
 
-def _bad_accounts(firm: Firm, accounts: list[dict[str, Any]], clients: int) -> None:
-    """Accounts with missing or invalid data (each has one deal: the last ones)."""
+def _country(account: dict[str, Any]) -> str:
+    """The ISO code of the account's billing country (DE when it has none)."""
+    by_name = {name: code for code, (name, *_rest) in COUNTRIES.items()}
+    return by_name.get(str(account.get("BillingCountry")), "DE")
+
+
+def _seller(account: dict[str, Any], n: int, clients: int, entities: bool) -> tuple[str, str]:
+    """The entity selling deal ``n`` of ``account`` and the deal's currency: the default of
+    the account's country, except a US client's second deal, sold by the GmbH in USD (an
+    export outside the EU's VAT area); ``clients``: how many accounts the firm has."""
+    if not entities:
+        return "", "EUR"
+    country = _country(account)
+    if country == "US" and n >= clients:
+        return "DE-GMBH", "USD"
+    return SELLS[country]
+
+
+def _bad_accounts(firm: Firm, accounts: list[dict[str, Any]], clients: int, entities: bool) -> None:
+    """Accounts with missing or invalid data (each has one deal: the last ones). With
+    entities, the account without a tax id is French and buys from the German GmbH: reverse
+    charge needs its VAT number (one company alone needs every account's tax id)."""
+    no_tax_id = "tax treatment undecided" if entities else "tax id is missing"
     broken = {
-        clients - 1: ("Tax_Id__c", None, "tax id is missing"),
+        clients - 1: ("Tax_Id__c", None, no_tax_id),
         clients - 2: ("BillingCountry", None, "billing country is missing"),
     }
+    if entities:
+        french = accounts[clients - 1]
+        french.update(BillingCountry="France", BillingCity="Paris", BillingPostalCode="75002")
+        french["CurrencyIsoCode"] = "EUR"
     for index, (name, value, reason) in broken.items():
         accounts[index][name] = value
         firm.blocked[accounts[index]["Id"]] = reason
@@ -225,15 +298,26 @@ def _bad_accounts(firm: Firm, accounts: list[dict[str, Any]], clients: int) -> N
     firm.matches.pop(invalid["Id"], None)
 
 
-def _bad_deals(firm: Firm, opportunities: list[dict[str, Any]]) -> None:
+def _bad_deals(
+    firm: Firm, opportunities: list[dict[str, Any]], items: list[dict[str, Any]], entities: bool
+) -> None:
     """A deal without a start date, a fixed-fee deal, one waiting for finance approval, and
-    two whose ERP projects finance closes part way."""
+    two whose ERP projects finance closes part way; with entities, one naming an entity that
+    does not exist, a US Inc deal in EUR (it invoices in USD only), and a UK client sold by
+    the GmbH in GBP (no GBP rate in the ERP: its invoices wait for one)."""
     free = [o for o in opportunities if o["Id"] not in firm.blocked]
-    if len(free) < 8:
+    # with entities, the GmbH's euro deals carry these cases when there are enough of them:
+    # the other entities and currencies keep their deals
+    euro = [o for o in free if firm.deals[o["Id"]]["currency"] == "EUR"]
+    usual = euro if entities and len(euro) >= 8 else free
+    if len(usual) < 8:
         raise ValueError("the firm needs at least 8 deals with sound accounts")
     undated, fixed_fee, pending, *closing = (
-        free[round(i * (len(free) - 1) / 15)] for i in (3, 5, 8, 10, 14)
+        usual[round(i * (len(usual) - 1) / 15)] for i in (3, 5, 8, 10, 14)
     )
+    if entities:
+        chosen = (undated, fixed_fee, pending, *closing)
+        _entity_cases(firm, [o for o in free if o not in chosen], items)
     undated["Start_Date__c"] = None
     firm.blocked[undated["Id"]] = "start date is missing"
     fixed_fee["Billing_Method__c"] = "Fixed Fee"
@@ -246,6 +330,47 @@ def _bad_deals(firm: Firm, opportunities: list[dict[str, Any]]) -> None:
     for account_id in list(firm.blocked):
         if account_id.startswith("001"):
             del firm.blocked[account_id]
+
+
+def _entity_cases(firm: Firm, free: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
+    """Deals whose entity or currency is wrong, and one in a currency without a rate."""
+
+    def spare(entity: str, currency: str) -> dict[str, Any] | None:
+        """The first of the entity's deals in ``currency`` when it has another one."""
+        deals = [
+            o
+            for o in free
+            if (firm.deals[o["Id"]]["entity"], firm.deals[o["Id"]]["currency"])
+            == (entity, currency)
+        ]
+        return deals[0] if len(deals) > 1 else None
+
+    if (unknown := spare("DE-GMBH", "EUR")) is not None:
+        unknown["Legal_Entity__c"] = "NW-FR"
+        firm.blocked[unknown["Id"]] = "'NW-FR' is not configured"
+    if (euro_inc := spare("US-INC", "USD")) is not None:
+        _recurrency(firm, euro_inc, items, "US-INC", "EUR")
+        firm.blocked[euro_inc["Id"]] = "US-INC cannot invoice in EUR"
+    if (pound := spare("GB-LTD", "GBP")) is not None:
+        _recurrency(firm, pound, items, "DE-GMBH", "GBP")
+        firm.no_rate[pound["Id"]] = "GBP"
+
+
+def _recurrency(
+    firm: Firm, deal: dict[str, Any], items: list[dict[str, Any]], entity: str, currency: str
+) -> None:
+    """Sell ``deal`` through ``entity`` in ``currency`` (its line items re-priced)."""
+    info = firm.deals[deal["Id"]]
+    deal["Legal_Entity__c"] = entity
+    deal["CurrencyIsoCode"] = currency
+    info.update(entity=entity, currency=currency)
+    info["rates"] = {
+        r: (ROLES[r] * PRICE_LEVEL[currency]).quantize(Decimal(1)) for r in info["roles"]
+    }
+    for item in items:
+        if item["OpportunityId"] == deal["Id"]:
+            item["UnitPrice"] = str(info["rates"][item["Role__c"]])
+            item["CurrencyIsoCode"] = currency
 
 
 def time_entries(

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from closeloop.bootstrap import Hub
-from closeloop.devtools.demo.summary import PhaseWork, floors
+from closeloop.devtools.demo.summary import PhaseWork, erp_systems, floors
 from closeloop.engine.intake import IntakeResult
 from closeloop.store import tables as t
 
@@ -104,7 +104,13 @@ class Meter:
         for name in ("salesforce", "harvest"):
             client = self.hub.registry.connector(name).client  # type: ignore[attr-defined]
             by_resource[name] = dict(client.calls)
-        rpc = self.hub.registry.connector("tryton").operations.rpc  # type: ignore[attr-defined]
+        methods: Counter[tuple[str, str]] = Counter()
+        waited: dict[str, float] = {}
+        for name in erp_systems(self.hub):  # one Tryton, a connection per legal entity
+            rpc = self.hub.registry.connector(name).operations.rpc  # type: ignore[attr-defined]
+            methods.update(rpc.calls_by_method)
+            for method, seconds in rpc.seconds_by_method.items():
+                waited[method] = waited.get(method, 0.0) + seconds
         with self.hub.store.engine.connect() as conn:
             last = conn.execute(select(func.max(t.commands.c.id))).scalar() or 0
         cpu = {"hub": hub_cpu_s()}
@@ -114,8 +120,8 @@ class Meter:
                 cpu[name] = seconds
         return Reading(
             by_resource,
-            Counter(rpc.calls_by_method),
-            dict(rpc.seconds_by_method),
+            methods,
+            waited,
             int(last),
             {s: len(p) for s, p in self.polls.items()},
             cpu,
@@ -153,9 +159,13 @@ class Meter:
         with self.hub.store.engine.connect() as conn:
             rows = conn.execute(query).all()
         done = [r for r in rows if r.status == "done"]
+        erps = set(erp_systems(self.hub))
+
+        def system_of(row: Any) -> str:
+            return "tryton" if row.system in erps else str(row.system)
 
         def of(system: str, operation: str) -> list[Any]:
-            return [r for r in done if r.system == system and r.operation == operation]
+            return [r for r in done if system_of(r) == system and r.operation == operation]
 
         psa = of("harvest", "upsert_project")
         lines = of("tryton", "add_timesheet_line")
@@ -183,7 +193,9 @@ class Meter:
             user_assignments=sum(len(r.payload.get("assignments") or []) for r in psa),
             lines=len(lines),
             lines_refused=sum(
-                r.system == "tryton" and r.operation == "add_timesheet_line" and r.status != "done"
+                system_of(r) == "tryton"
+                and r.operation == "add_timesheet_line"
+                and r.status != "done"
                 for r in rows
             ),
             new_people=len(people),

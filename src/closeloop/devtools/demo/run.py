@@ -9,7 +9,14 @@ the ``closeloop.yaml`` that ``sandbox up`` writes) through the quarter:
 2. finance closes two projects in Tryton; consultants log time in Harvest and managers
    approve it; the hub records it in Tryton, invoices each project per month, posts the
    invoices and reports them to Salesforce and Harvest;
-3. clients pay some invoices in Tryton; the hub reports the payments to Salesforce.
+3. clients pay some invoices in Tryton; the hub reports the payments to Salesforce;
+4. 45 days later (the hub's clock moved on): a few clients pay late, the other unpaid
+   invoices are past their due dates, and the hub reports them overdue.
+
+The firm sells through three legal entities in four currencies from one Tryton database
+(:mod:`closeloop.devtools.demo.entities`): each deal goes to its entity's company, in its
+currency, taxed by its treatment (domestic, reverse charge, outside the scope, no VAT), due
+after its account's payment terms.
 
 Each phase runs until the hub is idle (nothing to apply or send, no invoice timer about to
 fire, and a last poll finds nothing new). Then it prints a summary and writes it to
@@ -21,6 +28,7 @@ systems stay up and a hub process runs on (``closeloop sandbox down`` stops them
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -40,13 +48,19 @@ from rich.table import Table
 from closeloop.bootstrap import Hub, build_hub
 from closeloop.config import load_settings
 from closeloop.connectors.tryton.operations import TrytonOperations
+from closeloop.connectors.tryton.rates import load_rates
 from closeloop.connectors.tryton.rpc import TrytonRPC
-from closeloop.connectors.tryton.setup import TrytonSetup, find_ids
+from closeloop.connectors.tryton.setup import find_ids
 from closeloop.devtools import sandboxctl
+from closeloop.devtools.demo.entities import ERP_OF_ENTITY, ShiftedClock, entity_overlay
 from closeloop.devtools.demo.firm import Firm, make_firm, time_entries
 from closeloop.devtools.demo.meter import SYSTEMS, Meter, Reading, by_method, hub_cpu_s
 from closeloop.devtools.demo.summary import print_summary, summarize
+from closeloop.domain.money import minor_unit
 from closeloop.ports.connector import ConnectorError
+
+AGING_DAYS = 45
+"""How far the demo's last phase moves the hub's clock: receivables age, some fall overdue."""
 
 
 @dataclass(frozen=True)
@@ -69,26 +83,53 @@ class DemoError(RuntimeError):
     """A phase did not finish, or a system did not come up."""
 
 
-def fresh_start(home: Path) -> dict[str, Any]:
-    """Stop what an earlier run left, wipe its state and start the three systems."""
+def fresh_start(home: Path, firm: Firm) -> dict[str, Any]:
+    """Stop what an earlier run left, wipe its state, start the three systems and make the
+    hub's configuration the firm's (:func:`configure_entities`)."""
     sandboxctl.down(home)
     for name in ("salesforce", "harvest", "tryton"):
         shutil.rmtree(home / name, ignore_errors=True)
     for stale in home.glob("hub.db*"):
         stale.unlink()
     (home / "demo-summary.json").unlink(missing_ok=True)
-    return sandboxctl.up(home)
+    state = sandboxctl.up(home)
+    return configure_entities(home, state, firm)
 
 
-def tryton_operations(state: dict[str, Any]) -> TrytonOperations:
-    """Operations on the sandbox's Tryton (the demo's own session, as a finance user's)."""
+def configure_entities(home: Path, state: dict[str, Any], firm: Firm) -> dict[str, Any]:
+    """The firm's legal entities, exchange rates and routing laid over the sandboxes'
+    ``closeloop.yaml`` (:mod:`closeloop.devtools.demo.entities`), and the rates loaded into
+    Tryton as ``closeloop tryton init`` loads them; returns the new state."""
+    entry = state["tryton"]
+    tryton = {k: entry[k] for k in ("url", "database", "user", "password")}
+    until = datetime.now(UTC).date() + timedelta(days=AGING_DAYS + 31)
+    overlay = entity_overlay({"kind": "tryton", **tryton}, home, firm.start, until)
+    state = {**state, "config": overlay}
+    sandboxctl.write_state(home, state)
+    settings = load_settings(home / "closeloop.yaml")
+    ops = tryton_operations(state)
+    try:
+        load_rates(ops.rpc, settings.exchange_rates.all_rates())
+    finally:
+        ops.rpc.close()
+    return state
+
+
+def tryton_operations(state: dict[str, Any], entity: str | None = None) -> TrytonOperations:
+    """Operations on the sandbox's Tryton (the demo's own session, as a finance user's), in
+    the company of legal entity ``entity`` (``None``: the user's current company)."""
     entry = state["tryton"]
     rpc = TrytonRPC(entry["url"], entry["database"], entry["user"], entry["password"])
-    return TrytonOperations(rpc, find_ids(rpc, TrytonSetup()))
+    return TrytonOperations(rpc, find_ids(rpc, entity))
 
 
-def demo_hub(home: Path, settle_s: float) -> Hub:
-    """The hub of ``home/closeloop.yaml``, tuned to react within seconds."""
+def entity_operations(state: dict[str, Any]) -> dict[str, TrytonOperations]:
+    """Operations in each legal entity's company (payments go through its own bank)."""
+    return {code: tryton_operations(state, code) for code in ERP_OF_ENTITY}
+
+
+def demo_hub(home: Path, settle_s: float, clock: ShiftedClock | None = None) -> Hub:
+    """The hub of ``home/closeloop.yaml``, tuned to react within seconds, on ``clock``."""
     settings = load_settings(home / "closeloop.yaml")
     worker = settings.worker
     worker.poll_interval_s = 1.0
@@ -97,7 +138,7 @@ def demo_hub(home: Path, settle_s: float) -> Hub:
     worker.idle_wait_s = 0.05
     if settings.flows.invoice is not None:
         settings.flows.invoice.settle_s = settle_s
-    return build_hub(settings)
+    return build_hub(settings, clock=clock)
 
 
 def run_phase(
@@ -222,24 +263,42 @@ def finance_closes_projects(ops: TrytonOperations, firm: Firm) -> None:
         ops.close_project(f"SF-{deal_id}", on=on)
 
 
-def clients_pay(ops: TrytonOperations, firm: Firm) -> dict[str, Decimal]:
-    """Clients pay about 60 % of the posted invoices in full and 15 % in part; returns the
-    amounts paid by invoice reference."""
+def clients_pay(
+    ops: dict[str, TrytonOperations], firm: Firm, on: date | None = None, *, late: bool = False
+) -> dict[str, Decimal]:
+    """Clients pay their invoices in each entity's company, on ``on`` (default today): at
+    first (``late=False``) about 60 % of the posted invoices in full and 15 % in part; later
+    (``late=True``, past most due dates) another 10 % in full, the rest staying overdue.
+    Returns the amounts paid by invoice reference."""
     paid: dict[str, Decimal] = {}
-    invoices = ops.read_invoices([["state", "=", "posted"], ["reference", "like", "SF-%"]])
-    for n, invoice in enumerate(sorted(invoices, key=lambda i: str(i.reference))):
-        share = n % 20
-        if share >= 15:
-            continue
-        amount = (
-            invoice.total_amount
-            if share < 12
-            else (invoice.total_amount / 2).quantize(Decimal("0.01"))
+    on = on or datetime.now(UTC).date()
+    for entity in ops.values():
+        invoices = entity.read_invoices(
+            [
+                ["state", "=", "posted"],
+                ["reference", "like", "SF-%"],
+                ["company", "=", entity.ids.company],
+            ]
         )
-        on = min(datetime.now(UTC).date(), (invoice.invoice_date or firm.end) + timedelta(days=20))
-        ops.record_payment(str(invoice.reference), f"PAY-{invoice.reference}", amount, on)
-        paid[str(invoice.reference)] = amount
+        for invoice in invoices:
+            share = _share(str(invoice.reference))
+            if late and share in (15, 16):
+                amount = invoice.amount_to_pay
+            elif late or share >= 15:
+                continue
+            else:
+                unit = Decimal(1).scaleb(-minor_unit(invoice.currency))
+                half = (invoice.total_amount / 2).quantize(unit)
+                amount = invoice.total_amount if share < 12 else half
+            key = f"PAY-{invoice.reference}" + ("-late" if late else "")
+            entity.record_payment(str(invoice.reference), key, amount, on)
+            paid[str(invoice.reference)] = amount
     return paid
+
+
+def _share(reference: str) -> int:
+    """A stable number 0-19 for an invoice (which clients pay, and how)."""
+    return int(hashlib.sha256(reference.encode()).hexdigest(), 16) % 20
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
@@ -260,9 +319,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
     keep = False
     try:
         with console.status("starting Tryton, the Salesforce and the Harvest sandboxes ..."):
-            state = fresh_start(home)
-        ops = tryton_operations(state)
-        hub = demo_hub(home, options.settle_s)
+            state = fresh_start(home, firm)
+        entities = entity_operations(state)
+        ops = entities["DE-GMBH"]
+        clock = ShiftedClock()
+        hub = demo_hub(home, options.settle_s, clock)
         pids = {s: int(state[s]["pid"]) for s in SYSTEMS if "pid" in state.get(s, {})}
         meter = Meter(hub, pids)
         try:
@@ -294,16 +355,23 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
                 logged = log_and_approve_time(home, firm, projects)
 
             phase("billing time, invoicing, reporting back", log_time)
-            phase("payments back to Salesforce", lambda: clients_pay(ops, firm))
+            phase("payments back to Salesforce", lambda: clients_pay(entities, firm))
+
+            def weeks_later() -> None:
+                clock.shift = timedelta(days=AGING_DAYS)
+                clients_pay(entities, firm, clock.now().date() - timedelta(days=5), late=True)
+
+            phase(f"{AGING_DAYS} days later: late payments, overdue invoices", weeks_later)
             last = meter.reading()
-            summary = summarize(hub, ops, firm, logged)
+            summary = summarize(hub, ops, firm, logged, clock.now().date())
             summary["phases_s"] = phases
             summary["seconds"] = round(time.monotonic() - started, 1)
             summary.update(run_costs(costs, first, last, cpu_at_start))
             keep = options.keep_running
         finally:
             hub.close()
-            ops.rpc.close()
+            for each in entities.values():
+                each.rpc.close()
     finally:
         if not keep:
             sandboxctl.down(home)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -143,24 +144,35 @@ def floors(work: PhaseWork) -> dict[str, dict[str, int]]:
     return out
 
 
+def erp_systems(hub: Hub) -> list[str]:
+    """The hub's Tryton systems (the demo's one Tryton, one system per legal entity)."""
+    return [n for n, s in hub.settings.systems.items() if s.kind == "tryton"]
+
+
 def api_calls(hub: Hub) -> dict[str, int]:
     """HTTP requests the hub's connectors made, per system (counted by their clients)."""
     calls: dict[str, int] = {}
     for name in ("salesforce", "harvest"):
         client = hub.registry.connector(name).client  # type: ignore[attr-defined]
         calls[name] = sum(client.calls.values())
-    tryton = hub.registry.connector("tryton")
-    calls["tryton"] = int(tryton.operations.rpc.calls)  # type: ignore[attr-defined]
+    tryton = 0
+    for name in erp_systems(hub):
+        tryton += int(hub.registry.connector(name).operations.rpc.calls)  # type: ignore[attr-defined]
+    calls["tryton"] = tryton
     return calls
 
 
-def summarize(hub: Hub, ops: TrytonOperations, firm: Firm, logged: int) -> dict[str, Any]:
-    """The summary as JSON-ready data: deals, customers, hours, invoices, calls, exceptions."""
+def summarize(
+    hub: Hub, ops: TrytonOperations, firm: Firm, logged: int, today: date
+) -> dict[str, Any]:
+    """The summary as JSON-ready data: deals, customers, hours, invoices (:func:`receivables`
+    as of ``today``), calls, exceptions."""
     calls = api_calls(hub)
     with hub.store.transaction() as tx:
         flows = tx.list_flows(None, 1_000_000)
         stats = tx.stats()
         exceptions = tx.list_exceptions("open", 1000)
+        runnable = tx.runnable_commands()
     deals = [f for f in flows if f.flow == "mobilize"]
     entries = [f for f in flows if f.flow == "bill_time"]
     blocked = {
@@ -183,10 +195,12 @@ def summarize(hub: Hub, ops: TrytonOperations, firm: Firm, logged: int) -> dict[
     def hours(state: str) -> str:
         return str(sum((Decimal(f.data["hours"]) for f in entries if f.state == state), Decimal(0)))
 
-    invoices = ops.read_invoices([["reference", "like", "SF-%"]])
-    posted = [i for i in invoices if i.state in ("posted", "paid")]
-    total = sum((i.total_amount for i in posted), Decimal(0))
-    due = sum((i.amount_to_pay for i in posted), Decimal(0))
+    treatments = {
+        f.data["project_key"]: (f.data.get("tax") or {}).get("treatment") or "domestic"
+        for f in deals
+        if f.data.get("project_key")
+    }
+    books = receivables(ops, today, treatments)
     return {
         "deals": {
             "closed_won": len(firm.deals),
@@ -204,22 +218,90 @@ def summarize(hub: Hub, ops: TrytonOperations, firm: Firm, logged: int) -> dict[
             + sum(e.entity.startswith("harvest:time_entry:") for e in exceptions),
             "entries_recorded": sum(f.state == "recorded" for f in entries),
         },
-        "invoices": {
-            "posted": len(posted),
-            "untaxed": str(sum((i.untaxed_amount for i in posted), Decimal(0))),
-            "tax": str(sum((i.tax_amount for i in posted), Decimal(0))),
-            "total": str(total),
-            "paid": str(total - due),
-            "outstanding": str(due),
-            "currency": posted[0].currency if posted else None,
-        },
+        "invoices": books,
         "api_calls": calls,
         "commands": stats.commands_by_status,
+        "commands_runnable": runnable,  # pending ones not waiting behind a parked one
         "exceptions_by_class": stats.open_exceptions_by_class,
         "exceptions": [
             {"class": e.error_class.value, "entity": e.entity, "message": e.message}
             for e in exceptions
         ],
+    }
+
+
+def receivables(ops: TrytonOperations, today: date, treatments: dict[str, str]) -> dict[str, Any]:
+    """The engagements' posted invoices in Tryton, all its companies, as of ``today``:
+    ``posted`` (count); ``by_entity``: entity -> currency -> ``{"invoices", "untaxed", "tax",
+    "total", "paid", "outstanding", "overdue"}`` (strings; never summed across currencies);
+    ``by_treatment``: tax treatment (``treatments`` by project key) -> currency ->
+    ``{"invoices", "untaxed", "tax"}``; ``overdue``: currency -> ``{"invoices", "amount",
+    "oldest_days"}`` (unpaid after the due date)."""
+    rows = ops.rpc.search_read(
+        "account.invoice",
+        [["type", "=", "out"], ["reference", "like", "SF-%"], ["state", "in", ["posted", "paid"]]],
+        [
+            "reference",
+            "company.party.code",
+            "currency.code",
+            "untaxed_amount",
+            "tax_amount",
+            "total_amount",
+            "amount_to_pay",
+            "lines_to_pay.maturity_date",
+        ],
+    )
+    by_entity: dict[str, dict[str, dict[str, Decimal]]] = {}
+    by_treatment: dict[str, dict[str, dict[str, Decimal]]] = {}
+    overdue: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        currency = row["currency."]["code"]
+        entity = (row.get("company.") or {}).get("party.", {}).get("code") or "?"
+        due = min((line["maturity_date"] for line in row.get("lines_to_pay.") or []), default=None)
+        left = row["amount_to_pay"] or Decimal(0)
+        late = left if left > 0 and due is not None and due < today else Decimal(0)
+        book = by_entity.setdefault(entity, {}).setdefault(currency, {})
+        for name, value in (
+            ("invoices", Decimal(1)),
+            ("untaxed", row["untaxed_amount"]),
+            ("tax", row["tax_amount"]),
+            ("total", row["total_amount"]),
+            ("paid", row["total_amount"] - left),
+            ("outstanding", left),
+            ("overdue", late),
+        ):
+            book[name] = book.get(name, Decimal(0)) + value
+        treatment = treatments.get(str(row["reference"]).split("/")[0], "domestic")
+        taxed = by_treatment.setdefault(treatment, {}).setdefault(currency, {})
+        for name, value in (
+            ("invoices", Decimal(1)),
+            ("untaxed", row["untaxed_amount"]),
+            ("tax", row["tax_amount"]),
+        ):
+            taxed[name] = taxed.get(name, Decimal(0)) + value
+        if late and due is not None:
+            mine = overdue.setdefault(
+                currency, {"invoices": 0, "amount": Decimal(0), "oldest_days": 0}
+            )
+            mine["invoices"] += 1
+            mine["amount"] += late
+            mine["oldest_days"] = max(mine["oldest_days"], (today - due).days)
+
+    def text(table: dict[str, dict[str, dict[str, Decimal]]]) -> dict[str, Any]:
+        return {
+            k: {
+                c: {n: str(int(v)) if n == "invoices" else str(v) for n, v in sums.items()}
+                for c, sums in sorted(per.items())
+            }
+            for k, per in sorted(table.items())
+        }
+
+    return {
+        "posted": len(rows),
+        "as_of": today.isoformat(),
+        "by_entity": text(by_entity),
+        "by_treatment": text(by_treatment),
+        "overdue": {c: {**v, "amount": str(v["amount"])} for c, v in sorted(overdue.items())},
     }
 
 
@@ -239,10 +321,26 @@ def print_summary(console: Console, summary: dict[str, Any], home: Path) -> None
     table.add_row("hours recorded in Tryton", time["hours_recorded_in_erp"])
     table.add_row("hours held for finance approval", time["hours_held_for_finance_approval"])
     table.add_row("time entries refused", str(time["entries_refused"]))
-    currency = invoices["currency"] or ""
     table.add_row("invoices posted", str(invoices["posted"]))
-    for name in ("untaxed", "tax", "total", "paid", "outstanding"):
-        table.add_row(f"  {name}", f"{Decimal(invoices[name]):,.2f} {currency}")
+    for entity, currencies in invoices["by_entity"].items():
+        for currency, sums in currencies.items():
+            table.add_row(
+                f"  {entity} in {currency} ({sums['invoices']})",
+                f"total {Decimal(sums['total']):,.2f}, tax {Decimal(sums['tax']):,.2f}, "
+                f"paid {Decimal(sums['paid']):,.2f}, overdue {Decimal(sums['overdue']):,.2f}",
+            )
+    for treatment, currencies in invoices["by_treatment"].items():
+        taxes = ", ".join(
+            f"{c} {Decimal(v['tax']):,.2f} on {Decimal(v['untaxed']):,.2f}"
+            for c, v in currencies.items()
+        )
+        table.add_row(f"  tax: {treatment}", taxes)
+    for currency, late in invoices["overdue"].items():
+        table.add_row(
+            f"  overdue on {invoices['as_of']} in {currency}",
+            f"{Decimal(late['amount']):,.2f} ({late['invoices']} invoices, oldest "
+            f"{late['oldest_days']} days past due)",
+        )
     for system, count in sorted(summary["api_calls"].items()):
         table.add_row(f"API calls to {system}", f"{count:,}")
     for error_class, count in sorted(summary["exceptions_by_class"].items()):

@@ -90,6 +90,7 @@ class DealCustomer(Canonical):
     is still a deal); mobilization checks it before the customer reaches the ERP."""
 
     CANONICAL_TYPE = "deal_customer"
+    SCHEMA_VERSION = 2
     crm_id: str | None = None
     legal_name: str | None = None
     country: str | None = Field(default=None, description="as typed in the CRM, mapped to ISO")
@@ -98,14 +99,17 @@ class DealCustomer(Canonical):
     city: str | None = None
     postal_code: str | None = None
     currency: str | None = None
+    payment_terms_days: int | None = Field(default=None, ge=0, le=366)
 
 
 class Opportunity(Canonical):
     """A deal in the CRM. ``won`` is true only at the closed-won stage; ``customer`` is the
-    account's commercial data as the CRM holds it (version 2)."""
+    account's commercial data as the CRM holds it (version 2); ``legal_entity`` (version
+    3): the code of the firm's company that sells it (``legal_entities:`` of the
+    configuration)."""
 
     CANONICAL_TYPE = "opportunity"
-    SCHEMA_VERSION = 2
+    SCHEMA_VERSION = 3
     name: str = Field(min_length=1)
     account: Ref
     stage: OpportunityStage
@@ -120,6 +124,7 @@ class Opportunity(Canonical):
     rate_card: RateCard | None = None
     line_items: tuple[OpportunityLineItem, ...] = ()
     customer: DealCustomer | None = None
+    legal_entity: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Opportunity:
