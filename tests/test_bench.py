@@ -173,7 +173,7 @@ def test_bench_tryton_measures_the_mix_and_invoices_next_to_their_floors() -> No
 
 @pytest.mark.tryton
 def test_bench_demo_reports_calls_next_to_floors_per_phase() -> None:
-    """One run of a tiny firm (four phases, the last one weeks later; five consultants: about half a minute)."""
+    """One run of a tiny firm (four phases, the last weeks later; about half a minute)."""
     _needs_trytond()
     figures = _closeloop(
         *("bench", "demo", "--runs", "1", "--clients", "11", "--deals", "11"),
