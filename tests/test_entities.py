@@ -208,3 +208,40 @@ def test_a_bad_entity_or_rate_is_refused_naming_where(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="two rates for CHF on 2026-11-02"):
         twice.all_rates()
+
+
+def test_a_deal_routed_to_another_entitys_books_is_blocked() -> None:
+    flow = MobilizeFlow(ROLES, entities=ENTITIES, system_entities={"tryton": "US-INC"})
+    step = flow.on_record(None, deal(legal_entity="DE-GMBH"))
+    assert step is not None and step.state == "blocked"
+    assert "routed to tryton, which books for US-INC" in step.issues[0].message
+
+
+def test_entities_need_a_rate_when_registered_and_erp_systems_a_company(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="give its standard_rate"):
+        LegalEntity(code="FR-SAS", name="X SAS", country="FR", currency="EUR")
+    (tmp_path / "closeloop.yaml").write_text(
+        "legal_entities:\n"
+        "  DE-GMBH: {name: A GmbH, country: DE, currency: EUR, standard_rate: '0.19'}\n"
+        "  US-INC: {name: A Inc., country: US, currency: USD, vat_registered: false}\n"
+        "systems:\n"
+        "  tryton: {kind: tryton, url: 'http://127.0.0.1:1', database: d, user: u,"
+        " password: p}\n"
+    )
+    with pytest.raises(ConfigError, match=r"systems\.tryton needs a company"):
+        load_settings(tmp_path / "closeloop.yaml")
+
+
+def test_an_account_without_terms_gets_the_configured_default() -> None:
+    flow = InvoiceFlow(settle_s=0, payment_terms_days=21)
+    key = "billing:SF-1"
+    info = {"status": "mobilized", "engagement": "engagement:c-1", "erp": "tryton"}
+    opened = flow.on_signal(None, Signal("invoice", key, "engagement", info), NOW)
+    assert opened is not None
+    recorded = Signal("invoice", key, "recorded", {"date": "2026-03-03", "hours": "8"})
+    after = flow.on_signal(FlowState("invoice", key, opened.state, opened.data), recorded, NOW)
+    assert after is not None
+    due = flow.on_timer(
+        FlowState("invoice", key, after.state, after.data), datetime(2026, 4, 2, tzinfo=UTC)
+    )
+    assert due is not None and due.commands[0].payload["payment_terms_days"] == 21

@@ -376,3 +376,52 @@ def test_overdue_is_reported_when_days_pass_and_only_when_it_changes() -> None:
     (account_signal,) = late.signals
     account = STATUS.on_signal(None, account_signal, NOW)
     assert account is not None and account.commands[0].payload["payment_status"] == "Overdue"
+
+
+def test_a_voided_invoice_leaves_the_totals_and_the_timer() -> None:
+    key = "status:SF-006A"
+    info = {**ENGAGEMENT, "start_date": "2026-08-01", "currency": "EUR"}
+    known = STATUS.on_signal(None, Signal("status_back", key, "engagement", info), NOW)
+    posted = tryton_invoice("SF-006A/2026-08", "INV/2026/0001", "1695.75", "0", "posted", "v1")
+    posted.data["due_date"] = "2026-09-30"
+    step = STATUS.on_record(at(known, "status_back", key), posted)
+    assert step is not None and step.wake_at is not None
+    voided = tryton_invoice("SF-006A/2026-08", "INV/2026/0001", "1695.75", "0", "voided", "v2")
+    gone = STATUS.on_record(at(step, "status_back", key), voided)
+    assert gone is not None and gone.data["invoices"] == {}
+    assert gone.commands[0].payload["invoiced"] == "0" and gone.wake_at is None
+    assert gone.commands[0].payload["payment_status"] == "Not Invoiced"
+    never = tryton_invoice("SF-006A/2026-09", "", "10", "0", "voided", "v1")
+    assert STATUS.on_record(at(gone, "status_back", key), never) is None  # never counted
+
+
+@pytest.mark.parametrize(
+    ("eur", "usd", "status"),
+    [
+        (("100", "100", "0"), ("50", "0", "0"), "Partially Paid"),  # USD unpaid, not yet due
+        (("100", "100", "0"), ("50", "50", "0"), "Paid"),
+        ((None), ("50", "50", "0"), "Paid"),  # other currencies only, all paid
+        ((None), ("50", "0", "0"), "Invoiced"),
+        (("100", "0", "0"), ("50", "0", "20"), "Overdue"),
+    ],
+)
+def test_the_accounts_payment_status_is_over_every_currency(
+    eur: tuple[str, str, str] | None, usd: tuple[str, str, str], status: str
+) -> None:
+    def engagement(currency: str, sums: tuple[str, str, str]) -> dict[str, Any]:
+        invoiced, paid, overdue = sums
+        return {
+            "currency": currency,
+            "invoiced": invoiced,
+            "paid": paid,
+            "outstanding": str(Decimal(invoiced) - Decimal(paid)),
+            "overdue": overdue,
+            "days_past_due": 0,
+            "last_invoice_number": f"INV/{currency}",
+            "last_invoice_date": "2026-09-30",
+        }
+
+    engagements = [engagement("USD", usd)] + ([engagement("EUR", eur)] if eur else [])
+    totals = account_totals(engagements, "EUR")
+    assert totals["payment_status"] == status
+    assert Decimal(totals["invoiced"]) == (Decimal(eur[0]) if eur else 0)  # EUR only

@@ -123,13 +123,16 @@ def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
             flows.mobilize.match_threshold,
             entities=settings.legal_entities,
             tax_rules=settings.tax_rules,
+            system_entities=settings.system_entities(),
         )
         bind(Role.CRM, "opportunity", mobilize)
     if flows.bill_time is not None:
         bind(Role.PSA, "time_entry", BillTimeFlow(roles.prefixes))
     if flows.invoice is not None:
         i = flows.invoice
-        unbound.append(InvoiceFlow(i.period, i.grace_days, i.settle_s))
+        unbound.append(
+            InvoiceFlow(i.period, i.grace_days, i.settle_s, payment_terms_days=i.payment_terms_days)
+        )
     if flows.status_back is not None:
         bind(Role.ERP, "invoice", StatusBackFlow(roles.prefixes))
     return bindings, unbound

@@ -116,13 +116,15 @@ class BillTimeConfig(BaseModel):
 class InvoiceConfig(BaseModel):
     """The Invoice flow: per project and billing ``period``, the engagement's ERP invoices
     the recorded time and posts the invoice, ``grace_days`` after the period's end and once
-    no line came for ``settle_s`` seconds."""
+    no line came for ``settle_s`` seconds; an invoice is due ``payment_terms_days`` after its
+    date when the deal's account has no payment terms of its own."""
 
     model_config = ConfigDict(extra="forbid")
 
     period: PeriodKind = PeriodKind.MONTHLY
     grace_days: int = Field(default=0, ge=0, le=60)
     settle_s: float = Field(default=60.0, ge=0)
+    payment_terms_days: int = Field(default=30, ge=0, le=366)
 
 
 class StatusBackConfig(BaseModel):
@@ -217,11 +219,18 @@ class Settings(BaseSettings):
                     f"worker.lease_s ({self.worker.lease_s}): a claim must outlive its call"
                 )
         for name, system in self.systems.items():
-            company = getattr(system, "company", None)  # the entity an ERP system acts for
-            if self.legal_entities and company and company not in self.legal_entities:
+            if not self.legal_entities or not hasattr(system, "company"):
+                continue
+            company = system.company  # the entity an ERP system acts for
+            if company and company not in self.legal_entities:
                 raise ValueError(
                     f"systems.{name}.company {company!r} is not one of legal_entities "
                     f"({', '.join(sorted(self.legal_entities))})"
+                )
+            if company is None and len(self.legal_entities) > 1:
+                raise ValueError(
+                    f"systems.{name} needs a company (the legal entity it books for): "
+                    f"several legal_entities are configured"
                 )
         for mirror in self.mirrors:
             for name in (mirror.source, mirror.target):
@@ -230,6 +239,14 @@ class Settings(BaseSettings):
         if self.flows.mobilize is not None or self.flows.bill_time is not None:
             self.engagement_roles()  # raises on a role no system plays or a bad rule
         return self
+
+    def system_entities(self) -> dict[str, str]:
+        """The legal entity each system books for (its ``company``), by system name."""
+        return {
+            name: str(getattr(system, "company"))  # noqa: B009 - only some connectors have one
+            for name, system in self.systems.items()
+            if getattr(system, "company", None)
+        }
 
     def role_systems(self, role: Role) -> list[str]:
         """The systems playing ``role``: as configured under ``roles:``, else every system

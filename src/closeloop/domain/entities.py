@@ -17,7 +17,14 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from closeloop.domain.errors import InputError
 from closeloop.domain.money import minor_unit
@@ -55,6 +62,15 @@ class LegalEntity(SellingEntity):
     @classmethod
     def _currencies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_currency(c) for c in value)
+
+    @model_validator(mode="after")
+    def _rate_when_registered(self) -> LegalEntity:
+        if self.vat_registered and self.standard_rate == 0:
+            raise ValueError(
+                f"{self.code} is VAT-registered: give its standard_rate (0.19 for 19 %), or "
+                "vat_registered: false"
+            )
+        return self
 
     def can_invoice(self, currency: str) -> bool:
         """Whether the entity may invoice in ``currency``."""

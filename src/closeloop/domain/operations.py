@@ -76,7 +76,7 @@ class UpdateEngagement(Operation):
 
 class UpdateBillingTotals(Operation):
     """The ERP's invoicing totals of a deal (``record="opportunity"``) or of its account
-        (``"account"``), in the invoice currency (``currency``; an account's in its own currency,
+    (``"account"``), in the invoice currency (``currency``; an account's in its own currency,
     ``by_currency`` listing every currency's totals, one line each). ``overdue``: the amount
     outstanding past its due date; ``days_past_due``: of the oldest overdue invoice."""
 

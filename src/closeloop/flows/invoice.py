@@ -58,12 +58,15 @@ def billing_key(project_key: str) -> str:
 class InvoiceFlow:
     """The flow for projects invoiced in their engagement's ERP. ``period``: the billing period;
     ``grace_days``: days after a period's end before it is invoiced (late time still counts);
-    ``settle_s``: quiet seconds after the last recorded line before invoicing."""
+    ``settle_s``: quiet seconds after the last recorded line before invoicing;
+    ``payment_terms_days``: the terms of a deal whose account has none (an invoice without
+    terms would be due, and overdue the next day, in Tryton)."""
 
     period: PeriodKind = PeriodKind.MONTHLY
     grace_days: int = 0
     settle_s: float = 60.0
     name: str = NAME
+    payment_terms_days: int = 30
 
     def business_key(self, record: CanonicalRecord) -> str | None:
         """Records do not drive this flow; signals do."""
@@ -168,7 +171,11 @@ class InvoiceFlow:
             reference=reference,
             invoice_date=issued,
             currency=data.get("currency"),
-            payment_terms_days=data.get("payment_terms_days"),
+            payment_terms_days=(
+                data["payment_terms_days"]
+                if data.get("payment_terms_days") is not None
+                else self.payment_terms_days
+            ),
             mention=data.get("mention") or "",
             customer_tax_id=data.get("customer_tax_id"),
         )

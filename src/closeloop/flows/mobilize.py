@@ -83,13 +83,16 @@ UNDER_WAY = ("matching", "provisioning", "mobilized", "provisional")
 class MobilizeFlow:
     """The flow for the systems of ``roles``. ``match_threshold``: the similarity score
     (0-100) a name-and-address match needs. ``entities``: the firm's legal entities by code
-    (none: one company, no tax decisions); ``tax_rules``: the VAT treatment table."""
+    (none: one company, no tax decisions); ``tax_rules``: the VAT treatment table;
+    ``system_entities``: the entity each ERP system books for (a deal routed to another
+    entity's system is blocked: the rules are wrong)."""
 
     roles: Roles
     match_threshold: float = 85.0
     name: str = "mobilize"
     entities: Mapping[str, LegalEntity] = field(default_factory=dict, hash=False)
     tax_rules: tuple[TaxRule, ...] = DEFAULT_RULES
+    system_entities: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def business_key(self, record: CanonicalRecord) -> str | None:
         """One instance per opportunity."""
@@ -124,6 +127,13 @@ class MobilizeFlow:
             for role, system in systems.items()
             if system is None
         ]
+        books = self.system_entities.get(systems.get("erp") or "")
+        selling = (opportunity.legal_entity or "").strip()
+        if self.entities and books and selling in self.entities and books != selling:
+            problems.append(
+                f"the deal of {selling} was routed to {systems['erp']}, which books for "
+                f"{books}: route legal_entity {selling} to its own system under roles.erp"
+            )
         if problems:
             message = f"{BLOCKED}: " + "; ".join(problems)
             data = {

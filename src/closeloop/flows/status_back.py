@@ -83,13 +83,19 @@ class StatusBackFlow:
         return f"status:{project_key}"
 
     def on_record(self, state: FlowState | None, record: CanonicalRecord) -> FlowStep | None:
-        """A new version of an engagement's invoice: report it."""
+        """A new version of an engagement's invoice: report it. One that was counted and is
+        no longer (voided, cancelled) leaves the totals, and its due date the timer."""
         invoice = Invoice.model_validate(record.data)
         key = self.business_key(record)
         assert key is not None and invoice.reference
         data = _engagement_data(state, key)
         if invoice.state.value not in COUNTED:
-            return None
+            if invoice.reference not in data["invoices"]:
+                return None
+            data["invoices"] = {k: v for k, v in data["invoices"].items() if k != invoice.reference}
+            if not data.get("client"):
+                return FlowStep("waiting", data)
+            return self._report(data, key, f"{invoice.reference}:{record.version}")
         paid = invoice.amount_paid.amount if invoice.amount_paid else Decimal(0)
         data["invoices"] = {
             **data["invoices"],
@@ -331,12 +337,6 @@ def account_totals(
         key=lambda e: (e.get("last_invoice_date") or "", e["last_invoice_number"] or ""),
     )
     invoiced, paid = mine.get("invoiced", Decimal(0)), mine.get("paid", Decimal(0))
-    overdue_anywhere = any(row["overdue"] > 0 for row in sums.values())
-    status = payment_status(invoiced, paid, mine.get("overdue", Decimal(0)))
-    if overdue_anywhere:
-        status = "Overdue"
-    elif not mine and sums:  # invoiced in other currencies only
-        status = payment_status(Decimal(1), Decimal(0))
     return {
         "invoiced": str(invoiced),
         "paid": str(paid),
@@ -344,7 +344,7 @@ def account_totals(
         "overdue": str(mine.get("overdue", Decimal(0))),
         "days_past_due": max(int(e.get("days_past_due") or 0) for e in engagements),
         "last_invoice_number": last["last_invoice_number"],
-        "payment_status": status,
+        "payment_status": _overall_status(list(sums.values())),
         "currency": currency,
         "by_currency": "\n".join(
             f"{code}: invoiced {row['invoiced']}, paid {row['paid']}, outstanding "
@@ -352,6 +352,24 @@ def account_totals(
             for code, row in sorted(sums.items())
         ),
     }
+
+
+def _overall_status(rows: list[dict[str, Decimal]]) -> str:
+    """The payment status over every currency's sums (each compared in its own currency):
+    Overdue when any is, Paid when all are, Partially Paid when something is paid, else
+    Invoiced (Not Invoiced without any invoice)."""
+    statuses = {
+        payment_status(r.get("invoiced", Decimal(0)), r.get("paid", Decimal(0)), r["overdue"])
+        for r in rows
+    } - {"Not Invoiced"}
+    if not statuses:
+        return "Not Invoiced"
+    for status in ("Overdue", "Partially Paid"):
+        if status in statuses:
+            return status
+    if statuses == {"Paid"}:
+        return "Paid"
+    return "Partially Paid" if "Paid" in statuses else "Invoiced"
 
 
 def payment_status(invoiced: Decimal, paid: Decimal, overdue: Decimal = Decimal(0)) -> str:

@@ -322,14 +322,7 @@ class InvoicingOperations:
                 total_amount=r["total_amount"],
                 amount_to_pay=r["amount_to_pay"] or Decimal(0),
                 write_date=r["write_date"] or r["create_date"],
-                due_date=min(
-                    (
-                        p["maturity_date"]
-                        for p in r.get("lines_to_pay.") or []
-                        if p["maturity_date"]
-                    ),
-                    default=None,
-                ),
+                due_date=_due_date(r.get("lines_to_pay.") or []),
                 legal_entity=self.ids.entity,
             )
             for r in rows
