@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -142,6 +144,27 @@ def _tryton_target(
     return url, database, user, password, bool(sandbox)
 
 
+@contextmanager
+def _tryton_session(url: str, database: str, user: str, password: str) -> Iterator[Any]:
+    """A Tryton session for ``tryton init`` and ``tryton rates``, closed at the end; Tryton's
+    refusals and bad input (a rate conflict, a missing chart) end the command with status 1
+    and the reason."""
+    from closeloop.connectors.tryton.rpc import TrytonError, TrytonRPC
+    from closeloop.domain.errors import CloseloopError
+
+    rpc = TrytonRPC(url, database, user, password, timeout_s=300)
+    try:
+        yield rpc
+    except TrytonError as exc:
+        err.print(f"[red]Tryton refused: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    except (CloseloopError, LookupError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        rpc.close()
+
+
 def _load_config(config: Path | None) -> Any:
     from closeloop.config import ConfigError, load_settings
 
@@ -175,10 +198,8 @@ def tryton_init(
     taxes by treatment and tax rules, payment method; the service product; then the
     configured exchange rates (``exchange_rates:``)."""
     from closeloop.connectors.tryton.rates import load_rates
-    from closeloop.connectors.tryton.rpc import TrytonError, TrytonRPC
     from closeloop.connectors.tryton.sandbox import SANDBOX_ENTITIES
     from closeloop.connectors.tryton.setup import TrytonSetup, initialize_entities
-    from closeloop.domain.errors import CloseloopError
 
     settings = _load_config(config)
     url, database, user, password, sandbox = _tryton_target(
@@ -186,19 +207,10 @@ def tryton_init(
     )
     entities = list(settings.legal_entities.values()) or (list(SANDBOX_ENTITIES) if sandbox else [])
     setups = [TrytonSetup.for_entity(e) for e in entities] or [TrytonSetup()]
-    rpc = TrytonRPC(url, database, user, password, timeout_s=300)
-    try:
+    with _tryton_session(url, database, user, password) as rpc:
         rates = settings.exchange_rates.all_rates()
         done = initialize_entities(rpc, setups)
         loaded = load_rates(rpc, rates)
-    except TrytonError as exc:
-        err.print(f"[red]Tryton refused: {exc}[/red]")
-        raise typer.Exit(1) from exc
-    except (CloseloopError, LookupError, ValueError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
-    finally:
-        rpc.close()
     for code, ids in done.items():
         taxes = ", ".join(t.value for t in ids.taxes) or "none (not VAT-registered)"
         console.print(
@@ -229,7 +241,6 @@ def tryton_rates(
     has are left; a different rate for a currency on a date already in Tryton refuses the
     whole file."""
     from closeloop.connectors.tryton.rates import load_rates
-    from closeloop.connectors.tryton.rpc import TrytonError, TrytonRPC
     from closeloop.domain.entities import RatesConfig, read_rates_file
     from closeloop.domain.errors import CloseloopError
 
@@ -244,17 +255,8 @@ def tryton_rates(
     except (CloseloopError, ValueError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    rpc = TrytonRPC(url, database, user, password, timeout_s=300)
-    try:
+    with _tryton_session(url, database, user, password) as rpc:
         loaded = load_rates(rpc, rates)
-    except TrytonError as exc:
-        err.print(f"[red]Tryton refused: {exc}[/red]")
-        raise typer.Exit(1) from exc
-    except (CloseloopError, ValueError) as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
-    finally:
-        rpc.close()
     console.print(f"exchange rates loaded: {loaded} of {len(rates)} (the others were there)")
 
 

@@ -218,16 +218,16 @@ class Settings(BaseSettings):
                     f"systems.{name}.timeout_s ({system.timeout_s}) must be under half of "
                     f"worker.lease_s ({self.worker.lease_s}): a claim must outlive its call"
                 )
+        books = self.system_entities()
         for name, system in self.systems.items():
             if not self.legal_entities or not hasattr(system, "company"):
-                continue
-            company = system.company  # the entity an ERP system acts for
-            if company and company not in self.legal_entities:
+                continue  # only an ERP system books for an entity
+            if name in books and books[name] not in self.legal_entities:
                 raise ValueError(
-                    f"systems.{name}.company {company!r} is not one of legal_entities "
+                    f"systems.{name}.company {books[name]!r} is not one of legal_entities "
                     f"({', '.join(sorted(self.legal_entities))})"
                 )
-            if company is None and len(self.legal_entities) > 1:
+            if name not in books and len(self.legal_entities) > 1:
                 raise ValueError(
                     f"systems.{name} needs a company (the legal entity it books for): "
                     f"several legal_entities are configured"
@@ -243,9 +243,9 @@ class Settings(BaseSettings):
     def system_entities(self) -> dict[str, str]:
         """The legal entity each system books for (its ``company``), by system name."""
         return {
-            name: str(getattr(system, "company"))  # noqa: B009 - only some connectors have one
+            name: str(company)
             for name, system in self.systems.items()
-            if getattr(system, "company", None)
+            if (company := getattr(system, "company", None))  # only an ERP system has one
         }
 
     def role_systems(self, role: Role) -> list[str]:

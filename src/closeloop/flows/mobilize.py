@@ -239,7 +239,6 @@ class MobilizeFlow:
             "legal_entity": data.get("legal_entity"),
             "payment_terms_days": data.get("payment_terms_days"),
             "mention": tax.get("mention") or "",
-            "tax_treatment": tax.get("treatment"),
             "customer_tax_id": (
                 data["customer"]["tax_id"] if tax.get("treatment") == "reverse_charge" else None
             ),

@@ -43,6 +43,7 @@ COUNTRIES: dict[str, tuple[str, str, list[tuple[str, str]], tuple[str, int]]] = 
     "GB": ("United Kingdom", "Ltd", [("London", "EC1A 1BB"), ("Leeds", "LS1 1UR")], ("GB", 9)),
     "US": ("United States", "Inc.", [("Boston", "02108"), ("Chicago", "60601")], ("", 9)),
 }
+_CODE_OF_NAME = {name: code for code, (name, *_rest) in COUNTRIES.items()}
 # country: the entity that sells to it by default (the mapping's default by account
 # country) and the currency of its deals
 SELLS: dict[str, tuple[str, str]] = {
@@ -257,8 +258,7 @@ def make_firm(
 
 def _country(account: dict[str, Any]) -> str:
     """The ISO code of the account's billing country (DE when it has none)."""
-    by_name = {name: code for code, (name, *_rest) in COUNTRIES.items()}
-    return by_name.get(str(account.get("BillingCountry")), "DE")
+    return _CODE_OF_NAME.get(str(account.get("BillingCountry")), "DE")
 
 
 def _seller(account: dict[str, Any], n: int, clients: int, entities: bool) -> tuple[str, str]:
