@@ -46,7 +46,11 @@ def test_an_approved_billable_entry_of_an_engagement_becomes_one_timesheet_line(
         "billing:SF-0065g00000DEAL0AAA",
         "time_logged",
     )
-    assert ask.data == {"entry": "time_entry:t-1"}
+    assert ask.data == {
+        "entry": "time_entry:t-1",
+        "date": "2026-03-03",
+        "task": "Senior Consultant",
+    }
     release = Signal("bill_time", "time_entry:t-1", "release", {"erp": "tryton"})
     released = FLOW.on_signal(logged(step), release, NOW)
     assert released is not None and released.state == "recording"
@@ -62,9 +66,21 @@ def test_an_approved_billable_entry_of_an_engagement_becomes_one_timesheet_line(
     )
     assert done is not None and done.state == "recorded" and done.data["erp_line_id"] == 77
     (recorded,) = done.signals
-    assert recorded.name == "recorded" and recorded.data == {"date": "2026-03-03", "hours": "7.5"}
+    assert recorded.name == "recorded"
+    assert recorded.data == {"date": "2026-03-03", "hours": "7.5", "task": "Senior Consultant"}
     assert FLOW.on_record(logged(done), entry(notes="edited later")) is None  # never twice
     assert FLOW.on_signal(logged(done), release, NOW) is None
+
+
+def test_after_a_rate_change_the_release_names_the_task_of_the_rate_in_force() -> None:
+    step = FLOW.on_record(None, entry())
+    assert step is not None
+    task = "Senior Consultant (from 2026-03-01)"
+    release = Signal("bill_time", "time_entry:t-1", "release", {"erp": "tryton", "task": task})
+    released = FLOW.on_signal(logged(step), release, NOW)
+    assert released is not None
+    (command,) = released.commands
+    assert command.payload["task_key"] == f"SF-0065g00000DEAL0AAA:{task}"
 
 
 def test_held_entries_wait_and_refused_ones_name_the_entry_and_the_reason() -> None:

@@ -166,8 +166,8 @@ def test_schema_export_writes_versioned_files(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert "23 schemas written" in result.stdout
+    assert "25 schemas written" in result.stdout
     schema = json.loads((tmp_path / "time_entry.v2.json").read_text())
     assert schema["$id"].endswith("/time_entry/v2.json") and "hours" in schema["properties"]
     index = json.loads((tmp_path / "index.json").read_text())
-    assert index["invoice"] == {"version": 1, "sha256": schema_fingerprint("invoice")}
+    assert index["invoice"] == {"version": 2, "sha256": schema_fingerprint("invoice")}

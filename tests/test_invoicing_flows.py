@@ -153,13 +153,17 @@ def test_a_held_engagement_invoices_nothing_and_results_are_kept() -> None:
     )
     assert kept is not None
     assert kept.data["invoices"]["SF-006A/2026-08"]["number"] == "INV/2026/0001"
-    (posted,) = kept.signals
+    posted, billed = kept.signals
     assert (posted.flow, posted.name) == ("status_back", "invoiced")
     assert posted.data == {
         "reference": "SF-006A/2026-08",
         "period_end": "2026-08-31",
         "last_line_date": "2026-08-04",
+        "time": True,
+        "expenses": False,
     }
+    assert (billed.flow, billed.name) == ("mobilize", "billed")
+    assert billed.data["through"] == "2026-08-04"  # what a change order must not re-price
     nothing = INVOICE.on_result(
         at(kept), "invoice_project", "tryton:invoice:SF-006A/2026-09", Applied({"invoice": None})
     )

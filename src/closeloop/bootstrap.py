@@ -95,8 +95,10 @@ def mirror_bindings(settings: Settings) -> list[Binding]:
 def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
     """Bindings of the configured project-to-cash flows (each vendor object through its
     declarative mapping: Mobilize to every CRM's opportunities, Bill time to every PSA's
-    time entries, Status back to every ERP's invoices), and the flows no record drives
+    time entries, Bill expense to their expenses, Status back to every ERP's invoices), and
+    the flows no record drives
     (Invoice: signals and timers only). Raises what :func:`mapped_binding` raises."""
+    from closeloop.flows.bill_expense import BillExpenseFlow
     from closeloop.flows.bill_time import BillTimeFlow
     from closeloop.flows.invoice import InvoiceFlow
     from closeloop.flows.mobilize import MobilizeFlow
@@ -128,6 +130,8 @@ def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
         bind(Role.CRM, "opportunity", mobilize)
     if flows.bill_time is not None:
         bind(Role.PSA, "time_entry", BillTimeFlow(roles.prefixes))
+    if flows.bill_expense is not None:
+        bind(Role.PSA, "expense", BillExpenseFlow(roles.prefixes))
     if flows.invoice is not None:
         i = flows.invoice
         unbound.append(

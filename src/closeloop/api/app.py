@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, FastAPI, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 
 from closeloop.domain.errors import ConflictError, InputError, NotFoundError
 from closeloop.engine.intake import Intake, IntakeError
@@ -135,9 +136,29 @@ def create_app(
         )
         return {"moved": [list(m) for m in moved]}
 
+    @app.post("/api/invoices/{reference:path}/credit")
+    def credit(
+        reference: str, request: CreditRequest, x_closeloop_actor: str = Header(default="api")
+    ) -> dict[str, Any]:
+        """Credit a posted invoice in full or by lines (``closeloop credit``)."""
+        return operations.credit(
+            reference, request.reason, x_closeloop_actor, request.line_keys, request.rebill
+        )
+
     for router in routers:
         app.include_router(router)
     return app
+
+
+class CreditRequest(BaseModel):
+    """A person's request for a credit note: ``reason``, the ``line_keys`` to credit (none:
+    the whole invoice) and whether the PSA should un-mark what it billed (``rebill``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500)
+    line_keys: tuple[str, ...] = Field(default=(), max_length=200)
+    rebill: bool = False
 
 
 def _jsonable(value: Any) -> dict[str, Any]:

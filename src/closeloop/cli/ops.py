@@ -228,6 +228,35 @@ def xref_link(
     print(json.dumps({"linked": [record, target], "moved": [list(m) for m in moved]}, indent=2))
 
 
+@app.command()
+def credit(
+    reference: Annotated[
+        str, typer.Argument(help="the invoice's reference, e.g. SF-006.../2026-08")
+    ],
+    reason: Annotated[str, typer.Option(help="why (on the credit note and in the audit trail)")],
+    line: Annotated[
+        list[str] | None,
+        typer.Option(help="credit only this line (a charge key, or 'time'); repeatable"),
+    ] = None,
+    rebill: Annotated[
+        bool, typer.Option(help="un-mark its time and expenses in the PSA, to bill them again")
+    ] = False,
+    config: ConfigOption = None,
+    actor: Annotated[str, typer.Option(envvar="USER", help="who")] = "operator",
+) -> None:
+    """Credit a posted invoice the hub made, in full or by lines: the engagement's ERP makes
+    the credit note (REFERENCE/credit-N), the CRM's totals become net of it."""
+    hub = _hub(config)
+    try:
+        asked = hub.operations.credit(reference, reason, actor, tuple(line or ()), rebill)
+    except (InputError, NotFoundError, ConflictError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        hub.close()
+    print(json.dumps({"credit_requested": asked}, indent=2))
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Migrate the database to the newest schema."""

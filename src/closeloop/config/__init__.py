@@ -113,6 +113,14 @@ class BillTimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BillExpenseConfig(BaseModel):
+    """The Bill expense flow: approved expenses of the PSAs go to each engagement's
+    invoicing (billable ones re-billed at cost plus the deal's markup, the others counted as
+    cost)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class InvoiceConfig(BaseModel):
     """The Invoice flow: per project and billing ``period``, the engagement's ERP invoices
     the recorded time and posts the invoice, ``grace_days`` after the period's end and once
@@ -136,10 +144,11 @@ class StatusBackConfig(BaseModel):
 
 class FlowsConfig(BaseModel):
     """The project-to-cash flows to run (none unless configured). Invoice needs Mobilize and
-    Bill time (it holds and counts their time); Status back reads Invoice's references."""
+    Bill time (it holds and counts their time); Bill expense and Status back need Invoice."""
 
     mobilize: MobilizeConfig | None = None
     bill_time: BillTimeConfig | None = None
+    bill_expense: BillExpenseConfig | None = None
     invoice: InvoiceConfig | None = None
     status_back: StatusBackConfig | None = None
 
@@ -150,6 +159,8 @@ class FlowsConfig(BaseModel):
             problems.append("flows.bill_time needs flows.invoice (it decides what is held)")
         if self.invoice is not None and (self.mobilize is None or self.bill_time is None):
             problems.append("flows.invoice needs flows.mobilize and flows.bill_time")
+        if self.bill_expense is not None and self.invoice is None:
+            problems.append("flows.bill_expense needs flows.invoice (it bills the expenses)")
         if self.status_back is not None and self.invoice is None:
             problems.append("flows.status_back needs flows.invoice")
         if problems:

@@ -71,7 +71,13 @@ def hub_config(home: Path, state: dict[str, Any]) -> str:
         config["http"] = {"host": "127.0.0.1", "port": state["hub"]["port"]}
     roles = {plugins()[kind].role for kind in systems}
     if {Role.CRM, Role.PSA, Role.ERP} <= roles:
-        config["flows"] = {"mobilize": {}, "bill_time": {}, "invoice": {}, "status_back": {}}
+        config["flows"] = {
+            "mobilize": {},
+            "bill_time": {},
+            "bill_expense": {},
+            "invoice": {},
+            "status_back": {},
+        }
     overlay = dict(state.get("config") or {})  # e.g. the demo firm's entities and routing
     config["systems"] = {**systems, **overlay.pop("systems", {})}
     config.update(overlay)

@@ -17,7 +17,10 @@ Rules, in the words a finance person uses:
   time: a conflict (credit and re-invoice by hand, or move the effective date);
 - a role removed closes its task; if time of that role was already invoiced, the task stays
   and a person decides (the invoiced time is not undone by a deal edit);
-- hours sold (the budget), the end date: updated;
+- hours sold (the budget), the end date, the fee: updated;
+- a milestone added, moved (planned date) or renamed updates the plan; one re-valued or
+  removed after it was invoiced is a conflict (credit it first), before that a change;
+- the billing method of a mobilized engagement cannot change (a conflict);
 - the currency, the legal entity or the customer of a mobilized engagement cannot change:
   its invoices are in that currency, in that company's books, to that customer. A conflict.
 
@@ -33,11 +36,22 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class Milestone(BaseModel):
+    """A milestone of the plan as a change order compares it: name, amount, planned date."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    amount: Decimal
+    planned_date: date | None = None
+
+
 class EngagementTerms(BaseModel):
     """The terms of an engagement that a change order can touch: hourly ``rates`` and
     ``hours`` sold by role, ``currency`` (ISO 4217), selling ``legal_entity``, the
-    customer's CRM id, ``start_date`` and ``end_date``, and other fields (name, SOW
-    reference) kept only to say that they changed."""
+    customer's CRM id, ``start_date`` and ``end_date``, the ``billing_method``, a fixed
+    fee's ``fee`` and ``milestones`` by key, and other fields (name, SOW reference) kept only
+    to say that they changed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -50,6 +64,9 @@ class EngagementTerms(BaseModel):
     end_date: date | None = None
     name: str = ""
     sow_reference: str | None = None
+    billing_method: str = "time_and_materials"
+    fee: Decimal | None = None
+    milestones: dict[str, Milestone] = Field(default_factory=dict)
 
 
 class ChangeKind(StrEnum):
@@ -60,11 +77,16 @@ class ChangeKind(StrEnum):
     ROLE_REMOVED = "role_removed"
     HOURS_CHANGED = "hours_changed"
     END_DATE_CHANGED = "end_date_changed"
+    FEE_CHANGED = "fee_changed"
+    MILESTONE_ADDED = "milestone_added"
+    MILESTONE_CHANGED = "milestone_changed"
+    MILESTONE_REMOVED = "milestone_removed"
 
 
 class Change(BaseModel):
-    """One change to apply: its ``kind``, the ``role`` it concerns (if any), the values
-    ``before`` and ``after`` (as text), and the day it takes effect (rates)."""
+    """One change to apply: its ``kind``, the ``role`` (or milestone key) it concerns (if
+    any), the values ``before`` and ``after`` (as text), and the day it takes effect
+    (rates)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -117,6 +139,7 @@ def compare(
     effective_from: date,
     invoiced_through: date | None = None,
     invoiced_roles: frozenset[str] = frozenset(),
+    invoiced_milestones: frozenset[str] = frozenset(),
 ) -> ChangeOrder:
     """What ``amended`` changes in the engagement mobilized with ``mobilized``.
 
@@ -131,6 +154,7 @@ def compare(
         ("currency", "the currency"),
         ("legal_entity", "the selling legal entity"),
         ("customer", "the customer"),
+        ("billing_method", "the billing method"),
     ):
         before, after = getattr(mobilized, name), getattr(amended, name)
         if before != after:
@@ -213,6 +237,15 @@ def compare(
                 after=amended.end_date.isoformat() if amended.end_date else None,
             )
         )
+    if mobilized.fee != amended.fee:
+        changes.append(
+            Change(
+                kind=ChangeKind.FEE_CHANGED, before=_text(mobilized.fee), after=_text(amended.fee)
+            )
+        )
+    milestone_changes, milestone_conflicts = _milestones(mobilized, amended, invoiced_milestones)
+    changes += milestone_changes
+    conflicts += milestone_conflicts
     ignored = {
         name: why
         for name, why in (
@@ -225,6 +258,74 @@ def compare(
     order = list(ChangeKind)
     changes.sort(key=lambda c: (order.index(c.kind), c.role or ""))
     return ChangeOrder(changes=tuple(changes), conflicts=tuple(conflicts), ignored=ignored)
+
+
+def _milestones(
+    mobilized: EngagementTerms, amended: EngagementTerms, invoiced: frozenset[str]
+) -> tuple[list[Change], list[Conflict]]:
+    """Milestones added, moved, renamed, re-valued or removed; what touches an invoiced one's
+    amount is a conflict."""
+    changes: list[Change] = []
+    conflicts: list[Conflict] = []
+    before, after = mobilized.milestones, amended.milestones
+    for key in sorted(set(after) - set(before)):
+        changes.append(
+            Change(kind=ChangeKind.MILESTONE_ADDED, role=key, after=_describe(after[key]))
+        )
+    for key in sorted(set(before) & set(after)):
+        old, new = before[key], after[key]
+        if old == new:
+            continue
+        if key in invoiced and old.amount != new.amount:
+            conflicts.append(
+                Conflict(
+                    field=f"milestones.{key}",
+                    before=_describe(old),
+                    after=_describe(new),
+                    reason=(
+                        f"milestone {old.name!r} is invoiced at {old.amount}: re-valuing it to "
+                        f"{new.amount} needs a credit note first (closeloop credit), then the "
+                        "new amount can be invoiced"
+                    ),
+                )
+            )
+            continue
+        changes.append(
+            Change(
+                kind=ChangeKind.MILESTONE_CHANGED,
+                role=key,
+                before=_describe(old),
+                after=_describe(new),
+            )
+        )
+    for key in sorted(set(before) - set(after)):
+        if key in invoiced:
+            conflicts.append(
+                Conflict(
+                    field=f"milestones.{key}",
+                    before=_describe(before[key]),
+                    after=None,
+                    reason=(
+                        f"milestone {before[key].name!r} was removed from the plan after it "
+                        "was invoiced: credit its invoice (closeloop credit) if it should not "
+                        "be billed; the hub leaves it as it is"
+                    ),
+                )
+            )
+        else:
+            changes.append(
+                Change(kind=ChangeKind.MILESTONE_REMOVED, role=key, before=_describe(before[key]))
+            )
+    return changes, conflicts
+
+
+def _describe(milestone: Milestone) -> str:
+    when = milestone.planned_date.isoformat() if milestone.planned_date else "undated"
+    return f"{milestone.name} {milestone.amount} {when}"
+
+
+def _text(value: Decimal | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 def rate_on(day: date, before: Decimal, change: Change) -> Decimal:

@@ -10,10 +10,12 @@ Operations by role:
 
 - ``crm``: :class:`UpdateEngagement` (where the deal's mobilization stands),
   :class:`UpdateBillingTotals` (invoiced, paid, outstanding on the deal or its account);
-- ``psa``: :class:`UpsertProject`, :class:`CloseProject`, :class:`MarkBilled`;
+- ``psa``: :class:`UpsertProject`, :class:`CloseProject`, :class:`MarkBilled`,
+  :class:`UnmarkBilled`;
 - ``erp``: :class:`MatchCustomer`, :class:`UpsertCustomer`, :class:`UpsertProject`,
-  :class:`CloseProject`, :class:`AddTimesheetLine`, :class:`InvoiceProject`,
-  :class:`PostInvoice`.
+  :class:`CloseProject`, :class:`AddTimesheetLine`, :class:`InvoiceProject` (time and
+  :class:`ChargeLine` charges: milestones, retainer fees, overage, expenses),
+  :class:`PostInvoice`, :class:`CreditInvoice`.
 
 Amounts are ``Decimal`` (JSON strings on the wire), dates ISO dates.
 """
@@ -117,6 +119,21 @@ class ProjectAssignment(BaseModel):
     is_project_manager: bool = False
 
 
+class ProjectMilestone(BaseModel):
+    """A milestone of a fixed-fee project: ``key`` (the CRM's milestone id, stable), its name,
+    ``amount`` in the project's currency and planned date."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    amount: Decimal = Field(gt=0)
+    planned_date: date | None = None
+
+
+BillingMethodName = Literal["time_and_materials", "fixed_fee", "retainer"]
+
+
 class UpsertProject(Operation):
     """Create or update the engagement's project ``key`` for the customer (by name in a PSA,
     by ``customer_code`` in an ERP), with its tasks at the rate card's rates and the people
@@ -124,7 +141,15 @@ class UpsertProject(Operation):
     ``legal_entity``: the selling entity's code; ``tax_treatment``: how the customer's
     invoices of this entity are taxed (:mod:`closeloop.domain.taxrules`), which an ERP
     applies with its own mechanism (Tryton: the customer's tax rule in the entity's
-    company)."""
+    company).
+
+    ``billing_method``: ``time_and_materials`` (the ERP invoices the recorded time);
+    ``fixed_fee`` (a PSA fixed-fee project of ``fee``; the ERP keeps one element per
+    ``milestones`` entry and records time for cost only, never billing it) or ``retainer``
+    (the ERP records time for cost; the hub bills the fee and overage as charges). An
+    upsert of an existing project updates its name, fee, tasks (new ones added, rates
+    changed) and milestones (added, renamed, re-valued, moved); it never removes a task or a
+    milestone."""
 
     operation: ClassVar[str] = "upsert_project"
     roles: ClassVar[tuple[Role, ...]] = (Role.PSA, Role.ERP)
@@ -134,11 +159,14 @@ class UpsertProject(Operation):
     customer_code: str | None = None
     currency: str
     starts_on: date | None = None
-    billing_method: Literal["time_and_materials"] = "time_and_materials"
+    billing_method: BillingMethodName = "time_and_materials"
     tasks: tuple[ProjectTask, ...] = Field(min_length=1)
     assignments: tuple[ProjectAssignment, ...] = ()
     legal_entity: str | None = None
     tax_treatment: TaxTreatment | None = None
+    fee: Decimal | None = Field(default=None, gt=0)
+    milestones: tuple[ProjectMilestone, ...] = ()
+    ends_on: date | None = None
 
 
 class CloseProject(Operation):
@@ -152,7 +180,8 @@ class CloseProject(Operation):
 class MarkBilled(Operation):
     """Mark the engagement's approved time from ``period_start`` to ``period_end`` billed in
     the PSA, by a PSA invoice numbered ``number`` (unique in the PSA: the hub's invoice
-    reference) whose ``subject`` names the ERP's invoice."""
+    reference) whose ``subject`` names the ERP's invoice; with ``expenses``, the approved
+    billable expenses of that range too (a receipt stays attached to its expense)."""
 
     operation: ClassVar[str] = "mark_billed"
     roles: ClassVar[tuple[Role, ...]] = (Role.PSA,)
@@ -162,6 +191,18 @@ class MarkBilled(Operation):
     period_start: date
     period_end: date
     subject: str = ""
+    expenses: bool = False
+    time: bool = True
+
+
+class UnmarkBilled(Operation):
+    """Undo :class:`MarkBilled` ``number``: the PSA invoice numbered ``number`` is removed,
+    so its time entries and expenses are unbilled again (to be billed anew after a credit
+    note). Nothing to undo is not an error."""
+
+    operation: ClassVar[str] = "unmark_billed"
+    roles: ClassVar[tuple[Role, ...]] = (Role.PSA,)
+    number: str = Field(min_length=1)
 
 
 # --- ERP ------------------------------------------------------------------------------------
@@ -209,13 +250,40 @@ class AddTimesheetLine(Operation):
     description: str = ""
 
 
+ChargeKind = Literal["milestone", "retainer", "overage", "expense"]
+
+
+class ChargeLine(BaseModel):
+    """A line an invoice bills besides recorded time: a milestone, a retainer fee, overage
+    hours, a re-billed expense. ``key`` is unique in the ERP for the thing billed
+    (``milestone:<id>``, ``retainer:<period>``, ``overage:<period>:<role>``,
+    ``expense:<psa>-<id>``): an ERP bills a key once, and a credit note names lines by it.
+    ``amount`` is ``quantity`` x ``unit_price`` rounded to the currency's minor unit by the
+    ERP. ``category``: an expense's category (the ERP's product for it, see the connector's
+    configuration); ``task``: the project element it belongs to (a milestone's key, an
+    overage's role); ``receipt``: where an expense's receipt is (a URL)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(min_length=1)
+    kind: ChargeKind
+    description: str = Field(min_length=1)
+    quantity: Decimal = Field(gt=0)
+    unit_price: Decimal = Field(ge=0)
+    category: str | None = None
+    task: str | None = None
+    receipt: str | None = None
+
+
 class InvoiceProject(Operation):
     """Invoice the project's uninvoiced lines up to ``up_to`` as the invoice ``reference``,
     dated ``invoice_date`` (today when ``None``), in ``currency`` (the deal's; the entity's
     when ``None``), due ``payment_terms_days`` after its date, carrying ``mention`` (the
     legal mention of its tax treatment, e.g. reverse charge) and the customer's VAT number
-    ``customer_tax_id`` when the mention needs it. An ERP refuses it, creating nothing, when
-    it has no exchange rate of ``currency`` for the invoice date."""
+    ``customer_tax_id`` when the mention needs it. ``charges`` are billed on the same
+    invoice (a charge whose key was billed before is left out; an invoice of charges only
+    has ``include_time`` false). An ERP refuses it, creating nothing, when it has no
+    exchange rate of ``currency`` for the invoice date."""
 
     operation: ClassVar[str] = "invoice_project"
     roles: ClassVar[tuple[Role, ...]] = (Role.ERP,)
@@ -227,6 +295,8 @@ class InvoiceProject(Operation):
     payment_terms_days: int | None = Field(default=None, ge=0, le=366)
     mention: str = ""
     customer_tax_id: str | None = None
+    charges: tuple[ChargeLine, ...] = ()
+    include_time: bool = True
 
 
 class PostInvoice(Operation):
@@ -237,6 +307,23 @@ class PostInvoice(Operation):
     reference: str
 
 
+class CreditInvoice(Operation):
+    """Credit the posted invoice ``reference`` with a credit note referenced
+    ``credit_reference``, dated ``credit_date`` (today when ``None``), carrying ``reason``;
+    the whole invoice when ``line_keys`` is empty, else only its lines with those charge keys
+    (``time`` names every time line). The credit note references the original invoice and
+    is posted. Raises (a business exception) for an invoice that is not posted or paid, or a
+    key the invoice does not bill."""
+
+    operation: ClassVar[str] = "credit_invoice"
+    roles: ClassVar[tuple[Role, ...]] = (Role.ERP,)
+    reference: str = Field(min_length=1)
+    credit_reference: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+    line_keys: tuple[str, ...] = ()
+    credit_date: date | None = None
+
+
 OPERATIONS: dict[str, type[Operation]] = {
     op.operation: op
     for op in (
@@ -245,11 +332,13 @@ OPERATIONS: dict[str, type[Operation]] = {
         UpsertProject,
         CloseProject,
         MarkBilled,
+        UnmarkBilled,
         MatchCustomer,
         UpsertCustomer,
         AddTimesheetLine,
         InvoiceProject,
         PostInvoice,
+        CreditInvoice,
     )
 }
 """Every canonical operation by name."""
@@ -313,15 +402,19 @@ __all__ = [
     "OPERATIONS",
     "AddTimesheetLine",
     "Address",
+    "ChargeLine",
     "CloseProject",
+    "CreditInvoice",
     "InvoiceProject",
     "MarkBilled",
     "MatchCustomer",
     "Operation",
     "PostInvoice",
     "ProjectAssignment",
+    "ProjectMilestone",
     "ProjectTask",
     "Role",
+    "UnmarkBilled",
     "UpdateBillingTotals",
     "UpdateEngagement",
     "UpsertCustomer",

@@ -66,13 +66,25 @@ class Signal:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditNote:
+    """A line a flow writes to the audit trail with its step (actor ``flow:<name>``):
+    ``action`` (e.g. ``change_order``), the ``entity`` it concerns and the ``detail``
+    (JSON) a person reads to know what was decided and why."""
+
+    action: str
+    entity: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class FlowStep:
     """What a flow decided: its next state and data, commands to send, issues to open.
 
     ``resolves`` lists entities whose open business exceptions the step settles (the source
     record was fixed), so they close with the same transaction. ``signals`` go to other flow
     instances in the same transaction. ``wake_at`` (aware) replaces the instance's timer:
-    a step that does not set it leaves the instance without one.
+    a step that does not set it leaves the instance without one. ``audit``: lines for the
+    audit trail, written with the step.
     """
 
     state: str
@@ -82,6 +94,7 @@ class FlowStep:
     resolves: tuple[str, ...] = ()
     signals: tuple[Signal, ...] = ()
     wake_at: datetime | None = None
+    audit: tuple[AuditNote, ...] = ()
 
 
 class MappingError(InputError):

@@ -1,14 +1,15 @@
-"""Operator actions: business exceptions (list, show, replay, resolve) and cross-reference
-links a person decides, each with the audit trail."""
+"""Operator actions: business exceptions (list, show, replay, resolve), cross-reference
+links a person decides and credit notes a person asks for, each with the audit trail."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from closeloop.domain.commands import CommandStatus
 from closeloop.domain.errors import ConflictError, InputError, NotFoundError
-from closeloop.domain.records import FlowState
+from closeloop.domain.records import FlowState, Signal
 from closeloop.engine.registry import Registry
 from closeloop.engine.runtime import FlowFailure, FlowRuntime
 from closeloop.ports.clock import Clock
@@ -128,6 +129,65 @@ class Operations:
             detail = {"target": f"{target[0]}:{target[1]}", "reason": reason, "moved": moved}
             tx.audit([AuditEntry(now, actor, "link", f"{XREF}:{key}", detail, None)])
         return moved
+
+    def credit(
+        self,
+        reference: str,
+        reason: str,
+        actor: str,
+        line_keys: tuple[str, ...] = (),
+        rebill: bool = False,
+    ) -> dict[str, Any]:
+        """Ask for a credit note of the engagement's posted invoice ``reference`` (e.g.
+        ``SF-006.../2026-08``): of the whole invoice, or of its lines ``line_keys`` (charge
+        keys such as ``milestone:a0B...`` or ``expense:harvest-42``; ``time`` for its time).
+        With ``rebill``, the PSA un-marks what the invoice billed so it can be billed again.
+        The credit note (``<reference>/credit-<n>``) is made by the engagement's ERP through
+        the outbox, like every write. Returns ``{"reference", "instance"}``.
+
+        Raises :class:`OperationInputError` for a blank reason or reference,
+        :class:`OperationNotFound` when the hub has no such invoice, and
+        :class:`OperationError` when it is not posted (a draft is corrected, not credited)
+        or a credit note itself."""
+        if not reason.strip() or not reference.strip():
+            raise OperationInputError("a credit note needs the invoice reference and a reason")
+        project_key = reference.split("/", 1)[0]
+        key = f"billing:{project_key}"
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            found = tx.get_flows([("invoice", key)])
+            state = found.get(("invoice", key))
+            invoice = (state.data.get("invoices") or {}).get(reference) if state else None
+            if state is None or invoice is None:
+                raise OperationNotFound(f"the hub made no invoice {reference!r}")
+            if "/credit-" in reference:
+                raise OperationError(f"{reference} is a credit note: it cannot be credited")
+            if invoice.get("state") not in ("posted", "paid"):
+                raise OperationError(
+                    f"invoice {reference} is {invoice.get('state')}, not posted: only a posted "
+                    "invoice is credited"
+                )
+            signal = Signal(
+                "invoice",
+                key,
+                "credit",
+                {
+                    "reference": reference,
+                    "reason": reason,
+                    "line_keys": list(line_keys),
+                    "rebill": rebill,
+                    "actor": actor,
+                },
+            )
+            runtime = FlowRuntime(tx, self.registry, now)
+            try:
+                runtime.offer_signals([signal])
+            except FlowFailure as failure:
+                raise OperationError(f"nothing was credited: {failure}") from failure
+            runtime.buffer.write(tx, now)
+            detail = {"reason": reason, "line_keys": list(line_keys), "rebill": rebill}
+            tx.audit([AuditEntry(now, actor, "credit", f"invoice:{reference}", detail, None)])
+        return {"reference": reference, "instance": key}
 
     def _act(
         self,

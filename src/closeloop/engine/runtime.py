@@ -46,11 +46,11 @@ import structlog
 
 from closeloop.domain.commands import Applied, ExceptionClass, Impact
 from closeloop.domain.errors import FlowError
-from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
+from closeloop.domain.records import AuditNote, CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.engine.registry import Registry
 from closeloop.engine.xref import answer_xref
 from closeloop.ports.flows import XREF, Flow
-from closeloop.ports.store import CommandRow, NewCommand, NewException, UnitOfWork
+from closeloop.ports.store import AuditEntry, CommandRow, NewCommand, NewException, UnitOfWork
 
 log = structlog.get_logger(__name__)
 MAX_SIGNALS = 10_000  # per event: more means flows signal each other in a loop
@@ -133,6 +133,7 @@ class StepBuffer:
     exceptions: list[NewException] = field(default_factory=list)
     resolves: list[str] = field(default_factory=list)
     signals: deque[Sent] = field(default_factory=deque)
+    audit: list[tuple[str, AuditNote, str | None]] = field(default_factory=list)
 
     def add(self, flow: str, key: str, step: FlowStep, correlation_id: str | None) -> None:
         """Record ``step`` of flow instance ``(flow, key)``; its signals wait for delivery."""
@@ -146,6 +147,7 @@ class StepBuffer:
             for i in step.issues
         )
         self.resolves.extend(step.resolves)
+        self.audit.extend((flow, note, correlation_id) for note in step.audit)
 
     def merge(self, other: StepBuffer) -> None:
         """Take over everything ``other`` decided."""
@@ -154,6 +156,7 @@ class StepBuffer:
         self.exceptions.extend(other.exceptions)
         self.resolves.extend(other.resolves)
         self.signals.extend(other.signals)
+        self.audit.extend(other.audit)
 
     def write(self, tx: UnitOfWork, now: datetime) -> None:
         """Persist states, supersede parked commands the new ones replace, write commands,
@@ -173,6 +176,13 @@ class StepBuffer:
             )
         tx.add_commands(self.commands, now)
         tx.open_exceptions(self.exceptions, now)
+        if self.audit:
+            tx.audit(
+                [
+                    AuditEntry(now, f"flow:{flow}", n.action, n.entity, n.detail, correlation)
+                    for flow, n, correlation in self.audit
+                ]
+            )
 
 
 @contextmanager

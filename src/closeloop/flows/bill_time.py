@@ -7,10 +7,12 @@ already invoiced in the PSA, and logged on an engagement's project (a code
 :func:`closeloop.domain.keys.engagement_code` made, as :mod:`.mobilize` names them). The
 engagement's invoicing instance (:mod:`.invoice`) decides whether it goes ahead: released at
 once for a mobilized engagement, held while finance approval is pending (released when it
-arrives), refused for a closed engagement. A release names the ERP the engagement was routed
-to, which records the line (:class:`~closeloop.domain.operations.AddTimesheetLine`): the ERP's
-employee is found (or created) from the PSA person, the task by project and task name. An entry
-against a closed project, an unknown task or a locked period is refused by the ERP: the
+arrives), refused for a closed engagement (or a role a change order removed). A release names
+the ERP the engagement was routed to (and, after a rate change, the task of the rate in force
+on the entry's day), which records the line
+(:class:`~closeloop.domain.operations.AddTimesheetLine`): the ERP's employee is found (or
+created) from the PSA person, the task by project and task name. An entry against a closed
+project, an unknown task or a locked period is refused by the ERP: the
 command's business exception names the entry.
 
 States: ``logged`` (asked the engagement), ``held``, ``recording``, ``recorded`` (the line id
@@ -73,6 +75,7 @@ class BillTimeFlow:
             "entry_id": entry_id,
             "entity": f"{psa}:time_entry:{entry_id}",
             "project_code": code,
+            "task": entry.task_name,
             "hours": str(entry.hours),
             "date": entry.date.isoformat(),
             "line": {
@@ -85,7 +88,12 @@ class BillTimeFlow:
                 "description": entry.notes or "",
             },
         }
-        ask = Signal("invoice", billing_key(code), "time_logged", {"entry": business_key})
+        ask = Signal(
+            "invoice",
+            billing_key(code),
+            "time_logged",
+            {"entry": business_key, "date": entry.date.isoformat(), "task": entry.task_name},
+        )
         return FlowStep("logged", data, signals=(ask,))
 
     def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
@@ -107,6 +115,11 @@ class BillTimeFlow:
         if signal.name != "release":
             raise ValueError(f"flow {self.name} has no signal {signal.name!r}")
         line = AddTimesheetLine.model_validate(data["line"])
+        if signal.data.get("task"):  # a rate changed: the task of the rate in force that day
+            line = line.model_copy(
+                update={"task_key": task_key(data["project_code"], str(signal.data["task"]))}
+            )
+            data["line"] = line.model_dump(mode="json")
         command = role_command(
             signal.data["erp"],
             line,
@@ -132,6 +145,6 @@ class BillTimeFlow:
             "invoice",
             billing_key(data["project_code"]),
             "recorded",
-            {"date": data["date"], "hours": data["hours"]},
+            {"date": data["date"], "hours": data["hours"], "task": data.get("task")},
         )
         return FlowStep("recorded", data, signals=(recorded,))

@@ -9,12 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from closeloop.domain.canonical.sales import (
-    BillingMethod,
-    FinanceApproval,
-    Opportunity,
-    RateCard,
-)
+from closeloop.domain.billing_terms import billing_data, billing_problems
+from closeloop.domain.canonical.sales import FinanceApproval, Opportunity, RateCard
 from closeloop.domain.entities import LegalEntity, entity_problem
 from closeloop.domain.money import minor_unit
 from closeloop.domain.taxids import country_code, validate_tax_id
@@ -62,13 +58,7 @@ def commercial_problems(
         minor_unit(currency or "")
     except (KeyError, ValueError):
         problems.append(f"the currency {currency!r} is missing or unknown")
-    if opportunity.billing_method is None:
-        problems.append("the billing method is missing")
-    elif opportunity.billing_method is not BillingMethod.TIME_AND_MATERIALS:
-        problems.append(
-            f"the billing method {opportunity.billing_method.value} is not mobilized "
-            "automatically yet (time and materials is)"
-        )
+    problems += billing_problems(opportunity, deal_currency(opportunity))
     problems += _rate_card_problems(opportunity)
     if entities:
         problems += _entity_problems(opportunity, entities, rules, country)
@@ -167,7 +157,9 @@ def deal_data(
     """What the later steps need, as JSON (the flow's persisted data); ``project_key`` is
     the engagement's key (:func:`closeloop.domain.keys.engagement_code`). For a deal
     :func:`commercial_problems` found sound: with ``entities``, its ``legal_entity`` and the
-    ``tax`` decision (treatment, mention, rule) come along."""
+    ``tax`` decision (treatment, mention, rule) come along; its billing terms by method
+    (:func:`closeloop.domain.billing_terms.billing_data`), its ``end_date`` (the close date
+    is not one: none) and ``sow_reference``."""
     customer = opportunity.customer
     assert customer is not None
     country = country_code(customer.country or "")
@@ -215,4 +207,7 @@ def deal_data(
             {"role": r.role, "rate": str(r.hourly_rate.amount), "hours": str(hours[r.role])}
             for r in card.rates
         ],
+        "sow_reference": opportunity.sow_reference,
+        "end_date": opportunity.end_date.isoformat() if opportunity.end_date else None,
+        **billing_data(opportunity, card.currency),
     }

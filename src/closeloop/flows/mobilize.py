@@ -47,7 +47,6 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from closeloop.domain.canonical.sales import FinanceApproval, Opportunity
@@ -59,7 +58,6 @@ from closeloop.domain.operations import (
     CloseProject,
     MatchCustomer,
     Operation,
-    ProjectTask,
     UpdateEngagement,
     UpsertCustomer,
     UpsertProject,
@@ -69,6 +67,7 @@ from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, 
 from closeloop.domain.routing import RoleRouting, Roles
 from closeloop.domain.taxids import country_code
 from closeloop.domain.taxrules import DEFAULT_RULES, TaxRule
+from closeloop.flows.amend import NOT_APPLIED, amend, project_operation, rate_schedule
 from closeloop.flows.deal_terms import commercial_problems, deal_data
 from closeloop.ports.flows import xref_link, xref_lookup
 
@@ -109,17 +108,11 @@ class MobilizeFlow:
         current = state.state if state else None
         if not opportunity.won:
             return self._not_won(state, opportunity)
-        if current == "provisional" and opportunity.finance_approval is FinanceApproval.APPROVED:
-            assert state is not None
-            data = {**state.data, "finance_approved": True}
-            return FlowStep(
-                "mobilized",
-                data,
-                commands=(self._write_back(data, "Mobilized"),),
-                signals=self._signals(data, "mobilized"),
-            )
         if current in UNDER_WAY:
-            return None
+            assert state is not None
+            return self._under_way(state, record, opportunity)
+        if current == "closed" and state is not None:
+            return self._closed_changed(state, record)
         entity = ":".join(record.source)
         systems = self._systems(state, record)
         problems = commercial_problems(opportunity, self.entities, self.tax_rules) + [
@@ -162,6 +155,75 @@ class MobilizeFlow:
         return FlowStep(
             "matching", data, signals=(self._lookup(data, watch=False),), resolves=resolves
         )
+
+    def _under_way(
+        self, state: FlowState, record: CanonicalRecord, opportunity: Opportunity
+    ) -> FlowStep | None:
+        """A new version of a deal being mobilized (kept until it is mobilized) or mobilized:
+        finance approval arriving, and change orders (:mod:`.amend`)."""
+        data = dict(state.data)
+        if record.version == data.get("version"):
+            return None
+        if state.state in ("matching", "provisioning"):
+            data["next_version"] = {"version": record.version, "data": record.data}
+            return FlowStep(state.state, data)
+        return self._amended(state.state, data, record.version, opportunity)
+
+    def _amended(
+        self, current: str, data: dict[str, Any], version: str, opportunity: Opportunity
+    ) -> FlowStep:
+        """Apply the deal's new ``version`` to the mobilized (or provisional) engagement."""
+        data.pop("next_version", None)
+        commands: list[Command] = []
+        status = current
+        if current == "provisional" and opportunity.finance_approval is FinanceApproval.APPROVED:
+            data["finance_approved"] = True
+            status = "mobilized"
+            commands.append(self._write_back(data, "Mobilized"))
+        problems = commercial_problems(opportunity, self.entities, self.tax_rules)
+        new_data = None
+        if not problems:
+            new_data = deal_data(
+                opportunity,
+                data["deal_id"],
+                version,
+                data["project_key"],
+                self.entities,
+                self.tax_rules,
+            )
+        amendment = amend(data, opportunity, version, new_data, problems, self._change_command)
+        commands += amendment.commands
+        signals = self._signals(amendment.data, status)
+        if status == current and not amendment.changed:
+            signals = ()
+        return FlowStep(
+            status,
+            amendment.data,
+            commands=tuple(commands),
+            issues=amendment.issues,
+            signals=signals,
+            audit=amendment.audit,
+        )
+
+    def _change_command(
+        self, data: dict[str, Any], role: str, operation: UpsertProject, key: str
+    ) -> Command:
+        return self._command(data, role, operation, key, f"project:{data['project_key']}")
+
+    def _closed_changed(self, state: FlowState, record: CanonicalRecord) -> FlowStep | None:
+        """A closed-won version of a deal whose engagement was closed: nothing is applied to
+        closed projects; a person decides (reopen by hand, or sell it as a new deal)."""
+        data = dict(state.data)
+        if record.version == data.get("version") or data.get("reopen_reported") == record.version:
+            return None
+        data["reopen_reported"] = record.version
+        message = (
+            f"{NOT_APPLIED} to engagement {data['project_key']}: the deal is won again (or "
+            f"changed) after its engagement was closed ({data.get('closed_because')}); its "
+            "projects stay closed: reopen them by hand or sell the work as a new deal"
+        )
+        issue = BusinessIssue(ExceptionClass.CONFLICT, Impact.REVENUE, data["deal_entity"], message)
+        return FlowStep("closed", data, issues=(issue,))
 
     def _routing(self, role: str) -> RoleRouting:
         routing: RoleRouting = getattr(self.roles, role)
@@ -242,6 +304,14 @@ class MobilizeFlow:
             "customer_tax_id": (
                 data["customer"]["tax_id"] if tax.get("treatment") == "reverse_charge" else None
             ),
+            "billing_method": data.get("billing_method") or "time_and_materials",
+            "milestones": data.get("milestones") or [],
+            "retainer": data.get("retainer"),
+            "expense_markup_percent": data.get("expense_markup_percent"),
+            "rates": rate_schedule(data),
+            "removed_roles": data.get("removed_roles") or {},
+            "start_date": data["start_date"],
+            "end_date": data.get("end_date"),
         }
         engagement = {
             "status": status,
@@ -266,9 +336,17 @@ class MobilizeFlow:
             return None
         if signal.name == "xref":
             return self._cross_referenced(state, signal.data.get("external_id"))
-        if signal.name != "billed" or state.data.get("billed"):
+        if signal.name != "billed":
             return None
-        return FlowStep(state.state, {**state.data, "billed": True})
+        data = {**state.data, "billed": True}
+        info = signal.data
+        if info.get("through"):
+            data["invoiced_through"] = max(data.get("invoiced_through") or "", info["through"])
+        for name in ("invoiced_roles", "invoiced_milestones"):
+            data[name] = sorted(set(data.get(name) or []) | set(info.get(name) or []))
+        if data == state.data:
+            return None
+        return FlowStep(state.state, data)
 
     def _cross_referenced(self, state: FlowState, code: str | None) -> FlowStep | None:
         """The cross-reference first: a known account is not matched again. An unknown one is
@@ -342,11 +420,27 @@ class MobilizeFlow:
             return FlowStep("provisioning", data, signals=signals)
         provisional = data["finance_approval"] == FinanceApproval.PENDING.value
         status = "Provisional" if provisional else "Mobilized"
-        return FlowStep(
+        step = FlowStep(
             status.lower(),
             data,
             commands=(self._write_back(data, status),),
             signals=signals + self._signals(data, status.lower()),
+        )
+        pending = data.get("next_version")
+        if not pending:
+            return step
+        amended = self._amended(
+            step.state, data, pending["version"], Opportunity.model_validate(pending["data"])
+        )
+        latest = {s.business_key: s for s in (*step.signals, *amended.signals)}
+        return FlowStep(
+            amended.state,
+            amended.data,
+            commands=step.commands + amended.commands,
+            issues=amended.issues,
+            signals=tuple(s for s in step.signals if s.name != "engagement")
+            + tuple(s for s in latest.values() if s.name == "engagement"),
+            audit=amended.audit,
         )
 
     def _matched(self, data: dict[str, Any], result: dict[str, Any]) -> FlowStep:
@@ -396,23 +490,11 @@ class MobilizeFlow:
     def _provision(self, data: dict[str, Any], customer_code: str) -> FlowStep:
         """Set up the projects in both systems for the ERP customer ``customer_code``."""
         data = {**data, "erp_customer_code": customer_code}
+        data["base_rates"] = {r["role"]: r["rate"] for r in data["roles"]}
         key = data["project_key"]
-        project = UpsertProject(
-            key=key,
-            name=data["name"],
-            customer_name=data["customer"]["legal_name"],
-            customer_code=customer_code,
-            currency=data["currency"],
-            starts_on=data["start_date"],
-            legal_entity=data.get("legal_entity"),
-            tax_treatment=(data.get("tax") or {}).get("treatment"),
-            tasks=tuple(
-                ProjectTask(name=r["role"], hourly_rate=Decimal(r["rate"]), budget_hours=r["hours"])
-                for r in data["roles"]
-            ),
-        )
         commands = tuple(
-            self._command(data, role, project, key, f"project:{key}") for role in ("psa", "erp")
+            self._command(data, role, project_operation(data, role), key, f"project:{key}")
+            for role in ("psa", "erp")
         )
         return FlowStep("provisioning", data, commands=commands)
 

@@ -17,6 +17,10 @@ Two kinds of instance of one flow:
   and naming the ERP's number in its subject, importing that time once; a PSA that imports by
   date range flags an entry the ERP refused inside that range too, and its open business
   exception says it was not billed).
+- Credit notes (reference ``<invoice reference>/credit-<n>``) count with their negative
+  amounts, so the figures are net of credits; a credited invoice is overdue only for what its
+  credit notes leave. A credit note whose time and expenses are to be billed again removes
+  the PSA invoice that marked them (``unmark_billed``).
 - ``account:<CRM account id>``, one per account: the engagements' totals (signal
   ``engagement_totals``) add up to the same fields on the account.
 
@@ -45,7 +49,12 @@ from closeloop.domain.canonical.billing import Invoice
 from closeloop.domain.commands import Applied, Command, Impact
 from closeloop.domain.keys import deal_of
 from closeloop.domain.lifecycle import InvoiceState
-from closeloop.domain.operations import MarkBilled, UpdateBillingTotals, role_command
+from closeloop.domain.operations import (
+    MarkBilled,
+    UnmarkBilled,
+    UpdateBillingTotals,
+    role_command,
+)
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep, Signal
 
 NAME = "status_back"
@@ -106,6 +115,7 @@ class StatusBackFlow:
                 "total": str(invoice.total.amount),
                 "paid": str(paid),
                 "due_date": invoice.due_date.isoformat() if invoice.due_date else None,
+                "credit_of": invoice.credited_reference if invoice.is_credit_note else None,
             },
         }
         if invoice.invoice_date:  # time only moves forward: an invoice is dated today or before
@@ -150,6 +160,8 @@ class StatusBackFlow:
     def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
         """``engagement`` (who the engagement is), ``invoiced`` (an invoice's period, from
         :mod:`.invoice`) or ``engagement_totals`` (for an account)."""
+        if signal.name == "credited":
+            return self._credited(state, signal)
         if signal.name in ("engagement", "invoiced"):
             data = _engagement_data(state, signal.business_key)
             data["as_of"] = max(data.get("as_of") or "", now.date().isoformat())
@@ -161,6 +173,8 @@ class StatusBackFlow:
                 periods[signal.data["reference"]] = {
                     "end": signal.data["period_end"],
                     "last_line_date": signal.data["last_line_date"],
+                    "time": signal.data.get("time", True),
+                    "expenses": signal.data.get("expenses", False),
                 }
                 data["periods"] = periods
             if signal.name == "engagement" and state is not None and state.state == "waiting":
@@ -185,6 +199,29 @@ class StatusBackFlow:
             data, "account", data["account_id"], signal.business_key, str(data["revision"]), totals
         )
         return FlowStep("reported", data, commands=(command,))
+
+    def _credited(self, state: FlowState | None, signal: Signal) -> FlowStep | None:
+        """A credit note of the engagement's invoice: when its time and expenses are to be
+        billed again, the PSA invoice that marked them billed is removed (``unmark_billed``);
+        the credit note's amounts reach the totals with its own record."""
+        if state is None or not signal.data.get("rebill"):
+            return None
+        reference = str(signal.data["reference"])
+        data = dict(state.data)
+        if reference not in (data.get("marking") or []) or not data.get("psa"):
+            return None
+        data["marking"] = [r for r in data["marking"] if r != reference]
+        data["marked"] = [r for r in data.get("marked") or [] if r != reference]
+        psa = data["psa"]
+        command = role_command(
+            psa,
+            UnmarkBilled(number=reference),
+            business_key=state.business_key,
+            key=f"{reference}:{signal.data['credit_reference']}",
+            entity=f"{psa}:invoice:{reference}",
+            impact=Impact.REPORTING,
+        )
+        return FlowStep(state.state, data, commands=(command,), wake_at=state.wake_at)
 
     def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
         """A due date passed, or a day went by with something overdue: report the
@@ -252,7 +289,7 @@ class StatusBackFlow:
         marked = set(data.get("marking", []))
         for reference, invoice in sorted(data["invoices"].items()):
             period = data.get("periods", {}).get(reference)
-            if period is None or reference in marked:
+            if period is None or reference in marked or invoice.get("credit_of"):
                 continue
             number = str(invoice["number"])  # the ERP's; the PSA invoice is the reference
             marked.add(reference)
@@ -264,6 +301,8 @@ class StatusBackFlow:
                     "period_start": data.get("start_date") or "2000-01-01",
                     "period_end": period["last_line_date"],
                     "subject": f"Billed in the ERP as {number} ({reference})",
+                    "time": period.get("time", True),
+                    "expenses": period.get("expenses", False),
                 }
             )
             psa = data["psa"]
@@ -298,12 +337,16 @@ def engagement_totals(invoices: dict[str, dict[str, Any]], today: date) -> dict[
     paid = sum((Decimal(i["paid"]) for i in invoices.values()), Decimal(0))
     overdue, days = Decimal(0), 0
     for invoice in invoices.values():
-        left = Decimal(invoice["total"]) - Decimal(invoice["paid"])
+        left = net_left(invoice, invoices)
         due = invoice.get("due_date")
         if left > 0 and due and date.fromisoformat(due) < today:
             overdue += left
             days = max(days, (today - date.fromisoformat(due)).days)
-    last = max(invoices.values(), key=lambda i: (i["date"] or "", i["number"] or ""), default=None)
+    last = max(
+        (i for i in invoices.values() if not i.get("credit_of")),
+        key=lambda i: (i["date"] or "", i["number"] or ""),
+        default=None,
+    )
     return {
         "invoiced": str(invoiced),
         "paid": str(paid),
@@ -391,12 +434,26 @@ def next_check(invoices: dict[str, dict[str, Any]], today: date) -> datetime | N
     dues = [
         date.fromisoformat(i["due_date"])
         for i in invoices.values()
-        if i.get("due_date") and Decimal(i["total"]) > Decimal(i["paid"])
+        if i.get("due_date") and net_left(i, invoices) > 0
     ]
     if not dues:
         return None
     day = today + timedelta(days=1) if min(dues) < today else min(dues) + timedelta(days=1)
     return datetime.combine(day, time(), UTC)
+
+
+def net_left(invoice: dict[str, Any], invoices: dict[str, dict[str, Any]]) -> Decimal:
+    """What is still due on ``invoice`` net of the credit notes that credit it (and nothing
+    for a credit note itself): a credited invoice is not chased, even while Tryton leaves it
+    and its credit note open side by side."""
+    if invoice.get("credit_of"):
+        return Decimal(0)
+    left = Decimal(invoice["total"]) - Decimal(invoice["paid"])
+    reference = next((r for r, i in invoices.items() if i is invoice), None)
+    for other in invoices.values():
+        if reference is not None and other.get("credit_of") == reference:
+            left += Decimal(other["total"]) - Decimal(other["paid"])
+    return max(Decimal(0), left)
 
 
 def _reported(totals: dict[str, Any]) -> list[Any]:

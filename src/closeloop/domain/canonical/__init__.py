@@ -23,12 +23,14 @@ from closeloop.domain.canonical.delivery import (
 from closeloop.domain.canonical.parties import Account, Address, Contact, Person
 from closeloop.domain.canonical.sales import (
     DealCustomer,
+    DealMilestone,
     Engagement,
     FixedFeePlan,
     Opportunity,
     OpportunityLineItem,
     RateCard,
     RetainerPlan,
+    RetainerTerms,
     TimeAndMaterialsPlan,
 )
 
@@ -40,6 +42,8 @@ _MODELS: tuple[type[Canonical], ...] = (
     Opportunity,
     OpportunityLineItem,
     DealCustomer,
+    DealMilestone,
+    RetainerTerms,
     RateCard,
     Engagement,
     TimeAndMaterialsPlan,
@@ -90,6 +94,7 @@ __all__ = [
     "BillableItem",
     "Canonical",
     "Contact",
+    "DealMilestone",
     "Engagement",
     "Expense",
     "FixedFeePlan",
@@ -103,6 +108,7 @@ __all__ = [
     "Project",
     "RateCard",
     "RetainerPlan",
+    "RetainerTerms",
     "Task",
     "TaxLine",
     "TimeAndMaterialsPlan",

@@ -68,10 +68,13 @@ class Invoice(Canonical):
     """A customer invoice or credit note.
 
     ``untaxed_amount``, ``tax_amount`` and ``total`` must agree with the lines (to the minor
-    unit); ``amount_paid`` is at most the total.
+    unit); ``amount_paid`` is at most the total (in absolute value: a credit note's amounts
+    are negative). Version 2: ``credited_reference``, the reference of the invoice a credit
+    note credits.
     """
 
     CANONICAL_TYPE = "invoice"
+    SCHEMA_VERSION = 2
     number: str | None = None
     account: Ref
     engagement: Ref | None = None
@@ -86,6 +89,7 @@ class Invoice(Canonical):
     amount_paid: Money | None = None
     state: InvoiceState = InvoiceState.DRAFT
     is_credit_note: bool = False
+    credited_reference: str | None = None
 
     @model_validator(mode="after")
     def _totals(self) -> Invoice:
@@ -109,7 +113,11 @@ class Invoice(Canonical):
             has_taxes = any(line.taxes for line in self.lines)
             if has_taxes and round_to_currency(tax, self.currency) != self.tax_amount.amount:
                 problems.append(f"line taxes add up to {tax}, tax amount is {self.tax_amount}")
-        if self.amount_paid is not None and not problems and self.total < self.amount_paid:
+        if (
+            self.amount_paid is not None
+            and not problems
+            and abs(self.total.amount) < abs(self.amount_paid.amount)
+        ):
             problems.append(f"amount paid {self.amount_paid} exceeds the total {self.total}")
         if problems:
             raise ValueError("; ".join(problems))

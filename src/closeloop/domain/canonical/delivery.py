@@ -119,9 +119,15 @@ class TimeEntry(Canonical):
 
 
 class Expense(Canonical):
-    """A cost a person incurred on a project, possibly re-billed to the client."""
+    """A cost a person incurred on a project, possibly re-billed to the client.
+
+    Version 2 adds what billing needs: the project's code (by which the engagement is
+    found), the person's name, ``receipt_url`` (where the receipt is kept in the PSA) and
+    ``invoice`` (the PSA invoice that billed it, once billed). ``amount`` is taken as the PSA
+    holds it (a negative one is refused by billing with a business exception)."""
 
     CANONICAL_TYPE = "expense"
+    SCHEMA_VERSION = 2
     date: date
     amount: Money
     category: str = Field(min_length=1)
@@ -131,3 +137,7 @@ class Expense(Canonical):
     project: Ref
     notes: str | None = None
     units: Quantity | None = None
+    project_code: str | None = None
+    person_name: str | None = None
+    receipt_url: str | None = None
+    invoice: Ref | None = Field(default=None, description="the PSA invoice that billed it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -75,6 +76,46 @@ class RateCard(Canonical):
         raise KeyError(f"rate card {self.name} has no rate for role {role!r}")
 
 
+class MilestoneStatus(StrEnum):
+    """Where a milestone of a fixed-fee deal stands with the client (the CRM's picklist)."""
+
+    PLANNED = "planned"
+    ACCEPTED = "accepted"
+    DISPUTED = "disputed"
+
+
+class DealMilestone(Canonical):
+    """A milestone of a fixed-fee deal's plan as the CRM holds it (in the Salesforce sandbox
+    the ``Milestone__c`` child of the opportunity): its CRM id, name, ``amount`` or
+    ``share_percent`` of the fee (one of them), planned date and status."""
+
+    CANONICAL_TYPE = "deal_milestone"
+    crm_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    amount: Decimal | None = None
+    share_percent: Decimal | None = Field(default=None, ge=0, le=100)
+    planned_date: date | None = None
+    status: MilestoneStatus = MilestoneStatus.PLANNED
+
+
+class UnusedHours(StrEnum):
+    """What happens to a retainer period's included hours not used."""
+
+    EXPIRE = "expire"
+    ROLL_OVER = "roll_over"
+
+
+class RetainerTerms(Canonical):
+    """A retainer deal's terms: ``amount_per_period`` (in the deal's currency) invoiced at
+    the start of each billing period for ``included_hours``; hours beyond them billed at the
+    rate card at the period's end; unused hours expire or roll over to the next period."""
+
+    CANONICAL_TYPE = "retainer_terms"
+    amount_per_period: Decimal = Field(gt=0)
+    included_hours: Quantity = Decimal(0)
+    unused_hours: UnusedHours = UnusedHours.EXPIRE
+
+
 class OpportunityLineItem(Canonical):
     """A sold service: a role for a number of hours at a unit price."""
 
@@ -106,10 +147,15 @@ class Opportunity(Canonical):
     """A deal in the CRM. ``won`` is true only at the closed-won stage; ``customer`` is the
     account's commercial data as the CRM holds it (version 2); ``legal_entity`` (version
     3): the code of the firm's company that sells it (``legal_entities:`` of the
-    configuration)."""
+    configuration). Version 4 adds the billing terms of the methods other than time and
+    materials: a fixed-fee deal's fee is its ``amount`` and its plan is ``milestones``; a
+    retainer deal has ``retainer`` terms; ``expense_markup_percent`` is added to the
+    re-billed expenses of any deal (none: billed at cost); ``amendment_effective_date``:
+    the day the changes of this version take effect (rates), when a mobilized deal is
+    amended (none: the day of the version); ``end_date``: when the engagement ends."""
 
     CANONICAL_TYPE = "opportunity"
-    SCHEMA_VERSION = 3
+    SCHEMA_VERSION = 4
     name: str = Field(min_length=1)
     account: Ref
     stage: OpportunityStage
@@ -125,6 +171,11 @@ class Opportunity(Canonical):
     line_items: tuple[OpportunityLineItem, ...] = ()
     customer: DealCustomer | None = None
     legal_entity: str | None = None
+    milestones: tuple[DealMilestone, ...] = ()
+    retainer: RetainerTerms | None = None
+    expense_markup_percent: Decimal | None = Field(default=None, ge=0, le=1000)
+    amendment_effective_date: date | None = None
+    end_date: date | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Opportunity:
