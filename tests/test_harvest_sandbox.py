@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from closeloop.sandboxes.harvest.account import APPROVED
 from closeloop.sandboxes.harvest.server import HarvestServer
 from tests.conftest import sandbox_cli
 from tests.harvest_support import OPENAPI, Api, firm, running_harvest
@@ -280,3 +281,245 @@ def test_sandbox_cli_up_seed_status_down(tmp_path: Path) -> None:
     from closeloop.devtools.sandboxctl import alive
 
     assert not alive(int(entry["pid"]))
+
+
+# --- fixed fees, expenses, receipts and invoices that bill or un-bill them ------------------
+PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+
+
+def test_fixed_fee_projects_are_accepted_and_rendered(tmp_path: Path, openapi: Any) -> None:
+    with running_harvest(tmp_path, requests_per_window=1000) as server:
+        api = Api(server)
+        assert api.admin("POST", "seed", json=firm(0)).status_code == 200
+        body = {
+            "client_id": 10,
+            "name": "Brand refresh",
+            "code": "FF-1",
+            "is_billable": True,
+            "is_fixed_fee": True,
+            "fee": 48000.0,
+            "bill_by": "none",
+            "budget_by": "project",
+            "budget": 320.0,
+            "starts_on": "2026-03-01",
+            "ends_on": "2026-06-30",
+        }
+        created = api.call("POST", "projects", json=body)
+        assert created.status_code == 201, created.text
+        validate(openapi, "POST", "projects", created)
+        project = created.json()
+        assert {k: project[k] for k in body if k != "client_id"} == {
+            k: v for k, v in body.items() if k != "client_id"
+        }
+        patched = api.call("PATCH", f"projects/{project['id']}", json={"fee": 52000})
+        validate(openapi, "PATCH", f"projects/{project['id']}", patched)
+        assert patched.json()["fee"] == 52000 and patched.json()["is_fixed_fee"] is True
+        bad_date = api.call("PATCH", f"projects/{project['id']}", json={"ends_on": "30/06/2026"})
+        assert (bad_date.status_code, bad_date.json()["message"]) == (422, "Ends on is invalid")
+        bad_fee = api.call("PATCH", f"projects/{project['id']}", json={"fee": "lots"})
+        assert bad_fee.status_code == 422
+        api.close()
+
+
+def test_expense_receipts_are_uploaded_as_multipart_and_kept(tmp_path: Path, openapi: Any) -> None:
+    """Harvest takes a receipt only as a file of a multipart/form-data request; the expense
+    then shows it as {url, file_name, file_size, content_type} and the file is served at the
+    url. A JSON receipt, or a file type Harvest does not take, is refused."""
+    with running_harvest(tmp_path, requests_per_window=1000) as server:
+        api = Api(server)
+        assert api.admin("POST", "seed", json=firm(0)).status_code == 200
+        fields = {
+            "project_id": "30",
+            "expense_category_id": "50",
+            "spent_date": "2026-02-10",
+            "total_cost": "118.40",
+            "notes": "Taxi to the client",
+            "billable": "true",
+            "user_id": "100",
+        }
+        made = api.call(
+            "POST", "expenses", data=fields, files={"receipt": ("taxi.pdf", PDF, "application/pdf")}
+        )
+        assert made.status_code == 201, made.text
+        validate(openapi, "POST", "expenses", made)
+        expense = made.json()
+        assert (expense["total_cost"], expense["billable"], expense["user"]["id"]) == (
+            118.4,
+            True,
+            100,
+        )
+        receipt = expense["receipt"]
+        assert receipt == {
+            "url": f"{server.base_url.removesuffix('/v2')}/expenses/{expense['id']}/receipt",
+            "file_name": "taxi.pdf",
+            "file_size": len(PDF),
+            "content_type": "application/pdf",
+        }
+        downloaded = api.call("GET", receipt["url"])
+        assert downloaded.status_code == 200 and downloaded.content == PDF
+        assert downloaded.headers["content-type"] == "application/pdf"
+        assert httpx.get(receipt["url"]).status_code == 401  # the API's headers, as any call
+        path = f"expenses/{expense['id']}"
+        validate(openapi, "GET", path, api.call("GET", path))
+        as_json = api.call("POST", "expenses", json={**fields, "receipt": "taxi.pdf"})
+        assert as_json.status_code == 422 and "multipart" in as_json.json()["message"]
+        wrong_type = api.call(
+            "POST", "expenses", data=fields, files={"receipt": ("taxi.docx", b"PK..", "")}
+        )
+        assert wrong_type.status_code == 422 and ".pdf" in wrong_type.json()["message"]
+        replaced = api.call(
+            "PATCH",
+            f"expenses/{expense['id']}",
+            data={"notes": "Taxi (night rate)"},
+            files={"receipt": ("taxi.jpg", b"\xff\xd8\xff\xe0jpeg", "image/jpeg")},
+        )
+        assert replaced.status_code == 200, replaced.text
+        assert replaced.json()["notes"] == "Taxi (night rate)"
+        assert replaced.json()["receipt"]["file_name"] == "taxi.jpg"
+        removed = api.call("PATCH", f"expenses/{expense['id']}", json={"delete_receipt": True})
+        assert removed.status_code == 200 and removed.json()["receipt"] is None
+        assert api.call("GET", receipt["url"]).status_code == 404
+        api.close()
+
+
+def test_invoices_import_expenses_and_deleting_one_unbills_its_time_and_expenses(
+    tmp_path: Path, openapi: Any
+) -> None:
+    """line_items_import with ``expenses`` bills the period's approved, billable, unbilled
+    expenses as Product lines (one per category), attaches the receipts' report, and locks
+    and flags them billed; a refund (negative cost) is a negative line; deleting the invoice
+    un-bills its time entries and expenses, which a new invoice then bills again."""
+    with running_harvest(tmp_path, requests_per_window=1000) as server:
+        api = Api(server)
+        seed = firm(12, approved_share=1.0)
+        seed["expense_categories"].append({"id": 51, "name": "Hotel"})
+        seed["expenses"] += [
+            {
+                "id": 5002,
+                "project": {"id": 30},
+                "user": {"id": 101},
+                "expense_category": {"id": 51},
+                "spent_date": "2026-02-03",
+                "total_cost": 310.0,
+                "notes": "Two nights",
+                "is_closed": True,
+                "receipt": {"file_name": "hotel.pdf", "file_size": 20480},
+            },
+            {  # a refund of part of the train fare
+                "id": 5003,
+                "project": {"id": 30},
+                "user": {"id": 100},
+                "expense_category": {"id": 50},
+                "spent_date": "2026-02-04",
+                "total_cost": -12.5,
+                "is_closed": True,
+            },
+            {  # not billable: never imported
+                "id": 5004,
+                "project": {"id": 30},
+                "user": {"id": 100},
+                "expense_category": {"id": 51},
+                "spent_date": "2026-02-04",
+                "total_cost": 99.0,
+                "billable": False,
+                "is_closed": True,
+            },
+            {  # outside the period
+                "id": 5005,
+                "project": {"id": 30},
+                "user": {"id": 100},
+                "expense_category": {"id": 50},
+                "spent_date": "2026-03-04",
+                "total_cost": 20.0,
+                "is_closed": True,
+            },
+        ]
+        assert api.admin("POST", "seed", json=seed).status_code == 200
+        period = {"from": "2026-01-01", "to": "2026-02-28"}
+        expenses_import = {"summary_type": "category", **period, "attach_receipt": True}
+        for wrong, message in (
+            ({"project_ids": [30], "expenses": {"from": "2026-01-01"}}, "summary type"),
+            (
+                {"project_ids": [30], "expenses": {"summary_type": "category", "to": "2026-02-28"}},
+                "both from and to",
+            ),
+            ({"expenses": expenses_import}, "Project ids can't be blank"),
+            (
+                {"project_ids": [30], "expenses": {**expenses_import, "attach_receipt": "yes"}},
+                "Attach receipt",
+            ),
+        ):
+            refused = api.call(
+                "POST", "invoices", json={"client_id": 10, "line_items_import": wrong}
+            )
+            assert refused.status_code == 422 and message in refused.json()["message"], wrong
+        assert api.listed("invoices") == []  # nothing of a refused invoice stays
+        body = {
+            "client_id": 10,
+            "number": "HUB-1",
+            "line_items_import": {
+                "project_ids": [30],
+                "time": {"summary_type": "task", **period},
+                "expenses": expenses_import,
+            },
+        }
+        made = api.call("POST", "invoices", json=body)
+        assert made.status_code == 201, made.text
+        validate(openapi, "POST", "invoices", made)
+        invoice = made.json()
+        products = sorted(
+            (line["description"], line["quantity"], line["unit_price"], line["amount"])
+            for line in invoice["line_items"]
+            if line["kind"] == "Product"
+        )
+        # Travel: 42.50 approved on 1 Feb less the 12.50 refund (43.50 of 2 Feb is not
+        # approved); Hotel: 310
+        assert products == [("Hotel", 1.0, 310.0, 310.0), ("Travel", 1.0, 30.0, 30.0)]
+        services = [line for line in invoice["line_items"] if line["kind"] == "Service"]
+        assert services and all(line["project"]["code"] == "CL-30" for line in services)
+        assert invoice["amount"] == pytest.approx(sum(line["amount"] for line in services) + 340)
+        expenses = {x["id"]: x for x in api.listed("expenses")}
+        billed = {i for i, x in expenses.items() if x["is_billed"]}
+        assert billed == {5000, 5002, 5003}
+        for i in billed:
+            assert expenses[i]["invoice"] == {"id": invoice["id"], "number": "HUB-1"}
+            assert expenses[i]["is_locked"] and expenses[i]["locked_reason"] == (
+                "Expense is invoiced."
+            )
+        assert expenses[5002]["receipt"]["file_name"] == "hotel.pdf"  # kept on billing
+        assert expenses[5002]["receipt"]["url"].endswith("/expenses/5002/receipt")
+        validate(openapi, "GET", "expenses", api.call("GET", "expenses"))
+        attachments = api.admin("GET", f"invoices/{invoice['id']}/attachments").json()
+        assert attachments["attachments"] == [
+            {
+                "file_name": "expense-report-HUB-1.pdf",
+                "content_type": "application/pdf",
+                "expenses": [5000, 5002, 5003],
+                "receipts": [
+                    {
+                        "expense_id": 5002,
+                        "file_name": "hotel.pdf",
+                        "file_size": 20480,
+                        "content_type": "application/pdf",
+                    }
+                ],
+            }
+        ]
+        locked = api.call("PATCH", "expenses/5002", json={"total_cost": 1.0})
+        assert locked.status_code == 422 and "Expense is invoiced." in locked.json()["message"]
+        assert api.call("DELETE", "expenses/5002").status_code == 422
+        time_billed = {e["id"] for e in api.listed("time_entries") if e["is_billed"]}
+        assert time_billed
+
+        assert api.call("DELETE", f"invoices/{invoice['id']}").status_code == 200
+        assert api.call("GET", f"invoices/{invoice['id']}").status_code == 404
+        assert api.call("DELETE", f"invoices/{invoice['id']}").status_code == 404
+        entries = api.listed("time_entries")
+        assert not any(e["is_billed"] or e["invoice"] for e in entries)
+        assert all(e["is_closed"] for e in entries if e["id"] in time_billed)  # still approved
+        expenses = {x["id"]: x for x in api.listed("expenses")}
+        assert not any(x["is_billed"] or x["invoice"] for x in expenses.values())
+        assert expenses[5002]["locked_reason"] == APPROVED  # approval stays
+        again = api.call("POST", "invoices", json={**body, "number": "HUB-2"})
+        assert again.status_code == 201 and again.json()["amount"] == invoice["amount"]
+        api.close()

@@ -27,7 +27,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from closeloop.domain.commands import Command, Impact
 from closeloop.domain.taxrules import TaxTreatment
@@ -168,6 +168,12 @@ class UpsertProject(Operation):
     milestones: tuple[ProjectMilestone, ...] = ()
     ends_on: date | None = None
 
+    @model_validator(mode="after")
+    def _fee(self) -> UpsertProject:
+        if self.billing_method == "fixed_fee" and self.fee is None:
+            raise ValueError("a fixed-fee project needs its fee")
+        return self
+
 
 class CloseProject(Operation):
     """Close (never delete) the project ``key``."""
@@ -193,6 +199,12 @@ class MarkBilled(Operation):
     subject: str = ""
     expenses: bool = False
     time: bool = True
+
+    @model_validator(mode="after")
+    def _something(self) -> MarkBilled:
+        if not (self.time or self.expenses):
+            raise ValueError("mark_billed marks time, expenses or both")
+        return self
 
 
 class UnmarkBilled(Operation):

@@ -11,10 +11,14 @@ yields the records sorted by ``(updated_at, id)`` in chunks, so each committed c
 watermark forward only past what is already in the inbox.
 
 **Writes.** The ``psa`` role's canonical operations (:mod:`closeloop.domain.operations`) are
-translated here: ``upsert_project`` becomes a project billed by task, budgeted in hours by
-project, with one task per role at its hourly rate; ``close_project`` archives the project of
-that code; ``mark_billed`` imports the period's time into a Harvest invoice numbered as the
-operation says (the hub's invoice reference, unique across ERPs). ``upsert_client``,
+translated here: ``upsert_project`` becomes a project budgeted in hours by project, with
+one task per role at its hourly rate: billed by task (``time_and_materials``, and
+``retainer``, whose fee the hub bills), or a fixed-fee project of ``fee`` (``is_fixed_fee``,
+``bill_by: none``: Harvest's billable rates are for Time & Materials projects only);
+``close_project`` archives the project of that code; ``mark_billed`` imports the period's
+time and/or billable expenses into a Harvest invoice numbered as the operation says (the
+hub's invoice reference, unique across ERPs); ``unmark_billed`` deletes that invoice, which
+un-bills what it billed. ``upsert_client``,
 ``upsert_harvest_project`` (every project field Harvest has: ``bill_by``, fixed fees, people)
 and ``attach_reference`` are Harvest's own (their payloads as :mod:`.operations` documents).
 Idempotency keys: ``<system>:<operation>:<key>`` with the key Harvest shows (client name,
@@ -40,7 +44,7 @@ from closeloop.domain.commands import (
     Permanent,
     Transient,
 )
-from closeloop.domain.operations import CloseProject, MarkBilled, UpsertProject
+from closeloop.domain.operations import CloseProject, MarkBilled, UnmarkBilled, UpsertProject
 from closeloop.domain.operations import idempotency_key as role_key
 from closeloop.ports.connector import (
     AmbiguousError,
@@ -57,6 +61,7 @@ _OPERATIONS = (
     "upsert_harvest_project",
     "close_project",
     "mark_billed",
+    "unmark_billed",
     "attach_reference",
 )
 
@@ -77,7 +82,7 @@ def command_key(command: Command) -> str:
         return str(payload["name"])
     if command.operation in ("upsert_project", "upsert_harvest_project", "close_project"):
         return str(payload["code"])
-    if command.operation == "mark_billed":
+    if command.operation in ("mark_billed", "unmark_billed"):
         return str(payload["number"])
     return f"{payload['time_entry_id']}:{payload['reference']['id']}"
 
@@ -221,6 +226,9 @@ class HarvestConnector:
                 found[full] = Applied(
                     {"invoice_id": invoice["id"], "amount": str(invoice["amount"])}
                 )
+            elif operation == "unmark_billed" and batch.invoice_numbered(key) is None:
+                # deleted (or never there): what unmark_billed leaves either way
+                found[full] = Applied({"number": key, "invoice_id": None})
             elif operation == "attach_reference":
                 entry_id, _, reference = key.partition(":")
                 entry = self.client.request("GET", f"time_entries/{entry_id}")
@@ -235,17 +243,25 @@ def native_payload(command: Command) -> dict[str, Any]:
     ``ValueError`` for a payload that does not fit its operation."""
     if command.operation == UpsertProject.operation:
         project = UpsertProject.model_validate(command.payload)
+        fixed_fee = project.billing_method == "fixed_fee"
+        if fixed_fee and project.fee is None:
+            raise ValueError("a fixed_fee project needs its fee")
         native: dict[str, Any] = {
             "client": project.customer_name,
             "currency": project.currency,
             "code": project.key,
             "name": project.name,
             "is_billable": True,
-            "bill_by": "Tasks",
+            "is_fixed_fee": fixed_fee,
+            # Harvest's billable rates (bill_by Project, Tasks, People) are for Time &
+            # Materials projects; a fixed-fee project bills its fee
+            "bill_by": "none" if fixed_fee else "Tasks",
             "budget_by": "project",
             "budget": float(sum((t.budget_hours for t in project.tasks), Decimal(0))),
             "tasks": [{"name": t.name, "hourly_rate": float(t.hourly_rate)} for t in project.tasks],
         }
+        if fixed_fee:
+            native["fee"] = float(project.fee or 0)
         if project.assignments:
             native["people"] = [
                 {
@@ -257,11 +273,15 @@ def native_payload(command: Command) -> dict[str, Any]:
             ]
         if project.starts_on is not None:
             native["starts_on"] = project.starts_on.isoformat()
+        if project.ends_on is not None:
+            native["ends_on"] = project.ends_on.isoformat()
         return native
     if command.operation == CloseProject.operation:
         return {"code": CloseProject.model_validate(command.payload).key}
     if command.operation == MarkBilled.operation:
         mark = MarkBilled.model_validate(command.payload)
+        if not (mark.time or mark.expenses):
+            raise ValueError("mark_billed of neither time nor expenses bills nothing")
         return {
             "number": mark.number,
             "client": mark.customer_name,
@@ -269,7 +289,11 @@ def native_payload(command: Command) -> dict[str, Any]:
             "from": mark.period_start.isoformat(),
             "to": mark.period_end.isoformat(),
             "subject": mark.subject,
+            "time": mark.time,
+            "expenses": mark.expenses,
         }
+    if command.operation == UnmarkBilled.operation:
+        return {"number": UnmarkBilled.model_validate(command.payload).number}
     return command.payload
 
 
@@ -280,6 +304,7 @@ def _action(batch: Batch, operation: str) -> Callable[[dict[str, Any]], dict[str
         "upsert_harvest_project": batch.upsert_project,
         "close_project": batch.close_project,
         "mark_billed": batch.mark_billed,
+        "unmark_billed": batch.unmark_billed,
         "attach_reference": batch.attach_reference,
     }
     if operation not in actions:

@@ -7,7 +7,10 @@
 - billing by the **invoice number**: marking time billed creates a Harvest invoice that
   imports the project's approved, unbilled time for the period under the number the hub gives
   (Harvest locks and flags each imported entry ``is_billed`` with the invoice, and never
-  imports an entry twice); a number Harvest already has is that earlier write;
+  imports an entry twice), and with ``expenses`` its approved, billable, unbilled expenses
+  too (one line per category, the receipts attached as Harvest's expense report); a number
+  Harvest already has is that earlier write. Unmarking deletes the invoice of that number
+  (Harvest then marks its time and expenses uninvoiced again); none is what it leaves;
 - an ERP reference on a single entry by its ``external_reference`` id.
 
 A :class:`Batch` caches the account's clients, projects, tasks and people for the commands of
@@ -255,9 +258,12 @@ class Batch:
         return {"project_id": project["id"], "is_active": False}
 
     def mark_billed(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Mark the approved, unbilled time of projects ``codes`` from ``from`` to ``to``
-        billed by a Harvest invoice numbered ``number`` (the hub's invoice reference) for client
-        ``client``. Returns ``{"invoice_id", "amount", "hours"}``."""
+        """Mark the approved, unbilled time (unless ``time`` is false) and, with
+        ``expenses``, the approved, billable, unbilled expenses of projects ``codes`` from
+        ``from`` to ``to`` billed by a Harvest invoice numbered ``number`` (the hub's invoice
+        reference) for client ``client``. Returns ``{"invoice_id", "amount", "hours",
+        "expenses_amount"}`` (``hours`` from the time lines, ``expenses_amount`` the expense
+        lines' sum)."""
         number = str(payload["number"])
         found = self.invoice_numbered(number)
         if found is None:
@@ -270,18 +276,46 @@ class Batch:
                 if project is None:
                     raise LookupError(f"Harvest has no project with code {code!r}")
                 ids.append(project["id"])
+            period = {"from": payload["from"], "to": payload["to"]}
+            items: dict[str, Any] = {"project_ids": ids}
+            if payload.get("time", True):
+                items["time"] = {"summary_type": "task", **period}
+            if payload.get("expenses", False):
+                items["expenses"] = {"summary_type": "category", **period, "attach_receipt": True}
             body = {
                 "client_id": client["id"],
                 "number": number,
                 "subject": payload.get("subject") or f"Billed in the ERP as {number}",
-                "line_items_import": {
-                    "project_ids": ids,
-                    "time": {"summary_type": "task", "from": payload["from"], "to": payload["to"]},
-                },
+                "line_items_import": items,
             }
             found = self.remember("invoices", self.client.request("POST", "invoices", body=body))
-        hours = sum(float(line.get("quantity") or 0) for line in found.get("line_items", []))
-        return {"invoice_id": found["id"], "amount": str(found["amount"]), "hours": round(hours, 2)}
+        lines = found.get("line_items", [])
+        hours = sum(float(line.get("quantity") or 0) for line in lines if _is_time(line))
+        expenses = sum(float(line.get("amount") or 0) for line in lines if not _is_time(line))
+        return {
+            "invoice_id": found["id"],
+            "amount": str(found["amount"]),
+            "hours": round(hours, 2),
+            "expenses_amount": str(round(expenses, 2)),
+        }
+
+    def unmark_billed(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Delete the Harvest invoice numbered ``number``: Harvest marks the time entries and
+        expenses it billed uninvoiced again. No such invoice (never made, or deleted by an
+        earlier attempt) is success. Returns ``{"number", "invoice_id"}`` (the deleted
+        invoice's id, ``None`` when there was none)."""
+        number = str(payload["number"])
+        found = self.invoice_numbered(number)
+        if found is None:
+            return {"number": number, "invoice_id": None}
+        try:
+            self.client.request("DELETE", f"invoices/{found['id']}")
+        except HarvestApiError as exc:  # an earlier attempt's delete landed late
+            if exc.status != 404:
+                raise
+        if "invoices" in self._lists:
+            self._lists["invoices"] = [i for i in self._lists["invoices"] if i is not found]
+        return {"number": number, "invoice_id": found["id"]}
 
     def attach_reference(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Set ``external_reference`` (``{id, group_id, permalink}``) on time entry
@@ -317,6 +351,12 @@ def _project_value(project: Mapping[str, Any], key: str) -> Any:
     if key == "client_id":
         return (project.get("client") or {}).get("id")
     return project.get(key)
+
+
+def _is_time(line: Mapping[str, Any]) -> bool:
+    """Whether an invoice line bills time: ``Service``, the invoice item category Harvest
+    uses for billable hours (expenses come in as ``Product``)."""
+    return line.get("kind") == "Service"
 
 
 def _is_default(task: Mapping[str, Any]) -> bool:

@@ -197,6 +197,8 @@ class Account:
         record = self.get(resource, rid)
         if resource == "time_entries" and is_locked(self, record):
             raise HarvestError(422, "This time entry is locked and cannot be deleted")
+        if resource == "expenses" and is_locked(self, record):
+            raise HarvestError(422, "This expense is locked and cannot be deleted")
         users = {"clients": "client_id", "projects": "project_id", "tasks": "task_id"}
         if resource in users:
             key = users[resource]
@@ -266,6 +268,8 @@ class Account:
                 raise HarvestError(422, f"Bill by must be one of {', '.join(BILL_BY)}")
             if record["budget_by"] not in BUDGET_BY:
                 raise HarvestError(422, f"Budget by must be one of {', '.join(BUDGET_BY)}")
+            for key in ("starts_on", "ends_on"):
+                _check_date(record, key)
         if resource in ("task_assignments", "user_assignments"):
             other = "task_id" if resource == "task_assignments" else "user_id"
             if any(
@@ -277,6 +281,8 @@ class Account:
                 raise HarvestError(422, f"{_label(other)} has already been taken")
         if resource == "time_entries":
             self._check_time_entry(record, before)
+        if resource == "expenses":
+            self._check_expense(record, before)
 
     def _check_time_entry(self, record: dict[str, Any], before: dict[str, Any] | None) -> None:
         try:
@@ -301,6 +307,30 @@ class Account:
             record["user_id"] = min(self.records["users"]) if self.records["users"] else None
         if record.get("user_id") is None:
             raise HarvestError(422, "User can't be blank")
+
+    def _check_expense(self, record: dict[str, Any], before: dict[str, Any] | None) -> None:
+        """An expense's date, lock (approved, invoiced, or its project archived: "Whether the
+        expense has been been invoiced, approved, or the project or person related to the
+        expense is archived"), its person (the caller by default) and, for a category with a
+        unit price, ``total_cost`` = units x unit price. A negative ``total_cost`` (a refund)
+        is kept: the contract sets no minimum."""
+        _check_date(record, "spent_date", required=True)
+        if before is not None and is_locked(self, before):
+            changed = {k for k in WRITABLE["expenses"] if record.get(k) != before.get(k)}
+            if changed:
+                reason = expense_locked_reason(self, before)
+                raise HarvestError(422, f"This expense is locked: {reason}")
+        project = self.records["projects"][record["project_id"]]
+        if not project["is_active"] and (before is None or before["project_id"] != project["id"]):
+            raise HarvestError(422, "Project is archived")
+        if record.get("user_id") is None:
+            record["user_id"] = min(self.records["users"]) if self.records["users"] else None
+        if record.get("user_id") is None:
+            raise HarvestError(422, "User can't be blank")
+        category = self.records["expense_categories"][record["expense_category_id"]]
+        if category.get("unit_price") is not None:
+            units = record.get("units") or 1
+            record["total_cost"] = round(float(units) * float(category["unit_price"]), 2)
 
     # --- seeding --------------------------------------------------------------------------------
     def seed(self, data: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
@@ -339,6 +369,28 @@ def locked_reason(account: Account, entry: dict[str, Any]) -> str | None:
     if is_locked(account, entry):
         return "Project or person is archived"
     return None
+
+
+def expense_locked_reason(account: Account, expense: dict[str, Any]) -> str | None:
+    """An expense's ``locked_reason`` ("Expense is invoiced." in the contract's example)."""
+    if expense.get("invoice_id"):
+        return "Expense is invoiced."
+    if expense.get("is_closed"):
+        return APPROVED
+    if is_locked(account, expense):
+        return "Project or person is archived"
+    return None
+
+
+def _check_date(record: dict[str, Any], key: str, required: bool = False) -> None:
+    """Refuse (422) a date field that is not an ISO date."""
+    value = record.get(key)
+    if value is None and not required:
+        return
+    try:
+        date.fromisoformat(str(value))
+    except ValueError:
+        raise HarvestError(422, f"{_label(key)} is invalid") from None
 
 
 def _label(name: str) -> str:

@@ -6,7 +6,10 @@ Every ``/v2`` call needs ``Authorization: Bearer <token>`` and ``Harvest-Account
 ``invalid_token`` / 403 otherwise) and counts against the account's rate limit: 100 requests
 per 15 seconds (Harvest API v2, "Rate Limiting"), answered 429 with ``Retry-After`` beyond it.
 Lists are pages of up to ``per_page`` (1-2,000, default 2,000) with ``links``; time entries
-and expenses come newest ``spent_date`` first, other resources newest first.
+and expenses come newest ``spent_date`` first, other resources newest first. Expenses take a
+receipt as ``multipart/form-data`` (:mod:`.receipts`), served at its ``url``
+(``/expenses/{id}/receipt``, with the API's headers); ``DELETE /v2/invoices/{id}`` un-bills
+what the invoice billed (:mod:`.billing`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from closeloop.sandboxes.faults import CutResponse, FaultPlan
-from closeloop.sandboxes.harvest import billing
+from closeloop.sandboxes.harvest import billing, receipts
 from closeloop.sandboxes.harvest.account import RESOURCES, Account, HarvestError
 from closeloop.sandboxes.harvest.render import page, render
 
@@ -109,8 +112,8 @@ def create_app(sandbox: HarvestSandbox) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.api_route("/v2/{path:path}", methods=["GET", "POST", "PATCH", "DELETE"])
-    def v2(path: str, request: Request, raw: bytes = Depends(_body)) -> Response:
+    def refused(request: Request) -> Response | None:
+        """The 401 or 403 of a request without the account's token and id."""
         authorization = request.headers.get("Authorization", "")
         if authorization != f"Bearer {sandbox.token}":
             return _json(
@@ -123,6 +126,27 @@ def create_app(sandbox: HarvestSandbox) -> FastAPI:
             )
         if request.headers.get("Harvest-Account-Id") != str(account.account_id):
             return _json(403, {"code": 403, "message": "Harvest-Account-Id is not your account"})
+        return None
+
+    @app.get("/expenses/{expense_id}/receipt")
+    def receipt(expense_id: str, request: Request) -> Response:
+        """An expense's receipt file (its ``receipt.url``)."""
+        denied = refused(request)
+        if denied is not None:
+            return denied
+        with account.lock:
+            try:
+                data, content_type, file_name = receipts.content(account, _id(expense_id))
+            except HarvestError as exc:
+                return _json(exc.status, exc.body())
+        disposition = f'inline; filename="{file_name}"'
+        return Response(data, 200, {"Content-Disposition": disposition}, media_type=content_type)
+
+    @app.api_route("/v2/{path:path}", methods=["GET", "POST", "PATCH", "DELETE"])
+    def v2(path: str, request: Request, raw: bytes = Depends(_body)) -> Response:
+        denied = refused(request)
+        if denied is not None:
+            return denied
         wait = sandbox.admit()
         if wait is not None:
             retry_after = str(max(1, math.ceil(wait)))
@@ -142,15 +166,23 @@ def create_app(sandbox: HarvestSandbox) -> FastAPI:
         parts = [p for p in path.split("/") if p]
         resource = parts[0] if parts else ""
         sandbox.calls[resource] = sandbox.calls.get(resource, 0) + 1
+        files: dict[str, receipts.Upload] = {}
+        content_type = request.headers.get("Content-Type", "")
         try:
-            body = json.loads(raw) if raw else {}
+            if content_type.lower().startswith("multipart/form-data"):
+                fields, files = receipts.parse_multipart(raw, content_type)
+                body: Any = receipts.form_values(resource, fields)
+            else:
+                body = json.loads(raw) if raw else {}
+        except HarvestError as exc:
+            return _json(exc.status, exc.body())
         except ValueError:
             return _json(400, {"code": 400, "message": "The body is not JSON"})
         base = str(request.base_url).rstrip("/") + "/v2"
         with account.lock:
             try:
                 status, answer = _route(
-                    account, request.method, parts, dict(request.query_params), body, base
+                    account, request.method, parts, dict(request.query_params), body, base, files
                 )
             except HarvestError as exc:
                 status, answer = exc.status, exc.body()
@@ -169,6 +201,7 @@ def _route(
     params: dict[str, str],
     body: Any,
     base: str,
+    files: dict[str, receipts.Upload] | None = None,
 ) -> tuple[int, Any]:
     if parts == ["company"] and method == "GET":
         return 200, _company(account)
@@ -198,6 +231,8 @@ def _route(
                     return 201, render(account, resource, billing.invoice(account, _object(body)))
                 if resource in ("task_assignments", "user_assignments"):
                     raise HarvestError(404, "Not Found")
+                if resource == "expenses":
+                    return 201, _write_expense(account, None, _object(body), files or {}, base)
                 record = account.create(resource, _object(body))
                 if resource == "projects":
                     account.add_to_new_project(record)
@@ -206,18 +241,49 @@ def _route(
     if len(parts) == 2:
         if method == "GET":
             return 200, render(account, resource, account.get(resource, rid))
+        if method == "PATCH" and resource == "expenses":
+            with account.transaction():
+                return 200, _write_expense(account, rid, _object(body), files or {}, base)
         if method == "PATCH" and resource != "invoices":
             with account.transaction():
                 return 200, render(account, resource, account.update(resource, rid, _object(body)))
-        if method == "DELETE" and resource != "invoices":
+        if method == "DELETE":
             with account.transaction():
-                account.delete(resource, rid)
+                if resource == "invoices":
+                    billing.delete_invoice(account, rid)
+                else:
+                    account.delete(resource, rid)
             return 200, None
     if parts[2:] == ["external_reference"] and resource == "time_entries" and method == "DELETE":
         with account.transaction():
             account.update(resource, rid, {"external_reference": None})
         return 200, None
     raise HarvestError(404, "Not Found")
+
+
+def _write_expense(
+    account: Account,
+    rid: int | None,
+    body: dict[str, Any],
+    files: dict[str, receipts.Upload],
+    base: str,
+) -> dict[str, Any]:
+    """Create (``rid`` ``None``) or update an expense, with its receipt file or
+    ``delete_receipt`` (inside the caller's transaction)."""
+    receipts.check_json_receipt(body)
+    delete_receipt = body.pop("delete_receipt", False) if rid is not None else False
+    if not isinstance(delete_receipt, bool):
+        raise HarvestError(422, "delete_receipt is invalid")
+    upload = files.get("receipt")
+    if rid is None:
+        record = account.create("expenses", body)
+    else:
+        record = account.update("expenses", rid, body) if body else account.get("expenses", rid)
+    if delete_receipt:
+        receipts.remove(account, record["id"])
+    if upload is not None:
+        receipts.attach(account, record["id"], upload, base.removesuffix("/v2"))
+    return render(account, "expenses", account.get("expenses", record["id"]))
 
 
 def _nested(
@@ -332,12 +398,27 @@ def _admin(app: FastAPI, sandbox: HarvestSandbox) -> None:
     account = sandbox.account
 
     @app.post("/__sandbox/seed")
-    def seed(data: dict[str, list[dict[str, Any]]]) -> Response:
+    def seed(data: dict[str, list[dict[str, Any]]], request: Request) -> Response:
+        root = str(request.base_url).rstrip("/")
+        for expense in data.get("expenses", []):
+            if isinstance(expense, dict) and expense.get("receipt") is not None:
+                expense["receipt"] = receipts.seeded(expense, root)
         with account.lock:
             try:
                 return _json(200, {"loaded": account.seed(data)})
             except HarvestError as exc:
                 return _json(exc.status, exc.body())
+
+    @app.get("/__sandbox/invoices/{invoice_id}/attachments")
+    def attachments(invoice_id: int) -> Response:
+        """What Harvest attached to the invoice: with ``attach_receipt``, the PDF expense
+        report of its expenses and their receipts (the API's invoice has no field for it)."""
+        with account.lock:
+            invoice = account.records["invoices"].get(invoice_id)
+            if invoice is None:
+                return _json(404, {"code": 404, "message": "Not Found"})
+            report = invoice.get("expense_report")
+        return _json(200, {"attachments": [report] if report else []})
 
     @app.post("/__sandbox/approve")
     def approve(body: dict[str, Any]) -> dict[str, int]:

@@ -188,6 +188,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "billable": True,
         "is_closed": False,
         "invoice_id": None,
+        "receipt": None,
     },
 }
 BILL_BY = ("Project", "Tasks", "People", "none")
@@ -214,6 +215,7 @@ REFERENCES: dict[str, dict[str, str]] = {
 #: What a seed may set beyond the API's writable fields (state a real account accumulates).
 SEED_ONLY: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "time_entries": {"is_closed": ((bool,), False)},
-    "expenses": {"is_closed": ((bool,), False)},
+    # a receipt as the API shows it ({url, file_name, file_size, content_type}), no bytes
+    "expenses": {"is_closed": ((bool,), False), "receipt": ((dict,), False)},
     "users": {"has_access_to_all_future_projects": ((bool,), False)},
 }

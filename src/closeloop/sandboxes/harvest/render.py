@@ -13,9 +13,23 @@ from typing import Any
 from urllib.parse import urlencode
 
 from closeloop.sandboxes.harvest import billing
-from closeloop.sandboxes.harvest.account import Account, is_locked, locked_reason
+from closeloop.sandboxes.harvest.account import (
+    Account,
+    expense_locked_reason,
+    is_locked,
+    locked_reason,
+)
 
-_HIDDEN = ("client_id", "project_id", "task_id", "user_id", "expense_category_id", "invoice_id")
+_HIDDEN = (
+    "client_id",
+    "project_id",
+    "task_id",
+    "user_id",
+    "expense_category_id",
+    "invoice_id",
+    "receipt_blob",  # a receipt's bytes, served at its url
+    "expense_report",  # what attach_receipt attached (no field of the API's invoice)
+)
 
 
 def _ref(account: Account, resource: str, rid: int | None, *extra: str) -> dict[str, Any] | None:
@@ -136,9 +150,9 @@ def _expense(account: Account, expense: dict[str, Any]) -> dict[str, Any]:
             "unit_price": category.get("unit_price"),
             "unit_name": category.get("unit_name"),
         },
-        "receipt": None,
-        "is_locked": bool(expense.get("is_closed") or invoice),
-        "locked_reason": "Expense is invoiced." if invoice else None,
+        "receipt": expense.get("receipt"),
+        "is_locked": is_locked(account, expense),
+        "locked_reason": expense_locked_reason(account, expense),
         "is_billed": invoice is not None,
         "invoice": {"id": invoice["id"], "number": invoice["number"]} if invoice else None,
     }
