@@ -10,10 +10,15 @@ if its new values come back on a later page it is left for the next poll, so the
 never passes a change that was not delivered. Thousands of records may share one
 ``SystemModstamp``: the engine's overlap window and ``(Id, SystemModstamp)`` dedupe handle
 them, as no keyset on the timestamp alone could. Opportunities come with their account's
-fields and their line items (``OpportunityLineItems`` subquery), so a deal arrives whole; an
-opportunity's version is the later of its own and its account's ``SystemModstamp``, so a fixed
-account brings its deals back (those polls read every page first, then yield in version
-order).
+fields and, in the same query, their child records (a subquery per child relationship of
+:data:`CHILDREN` the org has: ``OpportunityLineItems`` and the milestones of the custom
+``Milestone__c`` object, ``Milestones__r``), so a deal arrives whole. A milestone is the
+detail of its opportunity in a master-detail relationship and the opportunity sums them in
+roll-up summary fields: writing a milestone recalculates them and so changes the
+opportunity's ``SystemModstamp``, which brings the deal back through the feed. An
+opportunity's version is the later of its own and its account's ``SystemModstamp``, so a
+fixed account brings its deals back (those polls read every page first, then yield in
+version order).
 
 **Writes.** The ``crm`` role's canonical operations, as record updates (:mod:`.translate`),
 and Salesforce's own ``update`` (payload ``{"object", "id", "fields"}``) and ``upsert``
@@ -63,7 +68,15 @@ SYNC_KEY_FIELD = "Closeloop_Sync_Key__c"
 DEFAULT_EXTERNAL_ID = "Closeloop_Id__c"
 COLLECTION_SIZE = 200
 COLLECTIONS_PER_COMPOSITE = 5
-CHILDREN = {"Opportunity": ("OpportunityLineItems", "OpportunityLineItem")}
+#: Child records read with a record, one subquery each: (relationship, child object, ORDER BY
+#: items, each kept when the child has its field). A relationship the org does not have (its
+#: describe does not list it) is left out: an org without milestones still gives its deals.
+CHILDREN: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
+    "Opportunity": (
+        ("OpportunityLineItems", "OpportunityLineItem", ()),
+        ("Milestones__r", "Milestone__c", ("Planned_Date__c NULLS LAST", "Id")),
+    )
+}
 #: Parents read with a record, whose changes are changes of the record (relationship, object).
 PARENTS = {"Opportunity": ("Account", "Account")}
 _SKIPPED_TYPES = frozenset({"address", "location", "base64", "complexvalue"})
@@ -152,20 +165,30 @@ class SalesforceConnector:
 
     # --- change feed ------------------------------------------------------------------------
     def select_list(self, sobject: str) -> str:
-        """Every field of ``sobject`` (from describe, once), and for an opportunity its
-        account's fields and its line items with their product's name."""
+        """Every field of ``sobject`` (from describe, once per object), and for an
+        opportunity its account's fields and a subquery per child relationship of
+        :data:`CHILDREN` the org has: its line items with their product's name, its
+        milestones. Deleted children are left out (``queryAll`` reads deleted records)."""
         if sobject not in self._fields:
-            names = _field_names(self.client.describe(sobject))
+            described = self.client.describe(sobject)
+            names = _field_names(described)
             if sobject in PARENTS:
                 relationship, parent = PARENTS[sobject]
                 parent_fields = _field_names(self.client.describe(parent))
                 names += [f"{relationship}.{name}" for name in parent_fields]
-            if sobject in CHILDREN:
-                relationship, child = CHILDREN[sobject]
+            present = {r.get("relationshipName") for r in described.get("childRelationships", [])}
+            for relationship, child, order in CHILDREN.get(sobject, ()):
+                if relationship not in present:
+                    continue
                 child_fields = _field_names(self.client.describe(child))
                 if "Product2Id" in child_fields:
                     child_fields.append("Product2.Name")
-                names.append(f"(SELECT {', '.join(child_fields)} FROM {relationship})")
+                kept = [item for item in order if item.split()[0] in child_fields]
+                sort = f" ORDER BY {', '.join(kept)}" if kept else ""
+                names.append(
+                    f"(SELECT {', '.join(child_fields)} FROM {relationship}"
+                    f" WHERE IsDeleted = false{sort})"
+                )
             self._fields[sobject] = ", ".join(names)
         return self._fields[sobject]
 

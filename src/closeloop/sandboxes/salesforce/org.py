@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from closeloop.sandboxes.salesforce import soql
 from closeloop.sandboxes.salesforce.derived import derive
 from closeloop.sandboxes.salesforce.records import (
     SalesforceError,
@@ -30,14 +31,9 @@ from closeloop.sandboxes.salesforce.records import (
     require,
     timestamp,
 )
-from closeloop.sandboxes.salesforce.schema import (
-    CHILD_RELATIONSHIPS,
-    KEY_PREFIXES,
-    STAGES,
-    SObjectDef,
-)
+from closeloop.sandboxes.salesforce.schema import STAGES, RollUp, SObjectDef
 
-SEED_ORDER = (
+SEED_ORDER = (  # custom objects follow, in the schema's order
     "User",
     "Account",
     "Contact",
@@ -226,13 +222,13 @@ class Org:
 
     def sobject_of(self, rid: str) -> str:
         """The sObject a record id belongs to, by its key prefix; raises ``MALFORMED_ID``."""
-        for name, prefix in KEY_PREFIXES.items():
-            if is_id(rid) and rid.startswith(prefix):
+        for name, spec in self.schema.items():
+            if is_id(rid) and rid.startswith(spec.key_prefix):
                 return name
         raise SalesforceError(400, "MALFORMED_ID", f"malformed id {rid}")
 
     def _check_id(self, sobject: str, rid: str) -> None:
-        if not is_id(rid) or not rid.startswith(KEY_PREFIXES[sobject]):
+        if not is_id(rid) or not rid.startswith(self.schema[sobject].key_prefix):
             raise SalesforceError(
                 404 if is_id(rid) else 400,
                 "MALFORMED_ID" if not is_id(rid) else "NOT_FOUND",
@@ -267,6 +263,9 @@ class Org:
         )
         record.update({k: v for k, v in audit.items() if v is not None})
         self._defaults(spec, record)
+        if spec.custom and record.get("Name") is None and "Name" in spec.fields:
+            record["Name"] = rid  # a custom object's record created without a name
+        record.update(self._summaries(spec, rid))
         require(spec, record)
         derive(self.live, spec, record, None)
         self._check_references(spec, record)
@@ -330,20 +329,24 @@ class Org:
             return self.update(spec.name, matches[0], body)["Id"], False
         return self.create(spec.name, {**body, ext.name: value}), True
 
-    def delete(self, sobject: str, rid: str) -> None:
-        """Move a record (and its cascade-deleted children) to the recycle bin."""
+    def delete(self, sobject: str, rid: str, roll_up: bool = True) -> None:
+        """Move a record (and its cascade-deleted children) to the recycle bin; its masters'
+        roll-ups are recalculated (not when the master goes too: ``roll_up`` false)."""
         spec = self.sobject(sobject)
         record = dict(self.get(spec.name, rid))
-        for child, ref in CHILD_RELATIONSHIPS.get(spec.name, {}).values():
-            for child_id in [i for i, r in self.live[child].items() if r.get(ref) == record["Id"]]:
-                self.delete(child, child_id)
+        for relation in spec.children.values():
+            if not relation.cascade_delete:
+                continue
+            children = self.live[relation.child].items()
+            for child_id in [i for i, r in children if r.get(relation.field) == record["Id"]]:
+                self.delete(relation.child, child_id, roll_up=False)
         now = timestamp(self.clock())
         record.update(IsDeleted=True, SystemModstamp=now, LastModifiedDate=now)
         self._touch(spec.name, record["Id"])
         del self.live[spec.name][record["Id"]]
         self.deleted[spec.name][record["Id"]] = record
-        if spec.name == "OpportunityLineItem":
-            self._roll_up(record.get("OpportunityId"))
+        if roll_up:
+            self._roll_up_masters(spec, record)
 
     def find_by(self, spec: SObjectDef, field_name: str, value: Any) -> list[str]:
         """Ids of live records whose ``field_name`` equals ``value`` (text ignores case unless
@@ -387,10 +390,18 @@ class Org:
         for fdef in spec.fields.values():
             if fdef.type == "boolean" and record.get(fdef.name) is None:
                 record[fdef.name] = fdef.name in ("IsActive",)
+            if fdef.default_value is not None and fdef.name not in record:
+                record[fdef.name] = fdef.default_value  # a picklist's default value
         if "OwnerId" in spec.fields and not record.get("OwnerId"):
             record["OwnerId"] = self.integration_user
         if "CurrencyIsoCode" in spec.fields and not record.get("CurrencyIsoCode"):
-            record["CurrencyIsoCode"] = "USD"
+            masters = [
+                self.live[f.reference_to[0]].get(record.get(f.name) or "") for f in spec.masters()
+            ]
+            inherited = next(
+                (m["CurrencyIsoCode"] for m in masters if m and m.get("CurrencyIsoCode")), None
+            )
+            record["CurrencyIsoCode"] = inherited or "USD"
 
     def _check_references(self, spec: SObjectDef, record: dict[str, Any]) -> None:
         for fdef in spec.fields.values():
@@ -422,35 +433,66 @@ class Org:
                 )
 
     def _after_write(self, spec: SObjectDef, record: dict[str, Any], seed: bool) -> None:
-        if spec.name == "OpportunityLineItem":
-            self._roll_up(record.get("OpportunityId"), seed)
+        self._roll_up_masters(spec, record, seed)
         if not seed:
             self._written.append((spec.name, record))
 
-    def _roll_up(self, opportunity_id: str | None, seed: bool = False) -> None:
-        """An opportunity with products: Amount is the sum of its lines' TotalPrice."""
-        opportunity = self.live["Opportunity"].get(opportunity_id or "")
-        if opportunity is None:
+    def _roll_up_masters(
+        self, spec: SObjectDef, record: dict[str, Any], seed: bool = False
+    ) -> None:
+        """After a write of ``record``: recalculate what its masters sum of it (an
+        opportunity's products; roll-up summary fields over a detail object)."""
+        if spec.name == "OpportunityLineItem":
+            self._roll_up(self.schema["Opportunity"], record.get("OpportunityId"), seed)
             return
-        lines = [
-            r
-            for r in self.live["OpportunityLineItem"].values()
-            if r["OpportunityId"] == opportunity_id
-        ]
-        total = sum((Decimal(str(r["TotalPrice"])) for r in lines), Decimal(0))
-        now = timestamp(self.clock())
-        updated = {
-            **opportunity,
-            "Amount": float(total) if lines else opportunity.get("Amount"),
-            "HasOpportunityLineItem": bool(lines),
-        }
+        for fdef in spec.masters():
+            master = self.schema[fdef.reference_to[0]]
+            if any(r.child == spec.name and r.via == fdef.name for r in master.roll_ups.values()):
+                self._roll_up(master, record.get(fdef.name), seed)
+
+    def _roll_up(self, master: SObjectDef, master_id: str | None, seed: bool = False) -> None:
+        """Recalculate a master record's sums of its children: an opportunity with products
+        has the sum of its lines' TotalPrice as Amount, and roll-up summary fields are
+        recalculated. As in Salesforce (Apex Developer Guide, "Triggers and Order of
+        Execution": a detail's save updates the roll-up summaries of its parent, which is then
+        saved itself), the master's ``SystemModstamp`` and ``LastModifiedDate`` change on every
+        write of a detail, whether or not a sum did."""
+        current = self.live[master.name].get(master_id or "")
+        if current is None:
+            return
+        updated = {**current, **self._summaries(master, current["Id"])}
+        if master.name == "Opportunity":
+            lines = [
+                r
+                for r in self.live["OpportunityLineItem"].values()
+                if r["OpportunityId"] == master_id
+            ]
+            total = sum((Decimal(str(r["TotalPrice"])) for r in lines), Decimal(0))
+            updated["Amount"] = float(total) if lines else current.get("Amount")
+            updated["HasOpportunityLineItem"] = bool(lines)
         if not seed:  # a seed keeps the audit fields it was given
+            now = timestamp(self.clock())
             updated.update(SystemModstamp=now, LastModifiedDate=now)
-        derive(self.live, self.schema["Opportunity"], updated, opportunity)
-        self._touch("Opportunity", opportunity["Id"])
-        self.live["Opportunity"][opportunity["Id"]] = updated
+        derive(self.live, master, updated, current)
+        self._touch(master.name, current["Id"])
+        self.live[master.name][current["Id"]] = updated
         if not seed:
-            self._written.append(("Opportunity", updated))
+            self._written.append((master.name, updated))
+
+    def _summaries(self, master: SObjectDef, master_id: str) -> dict[str, Any]:
+        """The values of ``master``'s roll-up summary fields for record ``master_id``: a count
+        or sum of no records is 0, a minimum or maximum of none is null."""
+        values: dict[str, Any] = {}
+        for roll_up in master.roll_ups.values():
+            children = [
+                r
+                for r in self.live[roll_up.child].values()
+                if r.get(roll_up.via) == master_id and soql.matches(roll_up.where, r)
+            ]
+            values[roll_up.field] = _summarize(
+                roll_up, master.fields[roll_up.field].scale, children
+            )
+        return values
 
     # --- seeding ----------------------------------------------------------------------------
     def seed(self, data: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
@@ -462,8 +504,9 @@ class Org:
         if unknown:
             raise SalesforceError(400, "INVALID_TYPE", f"unknown sObject types: {unknown}")
         counts = {}
+        order = [*SEED_ORDER, *(name for name in self.schema if name not in SEED_ORDER)]
         with self.transaction():
-            for name in SEED_ORDER:
+            for name in order:
                 for position, record in enumerate(data.get(name, [])):
                     try:
                         self.create(name, record, seed=True)
@@ -490,6 +533,19 @@ _AUDIT_FIELDS = (
     "LastModifiedById",
     "SystemModstamp",
 )
+
+
+def _summarize(roll_up: RollUp, scale: int, children: list[dict[str, Any]]) -> Any:
+    if roll_up.operation == "count":
+        return float(len(children))
+    values = [r.get(roll_up.summarized or "") for r in children]
+    present = [v for v in values if v is not None]
+    if roll_up.operation == "sum":
+        total = sum((Decimal(str(v)) for v in present), Decimal(0))
+        return float(round(total, scale))
+    if not present:
+        return None
+    return min(present) if roll_up.operation == "min" else max(present)
 
 
 def attributes(sobject: str, rid: str, version: str) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """SOQL over the sandbox org: the subset of :mod:`.soql` with relationship paths
-(``Account.Name``), child subqueries (``(SELECT ... FROM OpportunityLineItems)``),
-``COUNT()``, and query cursors paged by ``nextRecordsUrl``.
+(``Account.Name``), child subqueries over any child relationship of the object, standard or
+custom (``(SELECT ... FROM OpportunityLineItems)``, ``(SELECT ... FROM Milestones__r)``,
+several in one query), ``COUNT()``, and query cursors paged by ``nextRecordsUrl``.
 
 Field names are resolved against the schema (any case in the query; the schema's spelling in
 answers). A cursor keeps the ids that matched; later pages read those records as they are
@@ -18,7 +19,7 @@ from typing import Any
 from closeloop.sandboxes.salesforce import soql
 from closeloop.sandboxes.salesforce.org import Org, attributes
 from closeloop.sandboxes.salesforce.records import SalesforceError
-from closeloop.sandboxes.salesforce.schema import CHILD_RELATIONSHIPS, SObjectDef
+from closeloop.sandboxes.salesforce.schema import SObjectDef
 
 QUERY_BATCH = 2000  #: records per query page (REST API default and maximum batch size)
 MAX_CURSORS = 10  #: open query cursors per user; opening another drops the oldest
@@ -248,9 +249,9 @@ def _relationship(spec: SObjectDef, name: str) -> Any:
 
 
 def _child(spec: SObjectDef, relationship: str) -> tuple[str, str, str]:
-    for name, (child, ref) in CHILD_RELATIONSHIPS.get(spec.name, {}).items():
+    for name, relation in spec.children.items():
         if name.lower() == relationship.lower():
-            return child, ref, name
+            return relation.child, relation.field, name
     raise SalesforceError(
         400,
         "INVALID_TYPE",

@@ -10,12 +10,20 @@ with flags ``N`` nillable, ``C`` createable, ``U`` updateable, ``D`` defaulted o
 
 The org is multi-currency (every object has ``CurrencyIsoCode``) so that the hub's money
 always carries its currency.
+
+Custom objects (``custom_objects:`` of the schema file) are described as a real org describes
+them: ``custom: true``, a key prefix like ``a0M``, the standard fields every custom object has
+(``Id``, ``Name``, audit fields, ``CurrencyIsoCode``, ``OwnerId`` unless it is the detail of a
+master-detail relationship). A ``master_detail`` field makes the object a detail of its master:
+the field is required and not reparentable, the master gets a cascade-delete child
+relationship, and the master may declare ``summary`` (roll-up summary) fields over it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +161,15 @@ KEY_PREFIXES = {
     "PricebookEntry": "01u",
     "OpportunityLineItem": "00k",
 }
-LABELS = {"OpportunityLineItem": ("Opportunity Product", "Opportunity Product")}
-#: Child relationships the SOQL subset can follow: parent object -> {relationship: (child, field)}.
+LABELS = {
+    "OpportunityLineItem": ("Opportunity Product", "Opportunity Product"),
+    "Opportunity": ("Opportunity", "Opportunities"),
+    "Pricebook2": ("Price Book", "Price Books"),
+    "PricebookEntry": ("Price Book Entry", "Price Book Entries"),
+    "Product2": ("Product", "Products"),
+}
+#: Child relationships of the standard objects: parent -> {relationship: (child, field)}
+#: (all cascade-delete). Custom master-detail fields add theirs (:attr:`SObjectDef.children`).
 CHILD_RELATIONSHIPS: dict[str, dict[str, tuple[str, str]]] = {
     "Account": {
         "Contacts": ("Contact", "AccountId"),
@@ -216,6 +231,13 @@ _SOAP_TYPES = {
 }
 TEXT_TYPES = frozenset({"string", "textarea", "picklist", "email", "phone", "url", "id"})
 NUMBER_TYPES = frozenset({"currency", "double", "percent", "int"})
+#: The standard fields of every custom object besides the audit fields (``OwnerId`` only when
+#: the object is not the detail of a master-detail relationship: its master owns it). A text
+#: ``Name`` is optional through the API: a record created without one is named by its id.
+_CUSTOM_OWNER = "OwnerId reference 18 CUD ->User:Owner"
+_CUSTOM_NAME = "Name string 80 CUDKL"
+_KEY_PREFIX = re.compile(r"^a[0-9A-Za-z]{2}$")
+ROLL_UP_OPERATIONS = ("count", "sum", "min", "max")
 
 
 class SchemaError(ValueError):
@@ -246,6 +268,10 @@ class FieldDef:
     relationship_name: str | None = None
     picklist: tuple[str, ...] = ()
     restricted_picklist: bool = False
+    default_value: str | None = None
+    calculated: bool = False
+    cascade_delete: bool = False
+    relationship_order: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """The field's entry in ``describe()['fields']``."""
@@ -270,14 +296,25 @@ class FieldDef:
             "caseSensitive": self.case_sensitive,
             "idLookup": self.type == "id" or self.external_id or self.id_lookup,
             "custom": self.custom,
-            "calculated": False,
+            "calculated": self.calculated,
+            "calculatedFormula": None,
+            "cascadeDelete": self.cascade_delete,
+            "defaultValue": self.default_value,
             "filterable": True,
             "sortable": self.type != "textarea" or self.length <= 255,
             "referenceTo": list(self.reference_to),
             "relationshipName": self.relationship_name,
+            "relationshipOrder": self.relationship_order,
+            "writeRequiresMasterRead": False,
             "restrictedPicklist": self.restricted_picklist,
             "picklistValues": [
-                {"active": True, "defaultValue": False, "label": v, "validFor": None, "value": v}
+                {
+                    "active": True,
+                    "defaultValue": v == self.default_value,
+                    "label": v,
+                    "validFor": None,
+                    "value": v,
+                }
                 for v in self.picklist
             ],
         }
@@ -325,13 +362,45 @@ def parse_field(sobject: str, spec: str) -> FieldDef:
     )
 
 
+@dataclass(frozen=True)
+class ChildRelationship:
+    """A child relationship of an object: ``child`` records whose ``field`` names the parent;
+    with ``cascade_delete`` they go to the recycle bin with it."""
+
+    child: str
+    field: str
+    cascade_delete: bool = True
+
+
+@dataclass(frozen=True)
+class RollUp:
+    """A roll-up summary field of a master object: ``operation`` (``count``, ``sum``,
+    ``min``, ``max``) over the ``child`` records whose master-detail field ``via`` names the
+    master, of their ``summarized`` field (``None`` for a count), counting only those that
+    match ``where`` (the parsed SOQL condition of ``filter``; ``None``: all)."""
+
+    field: str
+    operation: str
+    child: str
+    via: str
+    summarized: str | None = None
+    filter: str = ""
+    where: Any = None
+
+
 @dataclass
 class SObjectDef:
-    """One sObject: its fields by name (case-insensitive lookup through :meth:`field`)."""
+    """One sObject: its fields by name (case-insensitive lookup through :meth:`field`), its
+    child relationships (by relationship name) and roll-up summary fields (by field name)."""
 
     name: str
     key_prefix: str
     fields: dict[str, FieldDef] = field(default_factory=dict)
+    label: str = ""
+    label_plural: str = ""
+    custom: bool = False
+    children: dict[str, ChildRelationship] = field(default_factory=dict)
+    roll_ups: dict[str, RollUp] = field(default_factory=dict)
 
     def field(self, name: str) -> FieldDef | None:
         """The field called ``name`` in any case, or ``None``."""
@@ -345,16 +414,20 @@ class SObjectDef:
         """Fields an upsert may match on: external ids and id lookups."""
         return [f for f in self.fields.values() if f.external_id or f.id_lookup or f.type == "id"]
 
+    def masters(self) -> list[FieldDef]:
+        """The object's master-detail fields (a detail's masters)."""
+        return [f for f in self.fields.values() if f.type == "reference" and f.cascade_delete]
+
     def describe(self, version: str) -> dict[str, Any]:
         """``GET /sobjects/<name>/describe``."""
         base = f"/services/data/v{version}/sobjects/{self.name}"
-        label, plural = LABELS.get(self.name, (self.name, f"{self.name}s"))
         return {
             "name": self.name,
-            "label": label,
-            "labelPlural": plural,
+            "label": self.label or self.name,
+            "labelPlural": self.label_plural or f"{self.label or self.name}s",
             "keyPrefix": self.key_prefix,
-            "custom": False,
+            "custom": self.custom,
+            "customSetting": False,
             "createable": True,
             "updateable": True,
             "deletable": True,
@@ -364,12 +437,16 @@ class SObjectDef:
             "fields": [f.describe() for f in self.fields.values()],
             "childRelationships": [
                 {
-                    "childSObject": child,
-                    "field": ref,
-                    "relationshipName": rel,
-                    "cascadeDelete": True,
+                    "childSObject": rel.child,
+                    "field": rel.field,
+                    "relationshipName": name,
+                    "cascadeDelete": rel.cascade_delete,
+                    "restrictedDelete": False,
+                    "deprecatedAndHidden": False,
+                    "junctionIdListNames": [],
+                    "junctionReferenceTo": [],
                 }
-                for rel, (child, ref) in CHILD_RELATIONSHIPS.get(self.name, {}).items()
+                for name, rel in self.children.items()
             ],
             "urls": {
                 "sobject": base,
@@ -379,11 +456,42 @@ class SObjectDef:
         }
 
 
+_FIELD_TYPES = TEXT_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime", "reference"}
+
+
 def _custom_field(sobject: str, name: str, spec: Mapping[str, Any]) -> FieldDef:
     if not name.endswith("__c"):
         raise SchemaError(f"{sobject}.{name}: custom field names end in __c")
     kind = str(spec.get("type", ""))
-    if kind not in TEXT_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime", "reference"}:
+    label = str(spec.get("label", name[:-3].replace("_", " ")))
+    if kind == "master_detail":
+        target = spec.get("reference_to")
+        if not target:
+            raise SchemaError(f"{sobject}.{name}: a master-detail field needs reference_to")
+        return FieldDef(
+            name=name,
+            type="reference",
+            length=18,
+            createable=True,
+            updateable=bool(spec.get("reparentable", False)),
+            custom=True,
+            label=label,
+            reference_to=(str(target),),
+            relationship_name=name[:-3] + "__r",
+            cascade_delete=True,
+            relationship_order=0,
+        )
+    if kind == "summary":  # the result's type is set once the summarized field is known
+        return FieldDef(
+            name=name,
+            type="double",
+            precision=18,
+            nillable=True,
+            custom=True,
+            label=label,
+            calculated=True,
+        )
+    if kind not in _FIELD_TYPES:
         raise SchemaError(f"{sobject}.{name}: unknown field type {kind!r}")
     if kind == "id":
         raise SchemaError(f"{sobject}.{name}: a custom field cannot be of type id")
@@ -393,6 +501,9 @@ def _custom_field(sobject: str, name: str, spec: Mapping[str, Any]) -> FieldDef:
     values = tuple(str(v) for v in spec.get("values", ()))
     if kind == "picklist" and not values:
         raise SchemaError(f"{sobject}.{name}: a picklist needs values")
+    default = spec.get("default")
+    if default is not None and str(default) not in values:
+        raise SchemaError(f"{sobject}.{name}: the default {default!r} is not among the values")
     target = spec.get("reference_to")
     return FieldDef(
         name=name,
@@ -403,39 +514,168 @@ def _custom_field(sobject: str, name: str, spec: Mapping[str, Any]) -> FieldDef:
         nillable=kind != "boolean",
         createable=True,
         updateable=True,
-        defaulted_on_create=kind == "boolean",
+        defaulted_on_create=kind == "boolean" or default is not None,
         external_id=external,
         unique=bool(spec.get("unique", False)),
         case_sensitive=bool(spec.get("case_sensitive", False)),
         custom=True,
-        label=str(spec.get("label", name[:-3].replace("_", " "))),
+        label=label,
         reference_to=(str(target),) if target else (),
         relationship_name=name[:-3] + "__r" if target else None,
         picklist=values,
         restricted_picklist=bool(spec.get("restricted", False)),
+        default_value=None if default is None else str(default),
     )
 
 
-def load_schema(path: Path = SHIPPED_SCHEMA) -> dict[str, SObjectDef]:
-    """The org's sObjects: standard fields plus the custom fields of ``path``.
+def _custom_object(
+    path: Path, name: str, spec: Mapping[str, Any], objects: dict[str, SObjectDef]
+) -> SObjectDef:
+    if not name.endswith("__c"):
+        raise SchemaError(f"{path}: custom object names end in __c, not {name!r}")
+    if name in objects:
+        raise SchemaError(f"{path}: {name} is declared twice")
+    prefix = str(spec.get("key_prefix", ""))
+    if not _KEY_PREFIX.match(prefix):
+        raise SchemaError(
+            f"{path}: {name}: a custom object's key_prefix is like a0M, not {prefix!r}"
+        )
+    taken = {o.key_prefix: o.name for o in objects.values()}
+    if prefix in taken:
+        raise SchemaError(f"{path}: {name}: key prefix {prefix} is {taken[prefix]}'s")
+    label = str(spec.get("label", name[:-3].replace("_", " ")))
+    plural = str(spec.get("label_plural", f"{label}s"))
+    sobject = SObjectDef(name, prefix, label=label, label_plural=plural, custom=True)
+    for line in (*_AUDIT, _CUSTOM_NAME):
+        parsed = parse_field(name, line)
+        if parsed.name == "Name":
+            parsed = replace(parsed, label=str(spec.get("name_label", f"{label} Name")))
+        sobject.fields[parsed.name] = parsed
+    return sobject
 
-    The file is YAML: ``objects: {<Object>: {<Name__c>: {type, length, values, external_id,
-    unique, case_sensitive, reference_to, label, restricted}}}``. Raises :class:`SchemaError`
-    for an unknown object, a bad type or a name clash.
+
+def load_schema(path: Path = SHIPPED_SCHEMA) -> dict[str, SObjectDef]:
+    """The org's sObjects: standard fields, custom objects and the custom fields of ``path``.
+
+    The file is YAML: ``custom_objects: {<Name__c>: {label, label_plural, key_prefix,
+    name_label}}`` and ``objects: {<Object>: {<Name__c>: {type, length, values, default,
+    external_id, unique, case_sensitive, reference_to, label, restricted}}}``. Besides the
+    field types of describe(), ``type: master_detail`` (with ``reference_to`` and
+    ``child_relationship``, the master's name for its details, ending in ``__r``) and
+    ``type: summary`` (a roll-up summary field of the master: ``operation`` count, sum, min
+    or max, ``summarized`` ``Child__c.Field__c`` or, for a count, ``Child__c``, and an
+    optional SOQL ``filter``). Raises :class:`SchemaError` for an unknown object, a bad type,
+    a name clash or a roll-up that does not fit.
     """
     data = yaml.safe_load(path.read_text()) or {}
-    objects = {}
+    objects: dict[str, SObjectDef] = {}
     for name, specs in STANDARD_FIELDS.items():
-        sobject = SObjectDef(name, KEY_PREFIXES[name])
-        for spec in (*_AUDIT, *specs):
-            parsed = parse_field(name, spec)
+        label, plural = LABELS.get(name, (name, f"{name}s"))
+        sobject = SObjectDef(name, KEY_PREFIXES[name], label=label, label_plural=plural)
+        for line in (*_AUDIT, *specs):
+            parsed = parse_field(name, line)
             sobject.fields[parsed.name] = parsed
+        sobject.children = {
+            rel: ChildRelationship(child, ref)
+            for rel, (child, ref) in CHILD_RELATIONSHIPS.get(name, {}).items()
+        }
         objects[name] = sobject
+    for name, declared in (data.get("custom_objects") or {}).items():
+        objects[name] = _custom_object(path, str(name), declared or {}, objects)
+    summaries: list[tuple[str, str, Mapping[str, Any]]] = []
     for name, customs in (data.get("objects") or {}).items():
         if name not in objects:
             raise SchemaError(f"{path}: unknown object {name!r} (known: {', '.join(objects)})")
-        for field_name, spec in (customs or {}).items():
+        for field_name, given in (customs or {}).items():
             if objects[name].field(field_name) is not None:
                 raise SchemaError(f"{path}: {name}.{field_name} is declared twice")
-            objects[name].fields[field_name] = _custom_field(name, field_name, spec or {})
+            spec: Mapping[str, Any] = given or {}
+            parsed = _custom_field(name, field_name, spec)
+            objects[name].fields[field_name] = parsed
+            if spec.get("type") == "master_detail":
+                _link_master(path, objects, objects[name], parsed, spec)
+            if spec.get("type") == "summary":
+                summaries.append((name, field_name, spec))
+    for sobject in objects.values():  # a detail's owner is its master's
+        if sobject.custom and not sobject.masters():
+            owner = parse_field(sobject.name, _CUSTOM_OWNER)
+            sobject.fields = {"Id": sobject.fields["Id"], "OwnerId": owner, **sobject.fields}
+    for name, field_name, spec in summaries:
+        _roll_up(path, objects, objects[name], field_name, spec)
     return objects
+
+
+def _link_master(
+    path: Path,
+    objects: dict[str, SObjectDef],
+    detail: SObjectDef,
+    fdef: FieldDef,
+    spec: Mapping[str, Any],
+) -> None:
+    where = f"{path}: {detail.name}.{fdef.name}"
+    if not detail.custom:
+        raise SchemaError(f"{where}: only a custom object can be the detail of a master-detail")
+    master = objects.get(fdef.reference_to[0])
+    if master is None:
+        raise SchemaError(f"{where}: unknown master object {fdef.reference_to[0]!r}")
+    if len(detail.masters()) > 2:
+        raise SchemaError(f"{where}: an object has at most two master-detail relationships")
+    relationship = str(spec.get("child_relationship", ""))
+    if not relationship.endswith("__r") or master.children.get(relationship):
+        raise SchemaError(
+            f"{where}: child_relationship must be a new name on {master.name} ending in __r"
+        )
+    master.children[relationship] = ChildRelationship(detail.name, fdef.name)
+
+
+def _roll_up(
+    path: Path,
+    objects: dict[str, SObjectDef],
+    master: SObjectDef,
+    field_name: str,
+    spec: Mapping[str, Any],
+) -> None:
+    from closeloop.sandboxes.salesforce import soql  # soql needs records, which needs this
+
+    where = f"{path}: {master.name}.{field_name}"
+    operation = str(spec.get("operation", "")).lower()
+    if operation not in ROLL_UP_OPERATIONS:
+        raise SchemaError(f"{where}: operation is one of {', '.join(ROLL_UP_OPERATIONS)}")
+    child_name, _, summarized = str(spec.get("summarized", "")).partition(".")
+    child = objects.get(child_name)
+    masters = child.masters() if child is not None else []
+    via = next((f for f in masters if f.reference_to[0] == master.name), None)
+    if child is None or via is None:
+        raise SchemaError(f"{where}: {child_name!r} is not a detail of {master.name}")
+    placeholder = master.fields[field_name]
+    if operation == "count":
+        if summarized:
+            raise SchemaError(f"{where}: a count summarizes records: summarized: {child_name}")
+        result = replace(placeholder, type="double", precision=18, scale=0)
+    else:
+        target = child.field(summarized) if summarized else None
+        kinds = NUMBER_TYPES if operation == "sum" else NUMBER_TYPES | {"date", "datetime"}
+        if target is None or target.type not in kinds:
+            raise SchemaError(f"{where}: {operation} needs a number field of {child_name}")
+        summarized = target.name
+        result = replace(
+            placeholder, type=target.type, precision=target.precision, scale=target.scale
+        )
+    text = str(spec.get("filter") or "")
+    condition = None
+    if text:
+        try:
+            condition = soql.parse(f"SELECT Id FROM {child.name} WHERE {text}").where
+        except soql.MalformedQuery as exc:
+            raise SchemaError(f"{where}: filter: {exc}") from None
+        stack = [condition]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, soql.Logical):
+                stack.extend(node.parts)
+            elif child.field(node.field) is None:
+                raise SchemaError(f"{where}: filter: {child.name} has no field {node.field!r}")
+    master.fields[field_name] = result
+    master.roll_ups[field_name] = RollUp(
+        field_name, operation, child.name, via.name, summarized or None, text, condition
+    )
