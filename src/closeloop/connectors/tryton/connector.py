@@ -4,10 +4,11 @@ key, and a change feed of customer invoices (posted, paid) by write date.
 Commands carry the canonical operations of the ``erp`` role
 (:mod:`closeloop.domain.operations`); this module translates them into Tryton's models
 (:class:`~.operations.CustomerSpec`, :class:`~.operations.ProjectSpec`, timesheet lines,
-invoices). ``close_project`` and ``record_payment`` (``{reference, key, amount, date}``) are
-Tryton's own. Idempotency keys have the form ``<system>:<operation>:<key>``, ``<key>`` being
-the key the operation makes visible in Tryton (see :mod:`.operations`), so that :meth:`find`
-can look an earlier write up from the key alone.
+invoices with their charges, credit notes). ``close_project`` and ``record_payment``
+(``{reference, key, amount, date}``) are Tryton's own. Idempotency keys have the form
+``<system>:<operation>:<key>``, ``<key>`` being the key the operation makes visible in
+Tryton (see :mod:`.operations`), so that :meth:`find` can look an earlier write up from
+the key alone (a credit note: by its credit reference).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def idempotency_key(operation: str, key: str, system: str = SYSTEM) -> str:
 
 def invoice_payload(invoice: InvoiceState) -> dict[str, Any]:
     """An invoice as a change payload (JSON): Tryton's fields, ``due_date`` (ISO, ``None``
-    for a draft) and ``legal_entity`` (the code of the company's entity)."""
+    for a draft), ``legal_entity`` (the code of the company's entity), ``is_credit_note``
+    and ``credited_reference`` (the reference of the invoice a credit note credits)."""
     return {
         "id": invoice.id,
         "reference": invoice.reference,
@@ -82,6 +84,32 @@ def invoice_payload(invoice: InvoiceState) -> dict[str, Any]:
             if invoice.state in ("posted", "paid")
             else Decimal(0)
         ),
+        "is_credit_note": invoice.is_credit_note,
+        "credited_reference": invoice.credited_reference,
+    }
+
+
+def invoiced_payload(invoice: InvoiceState | None) -> dict[str, Any]:
+    """The result of ``invoice_project``: the invoice (:func:`invoice_payload`) with
+    ``charges``, the charge keys it bills; ``{"invoice": None}`` when there was nothing to
+    invoice."""
+    if invoice is None:
+        return {"invoice": None}
+    return {**invoice_payload(invoice), "charges": list(invoice.charges)}
+
+
+def credit_payload(credit: InvoiceState) -> dict[str, Any]:
+    """The result of ``credit_invoice``: the credit note's ``reference``, ``number``,
+    ``state`` and amounts (negative, as strings), and ``credited``, the reference of the
+    invoice it credits."""
+    return {
+        "reference": credit.reference,
+        "number": credit.number,
+        "state": credit.state,
+        "untaxed_amount": str(credit.untaxed_amount),
+        "tax_amount": str(credit.tax_amount),
+        "total_amount": str(credit.total_amount),
+        "credited": credit.credited_reference,
     }
 
 
@@ -229,6 +257,7 @@ class TrytonConnector:
             "close_project": lambda p: {
                 "closed": ops.close_project(CloseProject.model_validate(p).key)
             },
+            "credit_invoice": lambda p: credit_payload(ops.credit_invoice(translate.credit(p))),
             "record_payment": lambda p: {
                 "recorded": ops.record_payment(
                     p["reference"], p["key"], Decimal(p["amount"]), date.fromisoformat(p["date"])
@@ -275,7 +304,7 @@ class TrytonConnector:
             ops.screen_invoices,
             lambda request: request.reference,
             ops.create_invoices,
-            _invoice,
+            invoiced_payload,
         )
 
     def _posts(self, batch: list[Command]) -> list[Outcome]:
@@ -386,12 +415,17 @@ class TrytonConnector:
                 }
             elif operation == "add_timesheet_line":
                 hits = {k: {"line": v} for k, v in ops.find_timesheet_lines(keys).items()}
-            elif operation in ("invoice_project", "post_invoice"):
+            elif operation == "invoice_project":
+                hits = {k: invoiced_payload(v) for k, v in ops.find_invoiced(keys).items()}
+            elif operation == "post_invoice":
                 invoices = ops.find_invoices(keys)
+                hits = {k: _invoice(v) for k, v in invoices.items() if v.state != "draft"}
+            elif operation == "credit_invoice":  # key: the credit reference; done once posted
+                credits = ops.find_invoices(keys)
                 hits = {
-                    k: _invoice(v)
-                    for k, v in invoices.items()
-                    if operation == "invoice_project" or v.state != "draft"
+                    k: credit_payload(v)
+                    for k, v in credits.items()
+                    if v.is_credit_note and v.state != "draft"
                 }
             else:  # record_payment: no lookup by key alone; the operation itself is idempotent
                 hits = {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from closeloop.connectors.tryton.charges import Charge
 from closeloop.connectors.tryton.rpc import TrytonError, TrytonRPC
 from closeloop.domain.commands import ExceptionClass
 
@@ -28,7 +29,9 @@ class InvoiceRequest:
     ``invoice_date`` (default ``up_to``), in ``currency`` (ISO 4217; ``None``: the
     company's), due ``payment_terms_days`` after its date (``None``: the party's term in
     Tryton, if any), with ``mention`` (a legal mention, e.g. reverse charge) and the
-    customer's VAT number ``customer_tax_id`` in its comment."""
+    customer's VAT number ``customer_tax_id`` in its comment; ``charges`` billed on it
+    besides the time (:mod:`.charges`), the time only when ``include_time`` (and the project
+    is invoiced on timesheets)."""
 
     project_key: str
     up_to: date
@@ -38,6 +41,8 @@ class InvoiceRequest:
     payment_terms_days: int | None = None
     mention: str = ""
     customer_tax_id: str | None = None
+    charges: tuple[Charge, ...] = ()
+    include_time: bool = True
 
     @property
     def dated(self) -> date:

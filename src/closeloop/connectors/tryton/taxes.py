@@ -21,7 +21,7 @@ from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.domain.taxrules import TaxTreatment
 
 if TYPE_CHECKING:
-    from closeloop.connectors.tryton.setup import TrytonSetup
+    from closeloop.connectors.tryton.setup import TrytonIds, TrytonSetup
 
 CATEGORY = "Services"
 ZERO_TAXES = {
@@ -172,3 +172,35 @@ def find_taxes(
         )
     }
     return taxes, rules
+
+
+def apply_tax_treatments(
+    rpc: TrytonRPC,
+    ids: TrytonIds,
+    treatments: dict[str, TaxTreatment],
+    parties: dict[str, tuple[int, int | None]],
+) -> None:
+    """Set each customer's ``customer_tax_rule`` in company ``ids.company`` (the session's
+    company) to its treatment's rule (none for ``domestic`` and ``no_vat``; the company's
+    "Reverse charge" or "Outside the scope of VAT" rule): ``treatments`` by party code,
+    ``parties`` ``{code: (id, current rule)}``. One write per distinct rule some customer
+    lacks. Raises ``LookupError``, writing nothing, when the company has no rule for a
+    treatment."""
+    wanted: dict[str, int | None] = {}
+    for code, treatment in treatments.items():
+        if treatment in (TaxTreatment.DOMESTIC, TaxTreatment.NO_VAT):
+            wanted[code] = None
+        elif treatment in ids.tax_rules:
+            wanted[code] = ids.tax_rules[treatment]
+        else:
+            raise LookupError(
+                f"company {ids.entity} has no tax rule for {treatment.value} (is it "
+                "VAT-registered? run `closeloop tryton init`)"
+            )
+    changes: dict[int | None, list[int]] = {}
+    for code, rule in wanted.items():
+        party, current = parties[code]
+        if current != rule:
+            changes.setdefault(rule, []).append(party)
+    for rule, party_ids in changes.items():
+        rpc.write("party.party", sorted(party_ids), {"customer_tax_rule": rule})

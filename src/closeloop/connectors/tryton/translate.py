@@ -1,18 +1,24 @@
 """The ``erp`` role's canonical operations (:mod:`closeloop.domain.operations`) as Tryton
 keeps them: customers as ``party.party`` with identifiers and an address, projects as
-``project.work`` invoiced on timesheets with one child task per role keyed
-``<project key>:<role>`` and priced at the role's rate (the project itself at the highest),
-timesheet lines on those tasks, invoices by reference. Each function parses one command's
-payload and raises ``ValueError`` (pydantic's ``ValidationError`` is one) for a payload
-that does not fit its operation."""
+``project.work`` (invoiced on timesheets for time and materials, manually for fixed fee and
+retainer) with one child task per role keyed ``<project key>:<role>`` and priced at the
+role's rate (the project itself at the highest) and one child work per milestone
+(:mod:`.projects`), timesheet lines on those tasks, invoices by reference with their
+charges (:mod:`.charges`), credit notes by credit reference (:mod:`.credits`). Each
+function parses one command's payload and raises ``ValueError`` (pydantic's
+``ValidationError`` is one) for a payload that does not fit its operation."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from closeloop.connectors.tryton.charges import Charge
+from closeloop.connectors.tryton.credits import CreditRequest
 from closeloop.connectors.tryton.invoicing import InvoiceRequest
+from closeloop.connectors.tryton.keys import milestone_charge_key, milestone_work_key
 from closeloop.connectors.tryton.operations import (
     CustomerSpec,
+    MilestoneSpec,
     ProjectSpec,
     TaskSpec,
     TimesheetEntry,
@@ -20,6 +26,7 @@ from closeloop.connectors.tryton.operations import (
 from closeloop.domain.keys import task_key
 from closeloop.domain.operations import (
     AddTimesheetLine,
+    CreditInvoice,
     InvoiceProject,
     MatchCustomer,
     UpsertCustomer,
@@ -27,8 +34,13 @@ from closeloop.domain.operations import (
 )
 from closeloop.mdm.matching import Party
 
+INVOICE_METHODS = {"time_and_materials": "timesheet", "fixed_fee": "manual", "retainer": "manual"}
+"""Tryton's project invoice method by billing method: only time and materials lets Tryton's
+project invoicing bill the recorded time."""
+
 
 def entry(payload: dict[str, Any]) -> TimesheetEntry:
+    """A canonical :class:`AddTimesheetLine` as a timesheet entry."""
     line = AddTimesheetLine.model_validate(payload)
     return TimesheetEntry(
         key=line.key,
@@ -42,6 +54,7 @@ def entry(payload: dict[str, Any]) -> TimesheetEntry:
 
 
 def customer(payload: dict[str, Any]) -> CustomerSpec:
+    """A canonical :class:`UpsertCustomer` as a customer spec."""
     customer = UpsertCustomer.model_validate(payload)
     return CustomerSpec(
         code=customer.code,
@@ -55,8 +68,10 @@ def customer(payload: dict[str, Any]) -> CustomerSpec:
 
 def project(payload: dict[str, Any]) -> ProjectSpec:
     """A canonical :class:`UpsertProject` as Tryton keeps it: a ``project.work`` invoiced on
-    timesheets, one child task per role keyed ``<project key>:<role>`` and priced at the
-    role's rate (the project itself at the highest); its ``tax_treatment`` becomes the
+    timesheets (time and materials) or manually (fixed fee, retainer: :data:`INVOICE_METHODS`),
+    one child task per role keyed ``<project key>:<role>`` and priced at the role's rate (the
+    project itself at the highest), one child work per milestone keyed
+    ``<project key>:milestone:<key>`` at its amount; its ``tax_treatment`` becomes the
     customer's tax rule in the company."""
     project = UpsertProject.model_validate(payload)
     if not project.customer_code:
@@ -69,8 +84,18 @@ def project(payload: dict[str, Any]) -> ProjectSpec:
             TaskSpec(task_key(project.key, t.name), t.name, t.hourly_rate) for t in project.tasks
         ),
         list_price=max(t.hourly_rate for t in project.tasks),
-        invoice_method="timesheet",
+        invoice_method=INVOICE_METHODS[project.billing_method],
         tax_treatment=project.tax_treatment,
+        milestones=tuple(
+            MilestoneSpec(
+                key=milestone_work_key(project.key, m.key),
+                name=m.name,
+                amount=m.amount,
+                charge_key=milestone_charge_key(m.key),
+                planned_date=m.planned_date,
+            )
+            for m in project.milestones
+        ),
     )
 
 
@@ -81,7 +106,8 @@ def project_result(works: dict[str, int]) -> dict[str, Any]:
 
 
 def invoice_request(payload: dict[str, Any]) -> InvoiceRequest:
-    """A canonical :class:`InvoiceProject` as an invoice request (currency upper-cased)."""
+    """A canonical :class:`InvoiceProject` as an invoice request (currency upper-cased), its
+    charges with it."""
     invoice = InvoiceProject.model_validate(payload)
     return InvoiceRequest(
         project_key=invoice.project_key,
@@ -92,6 +118,32 @@ def invoice_request(payload: dict[str, Any]) -> InvoiceRequest:
         payment_terms_days=invoice.payment_terms_days,
         mention=invoice.mention,
         customer_tax_id=invoice.customer_tax_id,
+        charges=tuple(
+            Charge(
+                key=c.key,
+                kind=c.kind,
+                description=c.description,
+                quantity=c.quantity,
+                unit_price=c.unit_price,
+                category=c.category,
+                task=c.task,
+                receipt=c.receipt,
+            )
+            for c in invoice.charges
+        ),
+        include_time=invoice.include_time,
+    )
+
+
+def credit(payload: dict[str, Any]) -> CreditRequest:
+    """A canonical :class:`CreditInvoice` as a credit request."""
+    op = CreditInvoice.model_validate(payload)
+    return CreditRequest(
+        reference=op.reference,
+        credit_reference=op.credit_reference,
+        reason=op.reason,
+        line_keys=op.line_keys,
+        credit_date=op.credit_date,
     )
 
 
