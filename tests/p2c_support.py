@@ -19,6 +19,7 @@ from closeloop.domain.entities import LegalEntity
 from closeloop.domain.money import minor_unit
 from closeloop.domain.taxrules import TaxDecision, TaxTreatment, decide
 from closeloop.ports.store import ExceptionRow
+from tests.billing_support import charges_expected, current_rates, held_milestones, rate_on
 
 CENT = Decimal("0.01")
 
@@ -36,6 +37,7 @@ class FinalState:
     invoices: dict[str, Any]  # by reference
     parties: list[dict[str, Any]]
     details: dict[str, dict[str, Any]]  # by reference: company, comment, taxes
+    expenses: list[dict[str, Any]]  # Harvest's
 
 
 def read_back(
@@ -108,7 +110,16 @@ def read_back(
     parties = ops.rpc.search_read(
         "party.identifier", [["type", "!=", None]], ["code", "party.code"]
     )  # every tax id in the ERP: no test may leave two parties with one
-    return FinalState(deals, accounts, projects, rates, entries, lines, invoices, parties, details)
+    spent = hv.list_all("expenses")[0]
+    return FinalState(
+        deals, accounts, projects, rates, entries, lines, invoices, parties, details, spent
+    )
+
+
+def _reference(line: dict[str, Any]) -> str | None:
+    """The reference of the invoice that billed a timesheet line read back."""
+    reference = ((line.get("invoice_line.") or {}).get("invoice.") or {}).get("reference")
+    return str(reference) if reference else None
 
 
 def billable(firm: Firm, entry: dict[str, Any]) -> bool:
@@ -156,7 +167,7 @@ def check(
         assert deal["Mobilization_Status__c"] == expected, deal
         project = final.projects[f"SF-{deal_id}"]
         assert deal["PSA_Project_Id__c"] == str(project["id"])
-        rates = firm.deals[deal_id]["rates"]
+        rates = current_rates(firm, deal_id)
         assert final.rates[str(project["id"])] == {r: float(v) for r, v in rates.items()}
     assert len(final.projects) == len(firm.valid_deals)  # one project per deal, no more
     # no duplicated customer: each tax id belongs to one ERP party
@@ -198,12 +209,22 @@ def check(
             )
             waiting.add(deal_id)
             continue
+        if firm.method(deal_id) != "time_and_materials":  # recorded for cost, never billed
+            assert not reference, (entry_id, reference)
+            continue
         assert reference, f"time entry {entry_id} recorded but never invoiced"
-        amounts[reference] += (
-            Decimal(str(entry["hours"])) * firm.deals[deal_id]["rates"][entry["task"]["name"]]
+        day = date.fromisoformat(entry["spent_date"])
+        amounts[reference] += Decimal(str(entry["hours"])) * rate_on(
+            firm, deal_id, entry["task"]["name"], day
         )
         roles[reference].add(entry["task"]["name"])
-    assert set(amounts) == set(final.invoices)
+    charged = charges_expected(firm, final, today)
+    for reference, (amount, count) in charged.items():
+        amounts[reference] += amount
+        roles[reference] |= {f"charge {n}" for n in range(count)}
+    assert set(amounts) == {r for r, i in final.invoices.items() if not i.is_credit_note}, set(
+        amounts
+    ) ^ {r for r, i in final.invoices.items() if not i.is_credit_note}
     for reference, invoice in final.invoices.items():
         deal_id = reference.split("/")[0].removeprefix("SF-")
         info, detail = firm.deals[deal_id], final.details[reference]
@@ -212,8 +233,10 @@ def check(
         assert detail["company."]["party."]["code"] == info["entity"], (reference, detail)
         assert invoice.currency == info["currency"], reference
         unit = Decimal(1).scaleb(-minor_unit(info["currency"]))
+        if invoice.is_credit_note:  # checked with the invoice it credits (billing_support)
+            continue
         assert invoice.untaxed_amount == amounts[reference].quantize(unit), reference
-        # Tryton rounds the tax of each invoice line (one per task)
+        # Tryton rounds the tax of each invoice line (one per task or charge)
         tax_due = amounts[reference] * tax.rate
         assert abs(invoice.tax_amount - tax_due) <= unit * len(roles[reference]), reference
         assert invoice.total_amount == invoice.untaxed_amount + invoice.tax_amount
@@ -244,16 +267,24 @@ def check(
         deal = final.deals[deal_id]
         total = sum((i.total_amount for i in invoices), Decimal(0))
         due = sum((i.amount_to_pay for i in invoices), Decimal(0))
-        late = [i for i in invoices if i.amount_to_pay > 0 and i.due_date < today]
+        credited = {i.credited_reference for i in invoices if i.is_credit_note}
+        late = [
+            i
+            for i in invoices
+            if i.amount_to_pay > 0 and i.due_date < today and i.reference not in credited
+        ]
         overdue = sum((i.amount_to_pay for i in late), Decimal(0))
         assert Decimal(str(deal["Invoiced_Amount__c"])).quantize(CENT) == total, deal
         assert Decimal(str(deal["Outstanding_Amount__c"])).quantize(CENT) == due, deal
         assert Decimal(str(deal["Overdue_Amount__c"] or 0)).quantize(CENT) == overdue, deal
         oldest = max(((today - i.due_date).days for i in late), default=0)
         assert int(deal["Days_Past_Due__c"] or 0) == oldest, deal
-        last = max(invoices, key=lambda i: (i.invoice_date, i.number))
+        last = max(
+            (i for i in invoices if not i.is_credit_note), key=lambda i: (i.invoice_date, i.number)
+        )
         assert deal["Last_Invoice_Number__c"] == last.number
         status = "Paid" if due == 0 else "Invoiced" if due == total else "Partially Paid"
+        status = "Not Invoiced" if total <= 0 else status
         status = "Overdue" if late else status
         assert deal["Payment_Status__c"] == status, (deal, status)
         currency = firm.deals[deal_id]["currency"]
@@ -270,10 +301,15 @@ def check(
         if account_id in overdue_accounts:
             assert account["Payment_Status__c"] == "Overdue", account
     # Harvest: the invoiced entries are billed there, the others not
+    rebilled = set(firm.credited)  # credited in full, to be billed again: un-billed in Harvest
     invoiced_entries = {
         int(e)
         for e, lines in final.lines.items()
-        if lines and codes[int(e)]["project"]["code"].removeprefix("SF-") not in firm.no_rate
+        if lines
+        and codes[int(e)]["project"]["code"].removeprefix("SF-") not in firm.no_rate
+        and firm.method(codes[int(e)]["project"]["code"].removeprefix("SF-"))
+        == "time_and_materials"
+        and _reference(lines[0]) not in rebilled
     }
     for entry in final.entries:
         assert entry["is_billed"] == (entry["id"] in invoiced_entries), entry
@@ -287,6 +323,7 @@ def check(
         and not billable(firm, e)
     }
     blocked = {f"salesforce:Opportunity:{d}" for d in firm.blocked}
+    blocked |= held_milestones(firm)
     assert refused, "the closed projects got no late time"
     opened = {e.entity: e.message for e in exceptions}
     rateless = {

@@ -37,10 +37,12 @@ from closeloop.config import load_settings
 from closeloop.connectors.tryton.operations import TrytonOperations
 from closeloop.connectors.tryton.rates import load_rates
 from closeloop.devtools import sandboxctl
+from closeloop.devtools.demo.billing import credit_an_invoice
 from closeloop.devtools.demo.entities import ShiftedClock
 from closeloop.devtools.demo.firm import Firm, make_firm
 from closeloop.devtools.demo.run import (
     AGING_DAYS,
+    amend_and_accept,
     clients_pay,
     configure_entities,
     entity_operations,
@@ -156,6 +158,8 @@ def test_a_quarter_of_project_to_cash_ends_in_agreement_across_the_systems(home:
     try:
         seed_firm(home, ops, firm)
         run_phase(hub, "mobilize", CONSOLE, settle_s=1, timeout_s=300)
+        amend_and_accept(hub, firm)  # three deals amended, milestones accepted, one disputed
+        run_phase(hub, "changes", CONSOLE, settle_s=1, timeout_s=300)
         finance_closes_projects(ops, firm)
         log_and_approve_time(home, firm, harvest_projects(hub, firm))
         run_phase(hub, "bill", CONSOLE, settle_s=1, timeout_s=600)
@@ -180,6 +184,8 @@ def test_a_quarter_of_project_to_cash_ends_in_agreement_across_the_systems(home:
         salesforce.request("PATCH", f"sobjects/Opportunity/{firm.needs_approval}", body=approval)
         firm.needs_approval = ""  # no deal waits any more
         run_phase(hub, "approval", CONSOLE, settle_s=1, timeout_s=300)
+        assert credit_an_invoice(hub, firm)  # finance credits one invoice, to bill it again
+        run_phase(hub, "credit", CONSOLE, settle_s=1, timeout_s=300)
         paid = clients_pay(entities, firm)
         assert paid  # some invoices were paid in full, some in part
         run_phase(hub, "payments", CONSOLE, settle_s=1, timeout_s=300)
@@ -253,6 +259,7 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
         Rule("account.invoice.post", status=503, count=3),
         Rule("party.party.create", drop=True),
         Rule("project.work.create", status=503, count=2),
+        Rule("account.invoice.credit.execute", drop=True),  # the credit note made, answer lost
     ]
     plan = {"server_error": 0.08, "lost_response": 0.08, "seed": 5}
     for system in ("salesforce", "harvest"):
@@ -265,6 +272,11 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
         seed_firm(home, ops, firm)
         kill_hub_during(home, hub_config, 2, rng)
         run_phase(hub, "mobilize", CONSOLE, settle_s=1, timeout_s=300)
+        sandboxctl.set_faults(home, "salesforce", {})  # the people's own edits in the CRM
+        amend_and_accept(hub, firm)
+        sandboxctl.set_faults(home, "salesforce", plan)
+        kill_hub_during(home, hub_config, 1, rng)
+        run_phase(hub, "changes", CONSOLE, settle_s=1, timeout_s=300)
         finance_closes_projects(ops, firm)
         sandboxctl.set_faults(home, "harvest", {})  # the test's own look at the projects
         projects = harvest_projects(hub, firm)
@@ -272,6 +284,9 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
         log_and_approve_time(home, firm, projects)
         kill_hub_during(home, hub_config, 3, rng)
         run_phase(hub, "bill", CONSOLE, settle_s=1, timeout_s=600)
+        assert credit_an_invoice(hub, firm)
+        kill_hub_during(home, hub_config, 1, rng)
+        run_phase(hub, "credit", CONSOLE, settle_s=1, timeout_s=300)
         clients_pay(entities, firm)
         kill_hub_during(home, hub_config, 1, rng)
         run_phase(hub, "payments", CONSOLE, settle_s=1, timeout_s=300)

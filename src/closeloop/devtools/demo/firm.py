@@ -105,7 +105,9 @@ class Firm:
     should be matched (``tax_id``, ``similar``; others are created); ``deals``: deal id ->
     ``{"account", "start", "roles", "entity", "currency", "rates": {role: Decimal}}``;
     ``no_rate``: deal id -> the currency its entity has no exchange rate for (its invoices
-    wait for the rate as a business exception)."""
+    wait for the rate as a business exception); ``billing``, ``amended``, ``credited``: the
+    deals sold other than by time and materials, the deals amended and the invoices credited
+    (:mod:`closeloop.devtools.demo.billing`)."""
 
     start: date
     end: date
@@ -118,6 +120,15 @@ class Firm:
     matches: dict[str, str] = field(default_factory=dict)
     deals: dict[str, dict[str, Any]] = field(default_factory=dict)
     no_rate: dict[str, str] = field(default_factory=dict)
+    billing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    amended: dict[str, str] = field(default_factory=dict)
+    credited: list[str] = field(default_factory=list)
+    short_plans: dict[str, Decimal] = field(default_factory=dict)
+
+    def method(self, deal_id: str) -> str:
+        """How the deal bills: ``time_and_materials`` unless :mod:`.billing` sold it
+        otherwise."""
+        return str(self.billing.get(deal_id, {}).get("method") or "time_and_materials")
 
     @property
     def valid_deals(self) -> list[str]:
@@ -134,12 +145,15 @@ def make_firm(
     seed: int = 7,
     names_from: int = 0,
     entities: bool = True,
+    every_way: bool | None = None,
 ) -> Firm:
     """The firm as of ``today``: deals closed over the three months before ``today``'s month.
     ``seed`` (0-998) draws the data and numbers the records; client names are taken from
     the ``names_from``-th name on. Firms sharing an ERP need different seeds and disjoint
     name ranges: the ERP matches customers by name and address too. ``entities``: sell
-    through the three entities in the clients' currencies (else one company, all in EUR)."""
+    through the three entities in the clients' currencies (else one company, all in EUR);
+    ``every_way``: sell some deals fixed fee, retainer and with expenses
+    (:func:`closeloop.devtools.demo.billing.sell_every_way`; default: with entities)."""
     rng = random.Random(seed)
     first_of_month = today.replace(day=1)
     end = first_of_month - timedelta(days=1)
@@ -242,7 +256,17 @@ def make_firm(
         "Product2": [{"Id": sf_id("01t", 1), "Name": "Consulting"}],
         "Opportunity": opportunities,
         "OpportunityLineItem": items,
+        "Milestone__c": [],
     }
+    for index, (deal_id, short) in enumerate(firm.short_plans.items()):
+        fee = fee_of(deal_id, items)
+        milestone = {"Id": sf_id("a0M", 999_990 + index), "Name": "Whole project"}
+        milestone.update(Opportunity__c=deal_id, Amount__c=str(fee - short), Status__c="Planned")
+        firm.salesforce["Milestone__c"].append(milestone)
+    if entities if every_way is None else every_way:
+        from closeloop.devtools.demo.billing import sell_every_way
+
+        sell_every_way(firm, items)
     firm.consultants = [
         {
             "id": seed * 1000 + n + 1,
@@ -254,6 +278,18 @@ def make_firm(
         for n in range(consultants)
     ]
     return firm
+
+
+def fee_of(deal_id: str, items: list[dict[str, Any]]) -> Decimal:
+    """A deal's amount as the CRM rolls it up: the sum of its line items' totals."""
+    return sum(
+        (
+            Decimal(str(i["Quantity"])) * Decimal(i["UnitPrice"])
+            for i in items
+            if i["OpportunityId"] == deal_id
+        ),
+        Decimal(0),
+    )
 
 
 def _country(account: dict[str, Any]) -> str:
@@ -301,8 +337,9 @@ def _bad_accounts(firm: Firm, accounts: list[dict[str, Any]], clients: int, enti
 def _bad_deals(
     firm: Firm, opportunities: list[dict[str, Any]], items: list[dict[str, Any]], entities: bool
 ) -> None:
-    """A deal without a start date, a fixed-fee deal, one waiting for finance approval, and
-    two whose ERP projects finance closes part way; with entities, one naming an entity that
+    """A deal without a start date, one whose fixed fee's milestone plan does not add up to
+    the fee, one waiting for finance approval, and two whose ERP projects finance closes part
+    way; with entities, one naming an entity that
     does not exist, a US Inc deal in EUR (it invoices in USD only), and a UK client sold by
     the GmbH in GBP (no GBP rate in the ERP: its invoices wait for one)."""
     free = [o for o in opportunities if o["Id"] not in firm.blocked]
@@ -320,8 +357,9 @@ def _bad_deals(
         _entity_cases(firm, [o for o in free if o not in chosen], items)
     undated["Start_Date__c"] = None
     firm.blocked[undated["Id"]] = "start date is missing"
-    fixed_fee["Billing_Method__c"] = "Fixed Fee"
-    firm.blocked[fixed_fee["Id"]] = "not mobilized automatically"
+    fixed_fee["Billing_Method__c"] = "Fixed Fee"  # its plan: one milestone, short of the fee
+    firm.short_plans[fixed_fee["Id"]] = Decimal(1000)
+    firm.blocked[fixed_fee["Id"]] = "the milestone plan adds up to"
     pending["Finance_Approval__c"] = "Pending"
     firm.needs_approval = pending["Id"]
     for deal in closing:

@@ -5,12 +5,20 @@ Starts fresh Salesforce and Harvest sandboxes and a real Tryton (``closeloop san
 the ``closeloop.yaml`` that ``sandbox up`` writes) through the quarter:
 
 1. closed-won deals are mobilized (customers matched or created, projects in Harvest and
-   Tryton, status back to Salesforce) or blocked with the reason;
-2. finance closes two projects in Tryton; consultants log time in Harvest and managers
-   approve it; the hub records it in Tryton, invoices each project per month, posts the
-   invoices and reports them to Salesforce and Harvest;
-3. clients pay some invoices in Tryton; the hub reports the payments to Salesforce;
-4. 45 days later (the hub's clock moved on): a few clients pay late, the other unpaid
+   Tryton, status back to Salesforce) or blocked with the reason; the deals are sold every
+   way (time and materials, fixed fee with milestones, retainer, expenses re-billed:
+   :mod:`closeloop.devtools.demo.billing`);
+2. three signed deals are amended in Salesforce (a new role, a rate raised mid-quarter, a
+   milestone moved) and clients accept milestones (one is disputed): the hub applies the
+   change orders and invoices the accepted milestones;
+3. finance closes two projects in Tryton; consultants log time and expenses in Harvest and
+   managers approve them; the hub records the time in Tryton, invoices each project per
+   month (time, expenses, retainer fees and overage), posts the invoices and reports them to
+   Salesforce and Harvest;
+4. finance credits one invoice (``closeloop credit``): the credit note is made in Tryton,
+   Salesforce's figures become net of it and Harvest un-bills its time;
+5. clients pay some invoices in Tryton; the hub reports the payments to Salesforce;
+6. 45 days later (the hub's clock moved on): a few clients pay late, the other unpaid
    invoices are past their due dates, and the hub reports them overdue.
 
 The firm sells through three legal entities in four currencies from one Tryton database
@@ -52,6 +60,13 @@ from closeloop.connectors.tryton.rates import load_rates
 from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.connectors.tryton.setup import find_ids
 from closeloop.devtools import sandboxctl
+from closeloop.devtools.demo.billing import (
+    accept_milestones,
+    amend_deals,
+    credit_an_invoice,
+    expense_categories,
+    expenses,
+)
 from closeloop.devtools.demo.entities import ERP_OF_ENTITY, ShiftedClock, entity_overlay
 from closeloop.devtools.demo.firm import Firm, make_firm, time_entries
 from closeloop.devtools.demo.meter import SYSTEMS, Meter, Reading, by_method, hub_cpu_s
@@ -222,7 +237,18 @@ def seed_firm(home: Path, ops: TrytonOperations, firm: Firm) -> None:
             [tuple(t) for t in customer["tax_ids"]],
             customer["address"],
         )
-    sandboxctl.seed(home, "harvest", {"users": firm.consultants})
+    sandboxctl.seed(
+        home, "harvest", {"users": firm.consultants, "expense_categories": expense_categories(firm)}
+    )
+
+
+def amend_and_accept(hub: Hub, firm: Firm) -> None:
+    """Salespeople amend three signed deals; clients accept milestones (one disputed)."""
+    if not firm.amended:
+        return
+    salesforce = hub.registry.connector("salesforce").client  # type: ignore[attr-defined]
+    amend_deals(salesforce, firm)
+    accept_milestones(salesforce, firm)
 
 
 def harvest_projects(hub: Hub, firm: Firm) -> dict[str, dict[str, Any]]:
@@ -244,11 +270,15 @@ def harvest_projects(hub: Hub, firm: Firm) -> dict[str, dict[str, Any]]:
 
 
 def log_and_approve_time(home: Path, firm: Firm, projects: dict[str, dict[str, Any]]) -> int:
-    """Consultants log the quarter's time; managers approve it, except two consultants' last
-    fortnight. Returns how many entries were logged."""
+    """Consultants log the quarter's time (and the expenses of the deals that re-bill them);
+    managers approve it, except two consultants' last fortnight. Returns how many entries
+    were logged."""
     entries = time_entries(firm, projects)
     for start in range(0, len(entries), 2000):
         sandboxctl.seed(home, "harvest", {"time_entries": entries[start : start + 2000]})
+    spent = expenses(firm, projects)
+    if spent:
+        sandboxctl.seed(home, "harvest", {"expenses": spent})
     late = {firm.consultants[0]["id"], firm.consultants[1]["id"]}
     for person in firm.consultants:
         until = firm.end - timedelta(days=14) if person["id"] in late else firm.end
@@ -280,7 +310,10 @@ def clients_pay(
                 ["company", "=", entity.ids.company],
             ]
         )
+        credited = {i.credited_reference for i in invoices if i.is_credit_note}
         for invoice in invoices:
+            if invoice.is_credit_note or invoice.reference in credited:
+                continue  # a credit note is settled against its invoice, not paid
             share = _share(str(invoice.reference))
             if late and share in (15, 16):
                 amount = invoice.amount_to_pay
@@ -346,6 +379,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
                 costs[title] = meter.phase(start, meter.reading(), seconds)
 
             phase("mobilizing closed-won deals")
+            phase("change orders, milestones accepted", lambda: amend_and_accept(hub, firm))
             projects = harvest_projects(hub, firm)
             logged = 0
 
@@ -355,6 +389,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
                 logged = log_and_approve_time(home, firm, projects)
 
             phase("billing time, invoicing, reporting back", log_time)
+            phase("finance credits an invoice", lambda: credit_an_invoice(hub, firm))
             phase("payments back to Salesforce", lambda: clients_pay(entities, firm))
 
             def weeks_later() -> None:

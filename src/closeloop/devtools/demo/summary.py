@@ -15,6 +15,7 @@ from rich.table import Table
 
 from closeloop.bootstrap import Hub
 from closeloop.connectors.tryton.operations import TrytonOperations
+from closeloop.devtools.demo.billing_summary import billing_section, print_billing
 from closeloop.devtools.demo.firm import Firm
 
 #: Salesforce: sObject Collections of 200 records, five to a Composite request
@@ -173,6 +174,7 @@ def summarize(
         stats = tx.stats()
         exceptions = tx.list_exceptions("open", 1000)
         runnable = tx.runnable_commands()
+        audit = tx.list_audit(None, 100_000)
     deals = [f for f in flows if f.flow == "mobilize"]
     entries = [f for f in flows if f.flow == "bill_time"]
     blocked = {
@@ -219,6 +221,7 @@ def summarize(
             "entries_recorded": sum(f.state == "recorded" for f in entries),
         },
         "invoices": books,
+        "billing": billing_section(flows, audit),
         "api_calls": calls,
         "commands": stats.commands_by_status,
         "commands_runnable": runnable,  # pending ones not waiting behind a parked one
@@ -347,6 +350,8 @@ def print_summary(console: Console, summary: dict[str, Any], home: Path) -> None
         table.add_row(f"open exceptions: {error_class}", str(count))
     table.add_row("seconds", str(summary.get("seconds")))
     console.print(table)
+    if summary.get("billing"):
+        print_billing(console, summary["billing"])
     if summary.get("phases"):
         console.print(phase_table(summary))
     for deal_id, why in sorted(summary["deals"]["blocked_why"].items()):
