@@ -109,3 +109,29 @@ def held_milestones(firm: Firm) -> set[str]:
         for m in case.get("milestones") or []
         if m.get("status") == "Disputed"
     }
+
+
+def check_billing(firm: Firm, final: FinalState) -> None:
+    """What the other checks leave: each credit note credits an invoice finance credited, in
+    full (its amounts negative), and no other invoice is credited; Harvest shows the billable
+    approved expenses of the deals that re-bill them billed (by the hub's invoice of their
+    month), the others not."""
+    notes = [i for i in final.invoices.values() if i.is_credit_note]
+    assert sorted(str(i.credited_reference) for i in notes) == sorted(firm.credited), notes
+    for note in notes:
+        credited = final.invoices[str(note.credited_reference)]
+        assert note.total_amount == -credited.total_amount, (note, credited)
+        assert note.untaxed_amount == -credited.untaxed_amount
+        assert str(note.reference).startswith(f"{credited.reference}/credit-")
+    spent = [
+        e
+        for e in final.expenses
+        if "markup" in firm.billing.get(str(e["project"]["code"] or "").removeprefix("SF-"), {})
+    ]
+    assert spent, "no expense was logged"
+    for expense in spent:
+        billed = bool(expense["billable"] and expense["is_closed"])
+        assert expense["is_billed"] == billed, expense
+        if billed:
+            reference = f"{expense['project']['code']}/{expense['spent_date'][:7]}"
+            assert expense["invoice"]["number"] == reference, expense

@@ -19,7 +19,13 @@ from closeloop.domain.entities import LegalEntity
 from closeloop.domain.money import minor_unit
 from closeloop.domain.taxrules import TaxDecision, TaxTreatment, decide
 from closeloop.ports.store import ExceptionRow
-from tests.billing_support import charges_expected, current_rates, held_milestones, rate_on
+from tests.billing_support import (
+    charges_expected,
+    check_billing,
+    current_rates,
+    held_milestones,
+    rate_on,
+)
 
 CENT = Decimal("0.01")
 
@@ -322,6 +328,7 @@ def check(
         and e["project"]["code"].removeprefix("SF-") in firm.finance_closes
         and not billable(firm, e)
     }
+    check_billing(firm, final)
     blocked = {f"salesforce:Opportunity:{d}" for d in firm.blocked}
     blocked |= held_milestones(firm)
     assert refused, "the closed projects got no late time"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from closeloop.domain.commands import Applied, Command, CommandStatus
 from closeloop.domain.records import CanonicalRecord, FlowState, FlowStep
 from closeloop.engine.intake import IntakeError
 from closeloop.engine.operations import OperationError, OperationInputError, OperationNotFound
+from closeloop.flows.invoice import InvoiceFlow
 from closeloop.flows.mirror import MirrorFlow, record_mapper
 from closeloop.ports.flows import Binding, Unsignalled
 from closeloop.sandboxes.faults import FaultPlan
@@ -354,3 +355,39 @@ def test_environment_overrides_the_yaml_file(
     monkeypatch.delenv("CLOSELOOP_WORKER__THREADS")
     monkeypatch.chdir(tmp_path / "..")
     assert load_settings().database_url == DEFAULT_DATABASE_URL
+
+
+def test_a_credit_note_is_asked_only_for_a_posted_invoice_the_hub_made(sqlite_url: str) -> None:
+    erp = MemorySystem("erp")
+    settings = Settings(database_url=sqlite_url)
+    hub = build_hub(settings, connectors={"erp": erp}, bindings=[], flows=[InvoiceFlow()])
+    try:
+        invoices = {"SF-1/2026-08": {"state": "draft"}, "SF-1/2026-09": {"state": "posted"}}
+        data = {
+            "business_key": "billing:SF-1",
+            "project_key": "SF-1",
+            "erp": "erp",
+            "status": "mobilized",
+            "held": [],
+            "billed": True,
+            "periods": {},
+            "invoices": invoices,
+        }
+        with hub.store.transaction() as tx:
+            tx.put_flows([FlowState("invoice", "billing:SF-1", "open", data)], datetime.now(UTC))
+        ops = hub.operations
+        with pytest.raises(OperationInputError, match="a reason"):
+            ops.credit("SF-1/2026-09", " ", "finance")
+        with pytest.raises(OperationNotFound, match="no invoice 'SF-1/2026-10'"):
+            ops.credit("SF-1/2026-10", "wrong hours", "finance")
+        with pytest.raises(OperationError, match="is draft, not posted"):
+            ops.credit("SF-1/2026-08", "wrong hours", "finance")
+        assert ops.stats().commands_by_status == {}  # nothing asked of the ERP
+        ops.credit("SF-1/2026-09", "wrong hours", "finance", ("time",), rebill=True)
+        assert ops.stats().commands_by_status == {"pending": 1}
+        with hub.store.transaction() as tx:
+            (audit,) = tx.list_audit("invoice:SF-1/2026-09", 10)
+        assert (audit.actor, audit.action) == ("finance", "credit")
+        assert audit.detail == {"reason": "wrong hours", "line_keys": ["time"], "rebill": True}
+    finally:
+        hub.close()

@@ -164,6 +164,13 @@ def test_webhook_health_metrics_and_exception_operations(hub: tuple[str, Path, S
         actors = db.execute("select actor from audit where action = 'link'").fetchall()
     assert rows == [("erp", "E-2")] and sorted(actors) == [("dana",), ("erin",)]
 
+    # a credit note is asked only of an invoice the hub made (this hub made none)
+    credit = http.post("/api/invoices/SF-1/2026-08/credit", json={"reason": "wrong hours"})
+    assert credit.status_code == 404 and "made no invoice 'SF-1/2026-08'" in credit.text
+    assert http.post("/api/invoices/SF-1/2026-08/credit", json={"reason": ""}).status_code == 422
+    result = cli(config, "credit", "SF-1/2026-08", "--reason", "wrong hours")
+    assert result.returncode == 1 and "made no invoice" in result.stderr
+
 
 def test_bad_configuration_is_reported_with_its_file(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
