@@ -502,3 +502,27 @@ def test_totals_are_net_of_credit_notes_and_a_credited_invoice_is_not_overdue() 
     }
     totals = engagement_totals(partly, datetime(2026, 6, 1).date())
     assert (totals["invoiced"], totals["overdue"]) == ("600.00", "600.00")
+
+
+def test_a_role_whose_time_was_invoiced_cannot_be_removed_by_a_change_order() -> None:
+    done = mobilized()
+    billing = invoicing(done)
+    step = recorded(billing, "2026-03-05", "8", "Analyst")
+    due = INVOICE.on_timer(at(step), datetime(2026, 4, 2, tzinfo=UTC))
+    assert due is not None
+    reference = due.commands[0].payload["reference"]
+    posted = post(due, reference)
+    (billed,) = [s for s in posted.signals if s.flow == "mobilize"]
+    assert billed.data["invoiced_roles"] == ["Analyst"]
+    assert billed.data["through"] == "2026-03-05"
+    told = FLOW.on_signal(state(done), billed, NOW)
+    assert told is not None
+    without = [i for i in deal().data["line_items"] if i["role"] != "Analyst"]
+    amended = FLOW.on_record(
+        state(told), deal(version="2026-04-03T00:00:00+00:00", line_items=without)
+    )
+    assert amended is not None and not amended.commands
+    assert (
+        "Analyst was removed from the deal, but its time is already invoiced"
+        in amended.issues[0].message
+    )

@@ -186,3 +186,18 @@ def overage(
             )
         )
     return lines, max(Decimal(0), allowance - used)
+
+
+def overage_billed_before(slot: dict[str, Any], lines: list[ChargeLine]) -> dict[str, Any]:
+    """The slot's billed overage (``slot["overage_billed"]``) as it was before ``lines``,
+    which :func:`overage` counted as billed but which are not invoiced yet."""
+    billed = dict(slot.get("overage_billed") or {})
+    for line in lines:
+        task = str(line.task)
+        before = billed[task]
+        hours = Decimal(before["hours"]) - line.quantity
+        if before["lines"] <= 1 and hours <= 0:
+            billed.pop(task)
+        else:
+            billed[task] = {"hours": str(hours), "lines": before["lines"] - 1}
+    return billed

@@ -44,6 +44,12 @@ invoice is credited (``credit_invoice``) and :mod:`.status_back` learns it. A ra
 by a change order applies by date: time of a role is recorded against the task of the rate
 in force on its day (:func:`.amend.rate_schedule`); time of a role removed from the deal
 after the removal is refused.
+
+This module answers time entries and invoices the periods; the other use cases have modules
+of their own: :mod:`.invoice_charges` (expenses, retainer fees and overage, milestones, each
+charge decided by :mod:`.charges`), :mod:`.credit_notes` (the ``credit`` signal and the
+credit notes made) and :mod:`.invoice_posting` (the invoices' results and the signals of a
+posted one), over the instance's data in :mod:`.invoice_state`.
 """
 
 from __future__ import annotations
@@ -53,27 +59,31 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from closeloop.domain.commands import Applied, Command, Impact
-from closeloop.domain.operations import (
-    ChargeLine,
-    CreditInvoice,
-    InvoiceProject,
-    Operation,
-    PostInvoice,
-    role_command,
-)
-from closeloop.domain.periods import BillingPeriod, PeriodKind, period_of
+from closeloop.domain.commands import Applied, Command
+from closeloop.domain.operations import ChargeLine
+from closeloop.domain.periods import PeriodKind
 from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep, Signal
-from closeloop.flows.charges import (
-    decide_milestones,
-    expense_charge,
-    overage,
-    retainer_fee,
-    task_on,
+from closeloop.flows.charges import task_on
+from closeloop.flows.credit_notes import credit_asked, credited
+from closeloop.flows.invoice_charges import (
+    expense_logged,
+    held_expenses_answered,
+    milestone_commands,
+    next_retainer,
+    retainer_fees,
+    retainer_overage,
+)
+from closeloop.flows.invoice_posting import invoice_applied
+from closeloop.flows.invoice_state import (
+    HELD_STATUSES,
+    copy_data,
+    dec,
+    initial,
+    invoice_commands,
+    slot_of,
 )
 
 NAME = "invoice"
-HELD_STATUSES = ("pending", "provisional")
 INVOICE_TERMS = ("currency", "legal_entity", "payment_terms_days", "mention", "customer_tax_id")
 """What the ``engagement`` signal tells of how the engagement is invoiced: the deal's
 currency, its selling entity, the payment terms in days and the tax treatment's legal
@@ -121,7 +131,7 @@ class InvoiceFlow:
     # --- signals ------------------------------------------------------------------------
     def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
         """Track the engagement's status, answer time entries, count recorded lines."""
-        data = _initial(signal.business_key) if state is None else _copy(state.data)
+        data = initial(signal.business_key) if state is None else copy_data(state.data)
         if signal.name == "engagement":
             return self._engagement(data, signal.data, now)
         if signal.name == "time_logged":
@@ -129,9 +139,9 @@ class InvoiceFlow:
         if signal.name == "recorded":
             return self._recorded(data, signal.data, now)
         if signal.name == "expense_logged":
-            return self._expense_logged(data, signal.data, now)
+            return self._step(data, now, expense_logged(data, signal.data, now, self.period))
         if signal.name == "credit":
-            return self._credit(data, signal.data, now)
+            return self._step(data, now, [], [credit_asked(data, signal.data, now.date())])
         raise ValueError(f"flow {self.name} has no signal {signal.name!r}")
 
     def _engagement(self, data: dict[str, Any], info: dict[str, Any], now: datetime) -> FlowStep:
@@ -150,24 +160,10 @@ class InvoiceFlow:
             answer = "release" if data["status"] == "mobilized" else "refuse"
             signals = [self._answer(e, answer, data) for e in data["held"]]
             data["held"] = []
-            held_expenses, data["held_expenses"] = data.get("held_expenses") or {}, {}
-            for info in held_expenses.values():
-                if answer == "release":
-                    signals += self._take_expense(data, info, now)
-                else:
-                    reason = f"engagement {data['project_key']} was closed"
-                    signals.append(
-                        Signal("bill_expense", info["expense"], "refuse", {"reason": reason})
-                    )
+            signals += held_expenses_answered(data, answer == "release", now, self.period)
         if data["status"] != "mobilized":
             return self._step(data, now, signals)
-        decision = decide_milestones(data)
-        commands: list[Command] = []
-        for reference, charge in decision.invoices:
-            commands += self._invoice_commands(data, reference, None, now.date(), (charge,))
-        for reference, key, name in decision.credits:
-            reason = f"milestone {name!r} disputed by the client after its invoice"
-            commands.append(self._credit_command(data, reference, reason, (key,), now.date()))
+        commands, decision = milestone_commands(data, now.date(), self.payment_terms_days)
         return self._step(
             data,
             now,
@@ -199,93 +195,16 @@ class InvoiceFlow:
                 signal = Signal(signal.flow, entry, "release", {**signal.data, "task": task})
         return self._step(data, now, [signal])
 
-    def _expense_logged(
-        self, data: dict[str, Any], info: dict[str, Any], now: datetime
-    ) -> FlowStep:
-        """A billable expense joins its period's invoice (at cost plus markup); one that is
-        not billable is counted as cost; held until mobilized, refused once closed."""
-        expense = str(info["expense"])
-        status = data["status"]
-        if status in HELD_STATUSES:
-            held = data.setdefault("held_expenses", {})
-            held[expense] = dict(info)
-            return self._step(data, now, [Signal("bill_expense", expense, "hold", {})])
-        if status != "mobilized":
-            reason = f"engagement {data['project_key']} was closed"
-            return self._step(
-                data, now, [Signal("bill_expense", expense, "refuse", {"reason": reason})]
-            )
-        return self._step(data, now, self._take_expense(data, info, now))
-
-    def _take_expense(
-        self, data: dict[str, Any], info: dict[str, Any], now: datetime
-    ) -> list[Signal]:
-        """Count a non-billable expense as cost, or add a billable one to its period's
-        charges (at cost plus markup); the answers to the expense's instance."""
-        expense = str(info["expense"])
-        if not info.get("billable"):
-            costs = data.setdefault("costs", {})
-            category = str(info.get("category") or "other")
-            costs[category] = str(_dec(costs.get(category)) + _dec(info["amount"]))
-            return [Signal("bill_expense", expense, "costed", {})]
-        currency = data.get("currency") or "EUR"
-        markup = (data.get("terms") or {}).get("expense_markup_percent")
-        charge = expense_charge(info, markup, currency)
-        slot = self._slot(data, date.fromisoformat(info["date"]))
-        charges = slot.setdefault("charges", [])
-        if all(c["key"] != charge.key for c in charges):
-            charges.append(charge.model_dump(mode="json"))
-            slot["dirty"] = True
-            slot["expenses"] = True
-            data["last_recorded_at"] = now.isoformat()
-        return [Signal("bill_expense", expense, "accepted", {"charge": charge.key})]
-
-    def _credit(self, data: dict[str, Any], info: dict[str, Any], now: datetime) -> FlowStep:
-        """A person (or a disputed milestone) asks to credit a posted invoice."""
-        command = self._credit_command(
-            data,
-            str(info["reference"]),
-            str(info["reason"]),
-            tuple(info.get("line_keys") or ()),
-            now.date(),
-        )
-        data.setdefault("rebill", {})[str(info["reference"])] = bool(info.get("rebill"))
-        return self._step(data, now, [], [command])
-
-    def _credit_command(
-        self, data: dict[str, Any], reference: str, reason: str, keys: tuple[str, ...], day: date
-    ) -> Command:
-        counts = data.setdefault("credit_counts", {})
-        counts[reference] = counts.get(reference, 0) + 1
-        credit = CreditInvoice(
-            reference=reference,
-            credit_reference=f"{reference}/credit-{counts[reference]}",
-            reason=reason,
-            line_keys=keys,
-            credit_date=day,
-        )
-        erp = data["erp"]
-        return role_command(
-            erp,
-            credit,
-            business_key=data["business_key"],
-            key=credit.credit_reference,
-            entity=f"{erp}:invoice:{credit.credit_reference}",
-            impact=Impact.REVENUE,
-        )
-
-    def _slot(self, data: dict[str, Any], day: date) -> dict[str, Any]:
-        period = period_of(day, self.period)
-        return _new_slot(data, period)
-
     def _recorded(self, data: dict[str, Any], info: dict[str, Any], now: datetime) -> FlowStep:
-        slot = self._slot(data, date.fromisoformat(info["date"]))
+        slot = slot_of(data, date.fromisoformat(info["date"]), self.period)
         slot["lines"] += 1
         slot["last_date"] = max(slot.get("last_date") or "", info["date"])
-        slot["hours"] = str(_dec(slot.get("hours")) + _dec(info.get("hours")))
+        slot["hours"] = str(dec(slot.get("hours")) + dec(info.get("hours")))
         method = (data.get("terms") or {}).get("billing_method") or "time_and_materials"
+        role = str(info.get("task") or "")
+        if role and role not in slot.setdefault("roles", []):
+            slot["roles"] = [*slot["roles"], role]  # whose time the period's invoice bills
         if method == "retainer":
-            role = str(info.get("task") or "")
             slot.setdefault("entries", []).append([info["date"], role, str(info.get("hours"))])
         if method != "fixed_fee":  # fixed fee: time for cost and margin, never billed
             slot["dirty"] = True
@@ -312,27 +231,21 @@ class InvoiceFlow:
     def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
         """Invoice and post every period that is due, and each retainer period's fee when
         the period starts."""
-        data = _copy(state.data)
+        data = copy_data(state.data)
         if data["status"] in HELD_STATUSES:
             return self._step(data, now, [])
         commands = []
         if data["status"] == "mobilized":
-            commands += self._retainer_fees(data, now)
+            commands += retainer_fees(data, now.date(), self.period, self.payment_terms_days)
         terms = data.get("terms") or {}
         carried = Decimal(0)
         for label, slot in sorted(data["periods"].items()):
             slot.setdefault("label", label)
-            unused = Decimal(0)
+            due = bool(slot.get("dirty")) and self._due(slot, data, now) <= now
             charges = [ChargeLine.model_validate(c) for c in slot.get("charges") or []]
-            if terms.get("retainer"):
-                lines, unused = overage(slot, terms["retainer"], terms.get("rates") or {}, carried)
-                if self._due(slot, data, now) > now or not slot.get("dirty"):
-                    slot["overage_billed"] = _without(slot, lines)
-                    lines = []
-                charges += lines
-            if terms.get("retainer") and terms["retainer"].get("unused_hours") == "roll_over":
-                carried = unused
-            if not slot.get("dirty") or self._due(slot, data, now) > now:
+            lines, carried = retainer_overage(slot, terms, carried, due=due)
+            charges += lines
+            if not due:
                 continue
             slot["dirty"] = False
             slot["charges"] = []
@@ -343,79 +256,19 @@ class InvoiceFlow:
             slot.setdefault("references", []).append(reference)
             end = date.fromisoformat(slot["end"])
             timed = (terms.get("billing_method") or "time_and_materials") == "time_and_materials"
-            commands += self._invoice_commands(
-                data, reference, end if timed else None, now.date(), tuple(charges)
+            commands += invoice_commands(
+                data,
+                reference,
+                end if timed else None,
+                now.date(),
+                tuple(charges),
+                self.payment_terms_days,
             )
         return self._step(data, now, [], commands)
 
-    def _retainer_fees(self, data: dict[str, Any], now: datetime) -> list[Command]:
-        """The fee of every retainer period that has started (from the engagement's start
-        to its end date) and is not invoiced yet."""
-        terms = data.get("terms") or {}
-        if not terms.get("retainer") or not terms.get("start_date"):
-            return []
-        commands = []
-        for period in self._retainer_periods(terms, now.date()):
-            slot = _new_slot(data, period)
-            if slot.get("retainer_invoiced"):
-                continue
-            reference = f"{data['project_key']}/{period.label}/retainer"
-            slot["retainer_invoiced"] = reference
-            fee = retainer_fee(period.label, terms["retainer"])
-            commands += self._invoice_commands(data, reference, None, now.date(), (fee,))
-        return commands
-
-    def _retainer_periods(self, terms: dict[str, Any], today: date) -> list[BillingPeriod]:
-        day = date.fromisoformat(terms["start_date"])
-        last = date.fromisoformat(terms["end_date"]) if terms.get("end_date") else None
-        periods = []
-        while day <= today and (last is None or day <= last):
-            period = period_of(day, self.period)
-            periods.append(period)
-            day = period.end + timedelta(days=1)
-        return periods
-
-    def _invoice_commands(
-        self,
-        data: dict[str, Any],
-        reference: str,
-        end: date | None,
-        issued: date,
-        charges: tuple[ChargeLine, ...] = (),
-    ) -> list[Command]:
-        """Invoice ``reference``: the time up to ``end`` (``None``: no time) and ``charges``,
-        then post it."""
-        erp = data["erp"]
-        invoice = InvoiceProject(
-            project_key=data["project_key"],
-            up_to=end or issued,
-            reference=reference,
-            invoice_date=issued,
-            currency=data.get("currency"),
-            payment_terms_days=(
-                data["payment_terms_days"]
-                if data.get("payment_terms_days") is not None
-                else self.payment_terms_days
-            ),
-            mention=data.get("mention") or "",
-            customer_tax_id=data.get("customer_tax_id"),
-            charges=charges,
-            include_time=end is not None,
-        )
-        operations: tuple[Operation, ...] = (invoice, PostInvoice(reference=reference))
-        return [
-            role_command(
-                erp,
-                operation,
-                business_key=data["business_key"],
-                key=reference,
-                entity=f"{erp}:invoice:{reference}",
-                impact=Impact.REVENUE,
-            )
-            for operation in operations
-        ]
-
     def _due(self, slot: dict[str, Any], data: dict[str, Any], now: datetime) -> datetime:
+        """When the period of ``slot`` may be invoiced: ``grace_days`` after it ended and
+        ``settle_s`` after the last line recorded."""
         ends = datetime.combine(date.fromisoformat(slot["end"]), time(), UTC)
         after_period = ends + timedelta(days=1 + self.grace_days)
         last = data.get("last_recorded_at")
@@ -431,12 +284,14 @@ class InvoiceFlow:
         issues: list[BusinessIssue] | None = None,
         resolves: list[str] | None = None,
     ) -> FlowStep:
+        """The step to state ``held``, ``open`` or ``closed`` by the engagement's status,
+        waking when the next period or retainer fee is due."""
         state = {"mobilized": "open", "closed": "closed"}.get(data["status"], "held")
         wake = None
         if state != "held":
             due = [self._due(s, data, now) for s in data["periods"].values() if s.get("dirty")]
             if state == "open":
-                due += self._next_retainer(data, now)
+                due += next_retainer(data, self.period)
             wake = min(due, default=None)
         return FlowStep(
             state,
@@ -448,21 +303,6 @@ class InvoiceFlow:
             resolves=tuple(resolves or ()),
         )
 
-    def _next_retainer(self, data: dict[str, Any], now: datetime) -> list[datetime]:
-        """When the first retainer period whose fee is not invoiced starts (in the past when
-        one is due now), unless the engagement has ended by then."""
-        terms = data.get("terms") or {}
-        if not terms.get("retainer") or not terms.get("start_date"):
-            return []
-        day = date.fromisoformat(terms["start_date"])
-        last = date.fromisoformat(terms["end_date"]) if terms.get("end_date") else None
-        while last is None or day <= last:
-            period = period_of(day, self.period)
-            if not (data["periods"].get(period.label) or {}).get("retainer_invoiced"):
-                return [datetime.combine(day, time(), UTC)]
-            day = period.end + timedelta(days=1)
-        return []
-
     # --- results ------------------------------------------------------------------------
     def on_result(
         self, state: FlowState, operation: str, entity: str, outcome: Applied
@@ -472,145 +312,7 @@ class InvoiceFlow:
         mark billed) and to :mod:`.mobilize` (what is billed now, for change orders); a
         credit note to :mod:`.status_back`."""
         if operation == "credit_invoice":
-            return self._credited(state, entity, outcome)
+            return credited(state, entity, outcome)
         if operation not in ("invoice_project", "post_invoice"):
             return None
-        data = _copy(state.data)
-        reference = entity.split(":", 2)[2]
-        result = outcome.result
-        signals = []
-        if result.get("reference"):
-            data["invoices"][reference] = {
-                k: result.get(k)
-                for k in ("number", "state", "untaxed_amount", "tax_amount", "total_amount")
-            }
-            if operation == "invoice_project" and result.get("charges") is not None:
-                data.setdefault("charged", {})[reference] = list(result["charges"])
-            if operation == "post_invoice":
-                signals += self._posted(data, reference)
-        else:
-            data["invoices"].setdefault(reference, None)
-        return FlowStep(state.state, data, signals=tuple(signals), wake_at=state.wake_at)
-
-    def _posted(self, data: dict[str, Any], reference: str) -> list[Signal]:
-        signals = []
-        period = next(
-            (p for p in data["periods"].values() if reference in p.get("references", [])), None
-        )
-        method = (data.get("terms") or {}).get("billing_method") or "time_and_materials"
-        timed = period is not None and period.get("time", method == "time_and_materials")
-        if period is not None and (timed or period.get("expenses")):
-            signals.append(
-                Signal(
-                    "status_back",
-                    f"status:{data['project_key']}",
-                    "invoiced",
-                    {
-                        "reference": reference,
-                        "period_end": period["end"],
-                        "last_line_date": period.get("last_date") or period["end"],
-                        "time": bool(timed),
-                        "expenses": bool(period.get("expenses")),
-                    },
-                )
-            )
-        if data.get("engagement"):
-            billed: dict[str, Any] = {}
-            if period is not None and timed:
-                billed["through"] = period.get("last_date") or period["end"]
-                billed["invoiced_roles"] = sorted(
-                    {e[1] for e in period.get("entries") or []} | set(data.get("roles_seen") or [])
-                )
-            milestones = [
-                k
-                for k, m in (data.get("milestones") or {}).items()
-                if m.get("invoiced") == reference
-            ]
-            if milestones:
-                billed["invoiced_milestones"] = milestones
-            if billed:
-                signals.append(Signal("mobilize", data["engagement"], "billed", billed))
-        return signals
-
-    def _credited(self, state: FlowState, entity: str, outcome: Applied) -> FlowStep:
-        data = _copy(state.data)
-        result = outcome.result
-        credit_reference = entity.split(":", 2)[2]
-        credited = str(result.get("credited") or credit_reference.rsplit("/credit-", 1)[0])
-        data.setdefault("credits", {})[credit_reference] = {
-            k: result.get(k) for k in ("number", "state", "total_amount")
-        } | {"credited": credited}
-        signal = Signal(
-            "status_back",
-            f"status:{data['project_key']}",
-            "credited",
-            {
-                "reference": credited,
-                "credit_reference": credit_reference,
-                "rebill": bool((data.get("rebill") or {}).get(credited)),
-            },
-        )
-        return FlowStep(state.state, data, signals=(signal,), wake_at=state.wake_at)
-
-
-def _new_slot(data: dict[str, Any], period: BillingPeriod) -> dict[str, Any]:
-    """The invoicing slot of ``period`` (made when missing)."""
-    slot: dict[str, Any] = data["periods"].setdefault(
-        period.label,
-        {"start": period.start.isoformat(), "end": period.end.isoformat(), "lines": 0},
-    )
-    slot.setdefault("label", period.label)
-    return slot
-
-
-def _without(slot: dict[str, Any], lines: list[ChargeLine]) -> dict[str, Any]:
-    """The slot's billed overage as it was before ``lines`` (computed but not due yet)."""
-    billed = dict(slot.get("overage_billed") or {})
-    for line in lines:
-        task = str(line.task)
-        before = billed[task]
-        hours = Decimal(before["hours"]) - line.quantity
-        if before["lines"] <= 1 and hours <= 0:
-            billed.pop(task)
-        else:
-            billed[task] = {"hours": str(hours), "lines": before["lines"] - 1}
-    return billed
-
-
-def _initial(business_key: str) -> dict[str, Any]:
-    return {
-        "business_key": business_key,
-        "project_key": business_key.split(":", 1)[1],
-        "engagement": None,
-        "erp": None,
-        "status": "pending",
-        "held": [],
-        "billed": False,
-        "periods": {},
-        "invoices": {},
-    }
-
-
-def _copy(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy deep enough that a step never changes the state it was given."""
-    copied = dict(data)
-    copied["held"] = list(data.get("held", []))
-    copied["periods"] = {
-        k: {
-            **v,
-            "references": list(v.get("references", [])),
-            "charges": list(v.get("charges", [])),
-            "entries": list(v.get("entries", [])),
-            "overage_billed": dict(v.get("overage_billed", {})),
-        }
-        for k, v in data.get("periods", {}).items()
-    }
-    copied["invoices"] = dict(data.get("invoices", {}))
-    copied["milestones"] = {k: dict(v) for k, v in (data.get("milestones") or {}).items()}
-    for name in ("held_expenses", "costs", "credits", "credit_counts", "rebill", "charged"):
-        copied[name] = dict(data.get(name) or {})
-    return copied
-
-
-def _dec(value: Any) -> Decimal:
-    return Decimal(str(value)) if value not in (None, "") else Decimal(0)
+        return invoice_applied(state, operation, entity, outcome)

@@ -39,6 +39,11 @@ no rule routes is blocked with a business exception saying so). Keys name the de
 the account: two deals of one account each create (idempotently, by code) the customer they
 need, in their own order. The project key and a new customer's code are built by
 :func:`closeloop.domain.keys.engagement_code` from the CRM's key prefix.
+
+This module checks the deal, routes it and handles what happens to it after (blocked,
+reopened, lost, amended); matching the customer and provisioning the projects are
+:mod:`.provision`'s, change orders :mod:`.amend`'s, and the commands and signals the instance
+sends are built by :mod:`.mobilize_commands`.
 """
 
 from __future__ import annotations
@@ -53,27 +58,23 @@ from closeloop.domain.canonical.sales import FinanceApproval, Opportunity
 from closeloop.domain.commands import Applied, Command, ExceptionClass, Impact
 from closeloop.domain.entities import LegalEntity
 from closeloop.domain.keys import engagement_code
-from closeloop.domain.operations import (
-    Address,
-    CloseProject,
-    MatchCustomer,
-    Operation,
-    UpdateEngagement,
-    UpsertCustomer,
-    UpsertProject,
-    role_command,
-)
+from closeloop.domain.operations import CloseProject, UpsertProject
 from closeloop.domain.records import BusinessIssue, CanonicalRecord, FlowState, FlowStep, Signal
 from closeloop.domain.routing import RoleRouting, Roles
 from closeloop.domain.taxids import country_code
 from closeloop.domain.taxrules import DEFAULT_RULES, TaxRule
-from closeloop.flows.amend import NOT_APPLIED, amend, project_operation, rate_schedule
+from closeloop.flows.amend import NOT_APPLIED, amend
 from closeloop.flows.deal_terms import commercial_problems, deal_data
-from closeloop.ports.flows import xref_link, xref_lookup
+from closeloop.flows.mobilize_commands import (
+    command,
+    engagement_signals,
+    status_command,
+    write_back,
+)
+from closeloop.flows.provision import BLOCKED, cross_referenced, lookup, matched, provisioned
 
 __all__ = ["BLOCKED", "UNROUTED", "MobilizeFlow", "commercial_problems"]
 
-BLOCKED = "closed-won deal blocked from mobilization"
 UNROUTED = "no system is configured to serve the deal as"
 UNDER_WAY = ("matching", "provisioning", "mobilized", "provisional")
 
@@ -144,7 +145,10 @@ class MobilizeFlow:
             )
             issue = BusinessIssue(error_class, Impact.REVENUE, entity, message)
             return FlowStep(
-                "blocked", data, issues=(issue,), commands=(self._status(data, "Blocked", message),)
+                "blocked",
+                data,
+                issues=(issue,),
+                commands=(status_command(data, "Blocked", message),),
             )
         project_key = engagement_code(self.roles.prefix(record.source[0]), deal_id)
         data = deal_data(
@@ -153,7 +157,7 @@ class MobilizeFlow:
         data.update(business_key=self.business_key(record), deal_entity=entity, systems=systems)
         resolves = (entity,) if current == "blocked" else ()
         return FlowStep(
-            "matching", data, signals=(self._lookup(data, watch=False),), resolves=resolves
+            "matching", data, signals=(lookup(data, self.name, watch=False),), resolves=resolves
         )
 
     def _under_way(
@@ -179,7 +183,7 @@ class MobilizeFlow:
         if current == "provisional" and opportunity.finance_approval is FinanceApproval.APPROVED:
             data["finance_approved"] = True
             status = "mobilized"
-            commands.append(self._write_back(data, "Mobilized"))
+            commands.append(write_back(data, "Mobilized"))
         problems = commercial_problems(opportunity, self.entities, self.tax_rules)
         new_data = None
         if not problems:
@@ -193,7 +197,7 @@ class MobilizeFlow:
             )
         amendment = amend(data, opportunity, version, new_data, problems, self._change_command)
         commands += amendment.commands
-        signals = self._signals(amendment.data, status)
+        signals = engagement_signals(amendment.data, status)
         if status == current and not amendment.changed:
             signals = ()
         return FlowStep(
@@ -208,7 +212,7 @@ class MobilizeFlow:
     def _change_command(
         self, data: dict[str, Any], role: str, operation: UpsertProject, key: str
     ) -> Command:
-        return self._command(data, role, operation, key, f"project:{data['project_key']}")
+        return command(data, role, operation, key, f"project:{data['project_key']}")
 
     def _closed_changed(self, state: FlowState, record: CanonicalRecord) -> FlowStep | None:
         """A closed-won version of a deal whose engagement was closed: nothing is applied to
@@ -255,8 +259,9 @@ class MobilizeFlow:
                 return None
             message = (
                 f"engagement {state.data['project_key']} went back to {opportunity.stage.value} "
-                "after time was billed: its projects stay open; close them and credit what "
-                "should not be billed by hand"
+                "after time was billed: its projects stay open; close them by hand, and credit "
+                f"what should not be billed: closeloop credit {state.data['project_key']}/<period> "
+                "--reason ..."
             )
             issue = BusinessIssue(ExceptionClass.CONFLICT, Impact.REVENUE, entity, message)
             data = {**state.data, "lost_after_billing": opportunity.stage.value}
@@ -265,68 +270,12 @@ class MobilizeFlow:
         data = {**state.data, "closed_because": reason}
         key = data["project_key"]
         commands = [
-            self._command(data, role, CloseProject(key=key), key, f"project:{key}")
+            command(data, role, CloseProject(key=key), key, f"project:{key}")
             for role in ("psa", "erp")
         ]
-        commands.append(self._status(data, "Closed", reason))
+        commands.append(status_command(data, "Closed", reason))
         return FlowStep(
-            "closed", data, commands=tuple(commands), signals=self._signals(data, "closed")
-        )
-
-    def _command(
-        self, data: dict[str, Any], role: str, operation: Operation, key: str, entity: str
-    ) -> Command:
-        """``operation`` for the system the engagement was routed to for ``role``;
-        ``entity`` is named within that system."""
-        system = data["systems"][role]
-        return role_command(
-            system,
-            operation,
-            business_key=data["business_key"],
-            key=key,
-            entity=f"{system}:{entity}",
-            impact=Impact.REVENUE,
-        )
-
-    def _signals(self, data: dict[str, Any], status: str) -> tuple[Signal, ...]:
-        """Tell the engagement's invoicing and status-back instances where it stands."""
-        key = data["project_key"]
-        tax = data.get("tax") or {}
-        invoicing = {
-            "status": status,
-            "engagement": data["business_key"],
-            "closed_because": data.get("closed_because"),
-            "erp": data["systems"]["erp"],
-            "currency": data["currency"],
-            "legal_entity": data.get("legal_entity"),
-            "payment_terms_days": data.get("payment_terms_days"),
-            "mention": tax.get("mention") or "",
-            "customer_tax_id": (
-                data["customer"]["tax_id"] if tax.get("treatment") == "reverse_charge" else None
-            ),
-            "billing_method": data.get("billing_method") or "time_and_materials",
-            "milestones": data.get("milestones") or [],
-            "retainer": data.get("retainer"),
-            "expense_markup_percent": data.get("expense_markup_percent"),
-            "rates": rate_schedule(data),
-            "removed_roles": data.get("removed_roles") or {},
-            "start_date": data["start_date"],
-            "end_date": data.get("end_date"),
-        }
-        engagement = {
-            "status": status,
-            "deal_id": data["deal_id"],
-            "account_id": data["customer"]["crm_id"],
-            "client": data["customer"]["legal_name"],
-            "start_date": data["start_date"],
-            "currency": data["currency"],
-            "account_currency": data["customer"].get("currency") or data["currency"],
-            "legal_entity": data.get("legal_entity"),
-            **data["systems"],
-        }
-        return (
-            Signal("invoice", f"billing:{key}", "engagement", invoicing),
-            Signal("status_back", f"status:{key}", "engagement", engagement),
+            "closed", data, commands=tuple(commands), signals=engagement_signals(data, "closed")
         )
 
     def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
@@ -335,7 +284,7 @@ class MobilizeFlow:
         if state is None:
             return None
         if signal.name == "xref":
-            return self._cross_referenced(state, signal.data.get("external_id"))
+            return cross_referenced(state, signal.data.get("external_id"), self.match_threshold)
         if signal.name != "billed":
             return None
         data = {**state.data, "billed": True}
@@ -348,49 +297,6 @@ class MobilizeFlow:
             return None
         return FlowStep(state.state, data)
 
-    def _cross_referenced(self, state: FlowState, code: str | None) -> FlowStep | None:
-        """The cross-reference first: a known account is not matched again. An unknown one is
-        matched in the ERP; a deal blocked on an ambiguous match resumes once a person links
-        the account to one customer (``closeloop xref link``)."""
-        data = dict(state.data)
-        if state.state == "matching" and not data.get("match_asked"):
-            if code:
-                data.update(customer_match_kind="xref", customer_match=f"known as {code}")
-                return self._provision(data, code)
-            data["match_asked"] = True
-            return FlowStep("matching", data, commands=(self._match_command(data),))
-        if state.state == "blocked" and data.pop("ambiguous", False) and code:
-            entity = data["deal_entity"]
-            data.update(customer_match_kind="linked", customer_match=f"linked to {code}")
-            step = self._provision(data, code)
-            return FlowStep(step.state, step.data, commands=step.commands, resolves=(entity,))
-        return None
-
-    def _account(self, data: dict[str, Any]) -> tuple[str, str, str]:
-        """The deal's account as the cross-reference names it."""
-        return ("account", data["systems"]["crm"], data["customer"]["crm_id"])
-
-    def _lookup(self, data: dict[str, Any], *, watch: bool) -> Signal:
-        erp = data["systems"]["erp"]
-        return xref_lookup(self._account(data), erp, (self.name, data["business_key"]), watch=watch)
-
-    def _link(self, data: dict[str, Any], code: str) -> Signal:
-        return xref_link(self._account(data), data["systems"]["erp"], code)
-
-    def _match_command(self, data: dict[str, Any]) -> Command:
-        customer = data["customer"]
-        match = MatchCustomer(
-            name=customer["legal_name"],
-            country=customer["country"],
-            tax_ids=tuple(t for t in (customer["tax_id"],) if t),
-            street=customer.get("street") or "",
-            city=customer.get("city") or "",
-            postal_code=customer.get("postal_code") or "",
-            threshold=self.match_threshold,
-        )
-        key = f"{data['deal_id']}:{data['version']}"
-        return self._command(data, "erp", match, key, f"customer:{customer['crm_id']}")
-
     def on_timer(self, state: FlowState, now: datetime) -> FlowStep | None:
         """No timers."""
         return None
@@ -400,37 +306,19 @@ class MobilizeFlow:
         self, state: FlowState, operation: str, entity: str, outcome: Applied
     ) -> FlowStep | None:
         """Advance on each applied command: the match decides the customer, the set-up
-        results are collected, the write-back ends the mobilization."""
+        results are collected, the write-back ends the mobilization (:mod:`.provision`); a
+        version of the deal that came meanwhile is applied then."""
         data = dict(state.data)
         if operation == "match_customer" and state.state == "matching":
-            return self._matched(data, outcome.result)
+            return matched(data, outcome.result, self.name, self.roles)
         if state.state != "provisioning":
             return None
-        signals: tuple[Signal, ...] = ()
-        systems = data["systems"]
-        if operation == "upsert_customer":  # created: the account is this customer from now
-            data["erp_customer_id"] = outcome.result.get("party")
-            signals = (self._link(data, data["erp_customer_code"]),)
-        elif operation == "upsert_project" and entity.startswith(f"{systems['psa']}:"):
-            data["psa_project_id"] = outcome.result.get("project_id")
-        elif operation == "upsert_project" and entity.startswith(f"{systems['erp']}:"):
-            data["erp_project_id"] = outcome.result.get("project_id")
-        waiting = [k for k in ("psa_project_id", "erp_project_id") if data.get(k) is None]
-        if waiting:
-            return FlowStep("provisioning", data, signals=signals)
-        provisional = data["finance_approval"] == FinanceApproval.PENDING.value
-        status = "Provisional" if provisional else "Mobilized"
-        step = FlowStep(
-            status.lower(),
-            data,
-            commands=(self._write_back(data, status),),
-            signals=signals + self._signals(data, status.lower()),
-        )
-        pending = data.get("next_version")
-        if not pending:
+        step = provisioned(data, operation, entity, outcome.result)
+        pending = step.data.get("next_version")
+        if step.state == "provisioning" or not pending:
             return step
         amended = self._amended(
-            step.state, data, pending["version"], Opportunity.model_validate(pending["data"])
+            step.state, step.data, pending["version"], Opportunity.model_validate(pending["data"])
         )
         latest = {s.business_key: s for s in (*step.signals, *amended.signals)}
         return FlowStep(
@@ -441,88 +329,6 @@ class MobilizeFlow:
             signals=tuple(s for s in step.signals if s.name != "engagement")
             + tuple(s for s in latest.values() if s.name == "engagement"),
             audit=amended.audit,
-        )
-
-    def _matched(self, data: dict[str, Any], result: dict[str, Any]) -> FlowStep:
-        entity = data["deal_entity"]
-        if result.get("kind") == "ambiguous":
-            systems = data["systems"]
-            message = (
-                f"{BLOCKED}: {result.get('explain')}; merge the ERP customers, or pick one with "
-                f"closeloop xref link account {systems['crm']}:{data['customer']['crm_id']} "
-                f"{systems['erp']}:<customer code>"
-            )
-            issue = BusinessIssue(ExceptionClass.DUPLICATE, Impact.REVENUE, entity, message)
-            data["ambiguous"] = True
-            return FlowStep(
-                "blocked",
-                data,
-                issues=(issue,),
-                commands=(self._status(data, "Blocked", message),),
-                signals=(self._lookup(data, watch=True),),
-            )
-        data["customer_match_kind"] = result.get("kind") or "none"
-        if result.get("kind") in ("tax_id", "similar"):
-            data["erp_customer_id"] = result.get("party_id")
-            data["customer_match"] = result.get("explain")
-            step = self._provision(data, result["party_code"])
-            link = self._link(data, result["party_code"])
-            return FlowStep(step.state, step.data, commands=step.commands, signals=(link,))
-        customer = data["customer"]
-        prefix = self.roles.prefix(data["systems"]["crm"])
-        code = engagement_code(prefix, customer["crm_id"])
-        data["customer_match"] = "created"
-        upsert = UpsertCustomer(
-            code=code,
-            name=customer["legal_name"],
-            country=customer["country"],
-            tax_ids=(((customer["tax_scheme"], customer["tax_id"]),) if customer["tax_id"] else ()),
-            address=Address(
-                line1=customer.get("street") or "",
-                city=customer.get("city") or "",
-                postal_code=customer.get("postal_code") or "",
-            ),
-        )
-        create = self._command(data, "erp", upsert, f"{code}:{data['deal_id']}", f"customer:{code}")
-        step = self._provision(data, code)
-        return FlowStep(step.state, step.data, commands=(create, *step.commands))
-
-    def _provision(self, data: dict[str, Any], customer_code: str) -> FlowStep:
-        """Set up the projects in both systems for the ERP customer ``customer_code``."""
-        data = {**data, "erp_customer_code": customer_code}
-        data["base_rates"] = {r["role"]: r["rate"] for r in data["roles"]}
-        key = data["project_key"]
-        commands = tuple(
-            self._command(data, role, project_operation(data, role), key, f"project:{key}")
-            for role in ("psa", "erp")
-        )
-        return FlowStep("provisioning", data, commands=commands)
-
-    def _write_back(self, data: dict[str, Any], status: str) -> Command:
-        update = UpdateEngagement(
-            deal_id=data["deal_id"],
-            status=status,
-            message=data.get("customer_match") or "",
-            customer_code=data.get("erp_customer_code"),
-            psa_project_id=str(data.get("psa_project_id") or ""),
-            project_key=data.get("project_key"),
-        )
-        return self._crm_update(data, update)
-
-    def _status(self, data: dict[str, Any], status: str, message: str) -> Command:
-        update = UpdateEngagement(deal_id=data["deal_id"], status=status, message=message)
-        return self._crm_update(data, update)
-
-    def _crm_update(self, data: dict[str, Any], update: UpdateEngagement) -> Command:
-        key = f"opportunity:{update.deal_id}:mobilization:{update.status}:{data['version']}"
-        crm = data["systems"]["crm"]
-        return role_command(
-            crm,
-            update,
-            business_key=data["business_key"],
-            key=key,
-            entity=data["deal_entity"],
-            impact=Impact.REVENUE,
         )
 
 
