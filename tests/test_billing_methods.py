@@ -127,7 +127,7 @@ def test_an_accepted_milestone_is_invoiced_once_alone_and_time_is_never_billed()
     assert invoice.payload["include_time"] is False
     (charge,) = invoice.payload["charges"]
     assert (charge["key"], charge["unit_price"], charge["kind"]) == (
-        "milestone:a0M1",
+        f"milestone:{KEY}:a0M1",
         "18000.00",
         "milestone",
     )
@@ -146,7 +146,7 @@ def test_a_disputed_milestone_is_held_then_invoiced_when_accepted() -> None:
     assert again is not None and not again.issues  # reported once
     resolved = INVOICE.on_signal(at(again), terms_signal(("accepted", "planned")), NOW)
     assert resolved is not None and resolved.resolves == (f"{KEY}:milestone:a0M1",)
-    assert resolved.commands[0].payload["charges"][0]["key"] == "milestone:a0M1"
+    assert resolved.commands[0].payload["charges"][0]["key"] == f"milestone:{KEY}:a0M1"
 
 
 def terms_signal(statuses: tuple[str, ...]) -> Signal:
@@ -181,13 +181,15 @@ def test_a_milestone_disputed_after_posting_is_credited_and_invoiced_again_once_
     assert credit.operation == "credit_invoice"
     assert credit.payload["reference"] == f"{KEY}/milestone-a0M1"
     assert credit.payload["credit_reference"] == f"{KEY}/milestone-a0M1/credit-1"
-    assert credit.payload["line_keys"] == ["milestone:a0M1"]
+    assert credit.payload["line_keys"] == [f"milestone:{KEY}:a0M1"]
     assert "credited in full" in disputed.issues[0].message
     accepted_again = INVOICE.on_signal(at(disputed), terms_signal(("accepted", "planned")), NOW)
     assert accepted_again is not None
     invoice = accepted_again.commands[0]
     assert invoice.payload["reference"] == f"{KEY}/milestone-a0M1/2"
-    assert invoice.payload["charges"][0]["key"] == "milestone:a0M1:2"  # a new key: billed anew
+    assert (
+        invoice.payload["charges"][0]["key"] == f"milestone:{KEY}:a0M1:2"
+    )  # a new key: billed anew
 
 
 def test_an_invoiced_milestone_back_to_planned_is_a_question_for_a_person() -> None:
@@ -234,7 +236,7 @@ def test_a_retainer_bills_its_fee_when_each_period_starts() -> None:
     references = [c.payload["reference"] for c in fees.commands if c.operation == "invoice_project"]
     assert references == [f"{KEY}/2026-03/retainer", f"{KEY}/2026-04/retainer"]
     charge = fees.commands[0].payload["charges"][0]
-    assert (charge["key"], charge["unit_price"]) == ("retainer:2026-03", "8000.00")
+    assert (charge["key"], charge["unit_price"]) == (f"retainer:{KEY}:2026-03", "8000.00")
     assert fees.wake_at == datetime(2026, 5, 1, tzinfo=UTC)
     again = INVOICE.on_timer(at(fees), datetime(2026, 4, 2, tzinfo=UTC))
     assert again is not None and not again.commands  # each fee once
@@ -294,7 +296,7 @@ def test_a_billable_expense_joins_the_period_invoice_with_the_deals_markup() -> 
     assert due is not None
     invoice = due.commands[0].payload
     (charge,) = invoice["charges"]
-    assert charge["unit_price"] == "132.00" and charge["key"] == "expense:harvest-9"
+    assert charge["unit_price"] == "132.00" and charge["key"] == f"expense:{KEY}:harvest-9"
     assert charge["receipt"] == "https://harvest.example/receipts/9.pdf"
     assert invoice["include_time"] is True  # with the period's time
     assert EXPENSES.on_record(at(done, "bill_expense", "expense:x-9"), expense()) is None
@@ -464,7 +466,8 @@ def test_a_credit_asked_for_makes_a_credit_note_and_tells_status_back() -> None:
     }
     done = INVOICE.on_result(at(asked), "credit_invoice", credit.entity, Applied(result))
     assert done is not None
-    (told,) = done.signals
+    told, mobilize = done.signals
+    assert (mobilize.flow, mobilize.data) == ("mobilize", {"invoiced_milestones": []})
     assert (told.flow, told.name) == ("status_back", "credited")
     assert told.data == {
         "reference": f"{KEY}/2026-03",
@@ -526,3 +529,173 @@ def test_a_role_whose_time_was_invoiced_cannot_be_removed_by_a_change_order() ->
         "Analyst was removed from the deal, but its time is already invoiced"
         in amended.issues[0].message
     )
+
+
+# --- what a review found ------------------------------------------------------------------
+def without_analyst(version: str, **changes: Any) -> CanonicalRecord:
+    items = [i for i in deal().data["line_items"] if i["role"] != "Analyst"]
+    return deal(version=version, line_items=items, **changes)
+
+
+def test_a_removed_role_is_removed_once_and_can_come_back() -> None:
+    done = mobilized()
+    removed = FLOW.on_record(
+        state(done),
+        without_analyst("2026-03-15T00:00:00+00:00", amendment_effective_date="2026-03-15"),
+    )
+    assert removed is not None and removed.data["removed_roles"] == {"Analyst": "2026-03-15"}
+    later = FLOW.on_record(
+        state(removed), without_analyst("2026-04-02T00:00:00+00:00", end_date="2026-12-31")
+    )
+    assert later is not None and not later.issues
+    assert [n.detail["kind"] for n in later.audit if n.action == "change_order"] == [
+        "end_date_changed"
+    ]
+    assert later.data["removed_roles"] == {"Analyst": "2026-03-15"}  # not moved on
+    back = FLOW.on_record(
+        state(later), deal(version="2026-05-02T00:00:00+00:00", end_date="2026-12-31")
+    )
+    assert back is not None and not back.issues
+    assert [n.detail["kind"] for n in back.audit if n.action == "change_order"] == ["role_added"]
+    assert back.data["removed_roles"] == {}
+
+
+def test_a_retroactive_rate_change_after_time_was_recorded_is_a_conflict() -> None:
+    done = mobilized()
+    recorded_time = FLOW.on_signal(
+        state(done), Signal("mobilize", "engagement:c-1", "billed", {}), NOW
+    )
+    assert recorded_time is not None
+    raised = [
+        {**i, "unit_price": {"amount": "200.00", "currency": "EUR"}}
+        if i["role"] == "Analyst"
+        else i
+        for i in deal().data["line_items"]
+    ]
+    amended = FLOW.on_record(
+        state(recorded_time),
+        deal(
+            version="2026-05-10T00:00:00+00:00",
+            line_items=raised,
+            amendment_effective_date="2026-05-01",
+        ),
+    )
+    assert amended is not None and not amended.commands
+    assert "before the day it was made" in amended.issues[0].message
+
+
+def test_retainer_and_markup_changes_are_applied_and_audited() -> None:
+    done = mobilized(billing_method="retainer", retainer=RETAINER)
+    amended = FLOW.on_record(
+        state(done),
+        deal(
+            version="2026-04-02T00:00:00+00:00",
+            billing_method="retainer",
+            retainer={**RETAINER, "amount_per_period": "9000"},
+            expense_markup_percent="25",
+        ),
+    )
+    assert amended is not None and not amended.commands and not amended.issues
+    kinds = sorted(n.detail["role"] for n in amended.audit if n.action == "change_order")
+    assert kinds == ["expense_markup_percent", "retainer"]
+    (signal,) = [s for s in amended.signals if s.flow == "invoice"]
+    assert signal.data["retainer"]["amount_per_period"] == "9000.00"
+    assert signal.data["expense_markup_percent"] == "25"
+
+
+def test_a_credited_milestone_is_billed_again_once_accepted_and_may_be_revalued() -> None:
+    billing = invoicing(mobilized(**fixed_fee()))
+    billed = INVOICE.on_signal(at(billing), terms_signal(("accepted", "planned")), NOW)
+    assert billed is not None
+    posted = post(billed, f"{KEY}/milestone-a0M1")
+    (told,) = [s for s in posted.signals if s.flow == "mobilize"]
+    assert told.data["invoiced_milestones"] == ["a0M1"]
+    ask = Signal(
+        "invoice", BILLING, "credit", {"reference": f"{KEY}/milestone-a0M1", "reason": "wrong"}
+    )
+    asked = INVOICE.on_signal(at(posted), ask, NOW)
+    assert asked is not None
+    result = {
+        "reference": f"{KEY}/milestone-a0M1/credit-1",
+        "number": "CN/1",
+        "state": "posted",
+        "total_amount": "-21420.00",
+        "credited": f"{KEY}/milestone-a0M1",
+    }
+    credited = INVOICE.on_result(
+        at(asked), "credit_invoice", asked.commands[0].entity, Applied(result)
+    )
+    assert credited is not None
+    (mobilize,) = [s for s in credited.signals if s.flow == "mobilize"]
+    assert mobilize.data["invoiced_milestones"] == []  # re-valuing it is a change again
+    again = INVOICE.on_signal(at(credited), terms_signal(("accepted", "planned")), NOW)
+    assert again is not None
+    assert again.commands[0].payload["charges"][0]["key"] == f"milestone:{KEY}:a0M1:2"
+
+
+def test_a_milestone_accepted_again_after_its_invoice_is_reported_not_billed() -> None:
+    billing = invoicing(mobilized(**fixed_fee()))
+    billed = INVOICE.on_signal(at(billing), terms_signal(("accepted", "planned")), NOW)
+    back = INVOICE.on_signal(at(billed), terms_signal(("planned", "planned")), NOW)
+    again = INVOICE.on_signal(at(back), terms_signal(("accepted", "planned")), NOW)
+    assert again is not None and not again.commands
+    (issue,) = again.issues
+    assert "accepted again" in issue.message and "not invoiced twice" in issue.message
+
+
+def test_a_milestone_disputed_before_its_invoice_is_posted_is_credited_once_posted() -> None:
+    billing = invoicing(mobilized(**fixed_fee()))
+    billed = INVOICE.on_signal(at(billing), terms_signal(("accepted", "planned")), NOW)
+    disputed = INVOICE.on_signal(at(billed), terms_signal(("disputed", "planned")), NOW)
+    assert disputed is not None and not disputed.commands  # not posted yet: nothing to credit
+    posted = post(disputed, f"{KEY}/milestone-a0M1")
+    (credit,) = posted.commands
+    assert credit.operation == "credit_invoice" and credit.payload["line_keys"] == [
+        f"milestone:{KEY}:a0M1"
+    ]
+
+
+def test_billed_means_invoiced_and_a_fixed_fees_time_is_not() -> None:
+    billing = invoicing(mobilized(**fixed_fee()))
+    cost = INVOICE.on_signal(
+        at(billing),
+        Signal("invoice", BILLING, "recorded", {"date": "2026-03-11", "hours": "8"}),
+        NOW,
+    )
+    assert cost is not None and not cost.signals  # recorded for cost: the deal may still close
+    fee = retainer_billing()
+    fees = INVOICE.on_timer(at(fee), datetime(2026, 3, 3, tzinfo=UTC))
+    assert fees is not None
+    posted = post(fees, f"{KEY}/2026-03/retainer")
+    assert [s.name for s in posted.signals if s.flow == "mobilize"] == ["billed"]
+
+
+def test_an_expense_after_the_months_last_time_is_marked_billed_with_it() -> None:
+    billing = invoicing(mobilized())
+    step = recorded(billing, "2026-03-05", "8")
+    asked = EXPENSES.on_record(None, expense(date="2026-03-28"))
+    assert asked is not None
+    taken = INVOICE.on_signal(at(step), asked.signals[0], NOW)
+    due = INVOICE.on_timer(at(taken), datetime(2026, 4, 2, tzinfo=UTC))
+    assert due is not None
+    posted = post(due, f"{KEY}/2026-03")
+    (told,) = [s for s in posted.signals if s.flow == "status_back"]
+    assert told.data["last_line_date"] == "2026-03-28" and told.data["expenses"] is True
+
+
+def test_a_retainers_carry_is_fixed_when_its_month_is_invoiced() -> None:
+    step = retainer_billing()
+    step = recorded(step, "2026-03-05", "30")  # 10 h rolled over into April
+    step = recorded(step, "2026-04-03", "45")  # within April's 50 h
+    first = INVOICE.on_timer(at(step), datetime(2026, 5, 2, tzinfo=UTC))
+    assert first is not None
+    step = recorded(first, "2026-03-20", "8")  # late March time: its month invoiced again
+    step = recorded(step, "2026-04-20", "1")  # April: 46 h against the 50 h it was given
+    late = INVOICE.on_timer(at(step), datetime(2026, 5, 9, tzinfo=UTC))
+    assert late is not None
+    charges = {
+        c.payload["reference"]: c.payload["charges"]
+        for c in late.commands
+        if c.operation == "invoice_project"
+    }
+    assert charges[f"{KEY}/2026-04/2"] == []  # the carry April was invoiced with stands

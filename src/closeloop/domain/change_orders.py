@@ -20,7 +20,8 @@ Rules, in the words a finance person uses:
 - hours sold (the budget), the end date, the fee: updated;
 - a milestone added, moved (planned date) or renamed updates the plan; one re-valued or
   removed after it was invoiced is a conflict (credit it first), before that a change;
-- the billing method of a mobilized engagement cannot change (a conflict);
+- the billing method of a mobilized engagement cannot change (a conflict); a retainer's
+  terms or the expense markup apply from the next invoice on;
 - the currency, the legal entity or the customer of a mobilized engagement cannot change:
   its invoices are in that currency, in that company's books, to that customer. A conflict.
 
@@ -67,6 +68,8 @@ class EngagementTerms(BaseModel):
     billing_method: str = "time_and_materials"
     fee: Decimal | None = None
     milestones: dict[str, Milestone] = Field(default_factory=dict)
+    retainer: dict[str, str] | None = None
+    expense_markup_percent: Decimal | None = None
 
 
 class ChangeKind(StrEnum):
@@ -81,6 +84,7 @@ class ChangeKind(StrEnum):
     MILESTONE_ADDED = "milestone_added"
     MILESTONE_CHANGED = "milestone_changed"
     MILESTONE_REMOVED = "milestone_removed"
+    TERMS_CHANGED = "terms_changed"
 
 
 class Change(BaseModel):
@@ -243,6 +247,17 @@ def compare(
                 kind=ChangeKind.FEE_CHANGED, before=_text(mobilized.fee), after=_text(amended.fee)
             )
         )
+    for name in ("retainer", "expense_markup_percent"):  # from the next invoice on
+        before, after = getattr(mobilized, name), getattr(amended, name)
+        if before != after:
+            changes.append(
+                Change(
+                    kind=ChangeKind.TERMS_CHANGED,
+                    role=name,
+                    before=_terms_text(before),
+                    after=_terms_text(after),
+                )
+            )
     milestone_changes, milestone_conflicts = _milestones(mobilized, amended, invoiced_milestones)
     changes += milestone_changes
     conflicts += milestone_conflicts
@@ -322,6 +337,12 @@ def _milestones(
 def _describe(milestone: Milestone) -> str:
     when = milestone.planned_date.isoformat() if milestone.planned_date else "undated"
     return f"{milestone.name} {milestone.amount} {when}"
+
+
+def _terms_text(value: dict[str, str] | Decimal | None) -> str | None:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
+    return _text(value)
 
 
 def _text(value: Decimal | None) -> str | None:

@@ -36,6 +36,7 @@ from closeloop.domain.change_orders import (
     Change,
     ChangeKind,
     ChangeOrder,
+    Conflict,
     EngagementTerms,
     Milestone,
     compare,
@@ -47,7 +48,7 @@ from closeloop.domain.records import AuditNote, BusinessIssue
 log = structlog.get_logger(__name__)
 
 NOT_APPLIED = "change order not applied"
-PROJECT_CHANGES = frozenset(ChangeKind) - {ChangeKind.ROLE_REMOVED}
+PROJECT_CHANGES = frozenset(ChangeKind) - {ChangeKind.ROLE_REMOVED, ChangeKind.TERMS_CHANGED}
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,11 @@ class Amendment:
 def terms_of(data: Mapping[str, Any]) -> EngagementTerms:
     """The change-order terms of an engagement's data (as :func:`.deal_terms.deal_data`
     makes it)."""
+    removed = data.get("removed_roles") or {}
+    sold = [r for r in data["roles"] if r["role"] not in removed]
     return EngagementTerms(
-        rates={r["role"]: Decimal(r["rate"]) for r in data["roles"]},
-        hours={r["role"]: Decimal(r["hours"]) for r in data["roles"]},
+        rates={r["role"]: Decimal(r["rate"]) for r in sold},
+        hours={r["role"]: Decimal(r["hours"]) for r in sold},
         currency=data["currency"],
         legal_entity=data.get("legal_entity"),
         customer=data["customer"]["crm_id"],
@@ -86,6 +89,10 @@ def terms_of(data: Mapping[str, Any]) -> EngagementTerms:
             )
             for m in data.get("milestones") or []
         },
+        retainer=data.get("retainer"),
+        expense_markup_percent=(
+            Decimal(data["expense_markup_percent"]) if data.get("expense_markup_percent") else None
+        ),
     )
 
 
@@ -134,6 +141,7 @@ def amend(
         frozenset(data.get("invoiced_roles") or ()),
         frozenset(data.get("invoiced_milestones") or ()),
     )
+    order = _retroactive(order, data, version)
     if order.conflicts:
         return _conflicting(data, order, version)
     notes = [
@@ -167,6 +175,38 @@ def amend(
         for role in ("psa", "erp"):
             commands.append(command(data, role, project_operation(data, role), key))
     return Amendment(data, tuple(commands), audit=tuple(notes), changed=True)
+
+
+def _retroactive(order: ChangeOrder, data: dict[str, Any], version: str) -> ChangeOrder:
+    """A rate change effective before the day its version was made, on an engagement whose
+    time is already being recorded, is a conflict: time since that day may be in the ERP at
+    the old rate (the hub picks a line's task when it records it)."""
+    try:
+        made = datetime.fromisoformat(version).date()
+    except ValueError:
+        return order
+    if not data.get("billed"):
+        return order
+    late = [
+        c
+        for c in order.changes
+        if c.kind is ChangeKind.RATE_CHANGED and c.effective_from and c.effective_from < made
+    ]
+    conflicts = tuple(
+        Conflict(
+            field=f"rates.{c.role}",
+            before=c.before,
+            after=c.after,
+            reason=(
+                f"the rate of {c.role} changes from {c.effective_from} (before the day it was "
+                f"made, {made}) while time is already recorded: time since "
+                f"{c.effective_from} may be in the ERP at {c.before}; make it effective from "
+                f"{made} or later, or re-price that time by hand"
+            ),
+        )
+        for c in late
+    )
+    return order.model_copy(update={"conflicts": order.conflicts + conflicts}) if late else order
 
 
 def _conflicting(data: dict[str, Any], order: ChangeOrder, version: str) -> Amendment:

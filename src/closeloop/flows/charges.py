@@ -2,9 +2,10 @@
 milestones, retainer fees and overage, re-billed expenses (pure decisions over the invoicing
 instance's data; no I/O).
 
-Charge keys (:class:`~closeloop.domain.operations.ChargeLine`) name what is billed, once:
-``milestone:<CRM id>`` (``...:2`` after a credit note, when it is billed again),
-``retainer:<period>``, ``overage:<period>:<task>``, ``expense:<PSA>-<id>``.
+Charge keys (:class:`~closeloop.domain.operations.ChargeLine`) name what is billed, once per
+ERP company, so they name the engagement's project: ``milestone:<project key>:<CRM id>``
+(``...:2`` after a credit note, when it is billed again), ``retainer:<project key>:<period>``,
+``overage:<project key>:<period>:<task>``, ``expense:<project key>:<PSA>-<id>``.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def decide_milestones(data: dict[str, Any]) -> MilestoneDecision:
     (``data["milestones"]``, updated in place): an accepted milestone not invoiced is
     invoiced (its own invoice ``<project key>/milestone-<id>``); a disputed one not invoiced
     is held with a business exception; one disputed after its invoice was posted is credited
-    (and billed again once accepted); one back to planned after its invoice: an exception,
-    nothing undone."""
+    (and billed again once accepted), one disputed while its invoice is being made is
+    credited once it is posted (``credit_when_posted``); one back to planned after its
+    invoice, or accepted again after that: an exception, nothing undone or billed twice."""
     decision = MilestoneDecision()
     project_key = data["project_key"]
     tracked: dict[str, Any] = data.setdefault("milestones", {})
@@ -60,7 +62,7 @@ def decide_milestones(data: dict[str, Any]) -> MilestoneDecision:
             attempt = mine["attempt"]
             reference = f"{project_key}/milestone-{key}" + (f"/{attempt}" if attempt > 1 else "")
             charge = ChargeLine(
-                key=f"milestone:{key}" + (f":{attempt}" if attempt > 1 else ""),
+                key=f"milestone:{project_key}:{key}" + (f":{attempt}" if attempt > 1 else ""),
                 kind="milestone",
                 description=f"Milestone: {milestone['name']}",
                 quantity=Decimal(1),
@@ -80,7 +82,7 @@ def decide_milestones(data: dict[str, Any]) -> MilestoneDecision:
                     f"({milestone['amount']} {data.get('currency') or ''}) is disputed by the "
                     "client: held, not invoiced; it is invoiced once its status is Accepted"
                 )
-            else:
+            elif _posted(data, billed):
                 decision.credits.append((billed, mine["charge"], milestone["name"]))
                 mine["invoiced"] = None
                 message = (
@@ -88,6 +90,22 @@ def decide_milestones(data: dict[str, Any]) -> MilestoneDecision:
                     f"after its invoice {billed} was posted: it is credited in full; it is "
                     "invoiced again once its status is Accepted"
                 )
+            else:
+                mine["credit_when_posted"] = True
+                message = (
+                    f"milestone {milestone['name']!r} of engagement {project_key} was disputed "
+                    f"while its invoice {billed} was being made: it is credited in full as soon "
+                    "as it is posted, and invoiced again once its status is Accepted"
+                )
+            issue = BusinessIssue(ExceptionClass.CONFLICT, Impact.REVENUE, entity, message)
+            decision.issues.append(issue)
+        elif status == ACCEPTED and billed is not None and mine["reported"] == PLANNED:
+            mine["reported"] = None
+            message = (
+                f"milestone {milestone['name']!r} of engagement {project_key} is accepted again: "
+                f"it was invoiced once as {billed} and is not invoiced twice"
+            )
+            decision.resolves.append(entity)
             issue = BusinessIssue(ExceptionClass.CONFLICT, Impact.REVENUE, entity, message)
             decision.issues.append(issue)
         elif status == PLANNED and billed is not None and mine["reported"] != PLANNED:
@@ -102,15 +120,22 @@ def decide_milestones(data: dict[str, Any]) -> MilestoneDecision:
     return decision
 
 
+def _posted(data: Mapping[str, Any], reference: str) -> bool:
+    """Whether the instance saw the invoice ``reference`` posted (or paid)."""
+    invoice = (data.get("invoices") or {}).get(reference) or {}
+    return invoice.get("state") in ("posted", "paid")
+
+
 def expense_charge(
-    info: Mapping[str, Any], markup_percent: str | None, currency: str
+    info: Mapping[str, Any], markup_percent: str | None, currency: str, project_key: str
 ) -> ChargeLine:
     """The invoice line of a billable expense ``info`` (``key``, ``amount``, ``category``,
-    ``date``, ``notes``, ``receipt``): its amount plus the deal's markup, in ``currency``."""
+    ``date``, ``notes``, ``receipt``) of the project ``project_key``: its amount plus the
+    deal's markup, in ``currency``."""
     amount = marked_up(Decimal(info["amount"]), markup_percent, currency)
     notes = f" - {info['notes']}" if info.get("notes") else ""
     return ChargeLine(
-        key=f"expense:{info['key']}",
+        key=f"expense:{project_key}:{info['key']}",
         kind="expense",
         description=f"Expense {info['date']}: {info['category']}{notes}",
         quantity=Decimal(1),
@@ -120,10 +145,11 @@ def expense_charge(
     )
 
 
-def retainer_fee(label: str, terms: Mapping[str, Any]) -> ChargeLine:
-    """The retainer fee of period ``label`` for its included hours."""
+def retainer_fee(label: str, terms: Mapping[str, Any], project_key: str) -> ChargeLine:
+    """The retainer fee of the project ``project_key`` for period ``label``'s included
+    hours."""
     return ChargeLine(
-        key=f"retainer:{label}",
+        key=f"retainer:{project_key}:{label}",
         kind="retainer",
         description=f"Retainer {label} ({terms['included_hours']} h included)",
         quantity=Decimal(1),
@@ -143,7 +169,11 @@ def task_on(schedule: Mapping[str, list[dict[str, Any]]], role: str, day: date) 
 
 
 def overage(
-    slot: dict[str, Any], terms: Mapping[str, Any], schedule: Mapping[str, Any], carried: Decimal
+    slot: dict[str, Any],
+    terms: Mapping[str, Any],
+    schedule: Mapping[str, Any],
+    carried: Decimal,
+    project_key: str,
 ) -> tuple[list[ChargeLine], Decimal]:
     """A retainer period's overage and the hours it leaves unused.
 
@@ -177,7 +207,7 @@ def overage(
         billed[task] = {"hours": str(hours), "lines": count}
         lines.append(
             ChargeLine(
-                key=f"overage:{label}:{task}" + (f":{count}" if count > 1 else ""),
+                key=f"overage:{project_key}:{label}:{task}" + (f":{count}" if count > 1 else ""),
                 kind="overage",
                 description=f"{task}: {new} h beyond the retainer's included hours, {label}",
                 quantity=new,

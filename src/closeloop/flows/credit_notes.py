@@ -16,7 +16,7 @@ from typing import Any
 from closeloop.domain.commands import Applied, Command, Impact
 from closeloop.domain.operations import CreditInvoice, role_command
 from closeloop.domain.records import FlowState, FlowStep, Signal
-from closeloop.flows.invoice_state import copy_data
+from closeloop.flows.invoice_state import copy_data, invoiced_milestones
 
 
 def credit_asked(data: dict[str, Any], info: dict[str, Any], day: date) -> Command:
@@ -35,12 +35,14 @@ def credit_asked(data: dict[str, Any], info: dict[str, Any], day: date) -> Comma
 
 
 def credit_command(
-    data: dict[str, Any], reference: str, reason: str, keys: tuple[str, ...], day: date
+    data: dict[str, Any], reference: str, reason: str, keys: tuple[str, ...], day: date | None
 ) -> Command:
-    """Credit the invoice ``reference`` for ``reason`` on ``day``: the lines of charge
-    ``keys``, or all of it when there are none; each credit of one invoice is numbered."""
+    """Credit the invoice ``reference`` for ``reason`` on ``day`` (``None``: the day the ERP
+    makes it): the lines of charge ``keys``, or all of it when there are none; each credit
+    of one invoice is numbered."""
     counts = data.setdefault("credit_counts", {})
     counts[reference] = counts.get(reference, 0) + 1
+    data.setdefault("credit_keys", {})[f"{reference}/credit-{counts[reference]}"] = list(keys)
     credit = CreditInvoice(
         reference=reference,
         credit_reference=f"{reference}/credit-{counts[reference]}",
@@ -61,7 +63,9 @@ def credit_command(
 
 def credited(state: FlowState, entity: str, outcome: Applied) -> FlowStep:
     """A credit note was made: keep its number, state and amount, and tell
-    :mod:`.status_back` which invoice it credits."""
+    :mod:`.status_back` which invoice it credits. A milestone it credits is no longer
+    invoiced (it is invoiced again, under a new key, once accepted), which :mod:`.mobilize`
+    learns (a credited milestone may be re-valued)."""
     data = copy_data(state.data)
     result = outcome.result
     credit_reference = entity.split(":", 2)[2]
@@ -69,6 +73,16 @@ def credited(state: FlowState, entity: str, outcome: Applied) -> FlowStep:
     data.setdefault("credits", {})[credit_reference] = {
         k: result.get(k) for k in ("number", "state", "total_amount")
     } | {"credited": credited}
+    keys = (data.get("credit_keys") or {}).get(credit_reference) or []
+    signals = []
+    for milestone in (data.get("milestones") or {}).values():
+        if milestone.get("invoiced") == credited and (not keys or milestone.get("charge") in keys):
+            milestone["invoiced"] = None
+    if data.get("engagement"):
+        milestones = invoiced_milestones(data)
+        signals.append(
+            Signal("mobilize", data["engagement"], "billed", {"invoiced_milestones": milestones})
+        )
     signal = Signal(
         "status_back",
         f"status:{data['project_key']}",
@@ -79,4 +93,4 @@ def credited(state: FlowState, entity: str, outcome: Applied) -> FlowStep:
             "rebill": bool((data.get("rebill") or {}).get(credited)),
         },
     )
-    return FlowStep(state.state, data, signals=(signal,), wake_at=state.wake_at)
+    return FlowStep(state.state, data, signals=(signal, *signals), wake_at=state.wake_at)

@@ -211,7 +211,7 @@ class InvoiceFlow:
             slot["time"] = method == "time_and_materials"
             data["last_recorded_at"] = now.isoformat()
         signals = []
-        if not data["billed"] and data.get("engagement"):
+        if not data["billed"] and data.get("engagement") and method == "time_and_materials":
             data["billed"] = True
             signals.append(Signal("mobilize", data["engagement"], "billed", {}))
         return self._step(data, now, signals)
@@ -243,7 +243,7 @@ class InvoiceFlow:
             slot.setdefault("label", label)
             due = bool(slot.get("dirty")) and self._due(slot, data, now) <= now
             charges = [ChargeLine.model_validate(c) for c in slot.get("charges") or []]
-            lines, carried = retainer_overage(slot, terms, carried, due=due)
+            lines, carried = retainer_overage(slot, terms, carried, data["project_key"], due=due)
             charges += lines
             if not due:
                 continue

@@ -88,8 +88,9 @@ def take_expense(
         return [Signal("bill_expense", expense, "costed", {})]
     currency = data.get("currency") or "EUR"
     markup = (data.get("terms") or {}).get("expense_markup_percent")
-    charge = expense_charge(info, markup, currency)
+    charge = expense_charge(info, markup, currency, data["project_key"])
     slot = slot_of(data, date.fromisoformat(info["date"]), kind)
+    slot["last_date"] = max(slot.get("last_date") or "", info["date"])  # the PSA marks up to it
     charges = slot.setdefault("charges", [])
     if all(c["key"] != charge.key for c in charges):
         charges.append(charge.model_dump(mode="json"))
@@ -132,7 +133,7 @@ def retainer_fees(
             continue
         reference = f"{data['project_key']}/{period.label}/retainer"
         slot["retainer_invoiced"] = reference
-        fee = retainer_fee(period.label, terms["retainer"])
+        fee = retainer_fee(period.label, terms["retainer"], data["project_key"])
         commands += invoice_commands(data, reference, None, today, (fee,), payment_terms_days)
     return commands
 
@@ -167,17 +168,24 @@ def next_retainer(data: dict[str, Any], kind: PeriodKind) -> list[datetime]:
 
 
 def retainer_overage(
-    slot: dict[str, Any], terms: dict[str, Any], carried: Decimal, *, due: bool
+    slot: dict[str, Any], terms: dict[str, Any], carried: Decimal, project_key: str, *, due: bool
 ) -> tuple[list[ChargeLine], Decimal]:
     """The overage lines of a retainer period's ``slot`` (:func:`.charges.overage`, with the
     hours ``carried`` from the last period), none until the period's invoice is ``due``
     (what they would bill is then not counted as billed); and the hours the next period
-    carries (the unused ones when they roll over). Nothing without a retainer."""
+    carries (the unused ones when they roll over), fixed when the period is first invoiced
+    (``carry_out``: late time of an invoiced period bills its own overage and leaves the
+    next period's allowance as it was invoiced). Nothing without a retainer."""
     retainer = terms.get("retainer")
     if not retainer:
         return [], carried
-    lines, unused = overage(slot, retainer, terms.get("rates") or {}, carried)
+    lines, unused = overage(slot, retainer, terms.get("rates") or {}, carried, project_key)
+    carry = unused if retainer.get("unused_hours") == "roll_over" else Decimal(0)
     if not due:
         slot["overage_billed"] = overage_billed_before(slot, lines)
         lines = []
-    return lines, unused if retainer.get("unused_hours") == "roll_over" else carried
+    elif "carry_out" not in slot:
+        slot["carry_out"] = str(carry)
+    if "carry_out" in slot:
+        carry = Decimal(slot["carry_out"])
+    return lines, carry

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from closeloop.domain.commands import Applied
+from closeloop.domain.commands import Applied, Command
 from closeloop.domain.records import FlowState, FlowStep, Signal
-from closeloop.flows.invoice_state import copy_data
+from closeloop.flows.credit_notes import credit_command
+from closeloop.flows.invoice_state import copy_data, invoiced_milestones
 
 
 def invoice_applied(state: FlowState, operation: str, entity: str, outcome: Applied) -> FlowStep:
     """Keep the invoice's number, state and amounts (``None`` when there was nothing to
     invoice) after ``invoice_project`` or ``post_invoice``; a posted one is signalled
-    (:func:`posted`)."""
+    (:func:`posted`), and credited at once when its milestone was disputed while it was
+    being made."""
     data = copy_data(state.data)
     reference = entity.split(":", 2)[2]
     result = outcome.result
     signals = []
+    commands = []
     if result.get("reference"):
         data["invoices"][reference] = {
             k: result.get(k)
@@ -31,9 +34,24 @@ def invoice_applied(state: FlowState, operation: str, entity: str, outcome: Appl
             data.setdefault("charged", {})[reference] = list(result["charges"])
         if operation == "post_invoice":
             signals += posted(data, reference)
+            commands += disputed_meanwhile(data, reference)
     else:
         data["invoices"].setdefault(reference, None)
-    return FlowStep(state.state, data, signals=tuple(signals), wake_at=state.wake_at)
+    return FlowStep(
+        state.state, data, commands=tuple(commands), signals=tuple(signals), wake_at=state.wake_at
+    )
+
+
+def disputed_meanwhile(data: dict[str, Any], reference: str) -> list[Command]:
+    """Credit notes of the milestones of invoice ``reference`` that were disputed while it
+    was being made (now that it is posted)."""
+    commands = []
+    for milestone in (data.get("milestones") or {}).values():
+        if milestone.get("invoiced") == reference and milestone.pop("credit_when_posted", None):
+            milestone["invoiced"] = None
+            reason = "milestone disputed by the client while its invoice was being made"
+            commands.append(credit_command(data, reference, reason, (milestone["charge"],), None))
+    return commands
 
 
 def posted(data: dict[str, Any], reference: str) -> list[Signal]:
@@ -61,18 +79,13 @@ def posted(data: dict[str, Any], reference: str) -> list[Signal]:
                 },
             )
         )
-    if data.get("engagement"):
+    if data.get("engagement"):  # whatever it billed, the deal no longer closes by itself
         billed: dict[str, Any] = {}
         if period is not None and timed:
             billed["through"] = period.get("last_date") or period["end"]
             billed["invoiced_roles"] = sorted(
                 {e[1] for e in period.get("entries") or []} | set(period.get("roles") or [])
             )
-        milestones = [
-            k for k, m in (data.get("milestones") or {}).items() if m.get("invoiced") == reference
-        ]
-        if milestones:
-            billed["invoiced_milestones"] = milestones
-        if billed:
-            signals.append(Signal("mobilize", data["engagement"], "billed", billed))
+        billed["invoiced_milestones"] = invoiced_milestones(data)
+        signals.append(Signal("mobilize", data["engagement"], "billed", billed))
     return signals

@@ -58,7 +58,15 @@ def copy_data(data: dict[str, Any]) -> dict[str, Any]:
     }
     copied["invoices"] = dict(data.get("invoices", {}))
     copied["milestones"] = {k: dict(v) for k, v in (data.get("milestones") or {}).items()}
-    for name in ("held_expenses", "costs", "credits", "credit_counts", "rebill", "charged"):
+    for name in (
+        "held_expenses",
+        "costs",
+        "credits",
+        "credit_counts",
+        "credit_keys",
+        "rebill",
+        "charged",
+    ):
         copied[name] = dict(data.get(name) or {})
     return copied
 
@@ -122,3 +130,9 @@ def invoice_commands(
 def dec(value: Any) -> Decimal:
     """``value`` (a number, its text, ``None`` or blank) as a decimal; nothing is 0."""
     return Decimal(str(value)) if value not in (None, "") else Decimal(0)
+
+
+def invoiced_milestones(data: dict[str, Any]) -> list[str]:
+    """The keys of the milestones invoiced and not credited (the whole set: :mod:`.mobilize`
+    replaces what it knew)."""
+    return sorted(k for k, m in (data.get("milestones") or {}).items() if m.get("invoiced"))

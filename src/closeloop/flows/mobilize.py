@@ -291,8 +291,11 @@ class MobilizeFlow:
         info = signal.data
         if info.get("through"):
             data["invoiced_through"] = max(data.get("invoiced_through") or "", info["through"])
-        for name in ("invoiced_roles", "invoiced_milestones"):
-            data[name] = sorted(set(data.get(name) or []) | set(info.get(name) or []))
+        data["invoiced_roles"] = sorted(
+            set(data.get("invoiced_roles") or []) | set(info.get("invoiced_roles") or [])
+        )
+        if "invoiced_milestones" in info:  # the whole set: a credited milestone leaves it
+            data["invoiced_milestones"] = sorted(info["invoiced_milestones"])
         if data == state.data:
             return None
         return FlowStep(state.state, data)

@@ -49,11 +49,11 @@ def candidates(firm: Firm) -> list[str]:
 
 def sell_every_way(firm: Firm, items: list[dict[str, Any]]) -> None:
     """Make some of the firm's deals fixed fee, retainer and time-and-materials with
-    expenses (``items``: the opportunities' line items); records ``firm.billing``. Raises
-    ``ValueError`` when the firm has fewer than six free deals."""
+    expenses (``items``: the opportunities' line items); records ``firm.billing``. A firm
+    with fewer than six free deals sells by time and materials only."""
     free = candidates(firm)
     if len(free) < 6:
-        raise ValueError(f"the firm needs six free deals to sell every way, it has {len(free)}")
+        return
     opportunities = {o["Id"]: o for o in firm.salesforce["Opportunity"]}
     milestones: list[dict[str, Any]] = []
     fixed_a, fixed_b, retainer, expenses_x, expenses_y, new_role = free[:6]
@@ -239,6 +239,8 @@ def credit_an_invoice(hub: Hub, firm: Firm) -> str | None:
     """Finance credits the first posted period invoice of the new-role deal in full (the
     client disputes its hours), its time to be billed again in the PSA; returns the
     invoice's reference (``None`` when the deal has none)."""
+    if not firm.amended:
+        return None
     key = f"SF-{firm.amended['new_role']}"
     with hub.store.transaction() as tx:
         found = tx.get_flows([("invoice", f"billing:{key}")])
