@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from closeloop.connectors.harvest import facts
 from closeloop.connectors.harvest.client import PER_PAGE, HarvestApiError, HarvestClient
 from closeloop.connectors.harvest.operations import Batch, refused
 from closeloop.domain.changes import Change, parse_instant
@@ -52,6 +53,7 @@ from closeloop.ports.connector import (
     RefusedError,
     TransientError,
 )
+from closeloop.ports.reconcile import Fact
 
 SYSTEM = "harvest"
 OBJECTS = ("clients", "projects", "tasks", "users", "time_entries", "expenses")
@@ -135,6 +137,16 @@ class HarvestConnector:
     def close(self) -> None:
         """Close the client's connections."""
         self.client.close()
+
+    # --- reconciliation (closeloop.ports.reconcile.FactSource) ------------------------------
+    def fact_domains(self) -> Sequence[str]:
+        """``projects`` (the hub's projects) and ``time`` (their time entries)."""
+        return facts.DOMAINS
+
+    def read_facts(self, domain: str) -> Iterator[Sequence[Fact]]:
+        """Pages of ``domain``'s facts, read in pages of 2,000 (:mod:`.facts`). Raises
+        ``ValueError`` at once for a domain not in :meth:`fact_domains`."""
+        return facts.read_facts(self.client, domain, system=self._system)
 
     def read_changes(self, object_name: str, since: datetime | None) -> Iterator[Sequence[Change]]:
         """Changes of ``object_name`` updated at or after ``since``, oldest first (see the

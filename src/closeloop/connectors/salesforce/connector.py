@@ -43,6 +43,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from closeloop.connectors.salesforce import facts
 from closeloop.connectors.salesforce.client import (
     SalesforceApiError,
     SalesforceClient,
@@ -61,8 +62,10 @@ from closeloop.domain.commands import (
     Transient,
 )
 from closeloop.ports.connector import AmbiguousError, ConnectorLimits, TransientError
+from closeloop.ports.reconcile import Fact
 
 SYSTEM = "salesforce"
+KEY_PREFIX = "SF"
 DEFAULT_OBJECTS = ("Account", "Opportunity")
 SYNC_KEY_FIELD = "Closeloop_Sync_Key__c"
 DEFAULT_EXTERNAL_ID = "Closeloop_Id__c"
@@ -120,7 +123,9 @@ class SalesforceConnector:
     """Reads and writes one org through :class:`SalesforceClient`.
 
     ``objects``: the sObjects whose changes are polled. ``batch_size``: commands per
-    :meth:`execute` (up to 1,000: five Collections in one Composite call).
+    :meth:`execute` (up to 1,000: five Collections in one Composite call). ``key_prefix``:
+    the prefix of the project keys the hub makes of the org's deals (its ``key_prefix``
+    setting, by default :data:`KEY_PREFIX`).
     """
 
     def __init__(
@@ -132,9 +137,11 @@ class SalesforceConnector:
         batch_size: int = COLLECTION_SIZE * COLLECTIONS_PER_COMPOSITE,
         max_concurrent: int = 5,
         call_timeout_s: float = 30.0,
+        key_prefix: str = KEY_PREFIX,
     ) -> None:
         self.client = client
         self._system = system
+        self._key_prefix = key_prefix
         self._objects = tuple(objects)
         self._limits = ConnectorLimits(
             batch_size=min(batch_size, COLLECTION_SIZE * COLLECTIONS_PER_COMPOSITE),
@@ -159,9 +166,26 @@ class SalesforceConnector:
         """The polled sObjects."""
         return self._objects
 
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of the project keys of the org's deals (``SF`` by default)."""
+        return self._key_prefix
+
     def close(self) -> None:
         """Close the client's connections."""
         self.client.close()
+
+    # --- reconciliation (closeloop.ports.reconcile.FactSource) ------------------------------
+    def fact_domains(self) -> Sequence[str]:
+        """``customers`` (accounts) and ``invoices`` (the deals' write-back)."""
+        return facts.DOMAINS
+
+    def read_facts(self, domain: str) -> Iterator[Sequence[Fact]]:
+        """Pages of ``domain``'s facts, one SOQL query paged by the org (:mod:`.facts`).
+        Raises ``ValueError`` at once for a domain not in :meth:`fact_domains`."""
+        return facts.read_facts(
+            self.client, domain, system=self._system, key_prefix=self._key_prefix
+        )
 
     # --- change feed ------------------------------------------------------------------------
     def select_list(self, sobject: str) -> str:

@@ -70,6 +70,7 @@ def build(name: str, settings: SalesforceSettings, context: BuildContext) -> Con
         batch_size=settings.batch_size or 1000,
         max_concurrent=settings.max_concurrent,
         call_timeout_s=settings.timeout_s,
+        key_prefix=settings.key_prefix or PLUGIN.key_prefix,
     )
 
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from closeloop.connectors.bulk import isolate
-from closeloop.connectors.tryton import translate
+from closeloop.connectors.tryton import facts, translate
 from closeloop.connectors.tryton.invoicing import InvoiceState
 from closeloop.connectors.tryton.operations import (
     TrytonOperations,
@@ -48,6 +48,7 @@ from closeloop.ports.connector import (
     RefusedError,
     TransientError,
 )
+from closeloop.ports.reconcile import Fact
 
 T = TypeVar("T")
 SYSTEM = "tryton"
@@ -188,6 +189,18 @@ class TrytonConnector:
             if len(page) < PAGE:
                 return
             after = (page[-1].write_date, page[-1].id)
+
+    # --- reconciliation (closeloop.ports.reconcile.FactSource) ------------------------------
+    def fact_domains(self) -> Sequence[str]:
+        """Customers, projects, time and invoices (:mod:`.facts`)."""
+        return facts.DOMAINS
+
+    def read_facts(self, domain: str) -> Iterator[Sequence[Fact]]:
+        """Pages of every record of ``domain`` in this company, :data:`PAGE` rows a call
+        (:func:`.facts.read_facts`: what each domain holds). Raises ``ValueError`` for a
+        domain not in :meth:`fact_domains`, :class:`TransientError` when Tryton cannot
+        answer now."""
+        return facts.read_facts(self.operations, self._system, domain, page=PAGE)
 
     # --- commands ---------------------------------------------------------------------------
     def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
