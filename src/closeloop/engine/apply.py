@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -15,7 +16,15 @@ from closeloop.engine.registry import Registry, UnknownObjectError
 from closeloop.engine.runtime import FlowRuntime, Origin
 from closeloop.ports.clock import Clock
 from closeloop.ports.flows import Binding
-from closeloop.ports.store import InboxRow, NewException, Snapshot, Store, UnitOfWork
+from closeloop.ports.store import (
+    AuditEntry,
+    InboxRow,
+    NewException,
+    RecordKey,
+    Snapshot,
+    Store,
+    UnitOfWork,
+)
 
 log = structlog.get_logger(__name__)
 _SETTLING = ("applied", "unchanged")
@@ -88,6 +97,7 @@ class Applier:
                 exceptions.append(rejection(row, ExceptionClass.MAPPING, message))
         ids = self._canonical_ids(tx, mapped)
         snapshots = tx.get_snapshots([row.change.key for row, _, _ in mapped])
+        mapped = self._owned_only(tx, mapped, snapshots, now)
         records: list[tuple[InboxRow, Binding, CanonicalRecord]] = []
         new_snapshots: list[tuple[int, Snapshot, dict[str, Any]]] = []
         for row, binding, data in mapped:
@@ -146,6 +156,63 @@ class Applier:
         tx.mark_inbox([(row.id, s, err) for row, (s, err) in zip(rows, results, strict=True)], now)
         opened = [e.error_class.value for e in [*exceptions, *runtime.buffer.exceptions]]
         return [s for s, _ in results], opened
+
+    def _owned_only(
+        self,
+        tx: UnitOfWork,
+        mapped: list[tuple[InboxRow, Binding, dict[str, Any]]],
+        snapshots: dict[RecordKey, Snapshot],
+        now: datetime,
+    ) -> list[tuple[InboxRow, Binding, dict[str, Any]]]:
+        """Field ownership at runtime: a later version's change to a field its system does
+        not own (``binding.foreign_fields``) is not propagated: the field keeps the value the
+        hub applied before, and the change is audited as drift (action ``drift``, actor the
+        system) and counted. A record's first version is taken whole: nothing owns it yet."""
+        guarded = [
+            row.change.key
+            for row, b, _ in mapped
+            if b.foreign_fields and row.change.key in snapshots
+        ]
+        if not guarded:
+            return mapped
+        before = tx.applied_records(guarded)
+        out: list[tuple[InboxRow, Binding, dict[str, Any]]] = []
+        entries: list[AuditEntry] = []
+        for row, binding, data in mapped:
+            old = before.get(row.change.key)
+            changed = {
+                name: data[name]
+                for name in sorted(binding.foreign_fields)
+                if old is not None
+                and name in data
+                and name in old.data
+                and data[name] != old.data[name]
+            }
+            if old is not None and changed:
+                data = {**data, **{name: old.data[name] for name in changed}}
+                detail = {
+                    "version": row.change.version,
+                    "refused": changed,
+                    "kept": {name: old.data[name] for name in changed},
+                    "reason": f"{row.change.system} does not own these fields",
+                }
+                entries.append(
+                    AuditEntry(
+                        now,
+                        row.change.system,
+                        "drift",
+                        _entity(row),
+                        detail,
+                        row.change.correlation_id,
+                    )
+                )
+                for name in changed:
+                    self.metrics.ownership_refused.labels(
+                        row.change.system, binding.canonical_type, name
+                    ).inc()
+            out.append((row, binding, data))
+        tx.audit(entries)
+        return out
 
     def _canonical_ids(
         self, tx: UnitOfWork, mapped: list[tuple[InboxRow, Binding, dict[str, Any]]]

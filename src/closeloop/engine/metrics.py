@@ -63,6 +63,12 @@ class EngineMetrics:
             ["system", "kind"],
             registry=r,
         )
+        self.ownership_refused = Counter(
+            "closeloop_ownership_refused_total",
+            "Changes to a field from a system that does not own it, not propagated (drift)",
+            ["system", "canonical_type", "field"],
+            registry=r,
+        )
         self.breaker_open = Gauge(
             "closeloop_breaker_open",
             "1 when the system's circuit breaker is open or half-open",

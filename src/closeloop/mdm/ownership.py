@@ -51,6 +51,20 @@ class OwnershipPolicy:
         """The system of record of a field, or ``None`` when it has none."""
         return self.owners.get(canonical_type, {}).get(field_name)
 
+    def foreign_fields(
+        self, canonical_type: str, system: str, role_of: Mapping[str, str]
+    ) -> frozenset[str]:
+        """The fields of ``canonical_type`` that ``system`` does not own: those whose owner
+        (a system name, or a role such as ``erp`` resolved through ``role_of``: system ->
+        role) is neither ``system`` nor its role."""
+        role = role_of.get(system)
+        foreign = set()
+        for name, owner in self.owners.get(canonical_type, {}).items():
+            owning_role = role_of.get(owner, owner)
+            if owner != system and owning_role != role:
+                foreign.add(name)
+        return frozenset(foreign)
+
     def decide(
         self,
         canonical_type: str,

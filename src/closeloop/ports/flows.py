@@ -101,6 +101,9 @@ class Binding:
 
     ``mapper`` makes canonical data of type ``canonical_type``; each of ``flows`` is offered
     the record. A change of an object with no binding is refused at intake.
+    ``foreign_fields``: top-level canonical fields this system does not own (the ownership
+    policy names another system of record): a later version's change to one is not
+    propagated but recorded as drift (:mod:`closeloop.engine.apply`).
     """
 
     system: str
@@ -108,3 +111,4 @@ class Binding:
     canonical_type: str
     mapper: Mapper
     flows: tuple[Flow, ...] = field(default_factory=tuple)
+    foreign_fields: frozenset[str] = frozenset()
