@@ -6,7 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastapi import FastAPI
 
@@ -29,6 +29,10 @@ from closeloop.ports.clock import Clock, SystemClock
 from closeloop.ports.connector import Connector
 from closeloop.ports.flows import Binding, Flow
 from closeloop.ports.ratelimit import SharedRateLimit
+from closeloop.ports.reconcile import FactSource
+from closeloop.reconcile.compare import Owners
+from closeloop.reconcile.run import ReconcileMetrics, Reconciler, RunRequest
+from closeloop.reconcile.schedule import SCHEDULE, Schedule
 from closeloop.store import migrate
 from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.sql import SqlStore
@@ -48,6 +52,13 @@ class Hub:
     dispatcher: Dispatcher
     worker: Worker
     operations: Operations
+    reconciler: Reconciler
+
+    def reconcile_schedule(self) -> Schedule:
+        """The configured reconciliation schedule (``reconcile:`` settings)."""
+        r = self.settings.reconcile
+        request = RunRequest(tuple(r.domains), r.repair, trigger=SCHEDULE, actor=SCHEDULE)
+        return Schedule(self.reconciler, self.store, self.clock, request, r.at_utc, r.every_h)
 
     def requests_used(self, rate_limit_key: str, window_s: float) -> int:
         """Requests all workers made under ``rate_limit_key`` in the last ``window_s``
@@ -179,15 +190,24 @@ def build_hub(
     if upgrade:
         migrate.upgrade(store.engine)
     configured, unbound = flow_bindings(settings) if bindings is None else ([], list(flows))
+    ownership = owners(settings)
     registry = Registry(
         connectors=dict(
             connectors
             if connectors is not None
             else connectors_from_settings(settings, SqlSharedRateLimit(store.engine))
         ),
-        bindings=list(
-            bindings if bindings is not None else [*mirror_bindings(settings), *configured]
-        ),
+        bindings=[
+            replace(
+                b,
+                foreign_fields=ownership.policy.foreign_fields(
+                    b.canonical_type, b.system, ownership.role_of
+                ),
+            )
+            for b in (
+                bindings if bindings is not None else [*mirror_bindings(settings), *configured]
+            )
+        ],
         flows=unbound,
     )
     metrics = EngineMetrics()
@@ -219,9 +239,43 @@ def build_hub(
     )
     operations = Operations(store, clock, registry)
     metrics.watch_store(operations.stats, clock.now)
-    return Hub(
-        settings, store, registry, metrics, clock, intake, applier, dispatcher, worker, operations
+    sources = {n: c for n, c in registry.connectors.items() if isinstance(c, FactSource)}
+    reconciler = Reconciler(
+        store, registry, clock, sources, ownership, ReconcileMetrics(metrics.registry)
     )
+    return Hub(
+        settings,
+        store,
+        registry,
+        metrics,
+        clock,
+        intake,
+        applier,
+        dispatcher,
+        worker,
+        operations,
+        reconciler,
+    )
+
+
+def owners(settings: Settings) -> Owners:
+    """Who owns each field for reconciliation: the ``ownership:`` of the mapping files
+    (configured and shipped; none when they cannot be read: ``closeloop check`` says why),
+    with each configured system's role."""
+    from closeloop.config.files import FileProblems, load_mappers, ownership_policy
+
+    try:
+        roles = settings.engagement_roles()
+    except ValueError:  # no project-to-cash roles (a mirror-only hub): owners by name only
+        role_of: dict[str, str] = {}
+    else:
+        role_of = {
+            system: role.value for role in Role for system in getattr(roles, role.value).systems
+        }
+    try:
+        return Owners(ownership_policy(load_mappers(settings.mappings)), role_of)
+    except (FileProblems, ValueError):
+        return Owners(role_of=role_of)
 
 
 def build_http_app(hub: Hub) -> FastAPI:
@@ -243,6 +297,9 @@ def build_http_app(hub: Hub) -> FastAPI:
         systems = {n: s for n, s in hub.settings.systems.items() if s.kind == kind}
         if systems and connector.webhooks is not None:
             routers.append(connector.webhooks(hub.intake, systems))
+    from closeloop.api.reconcile_routes import reconcile_router
+
+    routers.append(reconcile_router(hub.reconciler))
     return create_app(hub.intake, hub.operations, hub.metrics.registry, ready, routers)
 
 

@@ -68,6 +68,6 @@ def main() -> None:
     app()
 
 
-from closeloop.cli import ops, sandbox, tools  # noqa: E402 - they register their commands
+from closeloop.cli import ops, reconcile, sandbox, tools  # noqa: E402 - they register commands
 
-__all__ = ["app", "main", "ops", "sandbox", "tools"]
+__all__ = ["app", "main", "ops", "reconcile", "sandbox", "tools"]

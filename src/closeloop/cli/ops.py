@@ -27,7 +27,8 @@ from closeloop.domain.errors import ConflictError, InputError, NotFoundError
 
 @app.command()
 def run(config: ConfigOption = None) -> None:
-    """Intake, workers and the HTTP server in one process, until Ctrl-C or SIGTERM."""
+    """Intake, workers, scheduled reconciliation and the HTTP server in one process, until
+    Ctrl-C or SIGTERM."""
     import signal
 
     import uvicorn
@@ -36,7 +37,12 @@ def run(config: ConfigOption = None) -> None:
 
     hub = _hub(config)
     stop = threading.Event()
-    threads = [threading.Thread(target=hub.worker.run, args=(stop,), name="worker", daemon=True)]
+    threads = [
+        threading.Thread(target=hub.worker.run, args=(stop,), name="worker", daemon=True),
+        threading.Thread(
+            target=hub.reconcile_schedule().run, args=(stop,), name="reconcile", daemon=True
+        ),
+    ]
     for thread in threads:
         thread.start()
     server = uvicorn.Server(

@@ -5,6 +5,7 @@ Nested keys use ``__`` in variable names: ``CLOSELOOP_WORKER__THREADS=8``.
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +58,24 @@ class WorkerConfig(BaseModel):
     retry_deadline_s: float = Field(default=86400.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class ReconcileConfig(BaseModel):
+    """Scheduled reconciliation inside the hub (``closeloop run``): every ``every_h`` hours
+    from ``at_utc`` (a time of day, UTC; ``every_h: 0`` turns it off), over ``domains``,
+    repairing what has a clear owner when ``repair`` is set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every_h: float = Field(default=24.0, ge=0, le=24 * 31)
+    at_utc: time = time(2, 0)
+    domains: tuple[Literal["customers", "projects", "time", "invoices"], ...] = (
+        "customers",
+        "projects",
+        "time",
+        "invoices",
+    )
+    repair: bool = False
 
 
 class MirrorConfig(BaseModel):
@@ -190,6 +209,7 @@ class Settings(BaseSettings):
     roles: RolesConfig = Field(default_factory=RolesConfig)
     mirrors: list[MirrorConfig] = Field(default_factory=list)
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     mappings: list[Path] = Field(
         default_factory=list,
         description="mapping files; one for a connection replaces the shipped default",

@@ -42,6 +42,7 @@ class ExceptionClass(StrEnum):
     CONFLICT = "conflict"
     RETRIES_EXHAUSTED = "retries_exhausted"
     INTERNAL = "internal"
+    DRIFT = "drift"  # reconciliation: the systems disagree and a person decides
 
 
 class Impact(StrEnum):

@@ -159,9 +159,15 @@ class StatusBackFlow:
 
     def on_signal(self, state: FlowState | None, signal: Signal, now: datetime) -> FlowStep | None:
         """``engagement`` (who the engagement is), ``invoiced`` (an invoice's period, from
-        :mod:`.invoice`) or ``engagement_totals`` (for an account)."""
+        :mod:`.invoice`), ``engagement_totals`` (for an account), ``credited`` (a credit
+        note), or ``reassert`` (reconciliation found the CRM's figures drifted from the
+        ERP's: they are sent again, keyed by ``data["tag"]``, with the account's)."""
         if signal.name == "credited":
             return self._credited(state, signal)
+        if signal.name == "reassert":  # reconciliation: the CRM drifted from the ERP's figures
+            if state is None or not state.data.get("client") or "invoices" not in state.data:
+                return None
+            return self._report(dict(state.data), signal.business_key, str(signal.data["tag"]))
         if signal.name in ("engagement", "invoiced"):
             data = _engagement_data(state, signal.business_key)
             data["as_of"] = max(data.get("as_of") or "", now.date().isoformat())

@@ -63,6 +63,8 @@ class CommandRow:
     correlation_id: str | None
     created_at: datetime
     first_attempt_at: datetime | None
+    updated_at: datetime | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,69 @@ class AuditEntry:
     entity: str
     detail: dict[str, Any]
     correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedRecord:
+    """What the hub last applied of one source record: ``version`` (the vendor's marker),
+    when (``applied_at``) and its canonical ``data``."""
+
+    key: RecordKey
+    canonical_type: str
+    version: str
+    applied_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DriftRow:
+    """One drift of a reconciliation run, as the report keeps it.
+
+    ``kind``: ``mismatch`` (a field differs), ``missing`` (a record one system should hold is
+    absent), ``orphan`` (a record that looks like the hub's, which the hub does not know),
+    ``dangling`` (a cross-reference whose target no longer exists). ``key``: the business
+    key (project key, invoice reference, time entry key, CRM account id); ``field``: the
+    canonical field (``None`` for a whole record); ``values``: each system's value (JSON);
+    ``owner``: the system of record (``None``: no clear owner); ``status``: ``drift``,
+    ``in_flight`` (the outbox or the inbox still carries the change: not drift),
+    ``repaired`` (a repair was sent), ``planned`` (a dry run's repair), ``exception`` (a
+    person decides: ``exception_id``); ``cause``: the likely cause in words;
+    ``repair``: what the repair does (or why there is none)."""
+
+    domain: str
+    kind: str
+    key: str
+    field: str | None
+    values: dict[str, Any]
+    owner: str | None
+    status: str
+    cause: str
+    repair: str = ""
+    exception_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileRun:
+    """One reconciliation run: when, who asked (``trigger``: ``cli``, ``api``,
+    ``schedule``; ``actor``), the ``domains``, whether it repaired (``repair``; ``dry_run``:
+    planned only), ``records`` compared per domain, ``calls`` made per system, ``counts``
+    (domain -> kind -> drifts, in-flight changes not counted), ``status`` (``ok``,
+    ``failed``: ``error`` says why) and its ``drifts`` (empty when listed)."""
+
+    started_at: datetime
+    finished_at: datetime
+    trigger: str
+    actor: str
+    domains: tuple[str, ...]
+    repair: bool
+    dry_run: bool
+    records: dict[str, int]
+    calls: dict[str, int]
+    counts: dict[str, dict[str, int]]
+    status: str
+    error: str | None = None
+    drifts: tuple[DriftRow, ...] = ()
+    id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +395,32 @@ class UnitOfWork(Protocol):
 
     def stats(self) -> StoreStats:
         """Counts by state for status pages and metrics."""
+        ...
+
+    # reconciliation
+    def applied_records(self, keys: Sequence[RecordKey]) -> dict[RecordKey, AppliedRecord]:
+        """What the hub last applied of each of ``keys`` (absent: never applied)."""
+        ...
+
+    def commands_for_entities(self, entities: Sequence[str]) -> list[CommandRow]:
+        """Every outbox command written about any of ``entities`` (their ``entity``),
+        oldest first."""
+        ...
+
+    def undelivered_commands(self, limit: int) -> list[CommandRow]:
+        """Commands not yet delivered (pending, in flight or parked), oldest first."""
+        ...
+
+    def save_reconcile_run(self, run: ReconcileRun) -> int:
+        """Keep a run's report with its drifts; returns its id."""
+        ...
+
+    def list_reconcile_runs(self, limit: int) -> list[ReconcileRun]:
+        """Runs, newest first, without their drifts."""
+        ...
+
+    def get_reconcile_run(self, run_id: int) -> ReconcileRun | None:
+        """One run with its drifts (``None`` when there is none)."""
         ...
 
 

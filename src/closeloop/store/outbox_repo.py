@@ -35,6 +35,8 @@ def _row_to_command(r: Any) -> CommandRow:
         correlation_id=r.correlation_id,
         created_at=r.created_at,
         first_attempt_at=r.first_attempt_at,
+        updated_at=getattr(r, "updated_at", None),
+        last_error=getattr(r, "last_error", None),
     )
 
 

@@ -12,9 +12,12 @@ from closeloop.store.flow_repo import FlowRepository
 from closeloop.store.inbox_repo import InboxRepository
 from closeloop.store.ops_repo import OpsRepository
 from closeloop.store.outbox_repo import OutboxRepository
+from closeloop.store.reconcile_repo import ReconcileRepository
 
 
-class SqlUnitOfWork(InboxRepository, FlowRepository, OutboxRepository, OpsRepository):
+class SqlUnitOfWork(
+    InboxRepository, FlowRepository, OutboxRepository, OpsRepository, ReconcileRepository
+):
     """All store operations on one open transaction (``conn``)."""
 
     def __init__(self, conn: Connection) -> None:

@@ -191,3 +191,39 @@ audit = Table(
     Column("correlation_id", String(64)),
 )
 Index("ix_audit_entity", audit.c.entity, audit.c.id)
+
+reconcile_runs = Table(
+    "reconcile_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("started_at", TS, nullable=False),
+    Column("finished_at", TS, nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("domains", JSON, nullable=False),
+    Column("repair", Boolean, nullable=False),
+    Column("dry_run", Boolean, nullable=False),
+    Column("records", JSON, nullable=False),
+    Column("calls", JSON, nullable=False),
+    Column("counts", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+)
+
+reconcile_drifts = Table(
+    "reconcile_drifts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("run_id", BigInteger, nullable=False),
+    Column("domain", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("field", String(64)),
+    Column("values", JSON, nullable=False),
+    Column("owner", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("repair", Text, nullable=False),
+    Column("exception_id", BigInteger),
+)
+Index("ix_reconcile_drifts_run", reconcile_drifts.c.run_id, reconcile_drifts.c.id)

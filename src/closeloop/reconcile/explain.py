@@ -1,0 +1,162 @@
+"""Explaining findings: whether a difference is still in flight, already a person's
+business exception, or drift, and its likely cause in words a finance or operations person
+can act on.
+
+From the hub's own records, read in one transaction: the outbox (a command about the record
+not yet delivered means the change is in flight, not drift; a parked one names its
+exception), the open business exceptions about the record, the commands the hub delivered
+(when it last wrote the record), the source records it applied (the version it last saw)
+and the audit trail (what a person last did to it).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from closeloop.domain.commands import CommandStatus
+from closeloop.ports.store import CommandRow, DriftRow, ExceptionRow, UnitOfWork
+from closeloop.reconcile.compare import DANGLING, MISSING, ORPHAN, Finding
+
+IN_FLIGHT = "in_flight"
+DRIFT = "drift"
+EXCEPTION = "exception"
+_OPEN_LIMIT = 100_000
+
+
+def entities(finding: Finding) -> list[str]:
+    """The outbox entities (as flows name their commands) of the record a finding is about,
+    in each system it involves."""
+    e = finding.engagement
+    names: list[str] = []
+    for system in {*finding.stale, *(finding.values or {})}:
+        if finding.domain == "projects":
+            names.append(f"{system}:project:{finding.key}")
+        elif finding.domain == "customers" and e and e.customer_code:
+            names.append(f"{system}:customer:{e.customer_code}")
+        elif finding.domain == "invoices":
+            names.append(f"{system}:invoice:{finding.key}")
+            if e:
+                names.append(f"{system}:opportunity:{e.deal_id}")
+    if finding.domain == "time" and e:
+        psa = e.systems.get("psa", "")
+        names.append(f"{psa}:time_entry:{finding.key.removeprefix(f'{psa}-')}")
+    if finding.domain == "customers" and e and e.account_id:
+        names.append(f"{e.systems.get('crm')}:Account:{e.account_id}")
+    return sorted(set(names))
+
+
+class Explainer:
+    """Explains findings against the hub's records in ``tx``."""
+
+    def __init__(self, tx: UnitOfWork) -> None:
+        self.tx = tx
+        self.open: dict[str, list[ExceptionRow]] = defaultdict(list)
+        self.by_command: dict[int, ExceptionRow] = {}
+        for row in tx.list_exceptions("open", _OPEN_LIMIT):
+            self.open[row.entity].append(row)
+            if row.command_id is not None:
+                self.by_command[row.command_id] = row
+
+    def explain(self, findings: list[Finding]) -> list[DriftRow]:
+        """One report row per finding, in order."""
+        wanted = [entities(f) for f in findings]
+        commands: dict[str, list[CommandRow]] = defaultdict(list)
+        for row in self.tx.commands_for_entities(sorted({n for ns in wanted for n in ns})):
+            commands[row.command.entity].append(row)
+        return [
+            self._row(f, [c for n in names for c in commands[n]], names)
+            for f, names in zip(findings, wanted, strict=True)
+        ]
+
+    def _row(self, finding: Finding, sent: list[CommandRow], names: list[str]) -> DriftRow:
+        base: dict[str, Any] = {
+            "domain": finding.domain,
+            "kind": finding.kind,
+            "key": finding.key,
+            "field": finding.field,
+            "values": finding.values,
+            "owner": finding.owner,
+        }
+        waiting = [c for c in sent if c.status in (CommandStatus.PENDING, CommandStatus.IN_FLIGHT)]
+        if waiting:
+            c = waiting[-1]
+            cause = (
+                f"a change is still on its way: command #{c.id} ({c.command.operation}) to "
+                f"{c.command.system} is {c.status.value} since {_at(c.created_at)}"
+            )
+            return DriftRow(**base, status=IN_FLIGHT, cause=cause)
+        parked = [c for c in sent if c.status is CommandStatus.PARKED]
+        for c in reversed(parked):
+            exception = self.by_command.get(c.id)
+            if exception is not None:
+                cause = (
+                    f"command #{c.id} ({c.command.operation}) to {c.command.system} is parked: "
+                    f"exception #{exception.id}: {exception.message}"
+                )
+                return DriftRow(**base, status=EXCEPTION, cause=cause, exception_id=exception.id)
+        for name in names:
+            for exception in self.open.get(name, []):
+                cause = (
+                    f"the hub refused or holds it: exception #{exception.id}: {exception.message}"
+                )
+                return DriftRow(**base, status=EXCEPTION, cause=cause, exception_id=exception.id)
+        return DriftRow(**base, status=DRIFT, cause=self._cause(finding, sent))
+
+    def _cause(self, finding: Finding, sent: list[CommandRow]) -> str:
+        done = [c for c in sent if c.status is CommandStatus.DONE]
+        if finding.kind == ORPHAN:
+            (system,) = finding.stale or ("a system",)
+            return (
+                f"made outside the hub: {system} has {finding.key}, which the hub never made "
+                "(created by hand, or by another tool)"
+            )
+        if finding.kind == DANGLING:
+            gone = ", ".join(finding.stale)
+            wrote = _last_write(done, None)
+            return f"the record is gone from {gone}{wrote}: deleted or merged by hand?"
+        if finding.kind == MISSING:
+            (system,) = finding.stale
+            wrote = _last_write(done, system)
+            return f"{system} does not have it{wrote}: deleted by hand, or never created"
+        owner = finding.owner
+        owner_fact = finding.facts.get(owner) if owner else None
+        owner_changed = owner_fact.modified_at if owner_fact else None
+        parts = []
+        for system in finding.stale:
+            fact = finding.facts.get(system)
+            changed = fact.modified_at if fact else None
+            wrote_at = _last_write_at(done, system)
+            wrote = _last_write(done, system)
+            if changed and wrote_at and changed > wrote_at:
+                parts.append(f"{system} was edited at {_at(changed)}, outside the hub{wrote}")
+            elif owner_changed and (wrote_at is None or owner_changed > wrote_at):
+                parts.append(
+                    f"{owner} (the owner) changed it at {_at(owner_changed)}, outside the hub, "
+                    f"and {system} was not updated" + (f" since{wrote[6:]}" if wrote else "")
+                )
+            elif wrote_at is None:
+                when = f" (changed at {_at(changed)})" if changed else ""
+                parts.append(f"{system} holds its own value{when}; the hub never wrote it")
+            else:
+                parts.append(f"{system} differs{wrote}")
+        return "; ".join(parts) + f" (the owner is {owner or 'no system'})"
+
+
+def _last_write_at(done: list[CommandRow], system: str) -> datetime | None:
+    mine = [c for c in done if c.command.system == system]
+    return (mine[-1].updated_at or mine[-1].created_at) if mine else None
+
+
+def _last_write(done: list[CommandRow], system: str | None) -> str:
+    mine = [c for c in done if system is None or c.command.system == system]
+    if not mine:
+        return ""
+    c = mine[-1]
+    at = c.updated_at or c.created_at
+    return f" after the hub last wrote it at {_at(at)} (command #{c.id}, {c.command.operation})"
+
+
+def _at(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
