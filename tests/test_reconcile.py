@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from closeloop.domain.commands import Command, CommandStatus, ExceptionClass, Impact
@@ -368,3 +369,38 @@ def test_the_hub_schedule_runs_when_due_and_not_again(store: SqlStore) -> None:
     rec.clock = clock
     assert schedule.run_due() is True
     assert [r.trigger for r in rec.runs()] == ["schedule", "schedule"]
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_the_http_api_runs_reconciliation_and_serves_its_reports(store: SqlStore) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from closeloop.api.app import ERROR_STATUS
+    from closeloop.api.reconcile_routes import reconcile_router
+
+    seed_hub(store)
+    facts = agreeing_facts()
+    edit(facts, "psa", "time", hours=Decimal("9.50"))
+    rec, _ = reconciler(store, facts)
+    app = FastAPI()
+    app.include_router(reconcile_router(rec))
+    for error_type, status_code in ERROR_STATUS:
+        app.add_exception_handler(
+            error_type, lambda r, e, c=status_code: JSONResponse({"detail": str(e)}, c)
+        )
+    client = TestClient(app)
+    answer = client.post(
+        "/api/reconcile",
+        json={"domains": ["time"], "repair": True, "dry_run": True},
+        headers={"X-Closeloop-Actor": "kim"},
+    )
+    assert answer.status_code == 200, answer.text
+    run = answer.json()
+    assert run["domains"] == ["time"] and run["actor"] == "kim" and run["dry_run"] is True
+    assert [(d["field"], d["status"]) for d in run["drifts"]] == [("hours", "planned")]
+    listed = client.get("/api/reconcile/runs").json()
+    assert [r["id"] for r in listed] == [run["id"]] and listed[0]["drifts"] == []
+    assert client.get(f"/api/reconcile/runs/{run['id']}").json()["drifts"] == run["drifts"]
+    assert client.get("/api/reconcile/runs/999").status_code == 404
+    assert client.post("/api/reconcile", json={"domains": ["payments"]}).status_code == 422

@@ -129,13 +129,12 @@ def show_run(run: ReconcileRun, as_json: bool) -> None:
     console.print(f"pages read: {calls or 'none'}; status {run.status}")
     if run.error:
         err.print(f"[red]{run.error}[/red]")
-    if run.drifts:
-        table = Table("domain", "kind", "key", "field", "values", "owner", "status", "cause")
-        for d in run.drifts:
-            values = "; ".join(f"{s}: {v}" for s, v in d.values.items())
-            status = d.status + (f" #{d.exception_id}" if d.exception_id else "")
-            cause = d.cause + (f" -> {d.repair}" if d.repair else "")
-            table.add_row(
-                d.domain, d.kind, d.key, d.field or "", values, d.owner or "-", status, cause
-            )
-        console.print(table)
+    for d in run.drifts:  # one block each: a table would cut the causes short
+        status = d.status + (f" (exception #{d.exception_id})" if d.exception_id else "")
+        field = f" {d.field}" if d.field else ""
+        console.print(f"[bold]{d.domain} {d.kind}[/bold] {d.key}{field}: {status}")
+        values = "; ".join(f"{s}: {v}" for s, v in d.values.items())
+        console.print(f"  values: {values} (owner: {d.owner or 'none'})", highlight=False)
+        console.print(f"  cause: {d.cause}", highlight=False)
+        if d.repair:
+            console.print(f"  repair: {d.repair}", highlight=False)

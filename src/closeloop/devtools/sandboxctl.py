@@ -167,6 +167,15 @@ def harvest_approve(home: Path, body: dict[str, Any]) -> int:
     return int(response.json()["approved"])
 
 
+def harvest_withdraw_approval(home: Path, entry_ids: list[int]) -> int:
+    """Withdraw the approval of Harvest time entries as a manager would before correcting
+    them (invoiced ones stay approved); returns how many changed. Raises ``LookupError``
+    when Harvest does not run."""
+    response = _admin(home, "harvest", "POST", "withdraw-approval", {"ids": entry_ids}, 30)
+    response.raise_for_status()
+    return int(response.json()["withdrawn"])
+
+
 def record_process(home: Path, name: str, pid: int, **details: Any) -> None:
     """Add a process the sandboxes' owner started (e.g. the demo's hub) to ``sandbox.json``,
     so that :func:`down` stops it."""

@@ -3,8 +3,10 @@
 Time: each PSA time entry against the ERP timesheet line that carries its key (hours, day,
 project, task), the PSA's billed flag against the ERP's invoice of the line (time and
 materials engagements: an invoice credited in full to be billed again leaves its time
-unbilled), entries the hub recorded that the ERP no longer has, and lines whose entry is
-gone from the PSA. Entries the hub held or refused are its exception queue's, not drift.
+unbilled; an entry billed in the PSA that the ERP never recorded, as a PSA importing by
+date range flags an entry the ERP refused, is drift too), entries the hub recorded that the
+ERP no longer has, and lines whose entry is gone from the PSA. Entries the hub held or
+refused are its exception queue's, not drift.
 
 Invoices: each engagement's ERP invoices (posted and paid, credit notes included) against
 the CRM deal's write-back (invoiced and outstanding amounts, last invoice number); invoices
@@ -49,7 +51,12 @@ def compare_time(facts: Facts, view: HubView) -> list[Finding]:
             line = lines.get(key)
             state = view.recorded.get(key)
             if line is None:
-                if state == "recorded":
+                if entry.fields.get("billed") and engagement.billing_method == "time_and_materials":
+                    never = {psa: True, erp: None}  # billed in the PSA, never in the ERP
+                    found.append(
+                        mismatch(TIME, key, "billed", never, erp, {psa: entry}, engagement)
+                    )
+                elif state == "recorded":
                     values = {psa: "present", erp: "absent"}
                     found.append(
                         Finding(

@@ -433,6 +433,13 @@ def _admin(app: FastAPI, sandbox: HarvestSandbox) -> None:
             )
         return {"approved": changed}
 
+    @app.post("/__sandbox/withdraw-approval")
+    def withdraw(body: dict[str, Any]) -> dict[str, int]:
+        """Withdraw approval of time entries ``{"ids": [...]}`` (not of invoiced ones)."""
+        with account.lock, account.transaction():
+            changed = billing.withdraw_approval(account, [int(i) for i in body.get("ids", [])])
+        return {"withdrawn": changed}
+
     @app.put("/__sandbox/faults")
     def set_faults(plan: dict[str, Any]) -> dict[str, Any]:
         sandbox.set_faults(FaultPlan(**plan))

@@ -57,6 +57,20 @@ def approve(
     return changed
 
 
+def withdraw_approval(account: Account, ids: list[int]) -> int:
+    """Withdraw the approval of time entries (``ids``), as a manager does in Harvest's
+    approval screen before correcting them; an invoiced entry keeps its approval (Harvest
+    locks invoiced time). Returns how many changed."""
+    changed = 0
+    now = stamp(account.clock())
+    for entry_id in ids:
+        record = account.records["time_entries"].get(entry_id)
+        if record and record.get("is_closed") and not record.get("invoice_id"):
+            account.put("time_entries", {**record, "is_closed": False, "updated_at": now})
+            changed += 1
+    return changed
+
+
 def invoice(account: Account, body: dict[str, Any]) -> dict[str, Any]:
     """``POST /invoices``: with ``line_items_import`` the projects' approved, billable,
     unbilled time and expenses become line items and are marked invoiced (see the module
