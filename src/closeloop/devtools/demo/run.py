@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -73,6 +73,8 @@ from closeloop.devtools.demo.meter import SYSTEMS, Meter, Reading, by_method, hu
 from closeloop.devtools.demo.summary import print_summary, summarize
 from closeloop.domain.money import minor_unit
 from closeloop.ports.connector import ConnectorError
+from closeloop.ports.store import ReconcileRun
+from closeloop.reconcile.run import RunRequest, drift_total
 
 AGING_DAYS = 45
 """How far the demo's last phase moves the hub's clock: receivables age, some fall overdue."""
@@ -397,8 +399,15 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
                 clients_pay(entities, firm, clock.now().date() - timedelta(days=5), late=True)
 
             phase(f"{AGING_DAYS} days later: late payments, overdue invoices", weeks_later)
+            found: list[ReconcileRun] = []
+            phase(
+                "month-end reconciliation, drift repaired",
+                lambda: found.append(hub.reconciler.run(MONTH_END)),
+            )
+            after = hub.reconciler.run(replace(MONTH_END, repair=False))
             last = meter.reading()
             summary = summarize(hub, ops, firm, logged, clock.now().date())
+            summary["reconciliation"] = reconciliation_summary(found[0], after)
             summary["phases_s"] = phases
             summary["seconds"] = round(time.monotonic() - started, 1)
             summary.update(run_costs(costs, first, last, cpu_at_start))
@@ -420,6 +429,38 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
             f"`closeloop sandbox down --home {home}`"
         )
     return summary
+
+
+MONTH_END = RunRequest(repair=True, trigger="demo", actor="finance@demo.example")
+"""The demo's month-end reconciliation: every domain, repairing what has an owner."""
+
+
+def reconciliation_summary(first: ReconcileRun, after: ReconcileRun) -> dict[str, Any]:
+    """What the month-end reconciliation found (drift by domain and kind, each drift's
+    field, values and cause), repaired or handed to a person, and the drift a second run
+    found once the repairs were delivered."""
+    return {
+        "records": first.records,
+        "found": {d: k for d, k in first.counts.items() if k},
+        "drifts": [
+            {
+                "domain": d.domain,
+                "kind": d.kind,
+                "key": d.key,
+                "field": d.field,
+                "values": d.values,
+                "owner": d.owner,
+                "cause": d.cause,
+                "status": d.status,
+                "repair": d.repair,
+            }
+            for d in first.drifts
+        ],
+        "repaired": sum(1 for d in first.drifts if d.status == "repaired"),
+        "to_people": sum(1 for d in first.drifts if d.exception_id and d.repair),
+        "drift_after_repair": drift_total(after),
+        "runs": [first.id, after.id],
+    }
 
 
 def run_costs(

@@ -352,6 +352,8 @@ def print_summary(console: Console, summary: dict[str, Any], home: Path) -> None
     console.print(table)
     if summary.get("billing"):
         print_billing(console, summary["billing"])
+    if summary.get("reconciliation"):
+        print_reconciliation(console, summary["reconciliation"])
     if summary.get("phases"):
         console.print(phase_table(summary))
     for deal_id, why in sorted(summary["deals"]["blocked_why"].items()):
@@ -364,6 +366,24 @@ def print_summary(console: Console, summary: dict[str, Any], home: Path) -> None
             f"... and {len(summary['exceptions']) - len(shown)} more: closeloop exceptions list"
         )
     console.print(f"summary written to {home / 'demo-summary.json'}")
+
+
+def print_reconciliation(console: Console, found: dict[str, Any]) -> None:
+    """The month-end reconciliation: each drift with its owner, cause and what was done,
+    then what a second run found."""
+    records = ", ".join(f"{d} {n}" for d, n in found["records"].items())
+    console.print(f"month-end reconciliation over {records} records:")
+    for d in found["drifts"]:
+        values = "; ".join(f"{s}: {v}" for s, v in d["values"].items())
+        field = f" {d['field']}" if d["field"] else ""
+        console.print(
+            f"  {d['domain']} {d['kind']} {d['key']}{field} ({values}; owner "
+            f"{d['owner'] or 'none'}): {d['cause']} -> {d['status']}: {d['repair'] or '-'}"
+        )
+    console.print(
+        f"  repaired {found['repaired']}, to people {found['to_people']}; drift after the "
+        f"repairs: {found['drift_after_repair']} (closeloop reconcile show <run>)"
+    )
 
 
 def phase_table(summary: dict[str, Any]) -> Table:
