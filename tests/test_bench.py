@@ -173,17 +173,91 @@ def test_bench_tryton_measures_the_mix_and_invoices_next_to_their_floors() -> No
 
 @pytest.mark.tryton
 def test_bench_demo_reports_calls_next_to_floors_per_phase() -> None:
-    """One run of a tiny firm (six phases, the last weeks later; about half a minute)."""
+    """One run of a tiny firm (seven phases, the last a month-end reconciliation)."""
     _needs_trytond()
     figures = _closeloop(
         *("bench", "demo", "--runs", "1", "--clients", "11", "--deals", "11"),
         *("--consultants", "5"),
         timeout_s=600,
     )
-    assert len(figures["phases_s"]) == 6 and figures["seconds"] > sum(figures["phases_s"].values())
+    assert len(figures["phases_s"]) == 7 and figures["seconds"] > sum(figures["phases_s"].values())
     for phase, calls in figures["api_calls"].items():
         for system, floor in figures["floor"][phase].items():
             assert 0 < floor <= calls[system], (phase, system)  # a floor, and it polled
     for system, total in figures["api_calls_total"].items():
         assert total >= sum(calls[system] for calls in figures["api_calls"].values())
     assert figures["cpu_s"]["hub"] > 0 and figures["cpu_s"]["tryton"] > 0
+
+
+def test_bench_reconcile_floor_is_one_call_a_page_and_one_a_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The paging floor, the medians and the printed table (figures made up, no system)."""
+    from closeloop.devtools.bench.reconcile import floor_calls, medians
+
+    # 4,001 time entries in pages of 2,000: 3; an empty list still costs its one call
+    assert floor_calls({"time_entries": 4001, "projects": 0}, 2000) == 4
+    assert floor_calls({"project.work": 500, "timesheet.line": 501}, 500) == 1 + 2
+
+    def run(calls: int) -> dict[str, Any]:
+        system = {"records": 2000, "facts": 1900, "floor": 2, "calls_by_domain": {}, "lists": {}}
+        return {
+            "seconds": calls / 10,
+            "build_s": 1.0,
+            "cpu_s": {"hub": 0.5, "tryton": 1.0},
+            "records": {"customers": 40, "time": 1800},
+            "drift": {"customers": {}, "time": {}},
+            "drift_total": 0,
+            "status": "ok",
+            "error": None,
+            "run_id": calls,
+            "pages_in_report": {},
+            "harvest_rate_limit_wait_s": 0.0,
+            "startup_calls": dict.fromkeys(SYSTEMS, 1),
+            "systems": {s: {**system, "calls": calls} for s in SYSTEMS},
+            "call_log": [],
+        }
+
+    figures = medians([run(3), run(5), run(4)])
+    harvest = figures["systems"]["harvest"]
+    assert (harvest["calls"], harvest["floor"], harvest["records"]) == (4, 2, 2000)
+    assert harvest["calls_per_1000"] == 2.0 and harvest["floor_per_1000"] == 1.0
+    assert harvest["calls_to_floor"] == 2.0 and figures["seconds"] == 0.4
+    figures |= {"home": "/tmp/home", "demo": None, "demo_reconciliation": None}
+    monkeypatch.setattr(
+        "closeloop.devtools.bench.reconcile.run_reconcile_bench", lambda *a, **kw: figures
+    )
+    shown = CliRunner().invoke(app, ["bench", "reconcile"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in shown.output.splitlines()]
+    assert ["harvest", "2,000", "4", "2.0", "2", "1.0", "2.00"] in rows, shown.output
+
+
+@pytest.mark.tryton
+def test_bench_reconcile_reports_calls_per_1000_records_next_to_the_floor() -> None:
+    """One reconciliation over a tiny demo firm the benchmark runs itself (about forty
+    seconds): every figure consistent with the counts it is made of."""
+    _needs_trytond()
+    figures = _closeloop(
+        *("bench", "reconcile", "--runs", "1", "--clients", "11", "--deals", "11"),
+        *("--consultants", "5"),
+        timeout_s=600,
+    )
+    assert figures["status"] == "ok" and figures["demo"] == {
+        "clients": 11,
+        "deals": 11,
+        "consultants": 5,
+    }
+    assert set(figures["records"]) == {"customers", "projects", "time", "invoices"}
+    assert all(n > 0 for n in figures["records"].values()), figures["records"]
+    for system, s in figures["systems"].items():
+        assert s["records"] > 0 and s["facts"] > 0, system
+        assert s["calls"] >= s["floor"] > 0, system  # never under the paging floor
+        assert s["calls_per_1000"] == round(s["calls"] * 1000 / s["records"], 1), system
+        assert s["floor_per_1000"] == round(s["floor"] * 1000 / s["records"], 1), system
+        logged = sum(c["calls"] for c in figures["call_log"] if c["system"].startswith(system))
+        assert logged == s["calls"] == sum(s["calls_by_domain"].values()), system
+        assert "(not logged)" not in {c["call"] for c in figures["call_log"]}
+    own = figures["demo_reconciliation"] or {}  # the demo's month end repaired its drift
+    assert figures["drift_total"] == own.get("drift_after_repair", 0) == 0, figures["drift"]
+    assert figures["seconds"] > 0 and figures["cpu_s"]["hub"] > 0

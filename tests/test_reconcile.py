@@ -205,7 +205,7 @@ def test_systems_that_agree_show_no_drift_and_each_page_is_one_read(store: SqlSt
     run = rec.run()
     assert run.status == "ok" and drift_total(run) == 0, run.drifts
     assert run.records == {"customers": 2, "projects": 2, "time": 2, "invoices": 2}
-    assert run.calls == {"crm": 2, "psa": 2, "erp": 4}  # one page per domain a system holds
+    assert run.pages == {"crm": 2, "psa": 2, "erp": 4}  # one page per domain a system holds
     assert [r.id for r in rec.runs()] == [run.id]
 
 

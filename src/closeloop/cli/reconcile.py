@@ -125,8 +125,8 @@ def show_run(run: ReconcileRun, as_json: bool) -> None:
         shown = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "none"
         summary.add_row(domain, str(run.records.get(domain, 0)), shown)
     console.print(summary)
-    calls = ", ".join(f"{s} {n}" for s, n in sorted(run.calls.items()))
-    console.print(f"pages read: {calls or 'none'}; status {run.status}")
+    pages = ", ".join(f"{s} {n}" for s, n in sorted(run.pages.items()))
+    console.print(f"pages read: {pages or 'none'}; status {run.status}")
     if run.error:
         err.print(f"[red]{run.error}[/red]")
     for d in run.drifts:  # one block each: a table would cut the causes short

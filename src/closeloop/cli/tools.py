@@ -359,3 +359,110 @@ def bench_harvest(
     )
     console.print(table)
     console.print("bound: 100 requests per 15 s, 2,000 entries per page")
+
+
+@bench_app.command("reconcile")
+def bench_reconcile(
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            help="a demo home left running (closeloop demo --keep-running --home PATH); "
+            "without one, or when its systems do not run, the demo runs first in a "
+            "temporary home"
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="reconciliation runs; medians are reported")] = 3,
+    clients: Annotated[int, typer.Option(help="clients of the firm (own demo only)")] = 40,
+    deals: Annotated[int, typer.Option(help="closed-won deals (own demo only)")] = 60,
+    consultants: Annotated[int, typer.Option(help="consultants (own demo only)")] = 25,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A full reconciliation (every domain, no repair) over the demo firm, several times:
+    records reconciled per domain, API calls per system next to the paging floor (per 1,000
+    records read), seconds, CPU seconds of the hub and the systems, and the drift found."""
+    from closeloop.devtools.bench.reconcile import Firm, run_reconcile_bench
+    from closeloop.devtools.demo.run import DemoError
+    from closeloop.observability import configure_logging
+
+    configure_logging("console", "error")
+    firm = Firm(clients=clients, deals=deals, consultants=consultants)
+    with console.status("benchmarking reconciliation ...") as status:
+        try:
+            f = run_reconcile_bench(home, runs, firm=firm, on_step=status.update)
+        except DemoError as exc:
+            err.print(f"[red]demo failed:[/red] {exc}")
+            raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(f, indent=2, default=str))
+    else:
+        _print_reconcile_bench(f)
+    if f["status"] != "ok":
+        err.print(f"[red]reconciliation failed:[/red] {'; '.join(f['errors'])}")
+        raise typer.Exit(1)
+
+
+def _print_reconcile_bench(f: dict[str, Any]) -> None:
+    if f.get("note"):
+        console.print(f["note"], highlight=False)
+    where = f"the benchmark's own demo of {f['demo']['deals']} deals" if f["demo"] else f["home"]
+    table = Table(title=f"reconciliation over {where}, median of {f['runs']} runs")
+    for column in ("domain", "records reconciled", *(f"{s} calls" for s in _SYSTEMS), "drift"):
+        table.add_column(column, justify="right")
+    for domain, records in f["records"].items():
+        kinds = f["drift"].get(domain, {})
+        table.add_row(
+            domain,
+            f"{records:,.0f}",
+            *(f"{f['systems'][s]['calls_by_domain'].get(domain, 0):,}" for s in _SYSTEMS),
+            ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "none",
+        )
+    console.print(table)
+    table = Table(title="API calls per system next to the paging floor")
+    columns = (
+        "system",
+        "records read",
+        "calls",
+        "per 1,000",
+        "floor",
+        "floor per 1,000",
+        "x floor",
+    )
+    for column in columns:
+        table.add_column(column, justify="right")
+    for system in _SYSTEMS:
+        s = f["systems"][system]
+        table.add_row(
+            system,
+            f"{s['records']:,.0f}",
+            f"{s['calls']:,.0f}",
+            "-" if s["calls_per_1000"] is None else f"{s['calls_per_1000']:.1f}",
+            f"{s['floor']:,.0f}",
+            "-" if s["floor_per_1000"] is None else f"{s['floor_per_1000']:.1f}",
+            "-" if s["calls_to_floor"] is None else f"{s['calls_to_floor']:.2f}",
+        )
+    console.print(table)
+    order = ("hub", *_SYSTEMS)
+    shown = sorted(f["cpu_s"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 9)
+    cpu = ", ".join(f"{name} {seconds:.2f}" for name, seconds in shown)
+    console.print(
+        f"{f['seconds']:.2f} s a run (hub built in {f['build_s']:.2f} s more, with "
+        f"{', '.join(f'{s} {n:.0f}' for s, n in f['startup_calls'].items())} calls not counted "
+        f"above); CPU seconds: {cpu}; Harvest rate-limit wait {f['harvest_rate_limit_wait_s']} s"
+    )
+    console.print(f"drift found: {f['drift_total']:.0f}", highlight=False)
+    own = f.get("demo_reconciliation")
+    if own:
+        console.print(
+            f"the demo's own month-end reconciliation: found {own['found'] or 'none'}, repaired "
+            f"{own['repaired']}, to people {own['to_people']}, drift after the repairs "
+            f"{own['drift_after_repair']}",
+            highlight=False,
+        )
+    for system in _SYSTEMS:
+        console.print(f"floor, {system}: {f['systems'][system]['floor_from']}", highlight=False)
+    table = Table(title="calls by caller (last run)")
+    for column in ("system", "domain", "call", "caller", "calls"):
+        table.add_column(column, justify="right" if column == "calls" else "left")
+    for row in f["call_log"]:
+        table.add_row(row["system"], row["domain"], row["call"], row["caller"], str(row["calls"]))
+    console.print(table)

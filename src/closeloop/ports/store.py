@@ -177,8 +177,9 @@ class DriftRow:
 class ReconcileRun:
     """One reconciliation run: when, who asked (``trigger``: ``cli``, ``api``,
     ``schedule``; ``actor``), the ``domains``, whether it repaired (``repair``; ``dry_run``:
-    planned only), ``records`` compared per domain, ``calls`` made per system, ``counts``
-    (domain -> kind -> drifts, in-flight changes not counted), ``status`` (``ok``,
+    planned only), ``records`` compared per domain, ``pages`` of facts read per system (the
+    API calls behind them: ``closeloop bench reconcile``), ``counts`` (domain -> kind ->
+    drifts; in-flight changes and drift with a person apart), ``status`` (``ok``,
     ``failed``: ``error`` says why) and its ``drifts`` (empty when listed)."""
 
     started_at: datetime
@@ -189,7 +190,7 @@ class ReconcileRun:
     repair: bool
     dry_run: bool
     records: dict[str, int]
-    calls: dict[str, int]
+    pages: dict[str, int]
     counts: dict[str, dict[str, int]]
     status: str
     error: str | None = None

@@ -141,7 +141,7 @@ class Reconciler:
         started, clock_start = self.clock.now(), monotonic()
         with self.store.transaction() as tx:
             view = HubView.load(tx)
-        facts, records, calls, errors = self._read(domains)
+        facts, records, pages, errors = self._read(domains)
         by = index(facts)
         findings: list[Finding] = []
         deals = deals_of(by, view)
@@ -172,7 +172,7 @@ class Reconciler:
                 repair=request.repair,
                 dry_run=request.dry_run,
                 records=records,
-                calls=calls,
+                pages=pages,
                 counts=counts,
                 status="failed" if errors else "ok",
                 error="; ".join(errors) or None,
@@ -182,7 +182,7 @@ class Reconciler:
         run = replace(run, id=run_id)
         if self.metrics is not None:
             self.metrics.observe(run, monotonic() - clock_start)
-        log.info("reconciled", run=run_id, status=run.status, counts=counts, calls=calls)
+        log.info("reconciled", run=run_id, status=run.status, counts=counts, pages=pages)
         return run
 
     def runs(self, limit: int = 20) -> list[ReconcileRun]:
@@ -201,7 +201,7 @@ class Reconciler:
         wanted = {d for domain in domains for d in _NEEDS[domain]}
         facts: list[Fact] = []
         records: Counter[str] = Counter()
-        calls: Counter[str] = Counter()
+        pages: Counter[str] = Counter()
         errors: list[str] = []
         for system, source in sorted(self.sources.items()):
             for domain in source.fact_domains():
@@ -209,13 +209,13 @@ class Reconciler:
                     continue
                 try:
                     for page in source.read_facts(domain):
-                        calls[system] += 1
+                        pages[system] += 1
                         facts.extend(page)
                         if domain in domains:
                             records[domain] += len(page)
                 except ConnectorError as exc:
                     errors.append(f"{system} could not be read for {domain}: {exc}")
-        return facts, dict(records), dict(calls), errors
+        return facts, dict(records), dict(pages), errors
 
     @staticmethod
     def _with_people(tx: UnitOfWork, rows: list[DriftRow]) -> list[DriftRow]:

@@ -204,7 +204,7 @@ reconcile_runs = Table(
     Column("repair", Boolean, nullable=False),
     Column("dry_run", Boolean, nullable=False),
     Column("records", JSON, nullable=False),
-    Column("calls", JSON, nullable=False),
+    Column("pages", JSON, nullable=False),
     Column("counts", JSON, nullable=False),
     Column("status", String(16), nullable=False),
     Column("error", Text),

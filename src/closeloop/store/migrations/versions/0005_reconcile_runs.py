@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("repair", sa.Boolean, nullable=False),
         sa.Column("dry_run", sa.Boolean, nullable=False),
         sa.Column("records", sa.JSON, nullable=False),
-        sa.Column("calls", sa.JSON, nullable=False),
+        sa.Column("pages", sa.JSON, nullable=False),
         sa.Column("counts", sa.JSON, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("error", sa.Text),
