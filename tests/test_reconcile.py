@@ -7,6 +7,7 @@ tests/test_reconcile_e2e.py (sandboxes and a real Tryton)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,11 +16,13 @@ import pytest
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
+from closeloop.domain.changes import Change
 from closeloop.domain.commands import Command, CommandStatus, ExceptionClass, Impact
 from closeloop.domain.records import FlowState
 from closeloop.engine.registry import Registry
 from closeloop.flows.status_back import StatusBackFlow
 from closeloop.mdm.ownership import OwnershipPolicy
+from closeloop.ports.flows import Binding
 from closeloop.ports.reconcile import Fact
 from closeloop.ports.store import NewCommand
 from closeloop.reconcile.compare import Owners
@@ -58,6 +61,10 @@ class Source:
 
     def fact_domains(self) -> Sequence[str]:
         return sorted({f.domain for f in self.facts})
+
+    def objects(self) -> Sequence[str]:
+        """The change feed's objects (as a connector lists them)."""
+        return sorted({f.object for f in self.facts if f.object})
 
     def read_facts(self, domain: str) -> Iterator[Sequence[Fact]]:
         self.pages += 1
@@ -404,3 +411,36 @@ def test_the_http_api_runs_reconciliation_and_serves_its_reports(store: SqlStore
     assert client.get(f"/api/reconcile/runs/{run['id']}").json()["drifts"] == run["drifts"]
     assert client.get("/api/reconcile/runs/999").status_code == 404
     assert client.post("/api/reconcile", json={"domains": ["payments"]}).status_code == 422
+
+
+def test_a_change_the_hub_has_not_read_or_applied_yet_is_in_flight(store: SqlStore) -> None:
+    seed_hub(store)
+    facts = agreeing_facts()
+    edit(facts, "psa", "time", hours=Decimal("9.50"))  # changed NOW in the PSA
+    facts["psa"] = [replace(f, object="time_entries") for f in facts["psa"]]
+    rec, sources = reconciler(store, facts)
+    binding = Binding("psa", "time_entries", "time_entry", lambda c: dict(c.payload))
+    rec.registry = Registry(connectors={"psa": sources["psa"]}, bindings=[binding])  # type: ignore[dict-item]
+
+    def receive(at: datetime) -> None:
+        change = Change(
+            system="psa",
+            object="time_entries",
+            external_id="psa-psa-1",
+            version=at.isoformat(),
+            payload={},
+        )
+        with store.transaction() as tx:
+            tx.insert_changes([change], NOW)
+
+    receive(NOW - timedelta(hours=2))  # the version the hub recorded
+    (row,) = rec.run().drifts
+    assert row.status == "in_flight" and "has not read it yet" in row.cause
+    receive(NOW)  # polled, not applied
+    (row,) = rec.run().drifts
+    assert row.status == "in_flight" and "has not applied it yet" in row.cause
+    for _ in range(2):  # one version of a record at a time, oldest first
+        with store.transaction() as tx:
+            tx.mark_inbox([(r.id, "applied", None) for r in tx.claim_inbox(10)], NOW)
+    (row,) = rec.run().drifts  # applied, and the ERP kept the old hours: drift
+    assert row.status == "drift" and "psa (the owner) changed it" in row.cause

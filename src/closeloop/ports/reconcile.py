@@ -60,7 +60,9 @@ class Fact:
     """One record of one system as reconciliation compares it (module docstring).
 
     ``system``: the configured system name; ``external_id``: the record's id in it (shown
-    to people, and to the repair); ``fields``: canonical names and types of its domain.
+    to people, and to the repair); ``fields``: canonical names and types of its domain;
+    ``object``: the vendor object the record is in the connector's change feed (``None``
+    when it is not one), so that a change the hub has not read yet is told from drift.
     """
 
     domain: str
@@ -69,6 +71,7 @@ class Fact:
     external_id: str
     fields: Mapping[str, Any] = field(default_factory=dict)
     modified_at: datetime | None = None
+    object: str | None = None
 
 
 @runtime_checkable

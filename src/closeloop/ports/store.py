@@ -403,6 +403,11 @@ class UnitOfWork(Protocol):
         """What the hub last applied of each of ``keys`` (absent: never applied)."""
         ...
 
+    def latest_received(self, keys: Sequence[RecordKey]) -> dict[RecordKey, tuple[str, str]]:
+        """The newest version the inbox received of each of ``keys`` and its status
+        (``pending``, ``applied``, ``unchanged``, ...; absent: never received)."""
+        ...
+
     def commands_for_entities(self, entities: Sequence[str]) -> list[CommandRow]:
         """Every outbox command written about any of ``entities`` (their ``entity``),
         oldest first."""

@@ -4,18 +4,22 @@ can act on.
 
 From the hub's own records, read in one transaction: the outbox (a command about the record
 not yet delivered means the change is in flight, not drift; a parked one names its
-exception), the open business exceptions about the record, the commands the hub delivered
-(when it last wrote the record), the source records it applied (the version it last saw)
-and the audit trail (what a person last did to it).
+exception), the inbox (a record of an object the hub polls, changed after the newest version
+the inbox holds, or held but not applied yet, is a change in flight too), the open business
+exceptions about the record, and the commands the hub delivered (when it last wrote the
+record, against when each system last changed it).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
+from closeloop.domain.changes import parse_instant
 from closeloop.domain.commands import CommandStatus
+from closeloop.ports.reconcile import Fact
 from closeloop.ports.store import CommandRow, DriftRow, ExceptionRow, UnitOfWork
 from closeloop.reconcile.compare import DANGLING, MISSING, ORPHAN, Finding
 
@@ -48,10 +52,13 @@ def entities(finding: Finding) -> list[str]:
 
 
 class Explainer:
-    """Explains findings against the hub's records in ``tx``."""
+    """Explains findings against the hub's records in ``tx``; ``polled``: the ``(system,
+    object)`` pairs the hub reads changes of (a newer version of such a record than the
+    inbox holds is a change in flight)."""
 
-    def __init__(self, tx: UnitOfWork) -> None:
+    def __init__(self, tx: UnitOfWork, polled: Collection[tuple[str, str]] = ()) -> None:
         self.tx = tx
+        self.polled = set(polled)
         self.open: dict[str, list[ExceptionRow]] = defaultdict(list)
         self.by_command: dict[int, ExceptionRow] = {}
         for row in tx.list_exceptions("open", _OPEN_LIMIT):
@@ -65,10 +72,40 @@ class Explainer:
         commands: dict[str, list[CommandRow]] = defaultdict(list)
         for row in self.tx.commands_for_entities(sorted({n for ns in wanted for n in ns})):
             commands[row.command.entity].append(row)
+        polled = [f for finding in findings for f in finding.facts.values() if self._is_polled(f)]
+        self.received = self.tx.latest_received([_record(f) for f in polled])
         return [
             self._row(f, [c for n in names for c in commands[n]], names)
             for f, names in zip(findings, wanted, strict=True)
         ]
+
+    def _is_polled(self, fact: Fact) -> bool:
+        return (
+            fact.object is not None
+            and fact.modified_at is not None
+            and (fact.system, fact.object) in self.polled
+        )
+
+    def _unread(self, finding: Finding) -> str | None:
+        """Why a fact of ``finding`` is a change the hub has not applied yet (``None``: all
+        were)."""
+        for fact in finding.facts.values():
+            if not self._is_polled(fact):
+                continue
+            assert fact.modified_at is not None
+            version, status = self.received.get(_record(fact), ("", ""))
+            try:
+                seen = parse_instant(version) if version else None
+            except ValueError:
+                continue
+            changed = (
+                f"{fact.system} changed {fact.object} {fact.external_id} at {_at(fact.modified_at)}"
+            )
+            if seen is None or seen < fact.modified_at:
+                return f"a change is still on its way: {changed}; the hub has not read it yet"
+            if status == "pending":
+                return f"a change is still on its way: {changed}; the hub has not applied it yet"
+        return None
 
     def _row(self, finding: Finding, sent: list[CommandRow], names: list[str]) -> DriftRow:
         base: dict[str, Any] = {
@@ -87,6 +124,9 @@ class Explainer:
                 f"{c.command.system} is {c.status.value} since {_at(c.created_at)}"
             )
             return DriftRow(**base, status=IN_FLIGHT, cause=cause)
+        unread = self._unread(finding)
+        if unread:
+            return DriftRow(**base, status=IN_FLIGHT, cause=unread)
         parked = [c for c in sent if c.status is CommandStatus.PARKED]
         for c in reversed(parked):
             exception = self.by_command.get(c.id)
@@ -147,6 +187,10 @@ class Explainer:
 def _last_write_at(done: list[CommandRow], system: str) -> datetime | None:
     mine = [c for c in done if c.command.system == system]
     return (mine[-1].updated_at or mine[-1].created_at) if mine else None
+
+
+def _record(fact: Fact) -> tuple[str, str, str]:
+    return (fact.system, str(fact.object), fact.external_id)
 
 
 def _last_write(done: list[CommandRow], system: str | None) -> str:

@@ -158,7 +158,7 @@ class Reconciler:
             findings = [f for f in findings if _touched(f, since)]
         now = self.clock.now()
         with self.store.transaction() as tx:
-            rows = Explainer(tx).explain(findings)
+            rows = Explainer(tx, set(self.registry.polled_objects())).explain(findings)
             rows = self._with_people(tx, rows)
             if request.repair:
                 rows = self._repair(tx, rows, findings, request, now)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, tuple_
+from sqlalchemy import Connection, func, insert, select, tuple_
 
 from closeloop.domain.commands import CommandStatus
 from closeloop.ports.store import (
@@ -43,6 +43,22 @@ class ReconcileRepository:
                 found[key] = AppliedRecord(
                     key, row.canonical_type, row.version, row.updated_at, dict(row.data)
                 )
+        return found
+
+    def latest_received(self, keys: Sequence[RecordKey]) -> dict[RecordKey, tuple[str, str]]:
+        i = t.inbox
+        found: dict[RecordKey, tuple[str, str]] = {}
+        for chunk in iter_chunks(list(dict.fromkeys(keys)), CHUNK):
+            newest = (
+                select(func.max(i.c.id))
+                .where(tuple_(i.c.system, i.c.object, i.c.external_id).in_(chunk))
+                .group_by(i.c.system, i.c.object, i.c.external_id)
+            )
+            stmt = select(i.c.system, i.c.object, i.c.external_id, i.c.version, i.c.status).where(
+                i.c.id.in_(newest)
+            )
+            for row in self.conn.execute(stmt):
+                found[(row.system, row.object, row.external_id)] = (row.version, row.status)
         return found
 
     def commands_for_entities(self, entities: Sequence[str]) -> list[CommandRow]:

@@ -162,6 +162,7 @@ def time_facts(entries: Sequence[Mapping[str, Any]], system: str) -> list[Fact]:
                 external_id=str(entry["id"]),
                 fields=fields,
                 modified_at=_instant(entry.get("updated_at")),
+                object="time_entries",
             )
         )
     return facts

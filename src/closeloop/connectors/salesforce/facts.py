@@ -143,6 +143,7 @@ def customer_fact(record: Mapping[str, Any], system: str) -> Fact:
         external_id=str(record["Id"]),
         fields=fields,
         modified_at=_modified(record),
+        object="Account",
     )
 
 
@@ -165,6 +166,7 @@ def invoice_fact(record: Mapping[str, Any], system: str, key_prefix: str) -> Fac
         external_id=str(record["Id"]),
         fields=fields,
         modified_at=_modified(record),
+        object="Opportunity",
     )
 
 

@@ -67,6 +67,9 @@ T = TypeVar("T")
 PAGE = 500
 """Rows per ``search_read`` (the connector's page)."""
 
+INVOICE_OBJECT = "account.invoice"
+"""The change feed's object of invoices (the connector's ``INVOICES``)."""
+
 DOMAINS = (CUSTOMERS, PROJECTS, TIME, INVOICES)
 """The reconciliation domains Tryton holds records of."""
 
@@ -400,6 +403,7 @@ def _invoice(invoice: InvoiceState, system: str) -> Fact:
             "credited_reference": invoice.credited_reference,
         },
         modified_at=invoice.write_date,
+        object=INVOICE_OBJECT,  # the change feed's: a posted or paid invoice is polled
     )
 
 
