@@ -290,6 +290,10 @@ def test_unmark_billed_deletes_the_invoice_and_unbills_its_time_and_expenses(
     taxi = with_receipt(api)
     billed = applied(run(connector, mark("HUB-300"), "HUB-300"))
     assert any(e["is_billed"] for e in api.listed("time_entries"))
+    # as status back keys it (number and credit note): not done while the invoice is there
+    # (a worker killed before sending it must not take it for done)
+    asked = f"{connector.system}:unmark_billed:HUB-300:HUB-300/credit-1"
+    assert connector.find([asked]) == {}
 
     result = applied(run(connector, UnmarkBilled(number="HUB-300"), "HUB-300"))
     assert result == {"number": "HUB-300", "invoice_id": billed["invoice_id"]}
@@ -306,6 +310,7 @@ def test_unmark_billed_deletes_the_invoice_and_unbills_its_time_and_expenses(
     assert again == {"number": "HUB-300", "invoice_id": None}
     key = f"{connector.system}:unmark_billed:HUB-300"
     assert connector.find([key])[key].result == {"number": "HUB-300", "invoice_id": None}
+    assert connector.find([asked])[asked].result == {"number": "HUB-300", "invoice_id": None}
     never = applied(run(connector, UnmarkBilled(number="NEVER-1"), "NEVER-1"))
     assert never == {"number": "NEVER-1", "invoice_id": None}
 

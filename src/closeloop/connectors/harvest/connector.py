@@ -238,15 +238,23 @@ class HarvestConnector:
                 found[full] = Applied(
                     {"invoice_id": invoice["id"], "amount": str(invoice["amount"])}
                 )
-            elif operation == "unmark_billed" and batch.invoice_numbered(key) is None:
-                # deleted (or never there): what unmark_billed leaves either way
-                found[full] = Applied({"number": key, "invoice_id": None})
+            elif operation == "unmark_billed" and batch.invoice_numbered(_number(key)) is None:
+                # deleted (or never there): what unmark_billed leaves either way. The key is
+                # the number, or ``<number>:<credit note>`` as status back asks for it
+                found[full] = Applied({"number": _number(key), "invoice_id": None})
             elif operation == "attach_reference":
                 entry_id, _, reference = key.partition(":")
                 entry = self.client.request("GET", f"time_entries/{entry_id}")
                 if (entry.get("external_reference") or {}).get("id") == reference:
                     found[full] = Applied({"time_entry_id": int(entry_id)})
         return found
+
+
+def _number(key: str) -> str:
+    """The PSA invoice number in an ``unmark_billed`` key: ``<number>`` or
+    ``<number>:<what asked for it>`` (the hub's numbers, its invoice references, hold no
+    colon)."""
+    return key.split(":", 1)[0]
 
 
 def native_payload(command: Command) -> dict[str, Any]:
