@@ -156,12 +156,14 @@ def reconciled(hub: Hub, firm: Firm) -> None:
     the ERP and still open in Harvest (the ERP owns the status: the repair closes it in
     Harvest), and once the repairs are delivered a second run finds none."""
     first = hub.reconciler.run(RunRequest(repair=True, trigger="test", actor="test"))
+    assert first.status == "ok" and all(first.records.get(d) for d in first.domains), first
     closed = {("projects", "mismatch", f"SF-{d}", "status") for d in firm.finance_closes}
     drift = {(d.domain, d.kind, d.key, d.field) for d in first.drifts}
     assert drift <= closed, [d for d in first.drifts if d.status != "repaired"]
     assert all(d.status == "repaired" for d in first.drifts), first.drifts
     run_phase(hub, "repairs", CONSOLE, settle_s=1, timeout_s=300)
     after = hub.reconciler.run(RunRequest(trigger="test", actor="test"))
+    assert after.status == "ok" and after.records == first.records, after
     assert after.drifts == (), after.drifts
 
 

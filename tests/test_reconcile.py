@@ -297,7 +297,9 @@ def test_repair_sends_the_owners_value_through_the_engine_and_hands_the_rest_to_
         audit = tx.list_audit(None, 10)
     assert set(sent) == {("crm", "update_billing_totals"), ("psa", "close_project")}
     totals = sent[("crm", "update_billing_totals")].command
-    assert totals.payload["invoiced"] == "1190.00" and ":repair-" in totals.idempotency_key
+    assert totals.payload["invoiced"] == "1190.00" and totals.idempotency_key.endswith(
+        ":run-20261203T120000000000"
+    )
     assert sent[("psa", "close_project")].command.payload == {"key": KEY}
     assert person.error_class is ExceptionClass.DRIFT and person.impact is Impact.REVENUE
     assert (
@@ -444,3 +446,90 @@ def test_a_change_the_hub_has_not_read_or_applied_yet_is_in_flight(store: SqlSto
             tx.mark_inbox([(r.id, "applied", None) for r in tx.claim_inbox(10)], NOW)
     (row,) = rec.run().drifts  # applied, and the ERP kept the old hours: drift
     assert row.status == "drift" and "psa (the owner) changed it" in row.cause
+
+
+class Failing(Source):
+    """A source whose second page of time fails (a system that stops answering mid-read)."""
+
+    def read_facts(self, domain: str) -> Iterator[Sequence[Fact]]:
+        self.pages += 1
+        page = [f for f in self.facts if f.domain == domain]
+        if domain != "time":
+            yield page
+            return
+        yield page[:0]
+        raise ConnectionError("Harvest stopped answering")
+
+
+def test_a_system_failing_mid_read_fails_its_domain_and_nothing_is_repaired(
+    store: SqlStore,
+) -> None:
+    seed_hub(store)
+    facts = agreeing_facts()
+    edit(facts, "crm", "invoices", invoiced=Decimal("999.00"))
+    rec, _ = reconciler(store, facts)
+    rec.sources["psa"] = Failing("psa", facts["psa"])
+    run = rec.run(RunRequest(repair=True))
+    assert run.status == "failed" and "psa could not be read for time" in (run.error or "")
+    assert run.records["time"] == 1  # the ERP's line only: the PSA's partial read is left out
+    assert [(d.field, d.status) for d in run.drifts] == [("invoiced", "drift")]  # not repaired
+    with store.transaction() as tx:
+        assert tx.undelivered_commands(10) == [] and tx.list_exceptions("open", 10) == []
+
+
+def test_repairs_are_one_per_engagement_and_only_where_the_owners_value_differs(
+    store: SqlStore,
+) -> None:
+    seed_hub(store)
+    facts = agreeing_facts()
+    edit(facts, "crm", "invoices", invoiced=Decimal(1), outstanding=Decimal(1))
+    edit(facts, "erp", "customers", tax_ids=("DE987654321",))  # GB123 is not DE123
+    with store.transaction() as tx:  # the deal was lost: the hub closed the engagement
+        (state,) = [f for f in tx.list_flows("mobilize", 10)]
+        tx.put_flows(
+            [
+                FlowState(
+                    "mobilize", state.business_key, "closed", {**state.data, "psa_project_id": "9"}
+                )
+            ],
+            NOW,
+        )
+    edit(facts, "erp", "projects", status="closed")  # the ERP closed it, Harvest did not
+    run = reconciler(store, facts)[0].run(RunRequest(repair=True))
+    found = {(d.domain, d.field): d for d in run.drifts}
+    assert found[("customers", "tax_ids")].status == "exception"
+    status = found[("projects", "status")]
+    assert status.owner == "crm" and status.status == "repaired"
+    assert status.repair == f"close project {KEY} in psa"  # not in the ERP: it is closed
+    assert {found[("invoices", f)].status for f in ("invoiced", "outstanding")} == {"repaired"}
+    with store.transaction() as tx:
+        sent = [c.command.operation for c in tx.undelivered_commands(10)]
+    assert sorted(sent) == ["close_project", "update_billing_totals"]  # one update, not two
+
+
+def test_a_rate_change_dated_later_is_not_yet_in_force(store: SqlStore) -> None:
+    seed_hub(store)
+    terms = {"Dev": [{"from": None, "rate": "100.00"}, {"from": "2027-01-01", "rate": "120.00"}]}
+    with store.transaction() as tx:
+        (state,) = tx.list_flows("mobilize", 10)
+        roles = [{"role": "Dev", "rate": "120.00"}]  # the deal holds the new rate at once
+        invoice = {"project_key": KEY, "terms": {"rates": terms}, "invoices": {}}
+        tx.put_flows(
+            [
+                FlowState(
+                    "mobilize", state.business_key, state.state, {**state.data, "roles": roles}
+                ),
+                FlowState("invoice", f"billing:{KEY}", "open", invoice),
+            ],
+            NOW,
+        )
+    run = reconciler(store, agreeing_facts())[0].run(RunRequest(domains=("projects",)))
+    assert run.drifts == (), run.drifts  # both systems hold 100.00, in force until January
+
+
+def test_weekly_slots_keep_their_day() -> None:
+    monday = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # a Monday
+    assert due_slot(None, monday + timedelta(days=2), time(2, 0), 168) == monday
+    assert (
+        due_slot(monday + timedelta(minutes=1), monday + timedelta(days=6), time(2, 0), 168) is None
+    )

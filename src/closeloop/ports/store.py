@@ -421,8 +421,8 @@ class UnitOfWork(Protocol):
         """Keep a run's report with its drifts; returns its id."""
         ...
 
-    def list_reconcile_runs(self, limit: int) -> list[ReconcileRun]:
-        """Runs, newest first, without their drifts."""
+    def list_reconcile_runs(self, limit: int, trigger: str | None = None) -> list[ReconcileRun]:
+        """Runs (of one ``trigger``, or all), newest first, without their drifts."""
         ...
 
     def get_reconcile_run(self, run_id: int) -> ReconcileRun | None:

@@ -112,8 +112,12 @@ def mismatch(
     facts: dict[str, Fact],
     engagement: Engagement | None,
 ) -> Finding:
-    """A field whose values differ; every system but the owner is stale (all, without one)."""
-    stale = tuple(s for s in values if s != owner)
+    """A field whose values differ: the systems whose value is not the owner's are stale
+    (every system, without an owner)."""
+    if owner is not None and owner in values:
+        stale = tuple(s for s in values if s != owner and values[s] != values[owner])
+    else:
+        stale = tuple(values)
     shown = {s: jsonable(v) for s, v in values.items()}
     return Finding(domain, MISMATCH, key, field_name, shown, owner, stale, facts, engagement)
 
@@ -159,7 +163,7 @@ def compare_customers(facts: Facts, view: HubView, owners: Owners) -> list[Findi
             if name == "legal_name":
                 equal = same_text(a, c)
             elif name == "tax_ids":
-                equal = {_tax_key(x) for x in a} <= {_tax_key(x) for x in c}
+                equal = all(any(same_tax_id(x, y) for y in c) for x in a)
             else:
                 equal = a == c
 
@@ -201,10 +205,14 @@ def compare_projects(facts: Facts, view: HubView, owners: Owners, deals: set[str
         found.extend(_status(key, e, present, owners))
         for system, fact in present.items():
             found.extend(_rates(key, e, system, fact))
-        fees = {s: f.fields.get("fee") for s, f in present.items() if f.fields.get("fee")}
-        if len(set(fees.values())) > 1:
-            owner = e.systems["crm"] if owners.role(PROJECTS, "fee") == "crm" else None
-            found.append(mismatch(PROJECTS, key, "fee", fees, owner, dict(present), e))
+        fees: dict[str, Any] = {
+            s: f.fields["fee"] for s, f in present.items() if f.fields.get("fee")
+        }
+        if e.fee is not None and fees and any(Decimal(str(v)) != e.fee for v in fees.values()):
+            fee_values = {e.systems["crm"]: e.fee, **fees}  # the deal's fee is the owner's
+            found.append(
+                mismatch(PROJECTS, key, "fee", fee_values, e.systems["crm"], dict(present), e)
+            )
     for system, projects in sorted(by_system.items()):
         for key, fact in sorted(projects.items()):
             if key not in view.engagements and key in deals:
@@ -261,7 +269,15 @@ def index(facts: Iterable[Fact]) -> dict[str, dict[str, dict[str, Fact]]]:
     return out
 
 
-def _tax_key(tax_id: str) -> str:
-    """A tax id without its country letters: ERPs keep a VAT number with or without them
-    (Tryton's ``gb_vat`` ``197923760`` is Salesforce's ``GB197923760``)."""
+def same_tax_id(a: str, b: str) -> bool:
+    """Two tax ids are one: equal, or equal but for the country letters one of them lacks
+    (Tryton's ``gb_vat`` ``197923760`` is Salesforce's ``GB197923760``; ``GB123`` and
+    ``DE123`` stay two)."""
+    if a == b:
+        return True
+    bare_a, bare_b = _bare(a), _bare(b)
+    return bare_a == bare_b and (bare_a == a or bare_b == b)
+
+
+def _bare(tax_id: str) -> str:
     return str(tax_id).lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ") or str(tax_id)

@@ -17,6 +17,7 @@ the hub made that the ERP no longer has; and invoices of the hub's form (``<proj
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -172,6 +173,10 @@ def _write_back(
         "outstanding": sum((Decimal(str(f.fields["outstanding"])) for f in counted), Decimal(0)),
     }
     facts = {crm: deal, **{f"{erp}:{r}": f for r, f in invoices.items()}}
+    if invoices:  # the owner's side, for the explanation: its latest change
+        facts[erp] = max(
+            invoices.values(), key=lambda f: f.modified_at or datetime.min.replace(tzinfo=UTC)
+        )
     found = []
     for name, total in totals.items():
         shown = Decimal(str(deal.fields.get(name) or 0)).quantize(CENT)

@@ -46,6 +46,9 @@ def entities(finding: Finding) -> list[str]:
     if finding.domain == "time" and e:
         psa = e.systems.get("psa", "")
         names.append(f"{psa}:time_entry:{finding.key.removeprefix(f'{psa}-')}")
+        for fact in finding.facts.values():  # the PSA invoice that marks it billed
+            if fact.fields.get("invoice_reference"):
+                names.append(f"{psa}:invoice:{fact.fields['invoice_reference']}")
     if finding.domain == "customers" and e and e.account_id:
         names.append(f"{e.systems.get('crm')}:Account:{e.account_id}")
     return sorted(set(names))
@@ -171,7 +174,11 @@ class Explainer:
             wrote = _last_write(done, system)
             if changed and wrote_at and changed > wrote_at:
                 parts.append(f"{system} was edited at {_at(changed)}, outside the hub{wrote}")
-            elif owner_changed and (wrote_at is None or owner_changed > wrote_at):
+            elif (
+                owner_changed
+                and (changed is None or owner_changed >= changed)
+                and (wrote_at is None or owner_changed > wrote_at)
+            ):
                 parts.append(
                     f"{owner} (the owner) changed it at {_at(owner_changed)}, outside the hub, "
                     f"and {system} was not updated" + (f" since{wrote[6:]}" if wrote else "")

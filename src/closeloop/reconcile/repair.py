@@ -21,13 +21,31 @@ run finds it open and does not open another.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import structlog
 
 from closeloop.domain.commands import Command, ExceptionClass, Impact
 from closeloop.domain.operations import CloseProject, role_command
 from closeloop.domain.records import Signal
-from closeloop.ports.store import DriftRow, NewException
+from closeloop.engine.registry import Registry
+from closeloop.engine.runtime import FlowFailure, FlowRuntime
+from closeloop.ports.store import (
+    AuditEntry,
+    DriftRow,
+    ExceptionRow,
+    NewCommand,
+    NewException,
+    UnitOfWork,
+)
 from closeloop.reconcile.compare import MISMATCH, Finding
+from closeloop.reconcile.explain import DRIFT, EXCEPTION
+
+log = structlog.get_logger(__name__)
+REPAIRED = "repaired"
+PLANNED = "planned"
 
 FLOW = "reconcile"
 """The flow name repair commands carry (no instance: their results need no answer)."""
@@ -42,6 +60,97 @@ class Repair:
     command: Command | None = None
     signal: Signal | None = None
     exception: NewException | None = None
+
+
+class Repairer:
+    """Carries out repairs in ``tx`` (module docstring): ``open`` are the open exceptions by
+    entity (a drift that already has one gets no second), ``actor`` who asked."""
+
+    def __init__(
+        self,
+        tx: UnitOfWork,
+        registry: Registry,
+        now: datetime,
+        actor: str,
+        open_exceptions: Mapping[str, Sequence[ExceptionRow]],
+    ) -> None:
+        self.tx = tx
+        self.registry = registry
+        self.now = now
+        self.actor = actor
+        self.open = open_exceptions
+        self.opened: dict[str, int] = {}  # this run's, by entity
+
+    def repair(
+        self, rows: list[DriftRow], findings: list[Finding], tag: str, dry_run: bool
+    ) -> list[DriftRow]:
+        """Each drift row (status ``drift``) repaired, planned (``dry_run``) or handed to a
+        person; the others as they are. One signal per flow instance however many of its
+        fields drifted."""
+        runtime = FlowRuntime(self.tx, self.registry, self.now)
+        signalled: set[tuple[str, str]] = set()
+        out = []
+        for row, finding in zip(rows, findings, strict=True):
+            if row.status != DRIFT:
+                out.append(row)
+                continue
+            repair = plan(row, finding, tag)
+            if repair.signal is not None and not self._can_reassert(repair.signal):
+                repair = Repair(_by_hand(row, finding), exception=_exception(row, finding))
+            if dry_run:
+                out.append(replace(row, status=PLANNED, repair=repair.plan))
+                continue
+            status, exception_id = REPAIRED, None
+            if repair.command is not None:
+                self.tx.add_commands([NewCommand(repair.command, FLOW, None)], self.now)
+            elif repair.signal is not None:
+                target = (repair.signal.flow, repair.signal.business_key)
+                if target not in signalled:
+                    signalled.add(target)
+                    try:
+                        runtime.offer_signals([repair.signal])
+                    except FlowFailure as failure:
+                        log.warning("repair failed", entity=drift_entity(row), error=str(failure))
+                        out.append(replace(row, repair=f"{repair.plan}: failed: {failure}"))
+                        continue
+            elif repair.exception is not None:
+                held = self.open.get(repair.exception.entity)
+                exception_id = held[0].id if held else self.opened.get(repair.exception.entity)
+                if exception_id is None:
+                    (exception_id,) = self.tx.open_exceptions([repair.exception], self.now)
+                    self.opened[repair.exception.entity] = exception_id
+                status = EXCEPTION
+            detail = {"plan": repair.plan, "cause": row.cause, "values": row.values}
+            entry = AuditEntry(self.now, self.actor, "repair", drift_entity(row), detail, None)
+            self.tx.audit([entry])
+            out.append(replace(row, status=status, repair=repair.plan, exception_id=exception_id))
+        runtime.buffer.write(self.tx, self.now)
+        return out
+
+    def _can_reassert(self, signal: Signal) -> bool:
+        """Whether the flow instance the signal asks to send its figures again has them."""
+        found = self.tx.get_flows([(signal.flow, signal.business_key)])
+        state = found.get((signal.flow, signal.business_key))
+        return state is not None and bool(state.data.get("client")) and "invoices" in state.data
+
+
+def with_people(
+    rows: list[DriftRow], open_exceptions: Mapping[str, Sequence[ExceptionRow]]
+) -> list[DriftRow]:
+    """Drift that a person already has as an open business exception of an earlier run is
+    theirs: shown with it, not counted again."""
+    out = []
+    for row in rows:
+        held = open_exceptions.get(drift_entity(row))
+        if row.status == DRIFT and held:
+            row = replace(
+                row,
+                status=EXCEPTION,
+                exception_id=held[0].id,
+                cause=f"{row.cause} (with a person: exception #{held[0].id})",
+            )
+        out.append(row)
+    return out
 
 
 def drift_entity(row: DriftRow) -> str:
@@ -85,6 +194,8 @@ def _by_hand(row: DriftRow, finding: Finding) -> str:
         f.fields.get("invoice_reference") or f.fields.get("state") in ("posted", "paid")
         for f in finding.facts.values()
     )
+    if finding.field == "billed":
+        return "the PSA's billed flag differs from the ERP's invoice: a person decides"
     if invoiced:
         return "a posted invoice would change: a person decides (business exception)"
     return "the hub has no operation to write it: a person corrects it (business exception)"
@@ -103,6 +214,26 @@ def _advice(finding: Finding) -> str:
     owner = finding.owner
     if owner is None:
         return "No system owns it: check the record, then fix or remove it where it is wrong."
+    if finding.field == "billed":
+        reference = next(
+            (
+                f.fields["invoice_reference"]
+                for f in finding.facts.values()
+                if f.fields.get("invoice_reference")
+            ),
+            None,
+        )
+        stale = ", ".join(finding.stale) or "the PSA"
+        if reference:
+            return (
+                f"{owner}'s invoice {reference} is the truth: in {stale}, the entry belongs on "
+                f"the PSA invoice numbered {reference} (replay its mark_billed exception, or "
+                "mark it by hand)."
+            )
+        return (
+            f"{owner} never recorded this time: in {stale}, take the entry off its PSA "
+            "invoice, or record and invoice it in the ERP."
+        )
     invoiced = [
         str(f.fields.get("invoice_reference"))
         for f in finding.facts.values()

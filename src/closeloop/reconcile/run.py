@@ -24,9 +24,7 @@ from prometheus_client import Counter as PromCounter
 
 from closeloop.domain.errors import InputError
 from closeloop.engine.registry import Registry
-from closeloop.engine.runtime import FlowFailure, FlowRuntime
 from closeloop.ports.clock import Clock
-from closeloop.ports.connector import ConnectorError
 from closeloop.ports.reconcile import (
     CUSTOMERS,
     DOMAINS,
@@ -36,17 +34,15 @@ from closeloop.ports.reconcile import (
     Fact,
     FactSource,
 )
-from closeloop.ports.store import AuditEntry, DriftRow, NewCommand, ReconcileRun, Store, UnitOfWork
+from closeloop.ports.store import DriftRow, ReconcileRun, Store
 from closeloop.reconcile.compare import Finding, Owners, compare_customers, compare_projects, index
 from closeloop.reconcile.compare_billing import compare_invoices, compare_time, deals_of
-from closeloop.reconcile.explain import DRIFT, EXCEPTION, IN_FLIGHT, Explainer
-from closeloop.reconcile.repair import FLOW, drift_entity, plan
+from closeloop.reconcile.explain import EXCEPTION, IN_FLIGHT, Explainer
+from closeloop.reconcile.repair import Repairer, with_people
 from closeloop.reconcile.view import HubView
 
 log = structlog.get_logger(__name__)
 
-REPAIRED = "repaired"
-PLANNED = "planned"
 _NEEDS = {
     CUSTOMERS: (CUSTOMERS,),
     PROJECTS: (PROJECTS, INVOICES),  # the CRM's deals scope the orphans
@@ -97,7 +93,9 @@ class RunRequest:
     """What a run does: ``domains``; ``repair`` (``dry_run``: plan only); who asked
     (``trigger``: ``cli``, ``api``, ``schedule``; ``actor``); ``since`` (aware): report only
     differences in records changed at or after it (or whose systems keep no modification
-    time). Every record is still read: a comparison needs both sides."""
+    time). Every record is still read: a comparison needs both sides. ``tag`` names the
+    run in its repairs' idempotency keys (a scheduled run: its slot, so that two hubs
+    repairing one slot send each repair once); by default the run's start."""
 
     domains: tuple[str, ...] = DOMAINS
     repair: bool = False
@@ -105,6 +103,7 @@ class RunRequest:
     trigger: str = "cli"
     actor: str = "closeloop"
     since: datetime | None = None
+    tag: str | None = None
 
 
 class Reconciler:
@@ -140,7 +139,7 @@ class Reconciler:
         domains = tuple(d for d in DOMAINS if d in request.domains)
         started, clock_start = self.clock.now(), monotonic()
         with self.store.transaction() as tx:
-            view = HubView.load(tx)
+            view = HubView.load(tx, started.date())
         facts, records, pages, errors = self._read(domains)
         by = index(facts)
         findings: list[Finding] = []
@@ -158,10 +157,12 @@ class Reconciler:
             findings = [f for f in findings if _touched(f, since)]
         now = self.clock.now()
         with self.store.transaction() as tx:
-            rows = Explainer(tx, set(self.registry.polled_objects())).explain(findings)
-            rows = self._with_people(tx, rows)
-            if request.repair:
-                rows = self._repair(tx, rows, findings, request, now)
+            explainer = Explainer(tx, set(self.registry.polled_objects()))
+            rows = with_people(explainer.explain(findings), explainer.open)
+            if request.repair and not errors:  # never from a partial read
+                repairer = Repairer(tx, self.registry, now, request.actor, explainer.open)
+                tag = request.tag or f"run-{now.strftime('%Y%m%dT%H%M%S%f')}"
+                rows = repairer.repair(rows, findings, tag, request.dry_run)
             counts = _counts(domains, rows)
             run = ReconcileRun(
                 started_at=started,
@@ -207,71 +208,21 @@ class Reconciler:
             for domain in source.fact_domains():
                 if domain not in wanted:
                     continue
+                read: list[Fact] = []  # a domain read in part is left out whole
                 try:
                     for page in source.read_facts(domain):
                         pages[system] += 1
-                        facts.extend(page)
-                        if domain in domains:
-                            records[domain] += len(page)
-                except ConnectorError as exc:
+                        read.extend(page)
+                except Exception as exc:  # one system failing fails only its domains
+                    log.warning(
+                        "reconcile read failed", system=system, domain=domain, exc_info=True
+                    )
                     errors.append(f"{system} could not be read for {domain}: {exc}")
-        return facts, dict(records), dict(pages), errors
-
-    @staticmethod
-    def _with_people(tx: UnitOfWork, rows: list[DriftRow]) -> list[DriftRow]:
-        """Drift that a person already has as an open business exception of an earlier run
-        is theirs: shown with it, not counted again."""
-        open_by_entity = {e.entity: e for e in tx.list_exceptions("open", 100_000)}
-        out = []
-        for row in rows:
-            held = open_by_entity.get(drift_entity(row))
-            if row.status == DRIFT and held is not None:
-                row = replace(
-                    row,
-                    status=EXCEPTION,
-                    exception_id=held.id,
-                    cause=f"{row.cause} (with a person: exception #{held.id})",
-                )
-            out.append(row)
-        return out
-
-    def _repair(
-        self,
-        tx: UnitOfWork,
-        rows: list[DriftRow],
-        findings: list[Finding],
-        request: RunRequest,
-        now: datetime,
-    ) -> list[DriftRow]:
-        tag = f"repair-{now.strftime('%Y%m%dT%H%M%S%f')}"
-        runtime = FlowRuntime(tx, self.registry, now)
-        out = []
-        for row, finding in zip(rows, findings, strict=True):
-            if row.status != DRIFT:
-                out.append(row)
-                continue
-            repair = plan(row, finding, tag)
-            if request.dry_run:
-                out.append(replace(row, status=PLANNED, repair=repair.plan))
-                continue
-            status, exception_id = REPAIRED, None
-            if repair.command is not None:
-                tx.add_commands([NewCommand(repair.command, FLOW, None)], now)
-            elif repair.signal is not None:
-                try:
-                    runtime.offer_signals([repair.signal])
-                except FlowFailure as failure:
-                    log.warning("repair failed", entity=drift_entity(row), error=str(failure))
-                    out.append(replace(row, repair=f"{repair.plan}: failed: {failure}"))
                     continue
-            elif repair.exception is not None:
-                (exception_id,) = tx.open_exceptions([repair.exception], now)
-                status = EXCEPTION
-            detail = {"plan": repair.plan, "cause": row.cause, "values": row.values}
-            tx.audit([AuditEntry(now, request.actor, "repair", drift_entity(row), detail, None)])
-            out.append(replace(row, status=status, repair=repair.plan, exception_id=exception_id))
-        runtime.buffer.write(tx, now)
-        return out
+                facts.extend(read)
+                if domain in domains:
+                    records[domain] += len(read)
+        return facts, dict(records), dict(pages), errors
 
 
 def _counts(domains: Sequence[str], rows: Sequence[DriftRow]) -> dict[str, dict[str, int]]:

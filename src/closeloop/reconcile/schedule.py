@@ -1,16 +1,19 @@
 """Reconciliation on a schedule inside the hub (``closeloop run``): nightly by default.
 
-Slots fall every ``every_h`` hours from ``at_utc`` (UTC); a slot is due when no scheduled
-run started at or after it. Runs are kept in the store, so several hubs on one database run
-a slot once (two that start within the same moment may both run it: harmless, a repair is
-an idempotent command).
+Slots fall every ``every_h`` hours from ``at_utc`` (UTC) on a fixed calendar (so slots of
+any length, a week's included, keep their place); a slot is due when no scheduled run
+started at or after it. Runs are kept in the store, so a hub finds a slot another hub ran.
+Two hubs that check within the same moment may both run it: their repairs carry the slot in
+their idempotency keys, so each command is sent once, and at worst a drift gets two
+business exceptions.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from datetime import UTC, datetime, time, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 
 import structlog
 
@@ -21,6 +24,7 @@ from closeloop.reconcile.run import Reconciler, RunRequest
 log = structlog.get_logger(__name__)
 SCHEDULE = "schedule"
 _CHECK_S = 60.0
+_EPOCH = date(2000, 1, 3)  # a Monday: weekly slots (every_h 168) fall on Mondays
 
 
 def due_slot(last: datetime | None, now: datetime, at_utc: time, every_h: float) -> datetime | None:
@@ -30,7 +34,7 @@ def due_slot(last: datetime | None, now: datetime, at_utc: time, every_h: float)
     if every_h <= 0:
         return None
     step = timedelta(hours=every_h)
-    anchor = datetime.combine(now.astimezone(UTC).date(), at_utc, UTC)
+    anchor = datetime.combine(_EPOCH, at_utc, UTC)  # fixed: slots of any length stay put
     slot = anchor + step * math.floor((now - anchor) / step)
     return slot if last is None or last < slot else None
 
@@ -58,12 +62,13 @@ class Schedule:
         """Run once if a slot is due; returns whether it ran. A failing run is logged (its
         report, when it got that far, is kept with status ``failed``)."""
         with self.store.transaction() as tx:
-            runs = [r for r in tx.list_reconcile_runs(200) if r.trigger == SCHEDULE]
+            runs = tx.list_reconcile_runs(1, trigger=SCHEDULE)
         last = runs[0].started_at if runs else None
-        if due_slot(last, self.clock.now(), self.at_utc, self.every_h) is None:
+        slot = due_slot(last, self.clock.now(), self.at_utc, self.every_h)
+        if slot is None:
             return False
-        try:
-            self.reconciler.run(self.request)
+        try:  # the slot names the repairs: two hubs running it send each once
+            self.reconciler.run(replace(self.request, tag=f"schedule-{slot:%Y%m%dT%H%M}"))
         except Exception:
             log.exception("scheduled reconciliation failed")
         return True

@@ -8,6 +8,7 @@ Read from the flows' state in the store, in one transaction, never from the syst
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -35,11 +36,14 @@ class Engagement:
     billing_method: str
     rates: dict[str, Decimal]
     closed: bool
+    fee: Decimal | None = None
+    set_up: bool = True
 
     @property
     def provisioned(self) -> bool:
-        """Whether its projects were set up in the PSA and the ERP."""
-        return self.state in PROVISIONED
+        """Whether its projects were set up in the PSA and the ERP (a deal closed before
+        they were is not)."""
+        return self.state in PROVISIONED and self.set_up
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +59,9 @@ class HubView:
     rebilled: frozenset[str] = frozenset()
 
     @classmethod
-    def load(cls, tx: UnitOfWork) -> HubView:
-        """Read the view from the flows' state."""
+    def load(cls, tx: UnitOfWork, today: date) -> HubView:
+        """Read the view from the flows' state; rates are those in force on ``today``."""
+        in_force = _rates_in_force(tx, today)
         engagements: dict[str, Engagement] = {}
         for state in tx.list_flows("mobilize", _ALL):
             data = state.data
@@ -66,6 +71,7 @@ class HubView:
             rates = {
                 str(role["role"]): Decimal(str(role["rate"])) for role in data.get("roles") or []
             }
+            rates.update(in_force.get(key, {}))  # a change order dated later is not in force
             engagements[key] = Engagement(
                 project_key=key,
                 instance=state.business_key,
@@ -77,6 +83,8 @@ class HubView:
                 billing_method=str(data.get("billing_method") or "time_and_materials"),
                 rates=rates,
                 closed=state.state == "closed",
+                fee=Decimal(str(data["fee"])) if data.get("fee") else None,
+                set_up=state.state != "closed" or bool(data.get("psa_project_id")),
             )
         recorded: dict[str, str] = {}
         for state in tx.list_flows("bill_time", _ALL):
@@ -94,3 +102,22 @@ class HubView:
                 if rebill
             )
         return cls(engagements, recorded, invoices, frozenset(rebilled))
+
+
+def _rates_in_force(tx: UnitOfWork, today: date) -> dict[str, dict[str, Decimal]]:
+    """Project key -> role -> the rate in force on ``today`` by the engagement's invoicing
+    terms (a rate change takes effect from its date: :mod:`closeloop.flows.amend`)."""
+    out: dict[str, dict[str, Decimal]] = {}
+    for state in tx.list_flows("invoice", _ALL):
+        terms = (state.data.get("terms") or {}).get("rates") or {}
+        key = state.data.get("project_key")
+        if not key:
+            continue
+        for role, changes in terms.items():
+            effective = [
+                c for c in changes or [] if not c.get("from") or str(c["from"]) <= today.isoformat()
+            ]
+            if effective:
+                latest = max(effective, key=lambda c: str(c.get("from") or ""))
+                out.setdefault(str(key), {})[str(role)] = Decimal(str(latest["rate"]))
+    return out

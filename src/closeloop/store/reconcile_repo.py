@@ -79,7 +79,7 @@ class ReconcileRepository:
             "started_at": run.started_at,
             "finished_at": run.finished_at,
             "trigger": run.trigger,
-            "actor": run.actor,
+            "actor": run.actor[:128],
             "domains": list(run.domains),
             "repair": run.repair,
             "dry_run": run.dry_run,
@@ -96,9 +96,11 @@ class ReconcileRepository:
             self.conn.execute(insert(t.reconcile_drifts), list(chunk))
         return run_id
 
-    def list_reconcile_runs(self, limit: int) -> list[ReconcileRun]:
+    def list_reconcile_runs(self, limit: int, trigger: str | None = None) -> list[ReconcileRun]:
         r = t.reconcile_runs
         stmt = select(r).order_by(r.c.id.desc()).limit(limit)
+        if trigger is not None:
+            stmt = stmt.where(r.c.trigger == trigger)
         return [_run(row, ()) for row in self.conn.execute(stmt)]
 
     def get_reconcile_run(self, run_id: int) -> ReconcileRun | None:

@@ -218,7 +218,7 @@ reconcile_drifts = Table(
     Column("domain", String(32), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("key", String(255), nullable=False),
-    Column("field", String(64)),
+    Column("field", String(255)),
     Column("values", JSON, nullable=False),
     Column("owner", String(64)),
     Column("status", String(16), nullable=False),

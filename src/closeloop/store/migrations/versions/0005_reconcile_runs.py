@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.Column("domain", sa.String(32), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("key", sa.String(255), nullable=False),
-        sa.Column("field", sa.String(64)),
+        sa.Column("field", sa.String(255)),
         sa.Column("values", sa.JSON, nullable=False),
         sa.Column("owner", sa.String(64)),
         sa.Column("status", sa.String(16), nullable=False),
