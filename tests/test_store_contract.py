@@ -305,6 +305,7 @@ def test_two_transactions_creating_one_flow_instance_see_each_other(store: SqlSt
         with store.engine.connect() as watch:  # until the second waits on a lock (or 30 s)
             for _ in range(3000):
                 blocked = bool(watch.execute(waiting).scalar())
+                watch.rollback()  # PostgreSQL keeps one activity snapshot per transaction
                 if blocked:
                     break
                 threading.Event().wait(0.01)
