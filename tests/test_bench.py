@@ -248,7 +248,7 @@ def test_bench_reconcile_reports_calls_per_1000_records_next_to_the_floor() -> N
         "deals": 11,
         "consultants": 5,
     }
-    assert set(figures["records"]) == {"customers", "projects", "time", "invoices"}
+    assert set(figures["records"]) == {"customers", "projects", "time", "invoices", "charges"}
     assert all(n > 0 for n in figures["records"].values()), figures["records"]
     for system, s in figures["systems"].items():
         assert s["records"] > 0 and s["facts"] > 0, system

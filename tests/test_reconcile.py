@@ -533,3 +533,62 @@ def test_weekly_slots_keep_their_day() -> None:
     assert (
         due_slot(monday + timedelta(minutes=1), monday + timedelta(days=6), time(2, 0), 168) is None
     )
+
+
+def charge_line(charge: str, line_id: int, amount: str, reference: str) -> Fact:
+    """An ERP invoice (or credit-note) line carrying ``charge``."""
+    kind = charge.split(":", 1)[0]
+    return Fact(
+        "charges",
+        f"{charge}@{line_id}",
+        "erp",
+        str(line_id),
+        {
+            "charge": charge,
+            "kind": kind,
+            "project_key": KEY,
+            "amount": Decimal(amount),
+            "invoice_reference": reference,
+            "state": "posted",
+        },
+        NOW - timedelta(hours=1),
+    )
+
+
+def test_expenses_and_milestones_against_what_the_erp_billed_net_of_credit_notes(
+    store: SqlStore,
+) -> None:
+    seed_hub(store)
+    with store.transaction() as tx:  # a fixed-fee engagement
+        (state,) = tx.list_flows("mobilize", 10)
+        data = {**state.data, "billing_method": "fixed_fee"}
+        tx.put_flows([FlowState("mobilize", state.business_key, state.state, data)], NOW)
+    taxi, hotel, lunch = (f"expense:{KEY}:psa-{n}" for n in (1, 2, 3))
+    first, second, third = (f"milestone:{KEY}:a0M{n}" for n in (1, 2, 3))
+    facts = agreeing_facts()
+    facts["psa"] += [
+        fact("charges", taxi, "psa", kind="expense", billable=True, billed=True),
+        fact("charges", hotel, "psa", kind="expense", billable=True, billed=True),
+        fact("charges", lunch, "psa", kind="expense", billable=False, billed=False),
+    ]
+    facts["crm"] += [
+        fact("charges", first, "crm", kind="milestone", status="accepted", amount=Decimal(500)),
+        fact("charges", second, "crm", kind="milestone", status="accepted", amount=Decimal(700)),
+        fact("charges", third, "crm", kind="milestone", status="disputed", amount=Decimal(300)),
+    ]
+    facts["erp"] += [
+        charge_line(taxi, 1, "55.00", f"{KEY}/2026-11"),  # billed: agrees
+        charge_line(hotel, 2, "180.00", f"{KEY}/2026-11"),  # billed, then credited in full
+        charge_line(hotel, 3, "-180.00", f"{KEY}/2026-11/credit-1"),
+        charge_line(first, 4, "500.00", f"{KEY}/milestone-a0M1"),  # agrees
+        charge_line(second, 5, "650.00", f"{KEY}/milestone-a0M2"),  # the wrong amount
+        charge_line(third, 6, "300.00", f"{KEY}/milestone-a0M3"),  # disputed, not credited
+    ]
+    run = reconciler(store, facts)[0].run(RunRequest(domains=("charges",)))
+    found = {(d.key, d.field): d for d in run.drifts}
+    assert set(found) == {(hotel, "billed"), (second, "amount"), (third, "status")}, run.drifts
+    assert found[(hotel, "billed")].values == {"psa": True, "erp": "0.00"}
+    assert found[(hotel, "billed")].owner == "erp"
+    assert found[(second, "amount")].values == {"crm": "700", "erp": "650.00"}
+    assert found[(third, "status")].owner == "crm"
+    assert run.records["charges"] == 12

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from closeloop.domain.errors import NotFoundError
 from closeloop.reconcile.run import Reconciler, RunRequest
 
-Domain = Literal["customers", "projects", "time", "invoices"]
+Domain = Literal["customers", "projects", "time", "invoices", "charges"]
 
 
 class ReconcileRequest(BaseModel):
@@ -22,7 +22,7 @@ class ReconcileRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     domains: tuple[Domain, ...] = Field(
-        default=("customers", "projects", "time", "invoices"), min_length=1
+        default=("customers", "projects", "time", "invoices", "charges"), min_length=1
     )
     repair: bool = False
     dry_run: bool = False

@@ -69,11 +69,12 @@ class ReconcileConfig(BaseModel):
 
     every_h: float = Field(default=24.0, ge=0, le=24 * 31)
     at_utc: time = time(2, 0)
-    domains: tuple[Literal["customers", "projects", "time", "invoices"], ...] = (
+    domains: tuple[Literal["customers", "projects", "time", "invoices", "charges"], ...] = (
         "customers",
         "projects",
         "time",
         "invoices",
+        "charges",
     )
     repair: bool = False
 

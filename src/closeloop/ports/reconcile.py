@@ -36,6 +36,24 @@ present on both sides are compared):
     Fields: ``invoiced``, ``paid``, ``outstanding``, ``overdue`` (Decimal),
     ``last_invoice_number`` (str or ``None``), ``payment_status`` (str).
 
+``charges``
+    Expenses and milestones, as their owners hold them and as the ERP billed them.
+    The ERP: one fact per invoice or credit-note line whose note is the hub's
+    ``closeloop:<charge key>``, ``key`` ``<charge key>@<line id>`` (a charge may have
+    several lines: its invoice's and a credit note's), ``external_id`` the line id. Fields:
+    ``charge`` (the charge key, without a milestone's attempt suffix: ``milestone:<project
+    key>:<milestone id>``), ``kind`` (``expense``, ``milestone``, ``retainer``,
+    ``overage``), ``project_key``, ``amount`` (Decimal, the line's untaxed amount, negative
+    on a credit note), ``invoice_reference``, ``state`` (its invoice's).
+    The PSA: one fact per expense on a project of the hub's form, ``key``
+    ``expense:<project key>:<PSA system>-<expense id>`` (the hub's charge key). Fields:
+    ``kind`` (``expense``), ``project_key``, ``amount`` (Decimal, the expense's total
+    cost), ``date``, ``approved``, ``billable``, ``billed`` (bools).
+    The CRM: one fact per milestone of a deal's plan, ``key`` ``milestone:<project
+    key>:<milestone id>``. Fields: ``kind`` (``milestone``), ``project_key``, ``name``,
+    ``status`` (``planned``, ``accepted``, ``disputed``), ``amount`` (Decimal: its amount,
+    or its share of the deal's fee as the hub computes it).
+
 A fact's ``modified_at`` is the vendor's last modification time (aware), when it keeps one:
 it explains who changed a record last.
 """
@@ -51,7 +69,8 @@ CUSTOMERS = "customers"
 PROJECTS = "projects"
 TIME = "time"
 INVOICES = "invoices"
-DOMAINS = (CUSTOMERS, PROJECTS, TIME, INVOICES)
+CHARGES = "charges"
+DOMAINS = (CUSTOMERS, PROJECTS, TIME, INVOICES, CHARGES)
 """Every domain reconciliation knows, in the order a run goes through them."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from closeloop.domain.changes import parse_instant
 from closeloop.domain.commands import CommandStatus
+from closeloop.flows.charges import milestone_entity
 from closeloop.ports.reconcile import Fact
 from closeloop.ports.store import CommandRow, DriftRow, ExceptionRow, UnitOfWork
 from closeloop.reconcile.compare import DANGLING, MISSING, ORPHAN, Finding
@@ -39,6 +40,13 @@ def entities(finding: Finding) -> list[str]:
             names.append(f"{system}:project:{finding.key}")
         elif finding.domain == "customers" and e and e.customer_code:
             names.append(f"{system}:customer:{e.customer_code}")
+        elif finding.domain == "charges":
+            for fact in finding.facts.values():
+                reference = fact.fields.get("invoice_reference")
+                if reference:  # the invoice that carries it, in the ERP and the PSA
+                    names.append(f"{system}:invoice:{reference}")
+            if e:
+                names.append(milestone_entity(e.project_key, finding.key.rsplit(":", 1)[-1]))
         elif finding.domain == "invoices":
             names.append(f"{system}:invoice:{finding.key}")
             if e:

@@ -26,6 +26,7 @@ from closeloop.domain.errors import InputError
 from closeloop.engine.registry import Registry
 from closeloop.ports.clock import Clock
 from closeloop.ports.reconcile import (
+    CHARGES,
     CUSTOMERS,
     DOMAINS,
     INVOICES,
@@ -37,6 +38,7 @@ from closeloop.ports.reconcile import (
 from closeloop.ports.store import DriftRow, ReconcileRun, Store
 from closeloop.reconcile.compare import Finding, Owners, compare_customers, compare_projects, index
 from closeloop.reconcile.compare_billing import compare_invoices, compare_time, deals_of
+from closeloop.reconcile.compare_charges import compare_charges
 from closeloop.reconcile.explain import EXCEPTION, IN_FLIGHT, Explainer
 from closeloop.reconcile.repair import Repairer, with_people
 from closeloop.reconcile.view import HubView
@@ -48,6 +50,7 @@ _NEEDS = {
     PROJECTS: (PROJECTS, INVOICES),  # the CRM's deals scope the orphans
     TIME: (TIME,),
     INVOICES: (INVOICES,),
+    CHARGES: (CHARGES,),
 }
 
 
@@ -152,6 +155,8 @@ class Reconciler:
             findings += compare_time(by, view)
         if INVOICES in domains:
             findings += compare_invoices(by, view, deals)
+        if CHARGES in domains:
+            findings += compare_charges(by, view)
         if request.since is not None:
             since = request.since
             findings = [f for f in findings if _touched(f, since)]

@@ -140,7 +140,8 @@ class HarvestConnector:
 
     # --- reconciliation (closeloop.ports.reconcile.FactSource) ------------------------------
     def fact_domains(self) -> Sequence[str]:
-        """``projects`` (the hub's projects) and ``time`` (their time entries)."""
+        """``projects`` (the hub's projects), ``time`` (their time entries) and ``charges``
+        (their expenses)."""
         return facts.DOMAINS
 
     def read_facts(self, domain: str) -> Iterator[Sequence[Fact]]:

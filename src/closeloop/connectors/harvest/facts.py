@@ -1,5 +1,6 @@
 """A Harvest account's records as reconciliation's facts (:mod:`closeloop.ports.reconcile`):
-its engagement projects (``projects``) and their time (``time``).
+its engagement projects (``projects``), their time (``time``) and their expenses
+(``charges``).
 
 Only records of projects whose ``code`` has the form of a project key
 (:func:`~closeloop.domain.keys.split_engagement_code`) concern the hub; the rest of the
@@ -7,7 +8,8 @@ account is read past. Each list is read through :meth:`HarvestClient.list_all` i
 2,000 (Harvest's largest), so a domain costs one request per page of each list it reads:
 ``projects`` reads ``/projects`` and ``/task_assignments`` (every project's assignments in
 one list, never one call per project), ``time`` reads ``/time_entries`` (each entry names
-its project's code and its task's name). Harvest pages by page number, newest first, so a
+its project's code and its task's name), ``charges`` reads ``/expenses`` (each expense names
+its project's code). Harvest pages by page number, newest first, so a
 record created or changed while the pages are read may shift between them: as the change
 feed does, a list is read whole, checked against the ``total_entries`` Harvest counted and
 read once more when short (then :class:`~closeloop.ports.connector.TransientError`), and
@@ -27,6 +29,15 @@ id the entry id. ``project_key``, ``task`` (the task's name), ``date`` (``spent_
 ``hours`` (Decimal, two places), ``approved`` (``is_closed``: approved through Timesheet
 Approval, as the shipped mapping reads it), ``billable``, ``billed`` (``is_billed``).
 ``modified_at``: ``updated_at``.
+
+``charges``: one fact per expense, key ``expense:<project code>:<system>-<expense id>``: the
+charge key the hub bills the expense under (``expense:<project key>:<PSA system>-<expense
+id>``, :func:`closeloop.flows.charges.expense_charge` of :mod:`closeloop.flows.bill_expense`'s
+``info["key"]``), external id the expense id. ``kind`` ``"expense"``, ``project_key``,
+``amount`` (Decimal ``total_cost``, as Harvest gives it, in the client's currency; null read
+as 0), ``date`` (``spent_date``), ``approved`` (``is_closed``, as the shipped mapping reads an
+expense's approval), ``billable``, ``billed`` (``is_billed``). ``modified_at``:
+``updated_at``; ``object``: ``expenses`` (the change feed's).
 """
 
 from __future__ import annotations
@@ -40,9 +51,9 @@ from closeloop.connectors.harvest.client import PER_PAGE, HarvestClient
 from closeloop.domain.changes import parse_instant
 from closeloop.domain.keys import split_engagement_code
 from closeloop.ports.connector import TransientError
-from closeloop.ports.reconcile import PROJECTS, TIME, Fact
+from closeloop.ports.reconcile import CHARGES, PROJECTS, TIME, Fact
 
-DOMAINS = (PROJECTS, TIME)
+DOMAINS = (PROJECTS, TIME, CHARGES)
 """The domains a Harvest account holds records of."""
 
 HUNDREDTH = Decimal("0.01")
@@ -50,7 +61,7 @@ HUNDREDTH = Decimal("0.01")
 
 def read_facts(client: HarvestClient, domain: str, *, system: str) -> Iterator[Sequence[Fact]]:
     """Pages of up to 2,000 facts of ``domain``; ``system`` is the configured system name
-    (the prefix of the ``time`` keys).
+    (the prefix of the ``time`` keys and of the expense id in the ``charges`` keys).
 
     Raises ``ValueError`` at once for a domain not in :data:`DOMAINS`; while iterating,
     :class:`~closeloop.ports.connector.TransientError` when Harvest cannot answer now (or
@@ -61,6 +72,7 @@ def read_facts(client: HarvestClient, domain: str, *, system: str) -> Iterator[S
             read_list(client, "projects"), read_list(client, "task_assignments"), system
         ),
         TIME: lambda: time_facts(read_list(client, "time_entries"), system),
+        CHARGES: lambda: expense_facts(read_list(client, "expenses"), system),
     }
     if domain not in readers:
         raise ValueError(f"Harvest holds no {domain!r} facts (its domains: {DOMAINS})")
@@ -166,6 +178,45 @@ def time_facts(entries: Sequence[Mapping[str, Any]], system: str) -> list[Fact]:
             )
         )
     return facts
+
+
+def expense_facts(expenses: Sequence[Mapping[str, Any]], system: str) -> list[Fact]:
+    """The ``charges`` facts of Harvest's expense records (list-response shape) on the hub's
+    projects, for the system named ``system``: keyed by the hub's charge key
+    ``expense:<project code>:<system>-<expense id>`` (module docstring). Raises ``KeyError``
+    for a record without ``id`` or ``spent_date``."""
+    facts = []
+    for expense in expenses:
+        code = (expense.get("project") or {}).get("code")
+        if not is_engagement(code):
+            continue
+        fields = {
+            "kind": "expense",
+            "project_key": str(code),
+            "amount": decimal(expense.get("total_cost") or 0),
+            "date": str(expense["spent_date"]),
+            "approved": bool(expense.get("is_closed")),
+            "billable": bool(expense.get("billable")),
+            "billed": bool(expense.get("is_billed")),
+        }
+        facts.append(
+            Fact(
+                domain=CHARGES,
+                key=expense_key(str(code), system, expense["id"]),
+                system=system,
+                external_id=str(expense["id"]),
+                fields=fields,
+                modified_at=_instant(expense.get("updated_at")),
+                object="expenses",
+            )
+        )
+    return facts
+
+
+def expense_key(project_key: str, system: str, expense_id: Any) -> str:
+    """The charge key the hub bills a PSA expense under: ``expense:<project key>:<system>-
+    <expense id>`` (``expense:SF-006...:psa-5001``)."""
+    return f"expense:{project_key}:{system}-{expense_id}"
 
 
 def decimal(value: Any) -> Decimal:

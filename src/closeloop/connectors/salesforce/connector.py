@@ -177,7 +177,8 @@ class SalesforceConnector:
 
     # --- reconciliation (closeloop.ports.reconcile.FactSource) ------------------------------
     def fact_domains(self) -> Sequence[str]:
-        """``customers`` (accounts) and ``invoices`` (the deals' write-back)."""
+        """``customers`` (accounts), ``invoices`` (the deals' write-back) and ``charges``
+        (the milestones of those deals)."""
         return facts.DOMAINS
 
     def read_facts(self, domain: str) -> Iterator[Sequence[Fact]]:

@@ -192,7 +192,7 @@ class TrytonConnector:
 
     # --- reconciliation (closeloop.ports.reconcile.FactSource) ------------------------------
     def fact_domains(self) -> Sequence[str]:
-        """Customers, projects, time and invoices (:mod:`.facts`)."""
+        """Customers, projects, time, invoices and charges (:mod:`.facts`)."""
         return facts.DOMAINS
 
     def read_facts(self, domain: str) -> Iterator[Sequence[Fact]]:

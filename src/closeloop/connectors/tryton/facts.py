@@ -43,6 +43,9 @@ What each domain reads, and how Tryton's records map to the canonical fields:
     ``state``, ``number``, ``total`` (``total_amount``), ``outstanding``
     (``amount_to_pay``), ``invoice_date``, ``due_date`` (ISO or ``None``),
     ``credited_reference``.
+``charges``
+    This company's customer invoice and credit-note lines carrying a charge key, read by
+    :func:`~.charge_facts.charge_facts` (whose docstring says how).
 
 Each domain costs one call per :data:`PAGE` records it reads (and one more when the count
 is a multiple of it); the customers' cost is that of the projects.
@@ -56,11 +59,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 
+from closeloop.connectors.tryton.charge_facts import charge_facts
 from closeloop.connectors.tryton.invoice_reads import InvoiceState
 from closeloop.connectors.tryton.keys import LINE_MARK, WORK_KEY
 from closeloop.connectors.tryton.operations import TrytonOperations
 from closeloop.domain.keys import split_engagement_code
-from closeloop.ports.reconcile import CUSTOMERS, INVOICES, PROJECTS, TIME, Fact
+from closeloop.ports.reconcile import CHARGES, CUSTOMERS, INVOICES, PROJECTS, TIME, Fact
 
 T = TypeVar("T")
 
@@ -70,7 +74,7 @@ PAGE = 500
 INVOICE_OBJECT = "account.invoice"
 """The change feed's object of invoices (the connector's ``INVOICES``)."""
 
-DOMAINS = (CUSTOMERS, PROJECTS, TIME, INVOICES)
+DOMAINS = (CUSTOMERS, PROJECTS, TIME, INVOICES, CHARGES)
 """The reconciliation domains Tryton holds records of."""
 
 _KEY_PREFIX = WORK_KEY.format(key="")
@@ -147,6 +151,8 @@ def read_facts(
         return time_facts(ops, system, page=page)
     if domain == INVOICES:
         return invoice_facts(ops, system, page=page)
+    if domain == CHARGES:
+        return charge_facts(ops, system, page=page)
     raise ValueError(f"Tryton holds no {domain!r} records to reconcile (it holds {DOMAINS})")
 
 

@@ -64,19 +64,20 @@ PAGING = {
         SALESFORCE_PAGE,
         "2,000 records per SOQL query page, the REST API's largest "
         "(devtools.demo.summary.SALESFORCE_PAGE); connectors/salesforce/facts.py reads each "
-        "domain with one query (Account; Opportunity with a mobilization status)",
+        "domain with one query (Account; Opportunity with a mobilization status; "
+        "Milestone__c of those opportunities)",
     ),
     "harvest": Paging(
         HARVEST_PAGE,
         "2,000 records per list page, Harvest's largest (connectors.harvest.client.PER_PAGE);"
         " connectors/harvest/facts.py reads /projects and /task_assignments for projects, "
-        "/time_entries for time",
+        "/time_entries for time, /expenses for charges",
     ),
     "tryton": Paging(
         TRYTON_PAGE,
         "500 rows per search_read, the connector's page (connectors.tryton.facts.PAGE; "
         "Tryton itself sets no maximum), per company: project.work (customers and "
-        "projects), timesheet.line, account.invoice",
+        "projects), timesheet.line, account.invoice, account.invoice.line (charges)",
     ),
 }
 
