@@ -547,9 +547,9 @@ def test_a_harvest_account_is_a_fact_source_of_projects_time_and_charges(
 ) -> None:
     connector = harvest_connector(harvest.server, "psa")
     assert isinstance(connector, HarvestConnector) and isinstance(connector, FactSource)
-    assert tuple(connector.fact_domains()) == ("projects", "time", "charges")
+    assert tuple(connector.fact_domains()) == ("customers", "projects", "time", "charges")
     before = dict(connector.client.calls)
-    for domain in ("customers", "invoices", "expenses"):
+    for domain in ("invoices", "expenses"):
         with pytest.raises(ValueError, match=domain):
             connector.read_facts(domain)
     assert connector.client.calls == before
@@ -566,11 +566,15 @@ def test_projects_are_the_hubs_projects_with_status_rates_and_fee(harvest: Harve
         expected_calls = {"projects": 1, "task_assignments": 1}  # all projects' rates in one list
         assert spent(before, connector.client.calls) == expected_calls
         assert spent(counted, api.admin("GET", "stats").json()["calls"]) == expected_calls
-        closed_id = next(p["id"] for p in api.listed("projects") if p["code"] == CLOSED_CODE)
+        listed = {p["code"]: p for p in api.listed("projects")}
+        closed_id = listed[CLOSED_CODE]["id"]
     finally:
         api.close()
         connector.close()
     facts = by_key(pages)
+    for code, fact in facts.items():  # the client, to pair it with the customer
+        assert fact.fields["client_id"] == str(listed[code]["client"]["id"])
+        fact.fields.pop("client_id")  # type: ignore[attr-defined]
     assert set(facts) == {TM_CODE, FIXED_CODE, CLOSED_CODE}  # OLDWORK is not the hub's
     tm = facts[TM_CODE]
     assert (tm.domain, tm.system, tm.external_id) == ("projects", "psa", "30")
@@ -601,17 +605,7 @@ def test_projects_are_the_hubs_projects_with_status_rates_and_fee(harvest: Harve
 def test_time_is_every_entry_on_the_hubs_projects_one_request_per_page(
     harvest: HarvestWorld,
 ) -> None:
-    connector = harvest_connector(harvest.server, "psa")
-    api = harvest_support.Api(harvest.server)
-    try:
-        counted = api.admin("GET", "stats").json()["calls"]
-        before = dict(connector.client.calls)
-        pages = read_all(connector, "time")
-        assert spent(before, connector.client.calls) == {"time_entries": 2}  # 2,100 entries
-        assert spent(counted, api.admin("GET", "stats").json()["calls"]) == {"time_entries": 2}
-    finally:
-        api.close()
-        connector.close()
+    pages = read_counted(harvest, "time", {"time_entries": 2})  # 2,100 entries
     assert all(0 < len(page) <= PAGE for page in pages)
     facts = by_key(pages)
     codes = {30: TM_CODE, 31: FIXED_CODE}
@@ -668,17 +662,7 @@ def test_time_keys_carry_the_configured_system_name(harvest: HarvestWorld) -> No
 def test_charges_are_the_expenses_on_the_hubs_projects_one_request_per_page(
     harvest: HarvestWorld,
 ) -> None:
-    connector = harvest_connector(harvest.server, "psa")
-    api = harvest_support.Api(harvest.server)
-    try:
-        counted = api.admin("GET", "stats").json()["calls"]
-        before = dict(connector.client.calls)
-        pages = read_all(connector, "charges")
-        assert spent(before, connector.client.calls) == {"expenses": 2}  # 2,104 expenses
-        assert spent(counted, api.admin("GET", "stats").json()["calls"]) == {"expenses": 2}
-    finally:
-        api.close()
-        connector.close()
+    pages = read_counted(harvest, "charges", {"expenses": 2})  # 2,104 expenses
     assert all(0 < len(page) <= PAGE for page in pages)
     facts = by_key(pages)
     assert harvest.billed_expenses == {5000}  # approved and billable, in the month marked
@@ -724,3 +708,38 @@ def test_charge_keys_are_the_keys_the_hub_bills_expenses_under(harvest: HarvestW
         key == f"expense:{fact.fields['project_key']}:psa-eu-{fact.external_id}"
         for key, fact in facts.items()
     )
+
+
+def test_harvest_clients_are_customers_read_in_one_list(harvest: HarvestWorld) -> None:
+    connector = harvest_connector(harvest.server, "psa")
+    api = harvest_support.Api(harvest.server)
+    try:
+        before = dict(connector.client.calls)
+        facts = by_key(read_all(connector, "customers"))
+        assert spent(before, connector.client.calls) == {"clients": 1}
+        clients = api.listed("clients")
+    finally:
+        api.close()
+        connector.close()
+    assert set(facts) == {str(c["id"]) for c in clients} and clients
+    for client in clients:
+        fact = facts[str(client["id"])]
+        assert fact.fields["legal_name"] == client["name"]
+        assert fact.fields.get("currency") == client.get("currency")
+
+
+def read_counted(harvest: HarvestWorld, domain: str, calls: dict[str, int]) -> list[Any]:
+    """The pages of ``domain`` read from the Harvest sandbox, asserting the requests it
+    cost (``calls``: by resource), as the connector's client and the sandbox count them."""
+    connector = harvest_connector(harvest.server, "psa")
+    api = harvest_support.Api(harvest.server)
+    try:
+        counted = api.admin("GET", "stats").json()["calls"]
+        before = dict(connector.client.calls)
+        pages = read_all(connector, domain)
+        assert spent(before, connector.client.calls) == calls
+        assert spent(counted, api.admin("GET", "stats").json()["calls"]) == calls
+    finally:
+        api.close()
+        connector.close()
+    return list(pages)

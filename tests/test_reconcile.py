@@ -592,3 +592,32 @@ def test_expenses_and_milestones_against_what_the_erp_billed_net_of_credit_notes
     assert found[(second, "amount")].values == {"crm": "700", "erp": "650.00"}
     assert found[(third, "status")].owner == "crm"
     assert run.records["charges"] == 12
+
+
+def test_the_psa_client_and_the_address_are_compared_with_the_customer(store: SqlStore) -> None:
+    seed_hub(store)
+    facts = agreeing_facts()
+    edit(facts, "psa", "projects", client_id="77")
+    facts["psa"].append(fact("customers", "77", "psa", legal_name="acme gmbh", currency="EUR"))
+    edit(facts, "crm", "customers", street="1 Market  Street", city="Munich", postal_code="80331")
+    edit(facts, "erp", "customers", street="1 Market Street", city="Munich", postal_code="80331")
+    rec, _ = reconciler(store, facts)
+    assert drift_total(rec.run(RunRequest(domains=("customers",)))) == 0
+    for system, name in (("psa", "Acme Ltd"),):
+        for n, f in enumerate(facts[system]):
+            if f.domain == "customers":
+                facts[system][n] = replace(f, fields={**f.fields, "legal_name": name})
+    edit(facts, "erp", "customers", city="Berlin")
+    rec.sources = {n: Source(n, f) for n, f in facts.items()}
+    run = rec.run(RunRequest(domains=("customers",)))
+    found = {d.field: d for d in run.drifts}
+    assert set(found) == {"legal_name", "city"}, run.drifts
+    assert found["legal_name"].values == {
+        "crm": "Acme  GmbH",
+        "erp": "ACME GmbH",
+        "psa": "Acme Ltd",
+    }
+    assert found["legal_name"].owner == "erp" and "psa" in found["legal_name"].cause
+    assert "crm" not in found["legal_name"].cause  # the CRM's name is the owner's but for case
+    assert found["city"].values == {"crm": "Munich", "erp": "Berlin"}
+    assert found["city"].owner == "erp"

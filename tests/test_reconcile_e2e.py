@@ -71,8 +71,18 @@ def test_hand_edits_in_each_system_are_found_explained_and_repaired_or_handed_ov
             for f in hub.operations.flows("status_back")
             if f.business_key.startswith("status:") and f.data.get("invoices")
         }
-        # 1. finance renames a customer in the ERP
-        renamed = next(e for e in engagements if e.get("erp_customer_code"))
+        # 1. finance renames a customer in the ERP (one the GmbH alone sells to: parties
+        # are shared by the companies, each ERP connection would report it)
+        erps_of: dict[str, set[str]] = {}
+        for flow in hub.operations.flows("mobilize"):
+            account = (flow.data.get("customer") or {}).get("crm_id")
+            if account and flow.data.get("systems"):
+                erps_of.setdefault(account, set()).add(flow.data["systems"]["erp"])
+        renamed = next(
+            e
+            for e in engagements
+            if e.get("erp_customer_code") and erps_of[e["customer"]["crm_id"]] == {"tryton"}
+        )
         ops = entities["DE-GMBH"]
         (party,) = ops.rpc.search_read(
             "party.party", [["code", "=", renamed["erp_customer_code"]]], ["id"]

@@ -193,6 +193,9 @@ def test_an_engagement_read_back_in_every_domain(
         "legal_name": f"Customer {customer}",
         "tax_ids": ("DE136695976",),
         "country": "DE",
+        "street": "Hauptstr. 1",
+        "city": "Berlin",
+        "postal_code": "10115",
     }
     assert fact.modified_at is not None and fact.modified_at.tzinfo is not None
 

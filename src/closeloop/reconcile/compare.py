@@ -37,6 +37,9 @@ OWNERS: dict[str, dict[str, str]] = {
         "legal_name": "erp",
         "tax_ids": "erp",
         "country": "erp",
+        "street": "erp",
+        "city": "erp",
+        "postal_code": "erp",
         "payment_terms_days": "erp",
         "currency": "crm",
     },
@@ -50,7 +53,12 @@ card and the fee; the PSA records the hours; the ERP's invoices are the truth of
 billed and paid."""
 
 _CANONICAL = {CUSTOMERS: "account"}
-_POLICY_FIELD = {"country": "billing_address"}
+_POLICY_FIELD = {
+    "country": "billing_address",
+    "street": "billing_address",
+    "city": "billing_address",
+    "postal_code": "billing_address",
+}
 
 Facts = Mapping[str, Mapping[str, Mapping[str, Fact]]]
 """``facts[domain][system][key]``."""
@@ -128,20 +136,25 @@ def same_text(a: Any, b: Any) -> bool:
 
 
 def compare_customers(facts: Facts, view: HubView, owners: Owners) -> list[Finding]:
-    """Each CRM account against the ERP customer its engagements were linked to."""
+    """Each CRM account against the ERP customer its engagements were linked to, and the
+    PSA client of their projects: one finding per field whose values differ, with every
+    system's value."""
     found: list[Finding] = []
-    pairs: dict[tuple[str, str, str, str], Engagement] = {}
+    customers = facts.get(CUSTOMERS, {})
+    pairs: dict[tuple[str, str, str, str], list[Engagement]] = {}
     for e in view.engagements.values():
         if e.provisioned and e.account_id and e.customer_code:
-            pairs.setdefault((e.systems["crm"], e.account_id, e.systems["erp"], e.customer_code), e)
-    for (crm, account_id, erp, code), engagement in sorted(pairs.items()):
-        account = facts.get(CUSTOMERS, {}).get(crm, {}).get(account_id)
-        customer = facts.get(CUSTOMERS, {}).get(erp, {}).get(code)
-        if CUSTOMERS not in facts or crm not in facts[CUSTOMERS] or erp not in facts[CUSTOMERS]:
+            pair = (e.systems["crm"], e.account_id, e.systems["erp"], e.customer_code)
+            pairs.setdefault(pair, []).append(e)
+    for (crm, account_id, erp, code), engagements in sorted(pairs.items()):
+        if crm not in customers or erp not in customers:
             continue
+        engagement = engagements[0]
+        account, customer = customers[crm].get(account_id), customers[erp].get(code)
         if account is None or customer is None:
             gone, there = (crm, erp) if account is None else (erp, crm)
             values = {gone: None, there: account_id if account is None else code}
+            held = {s: f for s, f in ((crm, account), (erp, customer)) if f}
             found.append(
                 Finding(
                     CUSTOMERS,
@@ -151,37 +164,77 @@ def compare_customers(facts: Facts, view: HubView, owners: Owners) -> list[Findi
                     values,
                     None,
                     (gone,),
-                    {s: f for s, f in ((crm, account), (erp, customer)) if f},
+                    held,
                     engagement,
                 )
             )
             continue
-        for name in ("legal_name", "tax_ids", "country", "payment_terms_days", "currency"):
-            a, c = account.fields.get(name), customer.fields.get(name)
-            if a in (None, (), "") or c in (None, (), ""):
+        held = {crm: account, erp: customer}
+        client = _client(facts, engagements)
+        if client is not None:
+            held[client.system] = client
+        for name in _CUSTOMER_FIELDS:
+            values = {s: f.fields.get(name) for s, f in held.items()}
+            values = {s: v for s, v in values.items() if v not in (None, (), "")}
+            if len(values) < 2:
                 continue  # kept by one side only (a customer matched by name has no tax id)
-            if name == "legal_name":
-                equal = same_text(a, c)
-            elif name == "tax_ids":
-                equal = all(any(same_tax_id(x, y) for y in c) for x in a)
-            else:
-                equal = a == c
-
-            if not equal:
-                role = owners.role(CUSTOMERS, name)
-                owner = {"crm": crm, "erp": erp}.get(role or "")
+            role = owners.role(CUSTOMERS, name)
+            owner = {"crm": crm, "erp": erp}.get(role or "")
+            base = values.get(owner) if owner in values else next(iter(values.values()))
+            stale = tuple(s for s, v in values.items() if not _same(name, v, base))
+            if stale:
+                stale = tuple(s for s in values if s != owner) if owner not in values else stale
+                shown = {s: jsonable(v) for s, v in values.items()}
                 found.append(
-                    mismatch(
-                        CUSTOMERS,
-                        account_id,
-                        name,
-                        {crm: a, erp: c},
-                        owner,
-                        {crm: account, erp: customer},
-                        engagement,
+                    Finding(
+                        CUSTOMERS, MISMATCH, account_id, name, shown, owner, stale, held, engagement
                     )
                 )
     return found
+
+
+_CUSTOMER_FIELDS = (
+    "legal_name",
+    "tax_ids",
+    "country",
+    "street",
+    "city",
+    "postal_code",
+    "payment_terms_days",
+    "currency",
+)
+
+
+def _same(name: str, a: Any, b: Any) -> bool:
+    if name == "tax_ids":
+        return all(any(same_tax_id(x, y) for y in b) for x in a) or all(
+            any(same_tax_id(x, y) for y in a) for x in b
+        )
+    if name in ("legal_name", "street", "city", "postal_code"):
+        return same_text(a, b)
+    return bool(a == b)
+
+
+def _client(facts: Facts, engagements: list[Engagement]) -> Fact | None:
+    """The PSA client of the engagements' projects (their first project read that names
+    one; a client is kept per name, so one account has one)."""
+    for e in engagements:
+        psa = e.systems.get("psa")
+        project = facts.get(PROJECTS, {}).get(psa or "", {}).get(e.project_key)
+        client_id = project.fields.get("client_id") if project else None
+        if psa and client_id:
+            client = facts.get(CUSTOMERS, {}).get(psa, {}).get(str(client_id))
+            if client is not None:
+                return Fact(
+                    client.domain,
+                    client.key,
+                    client.system,
+                    client.external_id,
+                    {"legal_name": client.fields.get("legal_name")},
+                    client.modified_at,
+                    client.object,
+                )  # only its name: its currency is its first deal's, not the account's
+    return None
 
 
 def compare_projects(facts: Facts, view: HubView, owners: Owners, deals: set[str]) -> list[Finding]:

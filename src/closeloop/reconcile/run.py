@@ -46,7 +46,7 @@ from closeloop.reconcile.view import HubView
 log = structlog.get_logger(__name__)
 
 _NEEDS = {
-    CUSTOMERS: (CUSTOMERS,),
+    CUSTOMERS: (CUSTOMERS, PROJECTS),  # a PSA client is found through its projects
     PROJECTS: (PROJECTS, INVOICES),  # the CRM's deals scope the orphans
     TIME: (TIME,),
     INVOICES: (INVOICES,),

@@ -51,9 +51,9 @@ from closeloop.connectors.harvest.client import PER_PAGE, HarvestClient
 from closeloop.domain.changes import parse_instant
 from closeloop.domain.keys import split_engagement_code
 from closeloop.ports.connector import TransientError
-from closeloop.ports.reconcile import CHARGES, PROJECTS, TIME, Fact
+from closeloop.ports.reconcile import CHARGES, CUSTOMERS, PROJECTS, TIME, Fact
 
-DOMAINS = (PROJECTS, TIME, CHARGES)
+DOMAINS = (CUSTOMERS, PROJECTS, TIME, CHARGES)
 """The domains a Harvest account holds records of."""
 
 HUNDREDTH = Decimal("0.01")
@@ -71,6 +71,7 @@ def read_facts(client: HarvestClient, domain: str, *, system: str) -> Iterator[S
         PROJECTS: lambda: project_facts(
             read_list(client, "projects"), read_list(client, "task_assignments"), system
         ),
+        CUSTOMERS: lambda: client_facts(read_list(client, "clients"), system),
         TIME: lambda: time_facts(read_list(client, "time_entries"), system),
         CHARGES: lambda: expense_facts(read_list(client, "expenses"), system),
     }
@@ -123,6 +124,8 @@ def project_facts(
             "billing_method": "fixed_fee" if fixed_fee else "time_and_materials",
             "rates": rates(assignments),
         }
+        if (project.get("client") or {}).get("id") is not None:
+            fields["client_id"] = str(project["client"]["id"])
         if fixed_fee and project.get("fee") is not None:
             fields["fee"] = decimal(project["fee"])
         stamps = [_instant(r.get("updated_at")) for r in (project, *assignments)]
@@ -134,6 +137,29 @@ def project_facts(
                 external_id=str(project["id"]),
                 fields=fields,
                 modified_at=max((s for s in stamps if s is not None), default=None),
+            )
+        )
+    return facts
+
+
+def client_facts(clients: Sequence[Mapping[str, Any]], system: str) -> list[Fact]:
+    """The ``customers`` facts of Harvest's clients (every one: a client is paired through
+    the ``client_id`` of an engagement's project): ``key`` and ``external_id`` the client
+    id, ``legal_name`` its name (the hub names a client after the CRM account's legal
+    name), ``currency``."""
+    facts = []
+    for client in clients:
+        fields: dict[str, Any] = {"legal_name": str(client.get("name") or "")}
+        if client.get("currency"):
+            fields["currency"] = str(client["currency"])
+        facts.append(
+            Fact(
+                domain=CUSTOMERS,
+                key=str(client["id"]),
+                system=system,
+                external_id=str(client["id"]),
+                fields=fields,
+                modified_at=_instant(client.get("updated_at")),
             )
         )
     return facts

@@ -80,6 +80,9 @@ ACCOUNT_FIELDS = (
     "Legal_Name__c",
     "Tax_Id__c",
     "BillingCountry",
+    "BillingStreet",
+    "BillingCity",
+    "BillingPostalCode",
     "CurrencyIsoCode",
     "Payment_Terms_Days__c",
     "SystemModstamp",
@@ -211,6 +214,11 @@ def customer_fact(record: Mapping[str, Any], system: str) -> Fact:
     country = billing_country(record.get("BillingCountry"))
     if country is not None:
         fields["country"] = country
+    for name, source in (("street", "BillingStreet"), ("city", "BillingCity")):
+        if _text(record.get(source)):
+            fields[name] = " ".join(str(record[source]).split())
+    if _text(record.get("BillingPostalCode")):
+        fields["postal_code"] = str(record["BillingPostalCode"]).strip()
     if record.get("CurrencyIsoCode"):
         fields["currency"] = str(record["CurrencyIsoCode"])
     if record.get("Payment_Terms_Days__c") is not None:

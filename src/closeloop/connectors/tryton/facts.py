@@ -95,6 +95,9 @@ _CUSTOMER_FIELDS = [
     "party.identifiers.create_date",
     "party.addresses.invoice",
     "party.addresses.country.code",
+    "party.addresses.street",
+    "party.addresses.city",
+    "party.addresses.postal_code",
     "party.addresses.write_date",
     "party.addresses.create_date",
 ]
@@ -309,6 +312,10 @@ def _customer(party: dict[str, Any], system: str) -> Fact:
     country = ((address or {}).get("country.") or {}).get("code")
     if country:
         fields["country"] = country
+    for name in ("street", "city", "postal_code"):  # the lines of a street joined
+        value = " ".join(str((address or {}).get(name) or "").split())
+        if value:
+            fields[name] = value
     return Fact(
         domain=CUSTOMERS,
         key=str(party["code"]),
