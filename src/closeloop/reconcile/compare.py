@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as default
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -128,6 +129,17 @@ def mismatch(
         stale = tuple(values)
     shown = {s: jsonable(v) for s, v in values.items()}
     return Finding(domain, MISMATCH, key, field_name, shown, owner, stale, facts, engagement)
+
+
+def erp_side(erp: str, records: Iterable[Fact]) -> dict[str, Fact]:
+    """The ERP's records behind one finding (its invoices, a charge's lines), each keyed
+    ``<erp>:<key>``, and the latest changed of them as ``erp`` itself: the owner's side the
+    explanation dates."""
+    records = list(records)
+    side = {f"{erp}:{f.key}": f for f in records}
+    if records:
+        side[erp] = max(records, key=lambda f: f.modified_at or datetime.min.replace(tzinfo=UTC))
+    return side
 
 
 def same_text(a: Any, b: Any) -> bool:

@@ -16,8 +16,6 @@ the hub made that the ERP no longer has; and invoices of the hub's form (``<proj
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +26,7 @@ from closeloop.reconcile.compare import (
     ORPHAN,
     Facts,
     Finding,
+    erp_side,
     mismatch,
 )
 from closeloop.reconcile.view import Engagement, HubView
@@ -172,11 +171,7 @@ def _write_back(
         "invoiced": sum((Decimal(str(f.fields["total"])) for f in counted), Decimal(0)),
         "outstanding": sum((Decimal(str(f.fields["outstanding"])) for f in counted), Decimal(0)),
     }
-    facts = {crm: deal, **{f"{erp}:{r}": f for r, f in invoices.items()}}
-    if invoices:  # the owner's side, for the explanation: its latest change
-        facts[erp] = max(
-            invoices.values(), key=lambda f: f.modified_at or datetime.min.replace(tzinfo=UTC)
-        )
+    facts = {crm: deal, **erp_side(erp, invoices.values())}
     found = []
     for name, total in totals.items():
         shown = Decimal(str(deal.fields.get(name) or 0)).quantize(CENT)
@@ -203,11 +198,3 @@ def deals_of(facts: Facts, view: HubView) -> set[str]:
         if system in crms:
             keys.update(deals)
     return keys
-
-
-def by_engagement(findings: list[Finding]) -> dict[str, list[Finding]]:
-    """``findings`` grouped by their engagement's project key (``""``: none)."""
-    grouped: dict[str, list[Finding]] = defaultdict(list)
-    for finding in findings:
-        grouped[finding.engagement.project_key if finding.engagement else ""].append(finding)
-    return grouped

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from closeloop.ports.reconcile import CHARGES, Fact
-from closeloop.reconcile.compare import MISSING, Facts, Finding, mismatch
+from closeloop.reconcile.compare import MISSING, Facts, Finding, erp_side, mismatch
 from closeloop.reconcile.view import Engagement, HubView
 
 
@@ -73,9 +73,7 @@ def _expenses(
         if not charge.startswith(prefix) or not expense.fields.get("billable"):
             continue
         net, lines = billed.get(charge, (Decimal(0), []))
-        facts: dict[str, Fact] = {psa: expense, **{f"{erp}:{f.external_id}": f for f in lines}}
-        if lines:
-            facts[erp] = lines[-1]
+        facts = {psa: expense, **erp_side(erp, lines)}
         shown_billed = bool(expense.fields.get("billed"))
         if shown_billed != (net > 0):
             values: dict[str, Any] = {psa: shown_billed, erp: net}
@@ -98,9 +96,7 @@ def _milestones(
     for charge in sorted(set(planned) | charges):
         milestone = planned.get(charge)
         net, lines = billed.get(charge, (Decimal(0), []))
-        facts: dict[str, Fact] = {f"{erp}:{f.external_id}": f for f in lines}
-        if lines:
-            facts[erp] = lines[-1]
+        facts = erp_side(erp, lines)
         if milestone is None:  # billed for a milestone the plan no longer has
             if net > 0:
                 values: dict[str, Any] = {crm: None, erp: net}

@@ -199,9 +199,15 @@ class Explainer:
         return "; ".join(parts) + f" (the owner is {owner or 'no system'})"
 
 
+def _latest(done: list[CommandRow], system: str | None) -> CommandRow | None:
+    """The hub's latest delivered command (to ``system``, or to any)."""
+    mine = [c for c in done if system is None or c.command.system == system]
+    return mine[-1] if mine else None
+
+
 def _last_write_at(done: list[CommandRow], system: str) -> datetime | None:
-    mine = [c for c in done if c.command.system == system]
-    return (mine[-1].updated_at or mine[-1].created_at) if mine else None
+    c = _latest(done, system)
+    return (c.updated_at or c.created_at) if c else None
 
 
 def _record(fact: Fact) -> tuple[str, str, str]:
@@ -209,10 +215,9 @@ def _record(fact: Fact) -> tuple[str, str, str]:
 
 
 def _last_write(done: list[CommandRow], system: str | None) -> str:
-    mine = [c for c in done if system is None or c.command.system == system]
-    if not mine:
+    c = _latest(done, system)
+    if c is None:
         return ""
-    c = mine[-1]
     at = c.updated_at or c.created_at
     return f" after the hub last wrote it at {_at(at)} (command #{c.id}, {c.command.operation})"
 
