@@ -370,11 +370,14 @@ def test_sigkill_mid_run_duplicates_nothing_in_harvest(
         with log_path.open("ab") as log:
             for _ in range(3):
                 process = subprocess.Popen(command, stdout=log, stderr=log)
-                target = min(done_commands(db) + rng.randint(3, 12), total)
+                done = done_commands(db)
+                # a random point in the first quarter of what is left, never the end, so
+                # each kill lands mid-work however fast the hub runs between polls
+                target = min(done + rng.randint(2, max(2, (total - done) // 4)), total - 4)
                 deadline = time.monotonic() + 120
                 while done_commands(db) < target and time.monotonic() < deadline:
                     assert process.poll() is None, log_path.read_text()[-3000:]
-                    time.sleep(rng.uniform(0.01, 0.3))  # a random moment to kill at
+                    time.sleep(rng.uniform(0.005, 0.05))  # a random moment to kill at
                 process.send_signal(signal.SIGKILL)
                 process.wait()
                 killed_at.append(done_commands(db))
