@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -42,6 +43,25 @@ class HttpSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8400, ge=0, le=65535)
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="the largest request body the hub reads (413 above it); webhooks included",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="shared secret of the generic change webhook (HMAC-SHA256 of timestamp "
+        "and body); none: the webhook refuses every request",
+    )
+    webhook_tolerance_s: int = Field(
+        default=300, ge=1, le=3600, description="replay window of a signed webhook request"
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="key that signs console session cookies; none: a random one per "
+        "process (sessions end when the hub restarts)",
+    )
+    session_ttl_h: float = Field(default=8.0, gt=0, le=24 * 30)
 
 
 class WorkerConfig(BaseModel):

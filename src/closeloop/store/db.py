@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from sqlalchemy.engine import make_url
 def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An SQLAlchemy engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
 
-    SQLite: creates the parent folder, turns on WAL (readers never block the writer) with
+    SQLite: creates the parent folder (0700 when new) and the database file readable and
+    writable by its owner only (0600, from creation; SQLite gives its ``-wal`` and ``-shm``
+    files the database's mode), turns on turns on WAL (readers never block the writer) with
     ``synchronous=NORMAL`` (a process crash loses nothing; a power cut may lose the last
     commits), a 30 s busy timeout, and opens every transaction with ``BEGIN IMMEDIATE`` so
     that claims made by several processes on one node serialise instead of failing to
@@ -33,7 +36,7 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
         )
     database = parsed.database or ""
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(database))
     engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -50,3 +53,15 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` (and its missing folders, 0700) as an empty file of mode 0600, or
+    leave an existing one as it is: the hub's database holds customer data and hashed API
+    keys, which no other local user may read."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
