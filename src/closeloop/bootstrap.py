@@ -14,6 +14,7 @@ from closeloop.config import Settings
 from closeloop.connectors.catalog import BuildContext, build_connector, plugins
 from closeloop.domain.operations import Role
 from closeloop.domain.routing import RoleRouting
+from closeloop.engine.access import Access
 from closeloop.engine.apply import Applier
 from closeloop.engine.dispatch import Dispatcher, DispatchSettings
 from closeloop.engine.intake import Intake
@@ -53,6 +54,7 @@ class Hub:
     worker: Worker
     operations: Operations
     reconciler: Reconciler
+    access: Access
 
     def reconcile_schedule(self) -> Schedule:
         """The configured reconciliation schedule (``reconcile:`` settings)."""
@@ -255,6 +257,7 @@ def build_hub(
         worker,
         operations,
         reconciler,
+        Access(store, clock),
     )
 
 
@@ -281,6 +284,7 @@ def owners(settings: Settings) -> Owners:
 def build_http_app(hub: Hub) -> FastAPI:
     """The HTTP app of ``hub`` with health, metrics, webhooks and the operations API."""
     from closeloop.api.app import create_app
+    from closeloop.api.auth import Authenticator
 
     def ready() -> tuple[bool, str]:
         try:
@@ -299,8 +303,11 @@ def build_http_app(hub: Hub) -> FastAPI:
             routers.append(connector.webhooks(hub.intake, systems))
     from closeloop.api.reconcile_routes import reconcile_router
 
-    routers.append(reconcile_router(hub.reconciler))
-    return create_app(hub.intake, hub.operations, hub.metrics.registry, ready, routers)
+    http = hub.settings.http
+    secret = http.session_secret.get_secret_value() if http.session_secret else None
+    auth = Authenticator(hub.access, secret, http.session_ttl_h * 3600)
+    routers.append(reconcile_router(hub.reconciler, auth))
+    return create_app(hub.intake, hub.operations, hub.metrics.registry, ready, auth, routers)
 
 
 def mapped_binding(

@@ -6,23 +6,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Body, FastAPI, Header, Request
+from fastapi import APIRouter, Body, Depends, FastAPI
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from closeloop.api import problems
+from closeloop.api.auth import Authenticator, Caller
 from closeloop.api.webhooks import changes_router
-from closeloop.domain.errors import ConflictError, InputError, NotFoundError
+from closeloop.domain.access import AccessRole
 from closeloop.engine.intake import Intake
 from closeloop.engine.operations import Operations
-
-ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (InputError, 422),
-    (NotFoundError, 404),
-    (ConflictError, 409),
-)
-"""HTTP status by error type (the tree in :mod:`closeloop.domain.errors`), never by text."""
 
 
 def create_app(
@@ -30,18 +25,17 @@ def create_app(
     operations: Operations,
     metrics_registry: CollectorRegistry,
     ready: Callable[[], tuple[bool, str]],
+    auth: Authenticator,
     routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The HTTP app. ``ready`` answers whether the hub can take traffic (and why not);
-    ``routers`` are connectors' webhook endpoints, mounted as they are."""
+    ``auth`` checks every caller but of health and the vendor webhooks; ``routers`` are
+    connectors' webhook endpoints, mounted as they are. Errors are RFC 9457 problem
+    details (:mod:`closeloop.api.problems`)."""
     app = FastAPI(title="closeloop", version="0.1.0")
-
-    for error_type, status_code in ERROR_STATUS:
-
-        def handler(request: Request, exc: Exception, status_code: int = status_code) -> Response:
-            return JSONResponse({"detail": str(exc)}, status_code=status_code)
-
-        app.add_exception_handler(error_type, handler)
+    problems.install(app)
+    viewer = Depends(auth.require(AccessRole.VIEWER))
+    operator = Depends(auth.require(AccessRole.OPERATOR))
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -54,24 +48,24 @@ def create_app(
         ok, reason = ready()
         return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[viewer])
     def metrics() -> Response:
         """Prometheus text exposition."""
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(changes_router(intake))
 
-    @app.get("/api/status")
+    @app.get("/api/status", dependencies=[viewer])
     def status() -> dict[str, Any]:
         """Counts by state: inbox, commands (per system), open exceptions by class."""
         return _jsonable(asdict(operations.stats()))
 
-    @app.get("/api/exceptions")
+    @app.get("/api/exceptions", dependencies=[viewer])
     def list_exceptions(status: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
         """Business exceptions, newest first."""
         return [_jsonable(asdict(e)) for e in operations.list_exceptions(status or None, limit)]
 
-    @app.get("/api/exceptions/{exception_id}")
+    @app.get("/api/exceptions/{exception_id}", dependencies=[viewer])
     def show_exception(exception_id: int) -> dict[str, Any]:
         """One business exception."""
         return _jsonable(asdict(operations.show(exception_id)))
@@ -79,27 +73,27 @@ def create_app(
     @app.post("/api/exceptions/{exception_id}/replay")
     def replay(
         exception_id: int,
-        x_closeloop_actor: str = Header(default="api"),
+        caller: Caller = operator,
         reason: str = Body(default="", embed=True),
     ) -> dict[str, Any]:
         """Replay the exception's command or change."""
-        return _jsonable(asdict(operations.replay(exception_id, x_closeloop_actor, reason)))
+        return _jsonable(asdict(operations.replay(exception_id, caller.principal.actor, reason)))
 
     @app.post("/api/exceptions/{exception_id}/resolve")
     def resolve(
         exception_id: int,
-        x_closeloop_actor: str = Header(default="api"),
+        caller: Caller = operator,
         reason: str = Body(embed=True),
     ) -> dict[str, Any]:
         """Close the exception by hand with a reason."""
-        return _jsonable(asdict(operations.resolve(exception_id, x_closeloop_actor, reason)))
+        return _jsonable(asdict(operations.resolve(exception_id, caller.principal.actor, reason)))
 
     @app.post("/api/xref/{canonical_type}/{system}/{external_id}")
     def link(
         canonical_type: str,
         system: str,
         external_id: str,
-        x_closeloop_actor: str = Header(default="api"),
+        caller: Caller = operator,
         target_system: str = Body(embed=True),
         target_id: str = Body(embed=True),
         reason: str = Body(embed=True),
@@ -110,18 +104,16 @@ def create_app(
             canonical_type,
             (system, external_id),
             (target_system, target_id),
-            x_closeloop_actor,
+            caller.principal.actor,
             reason,
         )
         return {"moved": [list(m) for m in moved]}
 
     @app.post("/api/invoices/{reference:path}/credit")
-    def credit(
-        reference: str, request: CreditRequest, x_closeloop_actor: str = Header(default="api")
-    ) -> dict[str, Any]:
+    def credit(reference: str, request: CreditRequest, caller: Caller = operator) -> dict[str, Any]:
         """Credit a posted invoice in full or by lines (``closeloop credit``)."""
         return operations.credit(
-            reference, request.reason, x_closeloop_actor, request.line_keys, request.rebill
+            reference, request.reason, caller.principal.actor, request.line_keys, request.rebill
         )
 
     for router in routers:

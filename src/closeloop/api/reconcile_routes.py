@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Literal
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
+from closeloop.api.auth import Authenticator, Caller
+from closeloop.domain.access import AccessRole
 from closeloop.domain.errors import NotFoundError
 from closeloop.reconcile.run import Reconciler, RunRequest
 
@@ -32,15 +34,14 @@ class RunNotFound(NotFoundError):
     """No reconciliation run has that id."""
 
 
-def reconcile_router(reconciler: Reconciler) -> APIRouter:
+def reconcile_router(reconciler: Reconciler, auth: Authenticator) -> APIRouter:
     """``POST /api/reconcile`` (a run; its report), ``GET /api/reconcile/runs`` (newest
     first, without drifts) and ``GET /api/reconcile/runs/{id}`` (one, with its drifts)."""
-    router = APIRouter()
+    router = APIRouter(dependencies=[Depends(auth.require(AccessRole.VIEWER))])
+    operator = Depends(auth.require(AccessRole.OPERATOR))
 
     @router.post("/api/reconcile")
-    def reconcile(
-        request: ReconcileRequest, x_closeloop_actor: str = Header(default="api")
-    ) -> dict[str, Any]:
+    def reconcile(request: ReconcileRequest, caller: Caller = operator) -> dict[str, Any]:
         """Run reconciliation now and answer its report."""
         run = reconciler.run(
             RunRequest(
@@ -48,7 +49,7 @@ def reconcile_router(reconciler: Reconciler) -> APIRouter:
                 request.repair or request.dry_run,
                 request.dry_run,
                 trigger="api",
-                actor=x_closeloop_actor,
+                actor=caller.principal.actor,
             )
         )
         return _json(asdict(run))

@@ -68,6 +68,6 @@ def main() -> None:
     app()
 
 
-from closeloop.cli import ops, reconcile, sandbox, tools  # noqa: E402 - they register commands
+from closeloop.cli import keys, ops, reconcile, sandbox, tools  # noqa: E402 - they register commands
 
-__all__ = ["app", "main", "ops", "reconcile", "sandbox", "tools"]
+__all__ = ["app", "keys", "main", "ops", "reconcile", "sandbox", "tools"]

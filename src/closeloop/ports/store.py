@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from closeloop.domain.access import AccessRole
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Command, CommandStatus, ExceptionClass, Impact
 from closeloop.domain.records import FlowState
@@ -199,6 +200,40 @@ class ReconcileRun:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    """An API key as stored: never the secret, only its SHA-256 (``secret_hash``, hex)."""
+
+    id: int
+    name: str
+    role: AccessRole
+    secret_hash: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionQuery:
+    """A filter over business exceptions, newest first: ``status`` (``None``: any),
+    ``error_class``, ``impact``, ``system`` (the command's target, or the first part of
+    the entity), ``created_before`` (aware; older than), ``search`` (a substring of the
+    entity or message, case-insensitive), ``ids``, and keyset paging: ``before_id`` (only
+    ids below it) and ``limit``."""
+
+    status: str | None = "open"
+    error_class: ExceptionClass | None = None
+    impact: Impact | None = None
+    system: str | None = None
+    created_before: datetime | None = None
+    search: str | None = None
+    ids: tuple[int, ...] | None = None
+    before_id: int | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     """Counts for status and metrics: by state, by class, and the age of the inbox."""
 
@@ -343,6 +378,15 @@ class UnitOfWork(Protocol):
         """Exceptions, newest first, optionally only those with ``status``."""
         ...
 
+    def find_exceptions(self, query: ExceptionQuery) -> list[ExceptionRow]:
+        """Exceptions matching ``query``, newest first, at most ``query.limit``."""
+        ...
+
+    def exception_systems(self, exception_ids: Sequence[int]) -> dict[int, str]:
+        """The system each exception concerns (its command's target, else the entity's
+        first part), by exception id."""
+        ...
+
     def get_exception(self, exception_id: int) -> ExceptionRow | None:
         """One exception, or ``None``."""
         ...
@@ -392,6 +436,35 @@ class UnitOfWork(Protocol):
 
     def list_audit(self, entity: str | None, limit: int) -> list[AuditEntry]:
         """Audit entries, newest first, optionally about one entity."""
+        ...
+
+    def add_api_key(
+        self,
+        name: str,
+        role: AccessRole,
+        secret_hash: str,
+        created_by: str,
+        now: datetime,
+        expires_at: datetime | None,
+    ) -> int:
+        """Store a new key; its id. Raises ``ConflictError`` when ``name`` is taken by a key
+        that is not revoked."""
+        ...
+
+    def get_api_key(self, key_id: int) -> ApiKeyRow | None:
+        """One key by id, revoked or not."""
+        ...
+
+    def list_api_keys(self) -> list[ApiKeyRow]:
+        """Every key, oldest first."""
+        ...
+
+    def revoke_api_key(self, key_id: int, now: datetime) -> bool:
+        """Revoke a key; ``False`` when there is none or it was already revoked."""
+        ...
+
+    def touch_api_key(self, key_id: int, now: datetime) -> None:
+        """Record that a key was used now."""
         ...
 
     def stats(self) -> StoreStats:

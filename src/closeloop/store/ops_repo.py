@@ -10,7 +10,13 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from closeloop.domain.changes import version_sort_key
 from closeloop.domain.commands import ExceptionClass, Impact
-from closeloop.ports.store import AuditEntry, ExceptionRow, NewException, StoreStats
+from closeloop.ports.store import (
+    AuditEntry,
+    ExceptionQuery,
+    ExceptionRow,
+    NewException,
+    StoreStats,
+)
 from closeloop.store import tables as t
 
 
@@ -63,6 +69,56 @@ class OpsRepository:
         if status:
             stmt = stmt.where(t.exceptions.c.status == status)
         return [_row_to_exception(r) for r in self.conn.execute(stmt)]
+
+    def find_exceptions(self, query: ExceptionQuery) -> list[ExceptionRow]:
+        e, c = t.exceptions, t.commands
+        stmt = select(e).order_by(e.c.id.desc()).limit(max(query.limit, 0))
+        if query.status:
+            stmt = stmt.where(e.c.status == query.status)
+        if query.error_class is not None:
+            stmt = stmt.where(e.c.error_class == query.error_class.value)
+        if query.impact is not None:
+            stmt = stmt.where(e.c.impact == query.impact.value)
+        if query.created_before is not None:
+            stmt = stmt.where(e.c.created_at < query.created_before)
+        if query.before_id is not None:
+            stmt = stmt.where(e.c.id < query.before_id)
+        if query.ids is not None:
+            stmt = stmt.where(e.c.id.in_(list(query.ids)))
+        if query.search:
+            pattern = f"%{_escape_like(query.search.lower())}%"
+            stmt = stmt.where(
+                or_(
+                    func.lower(e.c.entity).like(pattern, escape="\\"),
+                    func.lower(e.c.message).like(pattern, escape="\\"),
+                )
+            )
+        if query.system:
+            on_command = select(c.c.id).where(c.c.system == query.system)
+            stmt = stmt.where(
+                or_(
+                    e.c.command_id.in_(on_command),
+                    and_(
+                        e.c.command_id.is_(None),
+                        e.c.entity.like(f"{_escape_like(query.system)}:%", escape="\\"),
+                    ),
+                )
+            )
+        return [_row_to_exception(r) for r in self.conn.execute(stmt)]
+
+    def exception_systems(self, exception_ids: Sequence[int]) -> dict[int, str]:
+        e, c = t.exceptions, t.commands
+        found: dict[int, str] = {}
+        ids = list(dict.fromkeys(exception_ids))
+        for start in range(0, len(ids), 500):
+            stmt = (
+                select(e.c.id, e.c.entity, c.c.system)
+                .select_from(e.outerjoin(c, c.c.id == e.c.command_id))
+                .where(e.c.id.in_(ids[start : start + 500]))
+            )
+            for row in self.conn.execute(stmt):
+                found[row.id] = row.system or row.entity.split(":", 1)[0]
+        return found
 
     def get_exception(self, exception_id: int) -> ExceptionRow | None:
         row = self.conn.execute(
@@ -174,3 +230,8 @@ class OpsRepository:
             select(i.c.received_at).where(i.c.status == "pending").order_by(i.c.id).limit(1)
         ).scalar()
         return StoreStats(inbox, commands, by_system, open_by_class, oldest)
+
+
+def _escape_like(text: str) -> str:
+    """``text`` with LIKE's wildcards taken literally (escape character: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
+from closeloop.store.access_repo import AccessRepository
 from closeloop.store.db import create_db_engine
 from closeloop.store.flow_repo import FlowRepository
 from closeloop.store.inbox_repo import InboxRepository
@@ -16,7 +17,12 @@ from closeloop.store.reconcile_repo import ReconcileRepository
 
 
 class SqlUnitOfWork(
-    InboxRepository, FlowRepository, OutboxRepository, OpsRepository, ReconcileRepository
+    InboxRepository,
+    FlowRepository,
+    OutboxRepository,
+    OpsRepository,
+    ReconcileRepository,
+    AccessRepository,
 ):
     """All store operations on one open transaction (``conn``)."""
 

@@ -227,3 +227,18 @@ reconcile_drifts = Table(
     Column("exception_id", BigInteger),
 )
 Index("ix_reconcile_drifts_run", reconcile_drifts.c.run_id, reconcile_drifts.c.id)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expires_at", TS),
+    Column("revoked_at", TS),
+    Column("last_used_at", TS),
+)
+Index("ix_api_keys_name", api_keys.c.name)
