@@ -3,7 +3,8 @@ links a person decides and credit notes a person asks for, each with the audit t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,14 @@ from closeloop.engine.registry import Registry
 from closeloop.engine.runtime import FlowFailure, FlowRuntime
 from closeloop.ports.clock import Clock
 from closeloop.ports.flows import XREF, xref_key, xref_link
-from closeloop.ports.store import AuditEntry, ExceptionRow, Store, StoreStats, UnitOfWork
+from closeloop.ports.store import (
+    AuditEntry,
+    ExceptionQuery,
+    ExceptionRow,
+    Store,
+    StoreStats,
+    UnitOfWork,
+)
 
 
 class OperationError(ConflictError):
@@ -28,6 +36,18 @@ class OperationNotFound(NotFoundError):
 
 class OperationInputError(InputError):
     """An operator action lacks what it needs (a reason, both systems and ids)."""
+
+
+BULK_MAX = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    """What a bulk action did to one exception: ``ok`` and its new status, or why not."""
+
+    exception_id: int
+    ok: bool
+    detail: str
 
 
 class Operations:
@@ -47,6 +67,21 @@ class Operations:
         """Flow instances (of one flow, or all) with their state, data and timer."""
         with self.store.transaction() as tx:
             return tx.list_flows(flow, limit)
+
+    def find_exceptions(self, query: ExceptionQuery) -> list[ExceptionRow]:
+        """Exceptions matching ``query`` (filters, keyset paging), newest first."""
+        with self.store.transaction() as tx:
+            return tx.find_exceptions(query)
+
+    def exception_systems(self, exception_ids: Sequence[int]) -> dict[int, str]:
+        """The system each exception concerns, by id."""
+        with self.store.transaction() as tx:
+            return tx.exception_systems(exception_ids)
+
+    def audit_trail(self, entity: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The audit trail, newest first (of one entity, or all)."""
+        with self.store.transaction() as tx:
+            return tx.list_audit(entity, limit)
 
     def list_exceptions(self, status: str | None = "open", limit: int = 100) -> list[ExceptionRow]:
         """Exceptions, newest first (``status=None`` for all)."""
@@ -96,6 +131,32 @@ class Operations:
                 tx.set_command_status(row.command_id, CommandStatus.RESOLVED, now)
 
         return self._act(exception_id, actor, "resolve", "resolved", reason, skip)
+
+    def bulk(
+        self, action: str, exception_ids: Sequence[int], actor: str, reason: str
+    ) -> list[BulkOutcome]:
+        """``replay`` or ``resolve`` each of ``exception_ids`` (at most 1,000), each in its
+        own transaction, so one that cannot be acted on fails alone: one
+        :class:`BulkOutcome` per id, in order. Raises :class:`OperationInputError` for
+        another action, too many ids, or a resolve without a reason."""
+        if action not in ("replay", "resolve"):
+            raise OperationInputError(f"bulk action {action!r}: use replay or resolve")
+        if len(exception_ids) > BULK_MAX:
+            raise OperationInputError(f"at most {BULK_MAX} exceptions at once")
+        if action == "resolve" and not reason.strip():
+            raise OperationInputError("a resolution needs a reason")
+        outcomes = []
+        for exception_id in dict.fromkeys(exception_ids):
+            try:
+                if action == "replay":
+                    row = self.replay(exception_id, actor, reason)
+                else:
+                    row = self.resolve(exception_id, actor, reason)
+            except (OperationError, OperationNotFound) as exc:
+                outcomes.append(BulkOutcome(exception_id, False, str(exc)))
+            else:
+                outcomes.append(BulkOutcome(exception_id, True, row.status))
+        return outcomes
 
     def link(
         self,
