@@ -281,6 +281,7 @@ def owners(settings: Settings) -> Owners:
 def build_http_app(hub: Hub) -> FastAPI:
     """The HTTP app of ``hub`` with health, metrics, webhooks and the operations API."""
     from closeloop.api.app import create_app
+    from closeloop.api.webhooks import WebhookSecurity
 
     def ready() -> tuple[bool, str]:
         try:
@@ -300,7 +301,12 @@ def build_http_app(hub: Hub) -> FastAPI:
     from closeloop.api.reconcile_routes import reconcile_router
 
     routers.append(reconcile_router(hub.reconciler))
-    return create_app(hub.intake, hub.operations, hub.metrics.registry, ready, routers)
+    http = hub.settings.http
+    secret = http.webhook_secret.get_secret_value() if http.webhook_secret else None
+    security = WebhookSecurity(secret, http.webhook_tolerance_s, http.max_body_bytes)
+    return create_app(
+        hub.intake, hub.operations, hub.metrics.registry, ready, routers, webhook=security
+    )
 
 
 def mapped_binding(
