@@ -278,6 +278,39 @@ def owners(settings: Settings) -> Owners:
         return Owners(role_of=role_of)
 
 
+def ignored_notifications(settings: Settings) -> dict[str, list[tuple[str, str]]]:
+    """The objects each configured system sent webhook notifications for that no flow is
+    bound to (recorded by :mod:`closeloop.engine.notifications`), still unbound in
+    ``settings``: ``{system: [(object, hint), ...]}``. Reads the configured database without
+    migrating or creating it (a SQLite file that does not exist: nothing). Raises what the
+    database driver raises when it cannot be read."""
+    from closeloop.engine.notifications import ignored_objects
+    from closeloop.store.db import create_db_engine
+
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
+        return {}
+    try:
+        bindings = [*mirror_bindings(settings), *flow_bindings(settings)[0]]
+        bound = {(b.system, b.object) for b in bindings}
+    except Exception:  # bad mappings: closeloop check reports them on their own
+        bound = set()
+    engine = create_db_engine(url)
+    try:
+        if migrate.current_revision(engine) is None:
+            return {}
+        store = SqlStore(engine)
+        found: dict[str, list[tuple[str, str]]] = {}
+        for system in settings.systems:
+            for entry in ignored_objects(store, system):
+                name = str(entry.detail.get("object"))
+                if (system, name) not in bound:
+                    found.setdefault(system, []).append((name, str(entry.detail.get("hint", ""))))
+        return found
+    finally:
+        engine.dispose()
+
+
 def build_http_app(hub: Hub) -> FastAPI:
     """The HTTP app of ``hub`` with health, metrics, webhooks and the operations API."""
     from closeloop.api.app import create_app
