@@ -26,6 +26,8 @@ from closeloop.store.sql import SqlStore
 from tests.memory_system import MemorySystem
 
 PG_URL = os.environ.get("CLOSELOOP_TEST_PG_URL")
+WEBHOOK_SECRET = "test-webhook-secret"
+"""The change webhook's secret in the tests' hubs (``http.webhook_secret``)."""
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -78,7 +80,7 @@ def store(db_url: str) -> Iterator[SqlStore]:
 
 def make_hub(url: str, source: MemorySystem, target: MemorySystem, **worker: object) -> Hub:
     """A hub mirroring ``source.Record`` into ``target`` with fast retries."""
-    settings = Settings(database_url=url)
+    settings = Settings(database_url=url, http={"webhook_secret": WEBHOOK_SECRET})
     settings.worker.retry_base_delay_s = 0.01
     settings.worker.retry_max_delay_s = 0.05
     settings.worker.idle_wait_s = 0.01
@@ -92,6 +94,15 @@ def make_hub(url: str, source: MemorySystem, target: MemorySystem, **worker: obj
             Binding(source.name, "Record", "record", record_mapper, (MirrorFlow(target.name),))
         ],
     )
+
+
+def signed(body: bytes, secret: str = WEBHOOK_SECRET, at: float | None = None) -> dict[str, str]:
+    """Headers of a JSON request to the change webhook signing ``body`` at ``at`` (unix
+    seconds; now by default)."""
+    from closeloop.api.webhooks import sign
+
+    stamp = int(time.time() if at is None else at)
+    return {"Content-Type": "application/json", **sign(secret, body, stamp)}
 
 
 def free_port() -> int:

@@ -5,6 +5,7 @@ nothing is lost and no effect is applied twice."""
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import Sandbox, done_commands, free_port, wait_http
+from tests.conftest import WEBHOOK_SECRET, Sandbox, done_commands, free_port, signed, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def write_config(path: Path, db: Path, crm: Sandbox, erp: Sandbox, port: int) ->
                 "database_url": f"sqlite:///{db}",
                 "log_format": "json",
                 "log_level": "warning",
-                "http": {"port": port},
+                "http": {"port": port, "webhook_secret": WEBHOOK_SECRET},
                 "worker": {
                     "threads": 4,
                     "poll_interval_s": 0.3,
@@ -78,7 +79,10 @@ def start_hub(config: Path, port: int, log: Any) -> subprocess.Popen[bytes]:
 def redeliver(port: int, changes: list[dict[str, Any]]) -> None:
     """Push changes again through the webhook, as a vendor retrying its deliveries would."""
     with contextlib.suppress(httpx.HTTPError):  # hub down: the vendor would retry later
-        httpx.post(f"http://127.0.0.1:{port}/webhooks/changes", json=changes, timeout=10)
+        body = json.dumps(changes).encode()
+        url = f"http://127.0.0.1:{port}/webhooks/changes"
+        answer = httpx.post(url, content=body, headers=signed(body), timeout=10)
+        assert answer.status_code == 200, answer.text  # signed and accepted (or repeats)
 
 
 def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(

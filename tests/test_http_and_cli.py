@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import Sandbox, free_port, wait_http
+from tests.conftest import WEBHOOK_SECRET, Sandbox, free_port, signed, wait_http
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,7 +38,7 @@ def hub(tmp_path: Path, sandbox_factory: type[Sandbox]) -> Iterator[tuple[str, P
         yaml.safe_dump(
             {
                 "database_url": f"sqlite:///{tmp_path / 'hub.db'}",
-                "http": {"port": port},
+                "http": {"port": port, "webhook_secret": WEBHOOK_SECRET},
                 "worker": {"poll_interval_s": 0, "idle_wait_s": 0.05},
                 "systems": {
                     "crm": {"kind": "memory", "url": crm.url},
@@ -78,23 +78,31 @@ def change(eid: str, version: str = "1", **payload: Any) -> dict[str, Any]:
     }
 
 
+def post_changes(
+    http: httpx.Client, changes: Any, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """POST ``changes`` (JSON, or bytes as they are) to the change webhook, signed."""
+    body = changes if isinstance(changes, bytes) else json.dumps(changes).encode()
+    return http.post("/webhooks/changes", content=body, headers={**signed(body), **(headers or {})})
+
+
 def test_webhook_health_metrics_and_exception_operations(hub: tuple[str, Path, Sandbox]) -> None:
     base, config, erp = hub
     http = httpx.Client(base_url=base, timeout=10)
     assert http.get("/readyz").json() == {"ready": True, "reason": "ok"}
 
-    bad = http.post("/webhooks/changes", json=[change("a"), change("", "1"), {"oops": 1}])
+    bad = post_changes(http, [change("a"), change("", "1"), {"oops": 1}])
     assert bad.status_code == 422 and len(bad.json()["problems"]) >= 2
-    assert http.post("/webhooks/changes", content=b"{not json").status_code == 400
+    assert post_changes(http, b"{not json").status_code == 400
     assert http.get("/api/status").json()["inbox_by_status"] == {}  # nothing stored
 
-    ok = http.post(
-        "/webhooks/changes",
-        json=[change("a"), change("a"), change("b", name="b", reject_reason="tax id invalid")],
+    ok = post_changes(
+        http,
+        [change("a"), change("a"), change("b", name="b", reject_reason="tax id invalid")],
         headers={"X-Correlation-Id": "deal-0042"},
     )
     assert ok.json() == {"accepted": 2, "duplicates": 1}
-    assert http.post("/webhooks/changes", json=change("a")).json() == {
+    assert post_changes(http, change("a")).json() == {
         "accepted": 0,
         "duplicates": 1,
     }

@@ -33,7 +33,7 @@ from closeloop.engine.intake import IntakeError
 from closeloop.engine.operations import OperationError
 from closeloop.store import tables as t
 from closeloop.store.sql import SqlStore
-from tests.conftest import make_hub
+from tests.conftest import make_hub, signed
 from tests.memory_system import MemorySystem
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -73,7 +73,7 @@ async def post(hub: Hub, path: str, body: bytes) -> httpx.Response:
     """POST ``body`` as JSON to the hub's HTTP app, in process."""
     transport = httpx.ASGITransport(app=build_http_app(hub))
     async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
-        return await http.post(path, content=body, headers={"content-type": "application/json"})
+        return await http.post(path, content=body, headers=signed(body))
 
 
 def counter(hub: Hub, result: str) -> float | None:

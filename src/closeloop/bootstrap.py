@@ -281,10 +281,44 @@ def owners(settings: Settings) -> Owners:
         return Owners(role_of=role_of)
 
 
+def ignored_notifications(settings: Settings) -> dict[str, list[tuple[str, str]]]:
+    """The objects each configured system sent webhook notifications for that no flow is
+    bound to (recorded by :mod:`closeloop.engine.notifications`), still unbound in
+    ``settings``: ``{system: [(object, hint), ...]}``. Reads the configured database without
+    migrating or creating it (a SQLite file that does not exist: nothing). Raises what the
+    database driver raises when it cannot be read."""
+    from closeloop.engine.notifications import ignored_objects
+    from closeloop.store.db import create_db_engine
+
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
+        return {}
+    try:
+        bindings = [*mirror_bindings(settings), *flow_bindings(settings)[0]]
+        bound = {(b.system, b.object) for b in bindings}
+    except Exception:  # bad mappings: closeloop check reports them on their own
+        bound = set()
+    engine = create_db_engine(url)
+    try:
+        if migrate.current_revision(engine) is None:
+            return {}
+        store = SqlStore(engine)
+        found: dict[str, list[tuple[str, str]]] = {}
+        for system in settings.systems:
+            for entry in ignored_objects(store, system):
+                name = str(entry.detail.get("object"))
+                if (system, name) not in bound:
+                    found.setdefault(system, []).append((name, str(entry.detail.get("hint", ""))))
+        return found
+    finally:
+        engine.dispose()
+
+
 def build_http_app(hub: Hub) -> FastAPI:
     """The HTTP app of ``hub`` with health, metrics, webhooks and the operations API."""
     from closeloop.api.app import create_app
     from closeloop.api.auth import Authenticator
+    from closeloop.api.webhooks import WebhookSecurity
 
     def ready() -> tuple[bool, str]:
         try:
@@ -304,10 +338,14 @@ def build_http_app(hub: Hub) -> FastAPI:
     from closeloop.api.reconcile_routes import reconcile_router
 
     http = hub.settings.http
-    secret = http.session_secret.get_secret_value() if http.session_secret else None
-    auth = Authenticator(hub.access, secret, http.session_ttl_h * 3600)
+    session = http.session_secret.get_secret_value() if http.session_secret else None
+    auth = Authenticator(hub.access, session, http.session_ttl_h * 3600)
     routers.append(reconcile_router(hub.reconciler, auth))
-    return create_app(hub.intake, hub.operations, hub.metrics.registry, ready, auth, routers)
+    secret = http.webhook_secret.get_secret_value() if http.webhook_secret else None
+    security = WebhookSecurity(secret, http.webhook_tolerance_s, http.max_body_bytes)
+    return create_app(
+        hub.intake, hub.operations, hub.metrics.registry, ready, auth, routers, webhook=security
+    )
 
 
 def mapped_binding(

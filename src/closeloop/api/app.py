@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -14,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from closeloop.api import problems
 from closeloop.api.auth import Authenticator, Caller
-from closeloop.api.webhooks import changes_router
+from closeloop.api.limits import JSON, RequestLimits
+from closeloop.api.webhooks import WebhookSecurity, changes_router
 from closeloop.domain.access import AccessRole
 from closeloop.engine.intake import Intake
 from closeloop.engine.operations import Operations
@@ -27,12 +29,21 @@ def create_app(
     ready: Callable[[], tuple[bool, str]],
     auth: Authenticator,
     routers: Sequence[APIRouter] = (),
+    webhook: WebhookSecurity | None = None,
 ) -> FastAPI:
     """The HTTP app. ``ready`` answers whether the hub can take traffic (and why not);
     ``auth`` checks every caller but of health and the vendor webhooks; ``routers`` are
-    connectors' webhook endpoints, mounted as they are. Errors are RFC 9457 problem
+    connectors' webhook endpoints, mounted as they are; ``webhook``: the change webhook's
+    secret and replay window and the body limit of every route (:mod:`closeloop.api.limits`;
+    default: no secret, so the change webhook answers 403). Errors are RFC 9457 problem
     details (:mod:`closeloop.api.problems`)."""
     app = FastAPI(title="closeloop", version="0.1.0")
+    security = webhook or WebhookSecurity()
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=security.max_body_bytes,
+        media_types=lambda path: _media_types(app, path),
+    )
     problems.install(app)
     viewer = Depends(auth.require(AccessRole.VIEWER))
     operator = Depends(auth.require(AccessRole.OPERATOR))
@@ -53,7 +64,7 @@ def create_app(
         """Prometheus text exposition."""
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(changes_router(intake))
+    app.include_router(changes_router(intake, security))
 
     @app.get("/api/status", dependencies=[viewer])
     def status() -> dict[str, Any]:
@@ -130,6 +141,39 @@ class CreditRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
     line_keys: tuple[str, ...] = Field(default=(), max_length=200)
     rebill: bool = False
+
+
+def _media_types(app: FastAPI, path: str) -> frozenset[str] | None:
+    """The media types the POST/PUT/PATCH route at ``path`` takes, from the app's OpenAPI
+    document: those of its request body (``openapi_extra`` of a route that reads its body
+    itself), else JSON; ``None`` when no such route matches."""
+    for pattern, types in _body_routes(app):
+        if pattern.fullmatch(path):
+            return types
+    return None
+
+
+def _body_routes(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """Each POST/PUT/PATCH path of the OpenAPI document (``{param}``: one path segment)
+    with its request media types; computed once, at the first request."""
+    cached: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(
+        app.state, "body_routes", None
+    )
+    if cached is not None:
+        return cached
+    found = []
+    for template, operations in app.openapi().get("paths", {}).items():
+        types: set[str] = set()
+        for method in ("post", "put", "patch"):
+            if method in operations:
+                content = (operations[method].get("requestBody") or {}).get("content") or {}
+                types.update([str(k).lower() for k in content] or [JSON])
+        if types:
+            parts = re.split(r"\{[^}]+\}", template)
+            pattern = re.compile("[^/]+".join(re.escape(p) for p in parts))
+            found.append((pattern, frozenset(types)))
+    app.state.body_routes = found
+    return found
 
 
 def _jsonable(value: Any) -> dict[str, Any]:

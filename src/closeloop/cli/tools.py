@@ -28,6 +28,7 @@ def check(config: ConfigOption = None) -> None:
     from closeloop.mapping.engine import Mapper
 
     findings: list[Finding] = []
+    settings_ok = None
     files = list(default_mapping_files())
     path = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     if path is not None:
@@ -38,6 +39,7 @@ def check(config: ConfigOption = None) -> None:
         findings.extend(problems)
         if settings is not None:
             files.extend(settings.mappings)
+            settings_ok = settings
     objects = 0
     mappers: dict[str, Mapper] = {}
     for mapping_file in files:
@@ -55,11 +57,32 @@ def check(config: ConfigOption = None) -> None:
         findings.append(Finding("ownership", 0, str(exc)))
     for finding in findings:
         print(finding)
+    if settings_ok is not None:
+        _warn_ignored_notifications(settings_ok)
     if findings:
         err.print(f"{len(findings)} problem(s)")
         raise typer.Exit(1)
     checked = f"{path} and " if path else ""
     print(f"ok: {checked}{len(files)} mapping files ({objects} vendor objects)")
+
+
+def _warn_ignored_notifications(settings: Any) -> None:
+    """Print a warning per object a system sent webhook notifications for that no flow is
+    bound to (they are acknowledged and dropped); a database that cannot be read is noted,
+    not a problem."""
+    from closeloop.bootstrap import ignored_notifications
+
+    try:
+        ignored = ignored_notifications(settings)
+    except Exception as exc:  # the database is down or elsewhere: the rest still checks
+        print(f"note: ignored notifications not checked (database: {type(exc).__name__})")
+        return
+    for system, objects in ignored.items():
+        for name, hint in objects:
+            print(
+                f"warning: {system} sends notifications for {name}, which no flow is bound "
+                f"to: they are acknowledged and dropped. {hint[:1].upper()}{hint[1:]}."
+            )
 
 
 @app.command("map")

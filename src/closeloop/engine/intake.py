@@ -39,6 +39,7 @@ from closeloop.domain.commands import ExceptionClass
 from closeloop.domain.errors import InputError
 from closeloop.engine.apply import rejection
 from closeloop.engine.metrics import EngineMetrics
+from closeloop.engine.notifications import IgnoredNotifications
 from closeloop.engine.registry import Registry, UnknownObjectError
 from closeloop.ports.clock import Clock
 from closeloop.ports.connector import Connector
@@ -74,6 +75,7 @@ class Intake:
         self.registry = registry
         self.clock = clock
         self.metrics = metrics
+        self.ignored = IgnoredNotifications(store, clock, metrics)
 
     def validate(self, items: Sequence[Change | Mapping[str, Any]]) -> list[Change]:
         """Parse and check every item; returns them as changes, in order. Raises
@@ -125,7 +127,57 @@ class Intake:
         self._count(changes, fresh)
         return IntakeResult(accepted=sum(fresh), duplicates=len(fresh) - sum(fresh))
 
+    def accept_read(
+        self, changes: Sequence[Change], refused: Sequence[tuple[Change, str]] = ()
+    ) -> IntakeResult:
+        """Commit records a connector read from its system after a notification, under the
+        poll's rules (one bad record fails alone) in one transaction, without a cursor.
+
+        ``changes``: the records as read (built inside
+        :func:`~closeloop.domain.changes.deferred_text_checks`); one holding text the hub
+        cannot store or send is refused as a poll record is (:meth:`poll`). ``refused``:
+        ``(change, message)`` pairs the caller refused (a timestamp beyond the clock skew):
+        each becomes a ``rejected`` inbox row (payload scrubbed) with a validation exception
+        about the record whose text is ``message``; a repeat of one already in the inbox
+        opens nothing. Raises :class:`IntakeError`, storing nothing, when any change names a
+        system or object no binding knows (checked before any metric label is made)."""
+        problems = []
+        for position, change in enumerate([*changes, *(c for c, _ in refused)]):
+            try:
+                self.registry.binding(change.system, change.object)
+            except UnknownObjectError as exc:
+                problems.append(f"change {position}: {exc}")
+        if problems:
+            raise IntakeError(problems)
+        good: list[Change] = []
+        bad: list[tuple[Change, str]] = []
+        for change in changes:
+            text = payload_problems(change.payload)
+            if text:
+                bad.append(_refused(change, text))
+            else:
+                good.append(change)
+        for change, message in refused:
+            copy = change.model_copy(
+                update={
+                    "payload": scrub_payload(change.payload),
+                    "correlation_id": change.correlation_id or uuid.uuid4().hex,
+                }
+            )
+            bad.append((copy, INTAKE_REFUSAL + message))
+        with self.store.transaction() as tx:
+            now = self.clock.now()
+            fresh = tx.insert_changes(good, now)
+            opened = self._refuse(tx, bad, now) if bad else 0
+        self._count(good, fresh)
+        if opened:
+            self.metrics.exceptions.labels(ExceptionClass.VALIDATION.value).inc(opened)
+        duplicates = len(fresh) - sum(fresh) + len(bad) - opened
+        return IntakeResult(accepted=sum(fresh), duplicates=duplicates)
+
     def _count(self, changes: Sequence[Change], fresh: Sequence[bool]) -> None:
+        """Count changes already known to be bound (validated): a label is never made of
+        a name no binding knows, so ``/metrics`` stays bounded whatever a sender invents."""
         for change, new in zip(changes, fresh, strict=True):
             result = "accepted" if new else "duplicate"
             self.metrics.changes_received.labels(change.system, change.object, result).inc()

@@ -27,6 +27,13 @@ class EngineMetrics:
             ["system", "object", "result"],
             registry=r,
         )
+        self.notifications_ignored = Counter(
+            "closeloop_notifications_ignored_total",
+            "Webhook notifications of objects no flow is bound to: acknowledged, not stored "
+            "(object: a name the connector knows, else '(other)')",
+            ["system", "object"],
+            registry=r,
+        )
         self.changes_applied = Counter(
             "closeloop_changes_applied_total",
             "Inbox rows processed",

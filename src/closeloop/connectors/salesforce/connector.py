@@ -237,9 +237,7 @@ class SalesforceConnector:
         if not parent:  # in modification order already
             for page in pages:
                 changes = [
-                    c
-                    for c in (self._change(object_name, r, "", upper) for r in page["records"])
-                    if c
+                    c for c in (self._change(object_name, r, upper) for r in page["records"]) if c
                 ]
                 if changes:
                     yield changes
@@ -248,23 +246,28 @@ class SalesforceConnector:
             c
             for page in pages
             for r in page["records"]
-            if (c := self._change(object_name, r, parent, upper))
+            if (c := self._change(object_name, r, upper))
         ]
         every.sort(key=lambda c: (c.modified_at, c.external_id))
         for start in range(0, len(every), 2000):
             yield every[start : start + 2000]
 
-    def _change(
-        self, object_name: str, record: dict[str, Any], parent: str, upper: datetime
-    ) -> Change | None:
+    def _change(self, object_name: str, record: dict[str, Any], upper: datetime) -> Change | None:
         """The change of ``record``, or ``None`` when it (or its parent) changed while the poll
         paged: the next poll reads it."""
+        change = self.change_of(object_name, record)
+        return None if change.modified_at and change.modified_at >= upper else change
+
+    def change_of(self, object_name: str, record: dict[str, Any]) -> Change:
+        """The change the feed makes of a queried ``record`` of ``object_name``: version and
+        ``modified_at`` its ``SystemModstamp`` (for an object of :data:`PARENTS`, the later
+        of its own and its parent's), payload :func:`plain`. Raises ``KeyError`` without
+        ``Id`` or ``SystemModstamp``, ``ValueError`` for a malformed timestamp."""
         modified = parse_instant(record["SystemModstamp"])
+        parent = PARENTS.get(object_name, ("", ""))[0]
         parent_record = record.get(parent) if parent else None
         if isinstance(parent_record, dict) and parent_record.get("SystemModstamp"):
             modified = max(modified, parse_instant(parent_record["SystemModstamp"]))
-        if modified >= upper:
-            return None
         return Change(
             system=self._system,
             object=object_name,
@@ -273,6 +276,22 @@ class SalesforceConnector:
             modified_at=modified,
             payload=plain(record),
         )
+
+    def read_records(self, object_name: str, ids: Sequence[str]) -> list[Change]:
+        """The current version of each record of ``ids`` (Salesforce ids) as the change feed
+        makes it (:meth:`change_of`): ``SELECT <select_list> FROM <object> WHERE Id IN
+        (...)`` through ``queryAll`` (a record deleted since comes with ``IsDeleted = true``,
+        as polls see it), one query per 200 ids. Ids the org does not have are left out.
+        Raises the client's errors (:mod:`.client`)."""
+        select = self.select_list(object_name)
+        unique = list(dict.fromkeys(ids))
+        changes: list[Change] = []
+        for start in range(0, len(unique), COLLECTION_SIZE):
+            listed = ", ".join(soql_literal(i) for i in unique[start : start + COLLECTION_SIZE])
+            soql = f"SELECT {select} FROM {object_name} WHERE Id IN ({listed})"
+            for page in self.client.query(soql, include_deleted=True):
+                changes.extend(self.change_of(object_name, r) for r in page["records"])
+        return changes
 
     # --- writes -----------------------------------------------------------------------------
     def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:

@@ -30,7 +30,10 @@ class SalesforceSettings(SystemSettings):
     """A Salesforce org: ``url`` is its instance URL; ``client_id`` and ``client_secret`` of
     the connected app, and ``user``/``password`` for the username-password flow (without a
     user, the client-credentials flow); ``organization_id`` is checked on outbound messages;
-    ``quota_reserve`` is the fraction of the daily API allocation left untouched."""
+    ``quota_reserve`` is the fraction of the daily API allocation left untouched;
+    ``max_clock_skew_s``: how far (seconds) a record's ``SystemModstamp`` may lie ahead of
+    the hub's clock before the record is refused with a business exception instead of
+    applied (a later stamp would make every genuine edit look older)."""
 
     kind: Literal["salesforce"]
     client_id: str
@@ -42,6 +45,7 @@ class SalesforceSettings(SystemSettings):
     api_version: str = "62.0"
     ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust")
     quota_reserve: float = Field(default=0.1, ge=0, lt=1)
+    max_clock_skew_s: int = Field(default=300, ge=0, le=86_400)
 
 
 def build(name: str, settings: SalesforceSettings, context: BuildContext) -> Connector:
@@ -76,9 +80,12 @@ def build(name: str, settings: SalesforceSettings, context: BuildContext) -> Con
 
 def webhooks(intake: Intake, systems: Mapping[str, SalesforceSettings]) -> APIRouter:
     """``POST /webhooks/salesforce/outbound-message`` for the configured orgs."""
-    from closeloop.connectors.salesforce.webhook import outbound_message_router
+    from closeloop.connectors.salesforce.webhook import OrgEndpoint, outbound_message_router
 
-    orgs = {settings.organization_id: name for name, settings in systems.items()}
+    orgs = {
+        settings.organization_id: OrgEndpoint(name, settings.max_clock_skew_s)
+        for name, settings in systems.items()
+    }
     return outbound_message_router(intake, orgs)
 
 

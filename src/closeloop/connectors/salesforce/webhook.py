@@ -1,93 +1,89 @@
-"""``POST /webhooks/salesforce/outbound-message``: Salesforce Outbound Messages into the inbox.
+"""``POST /webhooks/salesforce/outbound-message``: Salesforce Outbound Messages as
+notifications that the hub acts on by reading the records (:mod:`.notified`).
 
-The envelope is parsed (:mod:`.outbound`); a wrong ``OrganizationId`` or a malformed envelope
-gets a SOAP fault (HTTP 500, as SOAP 1.1 answers faults) and stores nothing. Each
-notification of a polled/bound object becomes a change (version: its ``SystemModstamp``,
-which the outbound-message rule must send); notifications of objects this hub does not bind
-are acknowledged and counted as ``ignored`` (``closeloop_changes_received_total``), never
-refused, since Salesforce would resend them for 24 hours. The Ack goes out only after the
-inbox commit.
+The envelope is parsed (:mod:`.outbound`); a wrong ``OrganizationId``, a malformed envelope
+or a notification Salesforce would never send gets a Client fault (HTTP 500, as SOAP 1.1
+answers faults) and stores nothing. When Salesforce cannot be read, the answer is a Server
+fault: Salesforce delivers the message again later (it retries for 24 hours). Otherwise
+the notified records of bound objects are read and committed to the inbox, and only then
+the Ack goes out; notifications of unbound objects are acknowledged, counted, logged and
+recorded for ``closeloop check``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from closeloop.connectors.salesforce.notified import BadNotification, ReadFailed, take
 from closeloop.connectors.salesforce.outbound import MalformedEnvelope, ack, fault, parse
-from closeloop.domain.changes import parse_instant
 from closeloop.engine.intake import Intake, IntakeError
-from closeloop.engine.registry import UnknownObjectError
 
 log = structlog.get_logger(__name__)
 PATH = "/webhooks/salesforce/outbound-message"
+MEDIA_TYPES = ("text/xml", "application/soap+xml")
+"""The request media types the endpoint takes (SOAP 1.1 posts ``text/xml``)."""
 _XML = "text/xml; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class OrgEndpoint:
+    """The system a configured org's messages belong to, and its ``max_clock_skew_s``."""
+
+    system: str
+    max_clock_skew_s: int = 300
 
 
 async def _raw(request: Request) -> bytes:
     return await request.body()
 
 
-def outbound_message_router(intake: Intake, orgs: dict[str, str]) -> APIRouter:
-    """The endpoint for the configured orgs: ``{organization id: system name}`` (ids of 15
-    or 18 characters)."""
-    router = APIRouter()
-    systems = {org[:15]: system for org, system in orgs.items()}
+def _fault(message: str, client: bool = True) -> Response:
+    return Response(fault(message, client), status_code=500, media_type=_XML)
 
-    @router.post(PATH)
+
+def outbound_message_router(intake: Intake, orgs: Mapping[str, OrgEndpoint]) -> APIRouter:
+    """The endpoint for the configured orgs: ``{organization id: endpoint}`` (ids of 15 or
+    18 characters)."""
+    router = APIRouter()
+    endpoints = {org[:15]: endpoint for org, endpoint in orgs.items()}
+
+    @router.post(
+        PATH,
+        openapi_extra={"requestBody": {"content": {kind: {} for kind in MEDIA_TYPES}}},
+    )
     def receive(body: bytes = Depends(_raw)) -> Response:
+        """A SOAP outbound message; answers the Ack after the inbox commit, else a fault."""
         try:
             message = parse(body)
         except MalformedEnvelope as exc:
             log.warning("salesforce_outbound_malformed", problem=str(exc))
-            return Response(fault(str(exc)), status_code=500, media_type=_XML)
-        system = systems.get(message.organization_id[:15])
-        if system is None:
-            log.warning("salesforce_outbound_unknown_org", org=message.organization_id)
-            return Response(
-                fault(f"organization {message.organization_id} is not the configured org"),
-                status_code=500,
-                media_type=_XML,
-            )
-        changes: list[dict[str, Any]] = []
-        ignored = 0
-        for note in message.notifications:
-            try:
-                intake.registry.binding(system, note.sobject)
-            except UnknownObjectError:
-                ignored += 1
-                intake.metrics.changes_received.labels(system, note.sobject, "ignored").inc()
-                continue
-            stamp = note.fields.get("SystemModstamp")
-            if not stamp:
-                problem = f"notification {note.notification_id} has no SystemModstamp field"
-                return Response(fault(problem), status_code=500, media_type=_XML)
-            version = parse_instant(str(stamp)).isoformat()
-            changes.append(
-                {
-                    "system": system,
-                    "object": note.sobject,
-                    "external_id": note.record_id,
-                    "version": version,
-                    "modified_at": version,
-                    "payload": note.fields,
-                    "correlation_id": note.notification_id,
-                }
-            )
+            return _fault(str(exc))
+        endpoint = endpoints.get(message.organization_id[:15])
+        if endpoint is None:
+            log.warning("salesforce_outbound_unknown_org", org=message.organization_id[:18])
+            return _fault(f"organization {message.organization_id[:18]} is not the configured org")
         try:
-            result = intake.accept(changes) if changes else None
-        except IntakeError as exc:
-            return Response(fault("; ".join(exc.problems)), status_code=500, media_type=_XML)
+            taken = take(intake, endpoint.system, endpoint.max_clock_skew_s, message)
+        except BadNotification as exc:
+            log.warning("salesforce_outbound_malformed", problem=str(exc))
+            return _fault(str(exc))
+        except (ReadFailed, IntakeError) as exc:
+            log.error("salesforce_outbound_not_taken", system=endpoint.system, problem=str(exc))
+            return _fault(f"not taken, deliver again later: {exc}", client=False)
         log.info(
             "salesforce_outbound",
-            system=system,
+            system=endpoint.system,
             action=message.action_id,
-            accepted=result.accepted if result else 0,
-            duplicates=result.duplicates if result else 0,
-            ignored=ignored,
+            accepted=taken.accepted,
+            duplicates=taken.duplicates,
+            refused=taken.refused,
+            ignored=taken.ignored,
+            missing=taken.missing,
         )
         return Response(ack(), media_type=_XML)
 
