@@ -7,11 +7,12 @@ import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from closeloop.config import Settings
-from closeloop.connectors.catalog import BuildContext, build_connector, plugins
+from closeloop.connectors.catalog import BuildContext, build_connector, plugin, plugins
 from closeloop.domain.operations import Role
 from closeloop.domain.routing import RoleRouting
 from closeloop.engine.access import Access
@@ -37,6 +38,9 @@ from closeloop.reconcile.schedule import SCHEDULE, Schedule
 from closeloop.store import migrate
 from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from closeloop.api.auth import Authenticator
 
 
 @dataclass
@@ -341,11 +345,47 @@ def build_http_app(hub: Hub) -> FastAPI:
     session = http.session_secret.get_secret_value() if http.session_secret else None
     auth = Authenticator(hub.access, session, http.session_ttl_h * 3600)
     routers.append(reconcile_router(hub.reconciler, auth))
+    routers.append(console(hub, auth))
     secret = http.webhook_secret.get_secret_value() if http.webhook_secret else None
     security = WebhookSecurity(secret, http.webhook_tolerance_s, http.max_body_bytes)
     return create_app(
         hub.intake, hub.operations, hub.metrics.registry, ready, auth, routers, webhook=security
     )
+
+
+def console(hub: Hub, auth: Authenticator) -> APIRouter:
+    """The operations console's pages (:mod:`closeloop.api.console`) over ``hub``: breaker
+    states of this process's dispatcher, each system's quota through its connector's row."""
+    from closeloop.api.console import ConsoleSources, console_router
+    from closeloop.engine.views import ReadModel
+
+    def quotas() -> dict[str, str]:
+        left = {}
+        for name, system in hub.settings.systems.items():
+            describe = plugin(system.kind).quota
+            try:
+                left[name] = (
+                    "-"
+                    if describe is None
+                    else describe(hub.registry.connector(name), hub.requests_used)
+                )
+            except Exception as exc:  # a status page reports, it does not fail
+                left[name] = f"unknown ({type(exc).__name__})"
+        return left
+
+    def breakers() -> dict[str, str]:
+        return {name: gate.breaker.state.value for name, gate in hub.dispatcher.gates.items()}
+
+    sources = ConsoleSources(
+        hub.operations,
+        hub.reconciler,
+        ReadModel(hub.store),
+        tuple(hub.settings.systems),
+        breakers,
+        quotas,
+        hub.clock.now,
+    )
+    return console_router(sources, auth)
 
 
 def mapped_binding(

@@ -1,0 +1,140 @@
+"""The console's router: sign in and out, the overview and the engagements; the exceptions
+(:mod:`.exceptions`) and reconciliation and audit pages (:mod:`.records`) join it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from closeloop.api.auth import Authenticator
+from closeloop.api.console.exceptions import add_exception_routes
+from closeloop.api.console.pages import PREFIX, ConsoleSources, Pages, Refused
+from closeloop.api.console.records import add_record_routes
+from closeloop.domain.access import AccessRole
+from closeloop.engine.access import Unauthenticated
+from closeloop.engine.views import overview
+from closeloop.flows.timeline import STAGES, deal_keys, index, related_entities, search, timeline
+from closeloop.ports.store import ExceptionQuery, ExceptionRow
+
+MAX_KEY_CHARS = 500
+
+
+def console_router(sources: ConsoleSources, auth: Authenticator) -> APIRouter:
+    """The console's pages over ``sources``, signed in through ``auth``. Pages need a
+    session (anonymous visitors are sent to the sign-in page); forms that change state need
+    the operator role and the session's CSRF token (else a 403 page). ``/`` leads to the
+    console."""
+    router = APIRouter(include_in_schema=False)
+    pages = Pages(auth, sources.now)
+    ops = sources.operations
+
+    @router.get("/")
+    def root() -> RedirectResponse:
+        return RedirectResponse(PREFIX, 303)
+
+    @router.get(f"{PREFIX}/sign-in")
+    def sign_in_page(request: Request) -> Response:
+        return pages.render(request, "sign_in.html", None, next=_next(request))
+
+    @router.post(f"{PREFIX}/sign-in")
+    async def sign_in(request: Request) -> Response:
+        form = await request.form()
+        key = form.get("key")
+        target = _safe_next(str(form.get("next") or ""))
+        if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_CHARS:
+            return pages.render(
+                request, "sign_in.html", None, 422, next=target, error="paste your API key"
+            )
+        response = pages.back(target)
+        try:
+            auth.sign_in(key.strip(), response, secure=request.url.scheme == "https")
+        except Unauthenticated:
+            return pages.render(
+                request,
+                "sign_in.html",
+                None,
+                401,
+                next=target,
+                error="that key is not valid: it is unknown, revoked or expired",
+            )
+        return response
+
+    @router.post(f"{PREFIX}/sign-out")
+    async def sign_out(request: Request) -> Response:
+        try:
+            await pages.acting(request, AccessRole.VIEWER)
+        except Refused as refusal:
+            return pages.refused(request, refusal)
+        response = pages.back(f"{PREFIX}/sign-in", notice="signed out")
+        auth.sign_out(response)
+        return response
+
+    @router.get(PREFIX)
+    def overview_page(request: Request) -> Response:
+        caller = pages.caller(request)
+        if caller is None:
+            return pages.to_sign_in(request)
+        runs = sources.reconciler.runs(1)
+        view = overview(
+            ops.stats(),
+            ops.find_exceptions(ExceptionQuery(limit=10_000)),
+            sources.systems,
+            sources.breakers(),
+            sources.quotas(),
+            runs[0] if runs else None,
+            sources.now(),
+        )
+        return pages.render(request, "overview.html", caller, view=view)
+
+    @router.get(f"{PREFIX}/engagements")
+    def engagements_page(request: Request, q: str = "") -> Response:
+        caller = pages.caller(request)
+        if caller is None:
+            return pages.to_sign_in(request)
+        states = ops.flows()
+        deals = {k: r.data for k, r in sources.read_model.applied(deal_keys(states)).items()}
+        found = search(index(states, deals), q[:200])
+        return pages.render(request, "engagements.html", caller, q=q, engagements=found)
+
+    @router.get(f"{PREFIX}/engagements/{{deal_id}}")
+    def engagement_page(request: Request, deal_id: str) -> Response:
+        caller = pages.caller(request)
+        if caller is None:
+            return pages.to_sign_in(request)
+        states = ops.flows()
+        deals = {k: r.data for k, r in sources.read_model.applied(deal_keys(states)).items()}
+        engagement = next((e for e in index(states, deals) if e.deal_id == deal_id), None)
+        if engagement is None:
+            refusal = Refused(404, f"no engagement for deal {deal_id}: search for it instead")
+            return pages.refused(request, refusal, caller)
+        entities = related_entities(engagement)
+        exceptions: dict[int, ExceptionRow] = {}
+        for needle in {deal_id, engagement.status.project_key} - {""}:
+            for row in ops.find_exceptions(ExceptionQuery(status=None, search=needle)):
+                exceptions[row.id] = row
+        rows = sorted(exceptions.values(), key=lambda r: r.id)
+        audit = [entry for entity in entities[:50] for entry in ops.audit_trail(entity, 50)]
+        events = timeline(engagement, sources.read_model.commands_for(entities), audit, rows)
+        return pages.render(
+            request,
+            "engagement.html",
+            caller,
+            e=engagement,
+            stages=[(stage, [ev for ev in events if ev.stage == stage]) for stage in STAGES],
+            open_exceptions=[r for r in rows if r.status == "open"],
+        )
+
+    add_exception_routes(router, sources, pages)
+    add_record_routes(router, sources, pages)
+    return router
+
+
+def _next(request: Request) -> str:
+    return _safe_next(request.query_params.get("next", ""))
+
+
+def _safe_next(target: str) -> str:
+    """Only a console path (never another site) is a place to go back to."""
+    if target.startswith(PREFIX) and not target.startswith("//") and "\\" not in target:
+        return target
+    return PREFIX
