@@ -5,6 +5,7 @@ schema). Derandomized and bounded, so the same cases run every time, in seconds.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -15,11 +16,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
+from sqlalchemy import text
 
 from closeloop.bootstrap import Hub, build_http_app
 from closeloop.domain.changes import Change
 from closeloop.engine.access import Unauthenticated
-from tests.conftest import make_hub
+from closeloop.store.db import create_db_engine
+from tests.conftest import PG_URL, make_hub, pg_schema_url
 from tests.memory_system import MemorySystem
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -48,8 +51,27 @@ class AdminKey:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('schema') / 'closeloop.db'}"
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """PostgreSQL when CLOSELOOP_TEST_PG_URL is set (a schema dropped after: text it cannot
+    store, a NUL, must be refused before it gets there), else a SQLite file."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path_factory.mktemp('schema') / 'closeloop.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_db_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def hub(database_url: str) -> Iterator[Hub]:
+    url = database_url
     made = make_hub(url, MemorySystem("crm"), MemorySystem("erp"))
     made.intake.accept(  # a few exceptions to act on (ids 1 and 2)
         [

@@ -56,8 +56,9 @@ class Api:
 
 
 @pytest.fixture
-def api(sqlite_url: str) -> Iterator[Api]:
-    hub = make_hub(sqlite_url, MemorySystem("crm"), MemorySystem("erp"))
+def api(db_url: str) -> Iterator[Api]:
+    """The hub's app on each backend, with a viewer, an operator and an admin key."""
+    hub = make_hub(db_url, MemorySystem("crm"), MemorySystem("erp"))
     hub.settings.http.session_secret = SecretStr(SECRET)
     clock = ManualClock()
     hub.access.clock = clock
