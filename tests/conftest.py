@@ -105,6 +105,12 @@ def signed(body: bytes, secret: str = WEBHOOK_SECRET, at: float | None = None) -
     return {"Content-Type": "application/json", **sign(secret, body, stamp)}
 
 
+def key_headers(hub: Hub, role: str = "viewer") -> dict[str, str]:
+    """The ``Authorization`` header of a new API key of ``hub`` with ``role``."""
+    made = hub.access.create(f"{role}-{len(hub.access.keys())}", role, "test", None)
+    return {"Authorization": f"Bearer {made.token}"}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

@@ -231,7 +231,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
 
 def open_exceptions(c: Console) -> list[dict[str, Any]]:
     with c.api(c.keys["viewer"]) as api:
-        listed: list[dict[str, Any]] = api.get("/api/exceptions").json()
+        listed: list[dict[str, Any]] = api.get("/api/v1/exceptions").json()["items"]
     return listed
 
 
@@ -340,7 +340,7 @@ def test_a_viewer_sees_no_replay_and_is_refused(console: Console) -> None:
     assert refused.status == 403 and "only an operator" in refused.text()
     blocked = next(e for e in open_exceptions(console) if e["entity"].startswith("salesforce:"))
     with console.api(console.keys["viewer"]) as api:
-        answer = api.post(f"/api/exceptions/{blocked['id']}/replay", json={"reason": "try"})
+        answer = api.post(f"/api/v1/exceptions/{blocked['id']}/replay", json={"reason": "try"})
         assert answer.status_code == 403 and "this needs operator" in answer.json()["detail"]
         bulk = api.post("/console/exceptions/bulk", data={"do": "replay:group", "group": key})
         assert bulk.status_code == 403

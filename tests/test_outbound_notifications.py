@@ -30,7 +30,7 @@ from closeloop.ports.flows import Binding
 from closeloop.sandboxes.salesforce.outbound import envelope, is_ack
 from closeloop.sandboxes.salesforce.server import SalesforceServer
 from closeloop.store.tables import inbox
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, key_headers, wait_http
 from tests.salesforce_support import Api, opportunity, running_salesforce
 
 pytestmark = pytest.mark.timeout(300)
@@ -300,13 +300,13 @@ def test_unbound_objects_are_acknowledged_counted_recorded_and_checked(
 ) -> None:
     hub, url = hub_http
     contact = ("Contact", {"Id": "0035g00000C0001AAA", "LastName": "Nobody"})
-    before = httpx.get(f"{url}/metrics").text
+    before = httpx.get(f"{url}/metrics", headers=key_headers(hub)).text
     assert is_ack(notify(server, url, contact, contact).content)
     for n in range(120):  # invented names: bounded labels, bounded audit
         invented = (f"Invented{n}__c", {"Id": f"a005g00000X{n:04d}AAA"})
         assert is_ack(notify(server, url, invented).content)
     assert rows(hub) == []
-    metrics = httpx.get(f"{url}/metrics").text
+    metrics = httpx.get(f"{url}/metrics", headers=key_headers(hub)).text
     sample = "closeloop_notifications_ignored_total"
     assert f'{sample}{{object="Contact",system="salesforce"}} 2.0' in metrics
     assert f'{sample}{{object="(other)",system="salesforce"}} 120.0' in metrics

@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from closeloop.domain.changes import Change
@@ -385,34 +384,45 @@ def test_the_http_api_runs_reconciliation_and_serves_its_reports(store: SqlStore
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from closeloop.api.app import ERROR_STATUS
-    from closeloop.api.reconcile_routes import reconcile_router
+    from closeloop.api import problems
+    from closeloop.api.auth import Authenticator
+    from closeloop.api.v1.reconcile import reconcile_router
+    from closeloop.engine.access import Access
 
     seed_hub(store)
     facts = agreeing_facts()
     edit(facts, "psa", "time", hours=Decimal("9.50"))
     rec, _ = reconciler(store, facts)
+    access = Access(store, rec.clock)
+    auth = Authenticator(access, None, 3600)
     app = FastAPI()
-    app.include_router(reconcile_router(rec))
-    for error_type, status_code in ERROR_STATUS:
-        app.add_exception_handler(
-            error_type, lambda r, e, c=status_code: JSONResponse({"detail": str(e)}, c)
-        )
+    problems.install(app)
+    app.include_router(reconcile_router(rec, auth))
     client = TestClient(app)
+    kim = {"Authorization": f"Bearer {access.create('kim', 'operator', 'test', None).token}"}
+    eve = {"Authorization": f"Bearer {access.create('eve', 'viewer', 'test', None).token}"}
+    body = {"domains": ["time"], "repair": True, "dry_run": True}
+    assert client.post("/api/v1/reconcile", json=body, headers=eve).status_code == 403
     answer = client.post(
-        "/api/reconcile",
-        json={"domains": ["time"], "repair": True, "dry_run": True},
-        headers={"X-Closeloop-Actor": "kim"},
+        "/api/v1/reconcile", json=body, headers={**kim, "X-Closeloop-Actor": "mallory"}
     )
     assert answer.status_code == 200, answer.text
     run = answer.json()
-    assert run["domains"] == ["time"] and run["actor"] == "kim" and run["dry_run"] is True
+    assert run["domains"] == ["time"] and run["actor"] == "key:kim" and run["dry_run"] is True
     assert [(d["field"], d["status"]) for d in run["drifts"]] == [("hours", "planned")]
-    listed = client.get("/api/reconcile/runs").json()
+    assert {v for d in run["drifts"] for v in d["values"].values()} == {"9.50", "8.00"}
+    listed = client.get("/api/v1/reconcile/runs", headers=eve).json()
     assert [r["id"] for r in listed] == [run["id"]] and listed[0]["drifts"] == []
-    assert client.get(f"/api/reconcile/runs/{run['id']}").json()["drifts"] == run["drifts"]
-    assert client.get("/api/reconcile/runs/999").status_code == 404
-    assert client.post("/api/reconcile", json={"domains": ["payments"]}).status_code == 422
+    shown = client.get(f"/api/v1/reconcile/runs/{run['id']}", headers=eve).json()
+    assert shown["drifts"] == run["drifts"]
+    missing = client.get("/api/v1/reconcile/runs/999", headers=eve)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert client.get("/api/v1/reconcile/runs/0", headers=eve).status_code == 422
+    assert client.get(f"/api/v1/reconcile/runs/{2**63}", headers=eve).status_code == 422
+    bad = client.post("/api/v1/reconcile", json={"domains": ["payments"]}, headers=kim)
+    assert bad.status_code == 422
+    assert client.get("/api/v1/reconcile/runs").status_code == 401
 
 
 def test_a_change_the_hub_has_not_read_or_applied_yet_is_in_flight(store: SqlStore) -> None:

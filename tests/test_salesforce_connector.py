@@ -35,7 +35,7 @@ from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.salesforce.outbound import envelope
 from closeloop.sandboxes.salesforce.server import SalesforceServer
 from closeloop.store.tables import inbox
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, key_headers, wait_http
 from tests.memory_system import MemorySystem
 from tests.salesforce_support import Api, client_for, opportunity, running_salesforce, wait_past
 
@@ -426,7 +426,7 @@ def test_outbound_messages_reach_the_inbox_and_are_acked_after_commit(
     versions = inbox_versions(hub)
     assert [rid for rid, _ in versions] == [won]  # the contact was acknowledged, not stored
     assert api.admin("GET", "stats").json()["outbound"]["pending"] == 0
-    ignored = httpx.get(f"{url}/metrics").text
+    ignored = httpx.get(f"{url}/metrics", headers=key_headers(hub)).text
     sample = 'closeloop_notifications_ignored_total{object="Contact",system="salesforce"}'
     assert f"{sample} 1.0" in ignored
 

@@ -25,7 +25,15 @@ import yaml
 from closeloop.api.limits import nesting_too_deep, parse_json
 from closeloop.api.webhooks import sign
 from closeloop.bootstrap import Hub, build_http_app
-from tests.conftest import WEBHOOK_SECRET, Sandbox, free_port, make_hub, signed, wait_http
+from tests.conftest import (
+    WEBHOOK_SECRET,
+    Sandbox,
+    free_port,
+    key_headers,
+    make_hub,
+    signed,
+    wait_http,
+)
 from tests.memory_system import MemorySystem
 
 LIMIT = 1_048_576  # the default http.max_body_bytes
@@ -158,7 +166,7 @@ def test_bodies_over_the_limit_are_refused_before_they_are_read_whole(hub: Hub) 
     assert chunked.pulled <= LIMIT // 65536 + 2  # stopped just past the limit
 
     operations = call(
-        hub, "POST", "/api/exceptions/1/resolve", content=b"x" * (LIMIT + 1), headers={}
+        hub, "POST", "/api/v1/exceptions/1/resolve", content=b"x" * (LIMIT + 1), headers={}
     )
     assert operations.status_code == 413  # every route, not only webhooks
     assert stored(hub) == {}
@@ -205,7 +213,7 @@ def test_deep_nesting_and_unusable_numbers_get_a_reason_and_store_nothing(hub: H
     resolve = call(
         hub,
         "POST",
-        "/api/exceptions/1/resolve",
+        "/api/v1/exceptions/1/resolve",
         content=deep,
         headers={"Content-Type": "application/json"},
     )
@@ -242,7 +250,8 @@ def series(text: str) -> set[str]:
 
 def test_unknown_objects_never_become_metric_labels(hub: Hub) -> None:
     assert post_signed(hub, json.dumps([change("a")]).encode()).status_code == 200
-    before = call(hub, "GET", "/metrics").text
+    auth = key_headers(hub)
+    before = call(hub, "GET", "/metrics", headers=auth).text
     for n in range(300):
         name = f"Invented_{n:03d}_" + "x" * 60
         body = json.dumps([change(f"u{n}", obj=name)]).encode()
@@ -250,7 +259,7 @@ def test_unknown_objects_never_become_metric_labels(hub: Hub) -> None:
         assert answer.status_code == 422 and "no binding for crm.Invented" in answer.text
     other_system = {**change("s"), "system": "nosuch"}
     assert post_signed(hub, json.dumps([other_system]).encode()).status_code == 422
-    after = call(hub, "GET", "/metrics").text
+    after = call(hub, "GET", "/metrics", headers=auth).text
     assert series(after) == series(before)
     assert "Invented" not in after
     assert stored(hub) == {"pending": 1}
@@ -308,7 +317,14 @@ def test_a_running_hub_refuses_bad_requests_and_keeps_serving(
             "duplicates": 0,
         }
         assert http.get("/healthz").status_code == 200
-        assert http.get("/api/status").json()["inbox_by_status"] in ({"pending": 1}, {"done": 1})
+        key = subprocess.run(
+            [sys.executable, "-m", "closeloop.cli", "keys", "create", "ci", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        status = http.get("/api/v1/status", headers={"Authorization": f"Bearer {key}"})
+        assert status.json()["inbox_by_status"] in ({"pending": 1}, {"applied": 1})
         assert process.poll() is None
     finally:
         process.send_signal(signal.SIGTERM)

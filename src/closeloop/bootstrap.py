@@ -339,7 +339,7 @@ def build_http_app(hub: Hub) -> FastAPI:
         systems = {n: s for n, s in hub.settings.systems.items() if s.kind == kind}
         if systems and connector.webhooks is not None:
             routers.append(connector.webhooks(hub.intake, systems))
-    from closeloop.api.reconcile_routes import reconcile_router
+    from closeloop.api.v1.reconcile import reconcile_router
 
     http = hub.settings.http
     session = http.session_secret.get_secret_value() if http.session_secret else None

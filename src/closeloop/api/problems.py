@@ -44,7 +44,10 @@ class Problem(BaseModel):
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {MEDIA_TYPE: {}}, "description": HTTPStatus(code).phrase}
+    code: {
+        "content": {MEDIA_TYPE: {"schema": Problem.model_json_schema()}},
+        "description": HTTPStatus(code).phrase,
+    }
     for code in (400, 401, 403, 404, 409, 413, 415, 422)
 }
 """``responses=`` for routes: the error answers in the OpenAPI document."""

@@ -135,7 +135,7 @@ def status(
     for column in ("system", "API calls (running hub)", "quota"):
         systems.add_column(column)
     for name, info in view["systems"].items():
-        calls = "hub not running" if info["calls"] is None else f"{info['calls']:,}"
+        calls = view["hub_calls_unavailable"] if info["calls"] is None else f"{info['calls']:,}"
         systems.add_row(name, calls, info["quota"])
     console.print(systems)
 

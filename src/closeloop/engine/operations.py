@@ -78,10 +78,13 @@ class Operations:
         with self.store.transaction() as tx:
             return tx.exception_systems(exception_ids)
 
-    def audit_trail(self, entity: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        """The audit trail, newest first (of one entity, or all)."""
+    def audit_trail(
+        self, entity: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[AuditEntry]:
+        """The audit trail, newest first (of one entity, or all); ``before_id``: only
+        entries with a lower id (the next page)."""
         with self.store.transaction() as tx:
-            return tx.list_audit(entity, limit)
+            return tx.list_audit(entity, limit, before_id)
 
     def list_exceptions(self, status: str | None = "open", limit: int = 100) -> list[ExceptionRow]:
         """Exceptions, newest first (``status=None`` for all)."""

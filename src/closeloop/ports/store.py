@@ -125,7 +125,8 @@ class Cursor:
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One line of the audit trail: who did what to which entity, and why."""
+    """One line of the audit trail: who did what to which entity, and why; ``id`` once
+    stored (``None`` for an entry being written)."""
 
     at: datetime
     actor: str
@@ -133,6 +134,7 @@ class AuditEntry:
     entity: str
     detail: dict[str, Any]
     correlation_id: str | None
+    id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,8 +436,11 @@ class UnitOfWork(Protocol):
         """Append to the audit trail."""
         ...
 
-    def list_audit(self, entity: str | None, limit: int) -> list[AuditEntry]:
-        """Audit entries, newest first, optionally about one entity."""
+    def list_audit(
+        self, entity: str | None, limit: int, before_id: int | None = None
+    ) -> list[AuditEntry]:
+        """Audit entries, newest first, optionally about one entity; with ``before_id``
+        only those with a lower id (keyset paging)."""
         ...
 
     def add_api_key(

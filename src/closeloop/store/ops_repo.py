@@ -195,12 +195,16 @@ class OpsRepository:
                 ],
             )
 
-    def list_audit(self, entity: str | None, limit: int) -> list[AuditEntry]:
+    def list_audit(
+        self, entity: str | None, limit: int, before_id: int | None = None
+    ) -> list[AuditEntry]:
         stmt = select(t.audit).order_by(t.audit.c.id.desc()).limit(limit)
         if entity:
             stmt = stmt.where(t.audit.c.entity == entity)
+        if before_id is not None:
+            stmt = stmt.where(t.audit.c.id < before_id)
         return [
-            AuditEntry(r.at, r.actor, r.action, r.entity, dict(r.detail), r.correlation_id)
+            AuditEntry(r.at, r.actor, r.action, r.entity, dict(r.detail), r.correlation_id, r.id)
             for r in self.conn.execute(stmt)
         ]
 

@@ -71,6 +71,7 @@ from closeloop.devtools.demo.entities import ERP_OF_ENTITY, ShiftedClock, entity
 from closeloop.devtools.demo.firm import Firm, make_firm, time_entries
 from closeloop.devtools.demo.meter import SYSTEMS, Meter, Reading, by_method, hub_cpu_s
 from closeloop.devtools.demo.summary import print_summary, summarize
+from closeloop.domain.access import AccessRole
 from closeloop.domain.money import minor_unit
 from closeloop.ports.connector import ConnectorError
 from closeloop.ports.store import ReconcileRun
@@ -351,7 +352,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
     cpu_at_start = hub_cpu_s()
     phases: dict[str, float] = {}
     costs: dict[str, dict[str, Any]] = {}
-    keep = False
+    keep, status_key = False, ""
     try:
         with console.status("starting Tryton, the Salesforce and the Harvest sandboxes ..."):
             state = fresh_start(home, firm)
@@ -412,6 +413,10 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
             summary["seconds"] = round(time.monotonic() - started, 1)
             summary.update(run_costs(costs, first, last, cpu_at_start))
             keep = options.keep_running
+            if keep:  # the running hub's /metrics (closeloop status) needs a viewer key
+                status_key = hub.access.create(
+                    "demo-status", AccessRole.VIEWER, "demo", timedelta(days=30)
+                ).token
         finally:
             hub.close()
             for each in entities.values():
@@ -425,7 +430,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
         pid = start_hub_process(home)
         console.print(
             f"the systems and a hub (pid {pid}) keep running: see {home / 'sandbox.json'}; "
-            f"`closeloop status -c {home / 'closeloop.yaml'}`; stop all with "
+            f"`CLOSELOOP_API_KEY={status_key} closeloop status -c {home / 'closeloop.yaml'}` "
+            "(a viewer key for 30 days); stop all with "
             f"`closeloop sandbox down --home {home}`"
         )
     return summary
