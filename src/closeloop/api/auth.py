@@ -127,7 +127,8 @@ class Authenticator:
         (else 403) and, for a session's state-changing request, with its CSRF token."""
 
         async def dependency(request: Request) -> Caller:
-            caller = self.caller(request)
+            known = getattr(request.state, "caller", None)  # a router's check came first
+            caller = known if isinstance(known, Caller) else self.caller(request)
             if not caller.principal.role.allows(role):
                 raise HTTPException(
                     403,

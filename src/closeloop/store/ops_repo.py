@@ -100,7 +100,10 @@ class OpsRepository:
                     e.c.command_id.in_(on_command),
                     and_(
                         e.c.command_id.is_(None),
-                        e.c.entity.like(f"{_escape_like(query.system)}:%", escape="\\"),
+                        or_(
+                            e.c.entity == query.system,
+                            e.c.entity.like(f"{_escape_like(query.system)}:%", escape="\\"),
+                        ),
                     ),
                 )
             )
