@@ -3,7 +3,10 @@ the HTTP app's answers to each kind of caller."""
 
 from __future__ import annotations
 
+import sqlite3
+import stat
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -103,3 +106,27 @@ def test_every_route_but_health_and_webhooks_needs_a_key(
         client.post("/api/v1/exceptions/1/replay", json={}, headers=as_operator).status_code == 404
     )
     assert client.get("/api/v1/status", headers={"Authorization": "Basic abc"}).status_code == 401
+
+
+def test_the_hub_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """A new database is made 0600 in a 0700 folder; one made before (0644, as every
+    local user could read it) is taken down to 0600 with its WAL files."""
+    fresh = tmp_path / "new" / "hub.db"
+    SqlStore.from_url(f"sqlite:///{fresh}").close()
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    assert stat.S_IMODE(fresh.parent.stat().st_mode) == 0o700
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)  # an old hub's database, in WAL mode, world-readable
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("create table t (a)")
+    conn.execute("insert into t values (1)")
+    conn.commit()  # kept open: its -wal and -shm files stay
+    for each in (old, Path(f"{old}-wal"), Path(f"{old}-shm")):
+        each.chmod(0o644)
+    store = SqlStore.from_url(f"sqlite:///{old}")
+    with store.engine.connect() as db:
+        assert db.exec_driver_sql("select a from t").scalar() == 1  # nothing lost
+    store.close()
+    for each in (old, Path(f"{old}-wal"), Path(f"{old}-shm")):
+        assert stat.S_IMODE(each.stat().st_mode) == 0o600, each
+    conn.close()

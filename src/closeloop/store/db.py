@@ -56,12 +56,16 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
 
 
 def _private_file(path: Path) -> None:
-    """Create ``path`` (and its missing folders, 0700) as an empty file of mode 0600, or
-    leave an existing one as it is: the hub's database holds customer data and hashed API
-    keys, which no other local user may read."""
+    """Create ``path`` (its folder 0700 when new) as an empty file of mode 0600, or take an
+    existing one (and its ``-wal`` and ``-shm`` files) down to 0600 when others could read
+    it: the hub's database holds customer data and hashed API keys, which no other local
+    user may read. Raises ``PermissionError`` when the file is not ours to change."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
+        for each in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if each.exists() and each.stat().st_mode & 0o077:
+                each.chmod(0o600)
         return
     os.close(fd)

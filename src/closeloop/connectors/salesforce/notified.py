@@ -8,10 +8,13 @@ the fields and translation of the polling feed, the real ``SystemModstamp`` as t
 and commits them to the inbox before the Ack (Salesforce Help, "Outbound Messaging": the
 sender retries until it gets ``<Ack>true</Ack>``).
 
-A record whose ``SystemModstamp`` (from the message, or as read) lies more than the
-system's ``max_clock_skew_s`` ahead of the hub's clock is not applied: it would make every
-genuine edit of the record look older and be dropped. It becomes a rejected inbox row with a
-validation exception naming the record and the timestamp. Notifications of objects no flow
+Nothing in the message is trusted: a ``SystemModstamp`` it carries is a hint (logged when
+it lies ahead of the hub's clock), and ids the org does not have are only logged, so a
+forged message can cause reads but never an exception or an inbox row. A record whose
+``SystemModstamp`` as read lies more than the system's ``max_clock_skew_s`` ahead of the
+hub's clock is not applied: it would make every genuine edit of the record look older and
+be dropped. It becomes a rejected inbox row with a validation exception naming the record
+and the timestamp. Notifications of objects no flow
 is bound to are acknowledged and reported (:mod:`closeloop.engine.notifications`).
 """
 
@@ -102,10 +105,14 @@ def take(intake: Intake, system: str, skew_s: int, message: OutboundMessage) -> 
         except UnknownObjectError:
             ignored[note.sobject] += 1
             continue
-        stamp = _stamp(note)
+        stamp = _stamp(note)  # a hint only: what counts is the record as read
         if stamp is not None and stamp > latest:
-            refused.append(_ahead(_sent(system, note, stamp), now, skew_s, "in the message"))
-            continue
+            log.warning(
+                "salesforce_notified_stamp_ahead",
+                system=system,
+                record=note.record_id,
+                stamp=stamp.isoformat(),
+            )
         wanted.setdefault(note.sobject, {})[note.record_id[:15]] = note
     good: list[Change] = []
     missing = 0
@@ -152,21 +159,8 @@ def _stamp(note: Notification) -> datetime | None:
         ) from None
 
 
-def _sent(system: str, note: Notification, stamp: datetime) -> Change:
-    """The record as the message sent it (kept on the refused inbox row for the audit)."""
-    with deferred_text_checks():
-        return Change(
-            system=system,
-            object=note.sobject,
-            external_id=note.record_id,
-            version=stamp.isoformat(),
-            modified_at=stamp,
-            payload=note.fields,
-            correlation_id=note.notification_id[:64],
-        )
-
-
 def _ahead(change: Change, now: datetime, skew_s: int, source: str) -> tuple[Change, str]:
+    """The refusal of a record read from Salesforce with a ``SystemModstamp`` ahead."""
     c = change
     message = (
         f"{c.system} {c.object} {c.external_id} has SystemModstamp {c.version} ({source}), "

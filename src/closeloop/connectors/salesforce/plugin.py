@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from closeloop.connectors.catalog import (
     BuildContext,
@@ -33,7 +33,9 @@ class SalesforceSettings(SystemSettings):
     ``quota_reserve`` is the fraction of the daily API allocation left untouched;
     ``max_clock_skew_s``: how far (seconds) a record's ``SystemModstamp`` may lie ahead of
     the hub's clock before the record is refused with a business exception instead of
-    applied (a later stamp would make every genuine edit look older)."""
+    applied (a later stamp would make every genuine edit look older); ``outbound_token``:
+    a secret the outbound-message endpoint URL must carry (``?token=``), so that only the
+    org's rule, not whoever knows the org id, makes the hub read records."""
 
     kind: Literal["salesforce"]
     client_id: str
@@ -46,6 +48,12 @@ class SalesforceSettings(SystemSettings):
     ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust")
     quota_reserve: float = Field(default=0.1, ge=0, lt=1)
     max_clock_skew_s: int = Field(default=300, ge=0, le=86_400)
+    outbound_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="when set, outbound messages must come to the endpoint URL with "
+        "?token=<this> (a secret only the org's outbound-message rule knows)",
+    )
 
 
 def build(name: str, settings: SalesforceSettings, context: BuildContext) -> Connector:
@@ -83,7 +91,11 @@ def webhooks(intake: Intake, systems: Mapping[str, SalesforceSettings]) -> APIRo
     from closeloop.connectors.salesforce.webhook import OrgEndpoint, outbound_message_router
 
     orgs = {
-        settings.organization_id: OrgEndpoint(name, settings.max_clock_skew_s)
+        settings.organization_id: OrgEndpoint(
+            name,
+            settings.max_clock_skew_s,
+            settings.outbound_token.get_secret_value() if settings.outbound_token else None,
+        )
         for name, settings in systems.items()
     }
     return outbound_message_router(intake, orgs)

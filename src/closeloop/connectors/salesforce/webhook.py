@@ -12,6 +12,7 @@ recorded for ``closeloop check``.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,10 +33,12 @@ _XML = "text/xml; charset=utf-8"
 
 @dataclass(frozen=True, slots=True)
 class OrgEndpoint:
-    """The system a configured org's messages belong to, and its ``max_clock_skew_s``."""
+    """The system a configured org's messages belong to, its ``max_clock_skew_s``, and the
+    ``token`` the endpoint URL must carry (``?token=``; ``None``: none needed)."""
 
     system: str
     max_clock_skew_s: int = 300
+    token: str | None = None
 
 
 async def _raw(request: Request) -> bytes:
@@ -56,7 +59,7 @@ def outbound_message_router(intake: Intake, orgs: Mapping[str, OrgEndpoint]) -> 
         PATH,
         openapi_extra={"requestBody": {"content": {kind: {} for kind in MEDIA_TYPES}}},
     )
-    def receive(body: bytes = Depends(_raw)) -> Response:
+    def receive(request: Request, body: bytes = Depends(_raw)) -> Response:
         """A SOAP outbound message; answers the Ack after the inbox commit, else a fault."""
         try:
             message = parse(body)
@@ -67,6 +70,12 @@ def outbound_message_router(intake: Intake, orgs: Mapping[str, OrgEndpoint]) -> 
         if endpoint is None:
             log.warning("salesforce_outbound_unknown_org", org=message.organization_id[:18])
             return _fault(f"organization {message.organization_id[:18]} is not the configured org")
+        sent = request.query_params.get("token", "")
+        if endpoint.token is not None and not hmac.compare_digest(
+            sent.encode(), endpoint.token.encode()
+        ):
+            log.warning("salesforce_outbound_bad_token", system=endpoint.system)
+            return _fault("the endpoint URL lacks the configured token")
         try:
             taken = take(intake, endpoint.system, endpoint.max_clock_skew_s, message)
         except BadNotification as exc:
@@ -74,7 +83,7 @@ def outbound_message_router(intake: Intake, orgs: Mapping[str, OrgEndpoint]) -> 
             return _fault(str(exc))
         except (ReadFailed, IntakeError) as exc:
             log.error("salesforce_outbound_not_taken", system=endpoint.system, problem=str(exc))
-            return _fault(f"not taken, deliver again later: {exc}", client=False)
+            return _fault("not taken now: deliver again later", client=False)
         log.info(
             "salesforce_outbound",
             system=endpoint.system,
