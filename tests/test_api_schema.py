@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from sqlalchemy import text
 
 from closeloop.bootstrap import Hub, build_http_app
 from closeloop.domain.changes import Change
+from closeloop.domain.records import FlowState
 from closeloop.engine.access import Unauthenticated
 from closeloop.store.db import create_db_engine
 from tests.conftest import PG_URL, make_hub, pg_schema_url
@@ -86,6 +88,23 @@ def hub(database_url: str) -> Iterator[Hub]:
         ]
     )
     assert made.worker.run_until_idle(10)
+    with made.store.transaction() as tx:  # an engagement, blocked, for /api/v1/engagements
+        tx.put_flows(
+            [
+                FlowState(
+                    "mobilize",
+                    "engagement:c-1",
+                    "blocked",
+                    {
+                        "deal_id": "0065g00000DEAL1AAA",
+                        "deal_entity": "crm:Opportunity:0065g00000DEAL1AAA",
+                        "problems": ["the account's tax id is missing"],
+                        "systems": {"crm": "crm", "erp": "erp"},
+                    },
+                )
+            ],
+            datetime.now(UTC),
+        )
     yield made
     made.close()
 
@@ -102,7 +121,7 @@ def test_no_5xx_and_no_answer_outside_the_document(hub: Hub, admin: AdminKey) ->
     app = build_http_app(hub)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app).include(path_regex="^/api/v1/")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 15
+    assert len(operations) == 19
     tried: Counter[str] = Counter()
     for operation in operations:
         for mode in GenerationMode:
@@ -127,7 +146,13 @@ def test_no_5xx_and_no_answer_outside_the_document(hub: Hub, admin: AdminKey) ->
 
             try:
                 run()
-            except Unsatisfiable:  # nothing to make invalid: a route without parameters
+            except Unsatisfiable:  # nothing to make invalid: a route without parameters, or
+                # with free text in its path only (schemathesis drops an empty or NUL path
+                # value, so only an over-long one is left, rarely made: test_api_views
+                # checks that 422)
                 assert mode is GenerationMode.NEGATIVE, operation.label
-                assert not operation.path_parameters and not operation.body, operation.label
-    assert len(tried) == 15 and sum(n >= 20 for n in tried.values()) == 13, tried
+                assert not operation.body and not operation.query, operation.label
+                assert all(
+                    p.definition["schema"]["type"] == "string" for p in operation.path_parameters
+                ), operation.label
+    assert len(tried) == 19 and sum(n >= 20 for n in tried.values()) == 16, tried

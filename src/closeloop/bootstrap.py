@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from closeloop.config import Settings
 from closeloop.connectors.catalog import BuildContext, build_connector, plugin, plugins
@@ -40,7 +40,7 @@ from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.sql import SqlStore
 
 if TYPE_CHECKING:
-    from closeloop.api.auth import Authenticator
+    from closeloop.api.sources import ViewSources
 
 
 @dataclass
@@ -344,8 +344,13 @@ def build_http_app(hub: Hub) -> FastAPI:
     http = hub.settings.http
     session = http.session_secret.get_secret_value() if http.session_secret else None
     auth = Authenticator(hub.access, session, http.session_ttl_h * 3600)
+    from closeloop.api.console import console_router
+    from closeloop.api.v1.views import views_router
+
     routers.append(reconcile_router(hub.reconciler, auth))
-    routers.append(console(hub, auth))
+    sources = view_sources(hub)
+    routers.append(views_router(sources, auth))
+    routers.append(console_router(sources, auth))
     secret = http.webhook_secret.get_secret_value() if http.webhook_secret else None
     security = WebhookSecurity(secret, http.webhook_tolerance_s, http.max_body_bytes)
     return create_app(
@@ -353,10 +358,11 @@ def build_http_app(hub: Hub) -> FastAPI:
     )
 
 
-def console(hub: Hub, auth: Authenticator) -> APIRouter:
-    """The operations console's pages (:mod:`closeloop.api.console`) over ``hub``: breaker
-    states of this process's dispatcher, each system's quota through its connector's row."""
-    from closeloop.api.console import ConsoleSources, console_router
+def view_sources(hub: Hub) -> ViewSources:
+    """What the console's pages and the API's views read of ``hub``
+    (:class:`closeloop.api.sources.ViewSources`): breaker states of this process's
+    dispatcher, each system's quota through its connector's row."""
+    from closeloop.api.sources import ViewSources
     from closeloop.engine.views import ReadModel
 
     def quotas() -> dict[str, str]:
@@ -376,7 +382,7 @@ def console(hub: Hub, auth: Authenticator) -> APIRouter:
     def breakers() -> dict[str, str]:
         return {name: gate.breaker.state.value for name, gate in hub.dispatcher.gates.items()}
 
-    sources = ConsoleSources(
+    return ViewSources(
         hub.operations,
         hub.reconciler,
         ReadModel(hub.store),
@@ -385,7 +391,6 @@ def console(hub: Hub, auth: Authenticator) -> APIRouter:
         quotas,
         hub.clock.now,
     )
-    return console_router(sources, auth)
 
 
 def mapped_binding(

@@ -1,8 +1,9 @@
-"""Read models for the operations console and the API: business exceptions grouped by cause,
-and the overview figures (each system's health, queue and lag, exceptions by class and
-impact). Pure functions over what :class:`~closeloop.engine.operations.Operations` and the
-store ports answer, plus :class:`ReadModel`, the few store reads the console needs that
-operator actions do not (commands and applied records of given entities)."""
+"""Read models for the operations console and ``/api/v1``: business exceptions grouped by
+cause, and the overview figures (each system's health, queue and lag, exceptions by class
+and impact). Pure functions over what :class:`~closeloop.engine.operations.Operations` and
+the store ports answer, the two reads both surfaces make through them
+(:func:`find_groups`, :func:`read_overview`), plus :class:`ReadModel`, the store reads of
+the engagement views (:mod:`closeloop.flows.timeline`) that operator actions do not make."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from closeloop.domain.records import FlowState
+from closeloop.engine.operations import Operations
 from closeloop.ports.store import (
     AppliedRecord,
+    AuditEntry,
     CommandRow,
+    ExceptionQuery,
     ExceptionRow,
     ReconcileRun,
     RecordKey,
     Store,
     StoreStats,
 )
+
+GROUP_SCAN = 10_000
+"""The most open exceptions read to group them or count them by impact."""
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _ID_TOKEN = re.compile(r"[\w-]*\d[\w./-]*")  # any word holding a digit: ids, numbers, dates
@@ -108,6 +116,14 @@ def group_exceptions(
     return sorted(groups.values(), key=lambda g: (-g.count, g.oldest))
 
 
+def find_groups(operations: Operations, query: ExceptionQuery) -> list[ExceptionGroup]:
+    """The exceptions ``query`` finds (its ``limit`` bounds the scan: pass
+    :data:`GROUP_SCAN`), grouped by cause (:func:`group_exceptions`). When the groups hold
+    ``query.limit`` exceptions in all, more may exist than were read."""
+    rows = operations.find_exceptions(query)
+    return group_exceptions(rows, operations.exception_systems([r.id for r in rows]))
+
+
 @dataclass(frozen=True, slots=True)
 class SystemHealth:
     """One system as the overview shows it: its circuit ``breaker`` (``closed``, ``open``,
@@ -183,12 +199,42 @@ def overview(
     )
 
 
+def read_overview(
+    operations: Operations,
+    system_names: Sequence[str],
+    breakers: Mapping[str, str],
+    quotas: Mapping[str, str],
+    last_run: ReconcileRun | None,
+    now: datetime,
+) -> Overview:
+    """:func:`overview` of what ``operations`` answers now: the store's counts and the open
+    exceptions (at most :data:`GROUP_SCAN` of them are read to count them by impact)."""
+    open_rows = operations.find_exceptions(ExceptionQuery(limit=GROUP_SCAN))
+    return overview(operations.stats(), open_rows, system_names, breakers, quotas, last_run, now)
+
+
 class ReadModel:
-    """Store reads of the console beyond the operator actions': each a transaction of its
-    own, reading only."""
+    """Store reads of the console and the API beyond the operator actions': each a
+    transaction of its own, reading only. It answers
+    :class:`closeloop.flows.timeline.EngagementReads`."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def flows(self) -> list[FlowState]:
+        """Every flow instance with its state and data (at most 100,000)."""
+        with self.store.transaction() as tx:
+            return tx.list_flows(None, 100_000)
+
+    def audit_trail(self, entity: str, limit: int) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries about ``entity``, newest first."""
+        with self.store.transaction() as tx:
+            return tx.list_audit(entity, limit)
+
+    def find_exceptions(self, query: ExceptionQuery) -> list[ExceptionRow]:
+        """Exceptions matching ``query``, newest first."""
+        with self.store.transaction() as tx:
+            return tx.find_exceptions(query)
 
     def commands_for(self, entities: Sequence[str]) -> list[CommandRow]:
         """Every outbox command about any of ``entities``, oldest first."""

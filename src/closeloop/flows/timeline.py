@@ -1,20 +1,29 @@
-"""Engagements as the operations console shows them: found by client, deal, project code
-or invoice, and each one's timeline from closed-won through customer, projects, time,
-invoices and payments. Pure functions over the flow states (:mod:`.engagements`), the deal
-as last applied, the commands sent for the engagement's entities, its audit trail and its
-exceptions; the caller reads those from the store."""
+"""Engagements as the operations console and ``/api/v1`` show them: found by client, deal,
+project code or invoice, and each one's timeline from closed-won through customer,
+projects, time, invoices and payments. Pure functions over the flow states
+(:mod:`.engagements`), the deal as last applied, the commands sent for the engagement's
+entities, its audit trail and its exceptions; :func:`find_engagements` and
+:func:`engagement_detail` read those through :class:`EngagementReads` (the store's read
+model, :class:`closeloop.engine.views.ReadModel`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from closeloop.domain.keys import split_engagement_code
 from closeloop.domain.records import FlowState
 from closeloop.flows.engagements import EngagementStatus, engagements
-from closeloop.ports.store import AuditEntry, CommandRow, ExceptionRow, RecordKey
+from closeloop.ports.store import (
+    AppliedRecord,
+    AuditEntry,
+    CommandRow,
+    ExceptionQuery,
+    ExceptionRow,
+    RecordKey,
+)
 
 STAGES = ("Closed won", "Customer", "Projects", "Time", "Invoices", "Payments")
 """The timeline's stages, in the order an engagement goes through them."""
@@ -86,6 +95,92 @@ class TimelineEvent:
     detail: str = ""
     system: str = ""
     tone: str = "ok"
+
+
+class EngagementReads(Protocol):
+    """What the engagement views read: every flow state, what the hub last applied of given
+    records, the commands and the audit trail about given entities, and exceptions."""
+
+    def flows(self) -> list[FlowState]:
+        """Every flow instance."""
+        ...
+
+    def applied(self, keys: Sequence[RecordKey]) -> Mapping[RecordKey, AppliedRecord]:
+        """What the hub last applied of each of ``keys``."""
+        ...
+
+    def commands_for(self, entities: Sequence[str]) -> list[CommandRow]:
+        """The outbox commands about any of ``entities``, oldest first."""
+        ...
+
+    def audit_trail(self, entity: str, limit: int) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries about ``entity``."""
+        ...
+
+    def find_exceptions(self, query: ExceptionQuery) -> list[ExceptionRow]:
+        """The exceptions ``query`` finds, newest first."""
+        ...
+
+
+AUDIT_ENTITIES = 50
+"""The most related entities whose audit trail a timeline reads (each at most 50 lines)."""
+
+
+@dataclass
+class EngagementDetail:
+    """One engagement as its page shows it: the ``engagement``, its timeline ``events``
+    (:func:`timeline`), the ``exceptions`` naming its deal or project (open or not, by id;
+    at most 100 per needle) and the ``commands`` sent or waiting for its entities (oldest
+    first)."""
+
+    engagement: Engagement
+    events: list[TimelineEvent]
+    exceptions: list[ExceptionRow]
+    commands: list[CommandRow]
+
+    @property
+    def open_exceptions(self) -> list[ExceptionRow]:
+        """The exceptions still open."""
+        return [r for r in self.exceptions if r.status == "open"]
+
+    @property
+    def stages(self) -> list[tuple[str, list[TimelineEvent]]]:
+        """Each of :data:`STAGES` with its events, in order (a stage may have none)."""
+        return [(stage, [ev for ev in self.events if ev.stage == stage]) for stage in STAGES]
+
+    @property
+    def commands_by_system(self) -> dict[str, dict[str, int]]:
+        """How many commands went (or wait to go) to each system, by status."""
+        counts: dict[str, dict[str, int]] = {}
+        for row in self.commands:
+            by_status = counts.setdefault(row.command.system, {})
+            by_status[row.status.value] = by_status.get(row.status.value, 0) + 1
+        return {system: dict(sorted(c.items())) for system, c in sorted(counts.items())}
+
+
+def find_engagements(reads: EngagementReads, text: str = "") -> list[Engagement]:
+    """The engagements whose client, deal, project code or invoice holds ``text``
+    (:func:`search`; blank: all), by client then deal id."""
+    states = reads.flows()
+    deals = {k: r.data for k, r in reads.applied(deal_keys(states)).items()}
+    return search(index(states, deals), text)
+
+
+def engagement_detail(reads: EngagementReads, deal_id: str) -> EngagementDetail | None:
+    """The engagement of the CRM deal ``deal_id`` with its timeline, exceptions and
+    commands; ``None`` when no flow knows that deal."""
+    engagement = next((e for e in find_engagements(reads) if e.deal_id == deal_id), None)
+    if engagement is None:
+        return None
+    entities = related_entities(engagement)
+    found: dict[int, ExceptionRow] = {}
+    for needle in {deal_id, engagement.status.project_key} - {""}:
+        for row in reads.find_exceptions(ExceptionQuery(status=None, search=needle)):
+            found[row.id] = row
+    rows = sorted(found.values(), key=lambda r: r.id)
+    audit = [e for entity in entities[:AUDIT_ENTITIES] for e in reads.audit_trail(entity, 50)]
+    commands = reads.commands_for(entities)
+    return EngagementDetail(engagement, timeline(engagement, commands, audit, rows), rows, commands)
 
 
 def deal_keys(states: Iterable[FlowState]) -> list[RecordKey]:

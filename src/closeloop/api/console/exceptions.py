@@ -14,11 +14,10 @@ from closeloop.domain.access import AccessRole
 from closeloop.domain.commands import ExceptionClass, Impact
 from closeloop.domain.errors import InputError
 from closeloop.engine.operations import BULK_MAX
-from closeloop.engine.views import group_exceptions
+from closeloop.engine.views import GROUP_SCAN, find_groups
 from closeloop.ports.store import ExceptionQuery
 
 PAGE = f"{PREFIX}/exceptions"
-SCAN = 10_000  # open exceptions read to group them
 
 
 def add_exception_routes(router: APIRouter, sources: ConsoleSources, pages: Pages) -> None:
@@ -64,8 +63,7 @@ def add_exception_routes(router: APIRouter, sources: ConsoleSources, pages: Page
                 truncated=False,
                 choices=choices,
             )
-        rows = ops.find_exceptions(query)
-        groups = group_exceptions(rows, ops.exception_systems([r.id for r in rows]))
+        groups = find_groups(ops, query)
         return pages.render(
             request,
             "exceptions.html",
@@ -73,7 +71,7 @@ def add_exception_routes(router: APIRouter, sources: ConsoleSources, pages: Page
             groups=groups,
             filters=filters,
             error="",
-            truncated=len(rows) >= SCAN,
+            truncated=sum(g.count for g in groups) >= GROUP_SCAN,
             choices=choices,
         )
 
@@ -124,7 +122,7 @@ def _query(
             raise Refused(422, "age: give a number of hours, 0 or more (e.g. 24)")
         before = sources.now() - timedelta(hours=hours)
     return ExceptionQuery(
-        error_class=cls, impact=imp, system=system or None, created_before=before, limit=SCAN
+        error_class=cls, impact=imp, system=system or None, created_before=before, limit=GROUP_SCAN
     )
 
 
@@ -132,9 +130,8 @@ def _chosen(sources: ConsoleSources, scope: str, group: str, ids: list[str]) -> 
     """The exception ids a bulk form names: every open exception of the cause ``group``, or
     the ``ids`` ticked. Raises :class:`Refused` when there are none or they are not ids."""
     if scope == "group":
-        rows = sources.operations.find_exceptions(ExceptionQuery(limit=SCAN))
-        systems = sources.operations.exception_systems([r.id for r in rows])
-        found = next((g for g in group_exceptions(rows, systems) if g.key == group), None)
+        groups = find_groups(sources.operations, ExceptionQuery(limit=GROUP_SCAN))
+        found = next((g for g in groups if g.key == group), None)
         if found is None:
             raise Refused(409, "that group has no open exceptions any more: nothing was done")
         return found.ids

@@ -4,8 +4,7 @@ token it did not get."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -16,10 +15,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException
 
 from closeloop.api.auth import CSRF_FIELD, Authenticator, Caller
+from closeloop.api.sources import ViewSources
 from closeloop.domain.access import AccessRole
-from closeloop.engine.operations import Operations
-from closeloop.engine.views import ReadModel
-from closeloop.reconcile.run import Reconciler
 
 PREFIX = "/console"
 SECURITY_HEADERS = {
@@ -34,20 +31,9 @@ SECURITY_HEADERS = {
 """Headers of every console page: nothing loads from elsewhere, no framing."""
 
 
-@dataclass(frozen=True)
-class ConsoleSources:
-    """What the console reads and acts through: the hub's ``operations``, ``reconciler``
-    and ``read_model``; its configured ``systems`` (names); ``breakers()`` (each system's
-    circuit breaker state in this process, by name) and ``quotas()`` (each system's quota
-    left, in words, by name: may call the vendors); ``now()`` (aware UTC)."""
-
-    operations: Operations
-    reconciler: Reconciler
-    read_model: ReadModel
-    systems: Sequence[str]
-    breakers: Callable[[], dict[str, str]]
-    quotas: Callable[[], dict[str, str]]
-    now: Callable[[], datetime]
+ConsoleSources = ViewSources
+"""What the console reads and acts through (:class:`closeloop.api.sources.ViewSources`,
+shared with the API's views)."""
 
 
 class Refused(Exception):

@@ -12,9 +12,7 @@ from closeloop.api.console.pages import PREFIX, ConsoleSources, Pages, Refused
 from closeloop.api.console.records import add_record_routes
 from closeloop.domain.access import AccessRole
 from closeloop.engine.access import Unauthenticated
-from closeloop.engine.views import overview
-from closeloop.flows.timeline import STAGES, deal_keys, index, related_entities, search, timeline
-from closeloop.ports.store import ExceptionQuery, ExceptionRow
+from closeloop.flows.timeline import engagement_detail, find_engagements
 
 MAX_KEY_CHARS = 500
 
@@ -26,7 +24,6 @@ def console_router(sources: ConsoleSources, auth: Authenticator) -> APIRouter:
     console."""
     router = APIRouter(include_in_schema=False)
     pages = Pages(auth, sources.now)
-    ops = sources.operations
 
     @router.get("/")
     def root() -> RedirectResponse:
@@ -74,26 +71,14 @@ def console_router(sources: ConsoleSources, auth: Authenticator) -> APIRouter:
         caller = pages.caller(request)
         if caller is None:
             return pages.to_sign_in(request)
-        runs = sources.reconciler.runs(1)
-        view = overview(
-            ops.stats(),
-            ops.find_exceptions(ExceptionQuery(limit=10_000)),
-            sources.systems,
-            sources.breakers(),
-            sources.quotas(),
-            runs[0] if runs else None,
-            sources.now(),
-        )
-        return pages.render(request, "overview.html", caller, view=view)
+        return pages.render(request, "overview.html", caller, view=sources.overview())
 
     @router.get(f"{PREFIX}/engagements")
     def engagements_page(request: Request, q: str = "") -> Response:
         caller = pages.caller(request)
         if caller is None:
             return pages.to_sign_in(request)
-        states = ops.flows()
-        deals = {k: r.data for k, r in sources.read_model.applied(deal_keys(states)).items()}
-        found = search(index(states, deals), q[:200])
+        found = find_engagements(sources.read_model, q[:200])
         return pages.render(request, "engagements.html", caller, q=q, engagements=found)
 
     @router.get(f"{PREFIX}/engagements/{{deal_id}}")
@@ -101,27 +86,17 @@ def console_router(sources: ConsoleSources, auth: Authenticator) -> APIRouter:
         caller = pages.caller(request)
         if caller is None:
             return pages.to_sign_in(request)
-        states = ops.flows()
-        deals = {k: r.data for k, r in sources.read_model.applied(deal_keys(states)).items()}
-        engagement = next((e for e in index(states, deals) if e.deal_id == deal_id), None)
-        if engagement is None:
+        detail = engagement_detail(sources.read_model, deal_id)
+        if detail is None:
             refusal = Refused(404, f"no engagement for deal {deal_id}: search for it instead")
             return pages.refused(request, refusal, caller)
-        entities = related_entities(engagement)
-        exceptions: dict[int, ExceptionRow] = {}
-        for needle in {deal_id, engagement.status.project_key} - {""}:
-            for row in ops.find_exceptions(ExceptionQuery(status=None, search=needle)):
-                exceptions[row.id] = row
-        rows = sorted(exceptions.values(), key=lambda r: r.id)
-        audit = [entry for entity in entities[:50] for entry in ops.audit_trail(entity, 50)]
-        events = timeline(engagement, sources.read_model.commands_for(entities), audit, rows)
         return pages.render(
             request,
             "engagement.html",
             caller,
-            e=engagement,
-            stages=[(stage, [ev for ev in events if ev.stage == stage]) for stage in STAGES],
-            open_exceptions=[r for r in rows if r.status == "open"],
+            e=detail.engagement,
+            stages=detail.stages,
+            open_exceptions=detail.open_exceptions,
         )
 
     add_exception_routes(router, sources, pages)

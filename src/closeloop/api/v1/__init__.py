@@ -23,8 +23,10 @@ PREFIX = "/api/v1"
 
 def api_v1(operations: Operations, auth: Authenticator) -> APIRouter:
     """The ``/api/v1`` routes over ``operations`` (status, exceptions, records, audit) and
-    over ``auth``'s key store (keys); reconciliation has its own router
-    (:func:`closeloop.api.v1.reconcile.reconcile_router`), built where the reconciler is."""
+    over ``auth``'s key store (keys); reconciliation
+    (:func:`closeloop.api.v1.reconcile.reconcile_router`) and the console's views, overview
+    and engagements (:func:`closeloop.api.v1.views.views_router`), have their own routers,
+    built where the reconciler and the view sources are."""
     router = APIRouter(
         prefix=PREFIX,
         dependencies=[Depends(auth.require(AccessRole.VIEWER))],

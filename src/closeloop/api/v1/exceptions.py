@@ -1,12 +1,12 @@
-"""``/api/v1/exceptions``: business exceptions found, shown, replayed and resolved, one at a
-time or in bulk."""
+"""``/api/v1/exceptions``: business exceptions found, grouped by cause, shown, replayed and
+resolved, one at a time or in bulk."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
-from datetime import timedelta
-from typing import Annotated, Literal
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
@@ -22,9 +22,11 @@ from closeloop.api.v1.models import (
     ReplayRequest,
     ResolveRequest,
 )
+from closeloop.api.v1.view_models import ExceptionGroup, ExceptionGroups
 from closeloop.domain.access import AccessRole
 from closeloop.domain.commands import ExceptionClass, Impact
 from closeloop.engine.operations import Operations
+from closeloop.engine.views import GROUP_SCAN, find_groups
 from closeloop.ports.store import ExceptionQuery, ExceptionRow
 
 MAX_AGE_H = 24 * 365 * 100
@@ -39,6 +41,36 @@ def items(operations: Operations, rows: Sequence[ExceptionRow]) -> list[Exceptio
     return [ExceptionItem(**asdict(r), system=systems.get(r.id)) for r in rows]
 
 
+@dataclass(frozen=True)
+class Filters:
+    """The exception filters of ``GET /exceptions`` and ``GET /exceptions/groups``: the
+    ``class`` and ``impact``, the ``system`` concerned and the age (opened over
+    ``older_than_h`` hours ago); each absent one lets every exception through."""
+
+    error_class: Annotated[ExceptionClass | None, Query(alias="class")] = None
+    impact: Impact | None = None
+    system: Annotated[
+        str | None,
+        Query(min_length=1, max_length=100, pattern=NO_NUL, description="target system"),
+    ] = None
+    older_than_h: Annotated[
+        float | None,
+        Query(ge=0, le=MAX_AGE_H, allow_inf_nan=False, description="opened over N hours ago"),
+    ] = None
+
+    def query(self, now: datetime, **more: Any) -> ExceptionQuery:
+        """The store query of these filters at ``now`` (aware), with ``more`` of
+        :class:`~closeloop.ports.store.ExceptionQuery`'s fields (default: open only)."""
+        before = now - timedelta(hours=self.older_than_h) if self.older_than_h else None
+        return ExceptionQuery(
+            error_class=self.error_class,
+            impact=self.impact,
+            system=self.system,
+            created_before=before,
+            **more,
+        )
+
+
 def router(operations: Operations, auth: Authenticator) -> APIRouter:
     """The exception routes: reading (viewer), replay, resolve and bulk (operator)."""
     routes = APIRouter(prefix="/exceptions", tags=["exceptions"])
@@ -46,19 +78,10 @@ def router(operations: Operations, auth: Authenticator) -> APIRouter:
 
     @routes.get("", response_model=ExceptionPage)
     def find(
+        filters: Annotated[Filters, Depends()],
         status: Annotated[
             Literal["open", "replayed", "resolved", "any"], Query(description="any: all")
         ] = "open",
-        error_class: Annotated[ExceptionClass | None, Query(alias="class")] = None,
-        impact: Impact | None = None,
-        system: Annotated[
-            str | None,
-            Query(min_length=1, max_length=100, pattern=NO_NUL, description="target system"),
-        ] = None,
-        older_than_h: Annotated[
-            float | None,
-            Query(ge=0, le=MAX_AGE_H, allow_inf_nan=False, description="opened over N hours ago"),
-        ] = None,
         q: Annotated[
             str | None,
             Query(
@@ -74,13 +97,9 @@ def router(operations: Operations, auth: Authenticator) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> ExceptionPage:
         """Business exceptions matching every filter given, newest first, a page at a time."""
-        now = operations.clock.now()
-        query = ExceptionQuery(
+        query = filters.query(
+            operations.clock.now(),
             status=None if status == "any" else status,
-            error_class=error_class,
-            impact=impact,
-            system=system,
-            created_before=now - timedelta(hours=older_than_h) if older_than_h else None,
             search=q,
             before_id=before_id,
             limit=limit + 1,  # one more tells whether a next page exists
@@ -89,6 +108,35 @@ def router(operations: Operations, auth: Authenticator) -> APIRouter:
         page = items(operations, rows[:limit])
         return ExceptionPage(items=page, next=page[-1].id if len(rows) > limit else None)
 
+    @routes.get("/groups", response_model=ExceptionGroups)
+    def groups(filters: Annotated[Filters, Depends()]) -> ExceptionGroups:
+        """Open business exceptions matching every filter given, grouped by cause (the same
+        class, system and message but for ids, amounts and dates), largest group first:
+        one replay or resolve of a group's ``exception_ids`` through ``/exceptions/bulk``
+        acts on the cause. At most 10,000 are read (``truncated`` says more may match)."""
+        query = filters.query(operations.clock.now(), limit=GROUP_SCAN)
+        found = find_groups(operations, query)
+        examples = items(operations, [g.example for g in found])
+        return ExceptionGroups(
+            groups=[
+                ExceptionGroup(
+                    key=g.key,
+                    error_class=ExceptionClass(g.error_class),
+                    system=g.system,
+                    cause=g.cause,
+                    count=g.count,
+                    oldest=g.oldest,
+                    example=example,
+                    impacts=[Impact(i) for i in g.impacts],
+                    entities=g.entities,
+                    exception_ids=g.ids,
+                )
+                for g, example in zip(found, examples, strict=True)
+            ],
+            truncated=sum(g.count for g in found) >= GROUP_SCAN,
+        )
+
+    # declared after /groups: a path segment that is not a number is no exception id
     @routes.get("/{exception_id}", response_model=ExceptionItem)
     def show(exception_id: ExceptionId) -> ExceptionItem:
         """One business exception (404 when there is none)."""
