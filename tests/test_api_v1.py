@@ -77,7 +77,7 @@ def api(db_url: str) -> Iterator[Api]:
 
 def v1_operations(client: TestClient) -> list[tuple[str, str]]:
     """Every ``(method, path)`` under /api/v1 in the OpenAPI document, ids filled in."""
-    paths = client.get("/openapi.json").json()["paths"]
+    paths = client.app.openapi()["paths"]  # type: ignore[attr-defined]
     return [
         (method.upper(), path.replace("{", "").replace("}", ""))
         for path, item in paths.items()
@@ -395,7 +395,10 @@ def test_keys_are_listed_without_secrets_made_once_and_revoked(api: Api) -> None
 
 
 def test_the_openapi_document_types_every_answer_and_error(api: Api) -> None:
-    doc = api.client.get("/openapi.json").json()
+    for public in ("/openapi.json", "/docs", "/redoc"):  # nothing served without a key
+        assert api.client.get(public).status_code == 404, public
+    assert api.client.get("/api/v1/openapi.json").status_code == 401
+    doc = api.client.get("/api/v1/openapi.json", headers=api.viewer).json()
     for path, item in doc["paths"].items():
         if not path.startswith("/api/v1/"):
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -34,7 +35,10 @@ def create_app(
     secret and replay window and the body limit of every route (:mod:`closeloop.api.limits`;
     default: no secret, so the change webhook answers 403). Errors are RFC 9457 problem
     details (:mod:`closeloop.api.problems`)."""
-    app = FastAPI(title="closeloop", version="0.1.0")
+    # no public /docs or /openapi.json: the document is served to a viewer key
+    app = FastAPI(
+        title="closeloop", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None
+    )
     security = webhook or WebhookSecurity()
     app.add_middleware(
         RequestLimits,
@@ -54,6 +58,11 @@ def create_app(
         """The database answers and its schema is current: 200, else 503 with the reason."""
         ok, reason = ready()
         return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
+
+    @app.get("/api/v1/openapi.json", dependencies=[viewer], include_in_schema=False)
+    def openapi_document() -> dict[str, Any]:
+        """The OpenAPI document of the hub's HTTP API."""
+        return app.openapi()
 
     @app.get("/metrics", dependencies=[viewer])
     def metrics() -> Response:

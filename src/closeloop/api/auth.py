@@ -17,6 +17,7 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 from fastapi import Request
@@ -57,6 +58,7 @@ class Authenticator:
         self.session_ttl_s = session_ttl_s
         secret = session_secret or secrets.token_urlsafe(32)  # none set: this process only
         self._sessions = URLSafeTimedSerializer(secret, salt="closeloop-session")
+        self._flash = URLSafeTimedSerializer(secret, salt="closeloop-flash")
 
     def caller(self, request: Request) -> Caller:
         """The caller of ``request``. Raises ``HTTPException(401)`` (with a
@@ -85,14 +87,20 @@ class Authenticator:
             raise Unauthenticated("session cookie invalid or expired") from None
         if not isinstance(data, dict) or not isinstance(data.get("k"), int):
             raise Unauthenticated("session cookie malformed")
-        return Caller(self.access.principal(data["k"]), str(data.get("c") or ""))
+        at = data.get("t")
+        signed_in_at = datetime.fromtimestamp(at, UTC) if isinstance(at, float) else None
+        if signed_in_at is None:
+            raise Unauthenticated("session cookie malformed")
+        principal = self.access.principal(data["k"], signed_in_at=signed_in_at)
+        return Caller(principal, str(data.get("c") or ""))
 
     def sign_in(self, token: str, response: Response, secure: bool) -> Caller:
         """Check ``token`` and set the session cookie on ``response``. Raises
         :class:`~closeloop.engine.access.Unauthenticated` for a bad key."""
         principal = self.access.authenticate(token)
         csrf = secrets.token_urlsafe(24)
-        cookie = self._sessions.dumps({"k": principal.key_id, "c": csrf})
+        at = self.access.clock.now().timestamp()
+        cookie = self._sessions.dumps({"k": principal.key_id, "c": csrf, "t": at})
         response.set_cookie(
             SESSION_COOKIE,
             cookie,
@@ -104,10 +112,42 @@ class Authenticator:
         )
         return Caller(principal, csrf)
 
-    @staticmethod
-    def sign_out(response: Response) -> None:
-        """Remove the session cookie."""
+    def sign_out(self, caller: Caller, response: Response) -> None:
+        """End every console session of the caller's key (a stolen copy of the cookie
+        included) and remove the cookie."""
+        self.access.end_sessions(caller.principal.key_id, caller.principal.actor)
         response.delete_cookie(SESSION_COOKIE, path="/")
+
+    @staticmethod
+    def same_origin(request: Request) -> bool:
+        """Whether a browser says ``request`` came from a page of this hub: its
+        ``Sec-Fetch-Site`` (Fetch Metadata) is ``same-origin`` or ``none`` (typed by the
+        user), or without it its ``Origin`` is the hub's own; a request that says neither
+        (not a browser's) counts as same-origin. Guards the sign-in form against login
+        CSRF (OWASP CSRF Prevention Cheat Sheet)."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None:
+            return site in ("same-origin", "none")
+        origin = request.headers.get("origin")
+        if origin is None:
+            return True
+        return origin == f"{request.url.scheme}://{request.url.netloc}"
+
+    def seal(self, message: dict[str, str]) -> str:
+        """``message`` signed for a redirect's query string (a console notice), so that a
+        link from elsewhere cannot put its own words on the hub's pages."""
+        return self._flash.dumps(message)
+
+    def unseal(self, sealed: str) -> dict[str, str]:
+        """The message :meth:`seal` made, if signed here in the last 10 minutes; else
+        empty."""
+        try:
+            data = self._flash.loads(sealed, max_age=600)
+        except BadSignature:
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): str(v) for k, v in data.items()}
 
     async def check_csrf(self, request: Request, caller: Caller) -> None:
         """Refuse (403) a state-changing request of a session without its CSRF token."""

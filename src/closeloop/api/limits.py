@@ -13,8 +13,9 @@
   refused with 400 before any route parses it: Python's :mod:`json` would raise
   ``RecursionError`` on very deep input, and the hub's code walks payloads.
 
-Every refusal is a JSON answer ``{"detail": "<reason>"}``; nothing reaches a route. The body
-is held in memory only up to the limit and handed to the route as it came.
+Every refusal is an RFC 9457 problem details answer (``detail``: the reason); nothing
+reaches a route. The body is held in memory only up to the limit and handed to the route
+as it came.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from http import HTTPStatus
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -205,13 +207,20 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": detail,
+        }
+    ).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
             ],

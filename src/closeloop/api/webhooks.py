@@ -20,6 +20,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -93,7 +94,15 @@ def verify(
 
 
 def _error(status: int, detail: str, problems: list[str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail, "problems": problems or [detail]}, status_code=status)
+    """An RFC 9457 problem answer with every change's problem in ``problems``."""
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "problems": problems or [detail],
+    }
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
 def changes_router(intake: Intake, security: WebhookSecurity | None = None) -> APIRouter:

@@ -120,6 +120,17 @@ class Access:
         assert revoked is not None
         return revoked
 
+    def end_sessions(self, key_id: int, actor: str) -> None:
+        """Sign out: every console session of key ``key_id`` made until now ends (the key
+        itself keeps working). Audited."""
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            row = tx.get_api_key(key_id)
+            if row is None:
+                raise KeyNotFound(f"no API key {key_id}")
+            tx.end_sessions(key_id, now)
+            tx.audit([AuditEntry(now, actor, "sign_out", f"key:{row.name}", {}, None)])
+
     def authenticate(self, token: str) -> Principal:
         """The principal a ``clk_...`` token stands for. Raises :class:`Unauthenticated`
         when it is malformed, unknown, wrong, revoked or expired."""
@@ -128,10 +139,13 @@ class Access:
             raise Unauthenticated("not a closeloop API key")
         return self.principal(int(match.group(1)), match.group(2))
 
-    def principal(self, key_id: int, secret: str | None = None) -> Principal:
+    def principal(
+        self, key_id: int, secret: str | None = None, signed_in_at: datetime | None = None
+    ) -> Principal:
         """The principal of key ``key_id`` if it is live (and, given ``secret``, the secret
-        matches); used per request, also for console sessions (which carry the key id, not
-        the secret). Raises :class:`Unauthenticated`."""
+        matches); used per request, also for console sessions (which carry the key id and
+        when they were ``signed_in_at``, not the secret: a session older than the key's last
+        sign-out is over). Raises :class:`Unauthenticated`."""
         now = self.clock.now()
         with self.store.transaction() as tx:
             row = tx.get_api_key(key_id)
@@ -142,6 +156,9 @@ class Access:
             state = key_state(row, now)
             if state != "active":
                 raise Unauthenticated(f"key {key_id} is {state}")
+            ended = row.sessions_after
+            if signed_in_at is not None and ended is not None and signed_in_at <= ended:
+                raise Unauthenticated(f"session of key {key_id} was signed out")
             if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
                 tx.touch_api_key(key_id, now)
         return Principal(row.id, row.name, row.role, row.expires_at)

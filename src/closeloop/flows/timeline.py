@@ -175,7 +175,7 @@ def engagement_detail(reads: EngagementReads, deal_id: str) -> EngagementDetail 
     entities = related_entities(engagement)
     found: dict[int, ExceptionRow] = {}
     for needle in {deal_id, engagement.status.project_key} - {""}:
-        for row in reads.find_exceptions(ExceptionQuery(status=None, search=needle)):
+        for row in reads.find_exceptions(ExceptionQuery(status=None, search=needle, limit=1000)):
             found[row.id] = row
     rows = sorted(found.values(), key=lambda r: r.id)
     audit = [e for entity in entities[:AUDIT_ENTITIES] for e in reads.audit_trail(entity, 50)]

@@ -214,6 +214,7 @@ class ApiKeyRow:
     expires_at: datetime | None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    sessions_after: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,8 +453,8 @@ class UnitOfWork(Protocol):
         now: datetime,
         expires_at: datetime | None,
     ) -> int:
-        """Store a new key; its id. Raises ``ConflictError`` when ``name`` is taken by a key
-        that is not revoked."""
+        """Store a new key; its id. Raises ``ConflictError`` when a key ever had ``name``
+        (names stay unique, so the audit trail's ``key:<name>`` names one key)."""
         ...
 
     def get_api_key(self, key_id: int) -> ApiKeyRow | None:
@@ -470,6 +471,10 @@ class UnitOfWork(Protocol):
 
     def touch_api_key(self, key_id: int, now: datetime) -> None:
         """Record that a key was used now."""
+        ...
+
+    def end_sessions(self, key_id: int, now: datetime) -> None:
+        """End every console session of a key signed in before ``now``."""
         ...
 
     def stats(self) -> StoreStats:

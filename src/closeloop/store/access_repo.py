@@ -28,6 +28,7 @@ def _row_to_key(r: Any) -> ApiKeyRow:
         expires_at=r.expires_at,
         revoked_at=r.revoked_at,
         last_used_at=r.last_used_at,
+        sessions_after=r.sessions_after,
     )
 
 
@@ -46,11 +47,12 @@ class AccessRepository:
         expires_at: datetime | None,
     ) -> int:
         k = t.api_keys
-        taken = self.conn.execute(
-            select(k.c.id).where(k.c.name == name, k.c.revoked_at.is_(None))
-        ).first()
+        taken = self.conn.execute(select(k.c.id).where(k.c.name == name)).first()
         if taken is not None:
-            raise KeyNameTaken(f"a key named {name!r} exists: revoke it first or pick a name")
+            raise KeyNameTaken(
+                f"a key named {name!r} exists or existed: pick another name (names stay "
+                "unique, so the audit trail's key:<name> names one key)"
+            )
         result = self.conn.execute(
             insert(k).values(
                 name=name,
@@ -81,3 +83,7 @@ class AccessRepository:
     def touch_api_key(self, key_id: int, now: datetime) -> None:
         k = t.api_keys
         self.conn.execute(update(k).where(k.c.id == key_id).values(last_used_at=now))
+
+    def end_sessions(self, key_id: int, now: datetime) -> None:
+        k = t.api_keys
+        self.conn.execute(update(k).where(k.c.id == key_id).values(sessions_after=now))

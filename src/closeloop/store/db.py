@@ -42,6 +42,8 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        # SQLite's lower() folds ASCII only: searches fold every script, as PostgreSQL's does
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -53,6 +55,11 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _lower(value: object) -> object:
+    """SQL ``lower()`` for SQLite: Python's full Unicode lowercase of text."""
+    return value.lower() if isinstance(value, str) else value
 
 
 def _private_file(path: Path) -> None:

@@ -240,5 +240,6 @@ api_keys = Table(
     Column("expires_at", TS),
     Column("revoked_at", TS),
     Column("last_used_at", TS),
+    Column("sessions_after", TS),
 )
 Index("ix_api_keys_name", api_keys.c.name)

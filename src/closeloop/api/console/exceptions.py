@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.datastructures import FormData
 
 from closeloop.api.console.pages import PREFIX, ConsoleSources, Pages, Refused
 from closeloop.domain.access import AccessRole
@@ -85,9 +86,7 @@ def add_exception_routes(router: APIRouter, sources: ConsoleSources, pages: Page
         action, _, scope = str(form.get("do") or "").partition(":")
         reason = str(form.get("reason") or "").strip()[:500]
         try:
-            ids = _chosen(
-                sources, scope, str(form.get("group") or ""), [str(i) for i in form.getlist("ids")]
-            )
+            ids = _chosen(sources, scope, form)
             outcomes = ops.bulk(action, ids, caller.principal.actor, reason)
         except (Refused, InputError) as exc:
             return pages.back(PAGE, problem=str(exc))
@@ -126,15 +125,26 @@ def _query(
     )
 
 
-def _chosen(sources: ConsoleSources, scope: str, group: str, ids: list[str]) -> list[int]:
-    """The exception ids a bulk form names: every open exception of the cause ``group``, or
-    the ``ids`` ticked. Raises :class:`Refused` when there are none or they are not ids."""
+def _chosen(sources: ConsoleSources, scope: str, form: FormData) -> list[int]:
+    """The exception ids a bulk form names: the open exceptions of the cause ``group`` the
+    page showed (under the page's filters, none newer than its newest, ``upto``), or the
+    ``ids`` ticked. Raises :class:`Refused` when there are none or they are not ids."""
+    ids = [str(i) for i in form.getlist("ids")]
     if scope == "group":
-        groups = find_groups(sources.operations, ExceptionQuery(limit=GROUP_SCAN))
-        found = next((g for g in groups if g.key == group), None)
-        if found is None:
+        shown = {
+            name: str(form.get(name) or "")
+            for name in ("error_class", "impact", "system", "older_than_h")
+        }
+        upto = str(form.get("upto") or "")
+        if not upto.isdigit() or len(upto) > 18:
+            raise Refused(422, "reload the page: the form does not say which exceptions it showed")
+        query = _query(sources, **shown)
+        group = str(form.get("group") or "")
+        found = next((g for g in find_groups(sources.operations, query) if g.key == group), None)
+        chosen = [i for i in (found.ids if found else []) if i <= int(upto)]
+        if not chosen:
             raise Refused(409, "that group has no open exceptions any more: nothing was done")
-        return found.ids
+        return chosen
     if scope != "selected":
         raise Refused(422, "choose the whole group or the selected exceptions")
     if not ids:

@@ -92,14 +92,15 @@ class Pages:
     ) -> HTMLResponse:
         """``template`` with ``ctx``, the caller, whether it may act (``can_operate``), its
         CSRF token and the ``notice`` of the query string."""
+        flash = self.auth.unseal(request.query_params.get("flash", ""))
         page = self.env.get_template(template).render(
             request=request,
             caller=caller,
             can_operate=caller is not None and caller.principal.role.allows(AccessRole.OPERATOR),
             csrf_field=CSRF_FIELD,
             csrf_token=(caller.csrf_token if caller else None) or "",
-            notice=request.query_params.get("notice", ""),
-            problem=request.query_params.get("problem", ""),
+            notice=flash.get("notice", ""),
+            problem=flash.get("problem", ""),
             now=self.now(),
             prefix=PREFIX,
             **ctx,
@@ -116,10 +117,11 @@ class Pages:
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"{PREFIX}/sign-in?next={quote(here, safe='')}", 303)
 
-    @staticmethod
-    def back(path: str, **query: str) -> RedirectResponse:
-        """A 303 to ``path`` (a console path) with ``query`` (e.g. ``notice``)."""
-        return RedirectResponse(path + (f"?{urlencode(query)}" if query else ""), 303)
+    def back(self, path: str, **message: str) -> RedirectResponse:
+        """A 303 to ``path`` (a console path) showing ``message`` there (``notice`` or
+        ``problem``), signed (:meth:`Authenticator.seal`)."""
+        query = f"?{urlencode({'flash': self.auth.seal(message)})}" if message else ""
+        return RedirectResponse(path + query, 303)
 
     def _ago(self, at: datetime | None) -> str:
         if at is None:

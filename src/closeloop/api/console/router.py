@@ -35,6 +35,9 @@ def console_router(sources: ConsoleSources, auth: Authenticator) -> APIRouter:
 
     @router.post(f"{PREFIX}/sign-in")
     async def sign_in(request: Request) -> Response:
+        if not auth.same_origin(request):  # login CSRF: another site signing you in
+            refusal = Refused(403, "sign in from the hub's own sign-in page")
+            return pages.refused(request, refusal)
         form = await request.form()
         key = form.get("key")
         target = _safe_next(str(form.get("next") or ""))
@@ -59,11 +62,11 @@ def console_router(sources: ConsoleSources, auth: Authenticator) -> APIRouter:
     @router.post(f"{PREFIX}/sign-out")
     async def sign_out(request: Request) -> Response:
         try:
-            await pages.acting(request, AccessRole.VIEWER)
+            caller = await pages.acting(request, AccessRole.VIEWER)
         except Refused as refusal:
             return pages.refused(request, refusal)
         response = pages.back(f"{PREFIX}/sign-in", notice="signed out")
-        auth.sign_out(response)
+        auth.sign_out(caller, response)
         return response
 
     @router.get(PREFIX)

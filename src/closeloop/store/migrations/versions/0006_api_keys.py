@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True)),
         sa.Column("revoked_at", sa.DateTime(timezone=True)),
         sa.Column("last_used_at", sa.DateTime(timezone=True)),
+        sa.Column("sessions_after", sa.DateTime(timezone=True)),
     )
     op.create_index("ix_api_keys_name", "api_keys", ["name"])
 
