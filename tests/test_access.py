@@ -130,3 +130,14 @@ def test_the_hub_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     for each in (old, Path(f"{old}-wal"), Path(f"{old}-shm")):
         assert stat.S_IMODE(each.stat().st_mode) == 0o600, each
     conn.close()
+
+
+def test_the_sandbox_state_and_its_hub_configuration_are_private(tmp_path: Path) -> None:
+    """``closeloop sandbox up`` writes the sandboxes' secrets: owner-only, from creation."""
+    from closeloop.devtools import sandboxctl
+
+    (tmp_path / "closeloop.yaml.tmp").write_text("left over")  # a crashed write's leftover
+    (tmp_path / "closeloop.yaml.tmp").chmod(0o644)
+    sandboxctl.write_state(tmp_path, {})
+    for name in ("sandbox.json", "closeloop.yaml"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name

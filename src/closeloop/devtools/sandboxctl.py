@@ -45,8 +45,10 @@ def write_state(home: Path, state: dict[str, Any]) -> None:
         ("closeloop.yaml", hub_config(home, state)),
     ):
         tmp = home / f"{name}.tmp"
-        tmp.write_text(text)
-        tmp.chmod(0o600)
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)  # 0600 from creation
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), 0o600)  # a leftover .tmp of another mode
+            out.write(text)
         tmp.replace(home / name)
 
 
