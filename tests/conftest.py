@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sqlite3
@@ -103,6 +104,29 @@ def signed(body: bytes, secret: str = WEBHOOK_SECRET, at: float | None = None) -
 
     stamp = int(time.time() if at is None else at)
     return {"Content-Type": "application/json", **sign(secret, body, stamp)}
+
+
+@contextlib.contextmanager
+def serving(hub: Hub) -> Iterator[str]:
+    """``hub``'s HTTP app served by uvicorn in a thread on a free port; its base URL. The
+    server stops and the hub closes on leaving."""
+    import threading
+
+    import uvicorn
+
+    from closeloop.bootstrap import build_http_app
+
+    port = free_port()
+    web = uvicorn.Server(uvicorn.Config(build_http_app(hub), port=port, log_level="warning"))
+    thread = threading.Thread(target=web.run, daemon=True)
+    thread.start()
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        web.should_exit = True
+        thread.join(timeout=10)
+        hub.close()
 
 
 def key_headers(hub: Hub, role: str = "viewer") -> dict[str, str]:

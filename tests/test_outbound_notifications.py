@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 import yaml
 
 from closeloop.bootstrap import Hub, build_http_app, build_hub
@@ -31,7 +29,7 @@ from closeloop.ports.flows import Binding
 from closeloop.sandboxes.salesforce.outbound import envelope, is_ack
 from closeloop.sandboxes.salesforce.server import SalesforceServer
 from closeloop.store.tables import inbox
-from tests.conftest import free_port, key_headers, wait_http
+from tests.conftest import key_headers, serving
 from tests.salesforce_support import Api, opportunity, running_salesforce
 
 pytestmark = pytest.mark.timeout(300)
@@ -79,17 +77,8 @@ def hub_http(tmp_path: Path, server: SalesforceServer) -> Iterator[tuple[Hub, st
     hub = build_hub(
         settings, bindings=[Binding("salesforce", "Opportunity", "opportunity", passthrough)]
     )
-    port = free_port()
-    web = uvicorn.Server(uvicorn.Config(build_http_app(hub), port=port, log_level="warning"))
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    wait_http(f"http://127.0.0.1:{port}/healthz")
-    try:
-        yield hub, f"http://127.0.0.1:{port}"
-    finally:
-        web.should_exit = True
-        thread.join(timeout=10)
-        hub.close()
+    with serving(hub) as url:
+        yield hub, url
 
 
 def rows(hub: Hub) -> list[tuple[str, str, str]]:

@@ -5,7 +5,6 @@ writing back under faults, and the outbound-message endpoint on the hub's HTTP a
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,9 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
-from closeloop.bootstrap import Hub, build_http_app, build_hub
+from closeloop.bootstrap import Hub, build_hub
 from closeloop.config import Settings
 from closeloop.connectors.salesforce.connector import (
     SalesforceConnector,
@@ -35,7 +33,7 @@ from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.salesforce.outbound import envelope
 from closeloop.sandboxes.salesforce.server import SalesforceServer
 from closeloop.store.tables import inbox
-from tests.conftest import free_port, key_headers, wait_http
+from tests.conftest import key_headers, serving
 from tests.memory_system import MemorySystem
 from tests.salesforce_support import Api, client_for, opportunity, running_salesforce, wait_past
 
@@ -378,17 +376,8 @@ def hub_http(tmp_path: Path, server: SalesforceServer) -> Iterator[tuple[Hub, st
     hub = build_hub(
         settings, bindings=[Binding("salesforce", "Opportunity", "opportunity", passthrough)]
     )
-    port = free_port()
-    web = uvicorn.Server(uvicorn.Config(build_http_app(hub), port=port, log_level="warning"))
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    wait_http(f"http://127.0.0.1:{port}/healthz")
-    try:
-        yield hub, f"http://127.0.0.1:{port}"
-    finally:
-        web.should_exit = True
-        thread.join(timeout=10)
-        hub.close()
+    with serving(hub) as url:
+        yield hub, url
 
 
 def test_outbound_messages_reach_the_inbox_and_are_acked_after_commit(

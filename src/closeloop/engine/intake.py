@@ -149,14 +149,7 @@ class Intake:
                 problems.append(f"change {position}: {exc}")
         if problems:
             raise IntakeError(problems)
-        good: list[Change] = []
-        bad: list[tuple[Change, str]] = []
-        for change in changes:
-            text = payload_problems(change.payload)
-            if text:
-                bad.append(_refused(change, text))
-            else:
-                good.append(change)
+        good, bad = _sort_text(changes)
         for change, message in refused:
             copy = change.model_copy(
                 update={
@@ -209,14 +202,7 @@ class Intake:
         for page in _pages(connector, object_name, since):
             fresh_changes = [c for c in page if (c.external_id, c.version) not in cursor.seen]
             skipped = len(page) - len(fresh_changes)
-            good: list[Change] = []
-            bad: list[tuple[Change, str]] = []
-            for change in fresh_changes:
-                problems = payload_problems(change.payload)
-                if problems:
-                    bad.append(_refused(change, problems))
-                else:
-                    good.append(change)
+            good, bad = _sort_text(fresh_changes)
             cursor = _advance(cursor, page, overlap)
             with self.store.transaction() as tx:
                 now = self.clock.now()
@@ -289,6 +275,20 @@ def _pages(
         if page is None:
             return
         yield page
+
+
+def _sort_text(changes: Sequence[Change]) -> tuple[list[Change], list[tuple[Change, str]]]:
+    """``changes`` as ``(good, refused)``: a record holding text the hub cannot store or
+    send is refused alone (:func:`_refused`), the rest go in."""
+    good: list[Change] = []
+    bad: list[tuple[Change, str]] = []
+    for change in changes:
+        problems = payload_problems(change.payload)
+        if problems:
+            bad.append(_refused(change, problems))
+        else:
+            good.append(change)
+    return good, bad
 
 
 def _refused(change: Change, problems: Sequence[TextProblem]) -> tuple[Change, str]:
