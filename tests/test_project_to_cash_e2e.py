@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from rich.console import Console
@@ -351,6 +353,14 @@ def test_the_demo_command_runs_a_quarter_keeps_running_and_stops(tmp_path: Path)
         assert "invoices posted" in run.stdout and "demo-summary.json" in run.stdout
         state = sandboxctl.read_state(home)
         assert {"hub", "tryton", "salesforce", "harvest"} <= set(state)
+        # the key the demo printed opens the running hub's console and its metrics
+        key = re.search(r"sign in with the key (clk_[A-Za-z0-9_-]+)", run.stdout)
+        console_url = re.search(r"open the console at (http://\S+/console)", run.stdout)
+        assert key and console_url, run.stdout[-2000:]
+        bearer = {"Authorization": f"Bearer {key.group(1)}"}
+        base = console_url.group(1).removesuffix("/console")
+        overview = httpx.get(f"{base}/api/v1/overview", headers=bearer, timeout=30)
+        assert overview.status_code == 200 and overview.json()["systems"], overview.text
         status = subprocess.run(
             [
                 *(sys.executable, "-m", "closeloop.cli", "status", "--json"),
@@ -359,9 +369,11 @@ def test_the_demo_command_runs_a_quarter_keeps_running_and_stops(tmp_path: Path)
             capture_output=True,
             text=True,
             timeout=120,
+            env={**os.environ, "CLOSELOOP_API_KEY": key.group(1)},
         )
         assert status.returncode == 0, status.stderr
         view = json.loads(status.stdout)
+        assert view["hub_running"] and isinstance(view["systems"]["salesforce"]["calls"], int)
         stages = {e["stage"] for e in view["engagements"]}
         assert stages == {"mobilized", "provisional", "blocked"}
         held = [e for e in view["engagements"] if e["stage"] == "provisional"]

@@ -36,8 +36,10 @@ systems stay up and a hub process runs on (``closeloop sandbox down`` stops them
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -49,6 +51,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -352,7 +355,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
     cpu_at_start = hub_cpu_s()
     phases: dict[str, float] = {}
     costs: dict[str, dict[str, Any]] = {}
-    keep, status_key = False, ""
+    keep, status_key, console_url = False, "", ""
     try:
         with console.status("starting Tryton, the Salesforce and the Harvest sandboxes ..."):
             state = fresh_start(home, firm)
@@ -413,10 +416,12 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
             summary["seconds"] = round(time.monotonic() - started, 1)
             summary.update(run_costs(costs, first, last, cpu_at_start))
             keep = options.keep_running
-            if keep:  # the running hub's /metrics (closeloop status) needs a viewer key
+            if keep:  # the console and the running hub's /metrics need a key
                 status_key = hub.access.create(
-                    "demo-status", AccessRole.VIEWER, "demo", timedelta(days=30)
+                    f"demo-{secrets.token_hex(3)}", AccessRole.OPERATOR, "demo", timedelta(days=30)
                 ).token
+                http = hub.settings.http
+                console_url = f"http://{http.host}:{http.port}/console"
         finally:
             hub.close()
             for each in entities.values():
@@ -427,11 +432,13 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
     (home / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print_summary(console, summary, home)
     if keep:
-        pid = start_hub_process(home)
+        pid = start_hub_process(home, console_url.removesuffix("/console"))
         console.print(
             f"the systems and a hub (pid {pid}) keep running: see {home / 'sandbox.json'}; "
-            f"`CLOSELOOP_API_KEY={status_key} closeloop status -c {home / 'closeloop.yaml'}` "
-            "(a viewer key for 30 days); stop all with "
+            f"open the console at {console_url} and sign in with the key {status_key} "
+            "(an operator's, for 30 days); or "
+            f"`CLOSELOOP_API_KEY={status_key} closeloop status -c {home / 'closeloop.yaml'}`; "
+            "stop all with "
             f"`closeloop sandbox down --home {home}`"
         )
     return summary
@@ -487,9 +494,10 @@ def run_costs(
     }
 
 
-def start_hub_process(home: Path) -> int:
+def start_hub_process(home: Path, base_url: str) -> int:
     """``closeloop run -c home/closeloop.yaml`` in the background, recorded in sandbox.json
-    (so ``sandbox down`` stops it); returns its pid."""
+    (so ``sandbox down`` stops it), once it answers at ``base_url`` (or exited, or 60 s
+    passed: its log says why); returns its pid."""
     log = (home / "hub.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "closeloop.cli", "run", "-c", str(home / "closeloop.yaml")],
@@ -498,4 +506,10 @@ def start_hub_process(home: Path) -> int:
         start_new_session=True,
     )
     sandboxctl.record_process(home, "hub", process.pid, log_file=str(home / "hub.log"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:  # until it answers
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                break
+        time.sleep(0.2)  # polling a starting server, not waiting out a race
     return process.pid
