@@ -354,8 +354,8 @@ def test_the_demo_command_runs_a_quarter_keeps_running_and_stops(tmp_path: Path)
         state = sandboxctl.read_state(home)
         assert {"hub", "tryton", "salesforce", "harvest"} <= set(state)
         # the key the demo printed opens the running hub's console and its metrics
-        key = re.search(r"sign in with the key (clk_[A-Za-z0-9_-]+)", run.stdout)
-        console_url = re.search(r"open the console at (http://\S+/console)", run.stdout)
+        key = re.search(r"sign in with the key\s+(clk_[A-Za-z0-9_-]+)", run.stdout)
+        console_url = re.search(r"open the console at\s+(http://\S+/console)", run.stdout)
         assert key and console_url, run.stdout[-2000:]
         bearer = {"Authorization": f"Bearer {key.group(1)}"}
         base = console_url.group(1).removesuffix("/console")
