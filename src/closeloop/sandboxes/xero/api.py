@@ -1,0 +1,157 @@
+"""The Accounting API's resources over an :class:`~.org.Organisation`, without HTTP:
+``route(org, method, path, params, body, since)`` answers ``(status, body)`` or raises
+:class:`~.wire.XeroError`.
+
+Routes (paths are case-insensitive, as Xero's): ``GET /Contacts``, ``GET /Contacts/{id}``,
+``PUT|POST /Contacts``, ``POST /Contacts/{id}``; the same for ``Invoices`` (``{id}`` is an
+``InvoiceID`` or an ``InvoiceNumber``) and ``Payments``; ``GET /TaxRates``.
+
+Writes take ``{"Contacts": [...]}`` (or ``Invoices``, ``Payments``) or one object. ``PUT``
+creates only; ``POST`` creates or updates (by id). With ``summarizeErrors`` true (the
+default) one bad element refuses the whole batch: 400 ``ValidationException`` whose
+``Elements`` are the bad elements with their ``ValidationErrors``, nothing written. With
+``summarizeErrors=false`` each element stands alone: 200, good elements written with
+``StatusAttributeString`` ``OK``, bad ones echoed with ``ERROR``, ``ValidationErrors`` and
+``HasErrors`` (invoices) or ``HasValidationErrors`` (contacts, payments) true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from closeloop.sandboxes.xero import contacts, invoices, payments
+from closeloop.sandboxes.xero.org import Organisation, listing, where
+from closeloop.sandboxes.xero.taxes import UK_RATES
+from closeloop.sandboxes.xero.wire import (
+    XeroError,
+    bad_request,
+    envelope,
+    not_found,
+    validation_error,
+)
+
+Checker = Callable[[dict[str, Any]], tuple[list[str], dict[str, Any]]]
+Applier = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+def _elements(body: Any, key: str, record_id: str | None, id_key: str) -> list[dict[str, Any]]:
+    rows = body.get(key) if isinstance(body, dict) and key in body else [body]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows) or not rows:
+        raise bad_request("PostDataInvalidException", f"The request must hold {key}")
+    if record_id is not None:
+        if len(rows) != 1:
+            raise bad_request("PostDataInvalidException", "One element updates one record")
+        rows = [{**rows[0], id_key: record_id}]
+    return rows
+
+
+def _batch(
+    elements: list[dict[str, Any]],
+    summarize: bool,
+    check: Checker,
+    apply: Applier,
+    render: Callable[[dict[str, Any]], dict[str, Any]],
+    flag: str,
+) -> list[dict[str, Any]]:
+    def failed(element: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+        return element | {
+            flag: True,
+            "StatusAttributeString": "ERROR",
+            "ValidationErrors": [{"Message": m} for m in errors],
+        }
+
+    if summarize:
+        checked = [(element, *check(element)) for element in elements]
+        bad = [failed(e, errors) for e, errors, _ in checked if errors]
+        if bad:
+            raise validation_error(bad)
+        return [render(apply(e, plan)) | {"StatusAttributeString": "OK"} for e, _, plan in checked]
+    answers = []
+    for element in elements:
+        errors, plan = check(element)
+        if errors:
+            answers.append(failed(element, errors))
+        else:
+            answers.append(render(apply(element, plan)) | {"StatusAttributeString": "OK"})
+    return answers
+
+
+def route(
+    org: Organisation,
+    method: str,
+    path: str,
+    params: dict[str, str],
+    body: Any,
+    since: datetime | None,
+) -> tuple[int, dict[str, Any]]:
+    """Answer one Accounting call (under ``org.lock``)."""
+    parts = [p for p in path.split("/") if p]
+    resource = parts[0].lower() if parts else ""
+    record_id = parts[1] if len(parts) > 1 else None
+    if len(parts) > 2 or resource not in ("contacts", "invoices", "payments", "taxrates"):
+        raise not_found()
+    summarize = params.get("summarizeErrors", "true").lower() != "false"
+    now = org.clock()
+    if resource == "taxrates":
+        if method != "GET" or record_id:
+            raise not_found()
+        rates = [rate.render() | {"TaxType": t} for t, rate in UK_RATES.items()]
+        if "where" in params:
+            rates = [r for r in rates if where(params["where"])(r)]
+        return 200, envelope("TaxRates", rates, now)
+    if resource == "contacts":
+        key, store, id_key, flag = "Contacts", org.contacts, "ContactID", "HasValidationErrors"
+        render: Callable[[dict[str, Any]], dict[str, Any]] = contacts.render
+
+        def check(element: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+            return contacts.check(org, element, method == "PUT"), {}
+
+        def apply(element: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+            return contacts.apply(org, element)
+
+    elif resource == "invoices":
+        key, store, id_key, flag = "Invoices", org.invoices, "InvoiceID", "HasErrors"
+        unitdp = 4 if params.get("unitdp") == "4" else 2
+
+        def render(record: dict[str, Any]) -> dict[str, Any]:
+            return payments.render_invoice(org, record)
+
+        def check(element: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+            return invoices.check(org, element, method == "PUT", unitdp)
+
+        def apply(element: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+            return invoices.apply(org, element, plan)
+
+        if record_id is not None and record_id not in store:
+            numbered = [i for i in store.values() if i["InvoiceNumber"] == record_id]
+            record_id = numbered[0]["InvoiceID"] if numbered else record_id
+    else:
+        key, store, id_key, flag = "Payments", org.payments, "PaymentID", "HasValidationErrors"
+
+        def render(record: dict[str, Any]) -> dict[str, Any]:
+            return payments.render(org, record)
+
+        def check(element: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+            return payments.check(org, element)
+
+        def apply(element: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+            return payments.apply(org, element, plan)
+
+    if method == "GET":
+        if record_id is not None:
+            if record_id not in store:
+                raise not_found()
+            return 200, envelope(key, [render(store[record_id])], now)
+        rows, pagination = listing(list(store.values()), params, since, render)
+        answer = envelope(key, rows, now)
+        if pagination is not None:
+            answer["pagination"] = pagination
+        return 200, answer
+    if record_id is not None and (method == "PUT" or key == "Payments"):
+        raise XeroError(405, {"Title": "Method Not Allowed", "Status": 405})
+    if record_id is not None and record_id not in store:
+        raise not_found()
+    elements = _elements(body, key, record_id, id_key)
+    return 200, envelope(key, _batch(elements, summarize, check, apply, render, flag), now)

@@ -1,0 +1,142 @@
+"""A Xero organisation (tenant) in memory: its records, the clock of ``UpdatedDateUTC`` and
+the reads every list endpoint shares: ``where``, ``If-Modified-Since`` and ``page``.
+
+Records are held as Xero renders them (money as ``Decimal``), plus ``_updated`` (an aware
+``datetime``) for ``If-Modified-Since``. Every write takes a new ``UpdatedDateUTC`` strictly
+later than the last one (at millisecond resolution, the .NET date's), so a client that reads
+"modified since the last ``UpdatedDateUTC`` I saw" never misses a write made in the same
+millisecond. ``If-Modified-Since`` keeps records modified at or after the given moment
+(Xero: "records created or modified since this timestamp"; inclusive, so a client's overlap
+is safe). Lists are ordered by ``UpdatedDateUTC`` then id (Xero does not document a default
+order); with ``page`` (1-based) they are cut into pages of ``pageSize`` (default 100, at most
+1000) and carry ``pagination``; without it, everything is answered.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from closeloop.sandboxes.xero.wire import XeroError, bad_request, msdate
+
+_CLAUSE = re.compile(
+    r'^\s*([A-Za-z][\w.]*)\s*==\s*(?:"([^"]*)"|guid\("([^"]*)"\)|(true|false))\s*$'
+)
+
+
+@dataclass
+class Organisation:
+    """One tenant: its id, name, records and a lock every read and write holds."""
+
+    tenant_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    name: str = "closeloop sandbox (UK)"
+    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    payments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoice_number: int = 0
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _last: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
+
+    def stamp(self) -> datetime:
+        """A new ``UpdatedDateUTC``: now to the millisecond, after every earlier one."""
+        now = self.clock().astimezone(UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        if now <= self._last:
+            now = self._last + timedelta(milliseconds=1)
+        self._last = now
+        return now
+
+    def touch(self, record: dict[str, Any]) -> None:
+        """Mark ``record`` as written now."""
+        moment = self.stamp()
+        record["_updated"] = moment
+        record["UpdatedDateUTC"] = msdate(moment)
+
+    def next_invoice_number(self) -> str:
+        """``INV-0001``, ``INV-0002``, ... (Xero's default invoice number sequence)."""
+        self.invoice_number += 1
+        return f"INV-{self.invoice_number:04d}"
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without its private keys (``_...``)."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def _lookup(record: dict[str, Any], path: str) -> Any:
+    value: Any = record
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def where(expression: str) -> Callable[[dict[str, Any]], bool]:
+    """A predicate for Xero's ``where`` parameter, for the subset the sandbox understands:
+    clauses ``Field=="text"``, ``Contact.ContactID==guid("...")`` or ``Field==true``
+    joined by ``AND`` (or ``&&``). Anything else is a 400 ``QueryParseException`` (Xero
+    answers unparsable filters so), never a silently ignored filter."""
+    clauses = []
+    for part in re.split(r"\s+AND\s+|\s*&&\s*", expression.strip()):
+        found = _CLAUSE.match(part)
+        if not found:
+            raise bad_request(
+                "QueryParseException", f"The sandbox cannot parse where: {part}", number=16
+            )
+        name, text, guid, flag = found.groups()
+        clauses.append((name, text if text is not None else guid if guid is not None else flag))
+
+    def matches(record: dict[str, Any]) -> bool:
+        for name, wanted in clauses:
+            value = _lookup(record, name)
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            if value is None or str(value).lower() != str(wanted).lower():
+                return False
+        return True
+
+    return matches
+
+
+def listing(
+    rows: list[dict[str, Any]],
+    params: dict[str, str],
+    since: datetime | None,
+    render: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
+    """The rows a list endpoint answers, and its ``pagination`` when ``page`` was given.
+    Raises :class:`XeroError` 400 on a bad ``page``/``pageSize`` or ``where``."""
+    if "where" in params:
+        keep = where(params["where"])
+        rows = [r for r in rows if keep(r)]
+    if since is not None:
+        rows = [r for r in rows if r["_updated"] >= since]
+    rows = sorted(rows, key=lambda r: (r["_updated"], str(r.get("InvoiceID", r.get("ContactID")))))
+    if "page" not in params:
+        return [render(r) for r in rows], None
+    try:
+        number, size = int(params["page"]), int(params.get("pageSize", "100"))
+    except ValueError:
+        raise bad_request("QueryParseException", "page must be a whole number", 16) from None
+    if number < 1 or not 1 <= size <= 1000:
+        raise XeroError(
+            400,
+            {
+                "ErrorNumber": 16,
+                "Type": "QueryParseException",
+                "Message": "page must be 1 or more, pageSize 1 to 1000",
+            },
+        )
+    chunk = rows[(number - 1) * size : number * size]
+    pages = (len(rows) + size - 1) // size
+    return [render(r) for r in chunk], {
+        "page": number,
+        "pageSize": size,
+        "pageCount": pages,
+        "itemCount": len(rows),
+    }
