@@ -1,0 +1,466 @@
+"""The Xero sandbox against Xero's contract, over real HTTP to its own process: custom
+connection tokens and their expiry, the tenant header, batch writes with
+``summarizeErrors=false``, invoice totals to the penny (Exclusive and Inclusive, tax rounded
+per line), status transitions, payments, ``If-Modified-Since``, ``Idempotency-Key``, the
+minute and concurrent rate limits, faults, and every kind of answer validating against
+Xero's Accounting OpenAPI description in ../shared/realdata (skipped, with the reason, when
+absent)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from closeloop.devtools.sandboxctl import alive
+from closeloop.sandboxes.tryton.server import stop_pid
+from closeloop.sandboxes.xero.server import XeroServer, start_xero
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+OPENAPI = REALDATA / "xero-openapi" / "xero_accounting.yaml"
+ROOMY = {"minute": 10_000, "day": 100_000, "concurrent": 50}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XeroServer]:
+    started = start_xero(tmp_path_factory.mktemp("xero"), free_port(), **ROOMY)
+    try:
+        yield started
+    finally:
+        stop_pid(started.pid)
+        assert not alive(started.pid), f"sandbox process {started.pid} outlived its stop"
+
+
+def token(server: XeroServer) -> str:
+    answer = httpx.post(
+        server.token_url,
+        auth=(server.client_id, server.client_secret),
+        data={"grant_type": "client_credentials"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["expires_in"] == 1800 and answer.json()["token_type"] == "Bearer"
+    return str(answer.json()["access_token"])
+
+
+class Api:
+    """A caller with a fresh token and the tenant header."""
+
+    def __init__(self, server: XeroServer) -> None:
+        self.server = server
+        self.http = httpx.Client(
+            timeout=10,
+            headers={
+                "Authorization": f"Bearer {token(server)}",
+                "xero-tenant-id": server.tenant_id,
+            },
+        )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(method, f"{self.server.base_url}/{path}", **kwargs)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, f"{self.server.url}/__sandbox/{path}", **kwargs)
+
+
+@pytest.fixture
+def api(server: XeroServer) -> Iterator[Api]:
+    client = Api(server)
+    yield client
+    client.http.close()
+
+
+def body(response: httpx.Response) -> Any:
+    """The answer with money as Decimal, as a client that keeps pennies reads it."""
+    return json.loads(response.content, parse_float=Decimal)
+
+
+def contact(api: Api, name: str, **fields: Any) -> str:
+    answer = api.call("PUT", "Contacts", json={"Contacts": [{"Name": name, **fields}]})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["Contacts"][0]["ContactID"])
+
+
+def invoice(api: Api, contact_id: str, lines: list[dict[str, Any]], **fields: Any) -> Any:
+    element = {"Type": "ACCREC", "Contact": {"ContactID": contact_id}, "LineItems": lines}
+    answer = api.call("PUT", "Invoices", json={"Invoices": [element | fields]})
+    assert answer.status_code == 200, answer.text
+    return body(answer)["Invoices"][0]
+
+
+def line(amount: str, tax_type: str = "OUTPUT2", quantity: str = "1") -> dict[str, Any]:
+    return {
+        "Description": "Consulting",
+        "Quantity": quantity,
+        "UnitAmount": amount,
+        "AccountCode": "200",
+        "TaxType": tax_type,
+    }
+
+
+def test_tokens_expire_after_1800_seconds_and_connections_list_the_tenant(
+    server: XeroServer, api: Api
+) -> None:
+    wrong = httpx.post(
+        server.token_url, auth=(server.client_id, "nope"), data={"grant_type": "client_credentials"}
+    )
+    assert wrong.status_code == 400 and wrong.json() == {"error": "invalid_client"}
+    grant = httpx.post(
+        server.token_url,
+        auth=(server.client_id, server.client_secret),
+        data={"grant_type": "authorization_code"},
+    )
+    assert grant.json() == {"error": "unsupported_grant_type"}
+    listed = api.http.get(f"{server.url}/connections")
+    assert [(c["tenantId"], c["tenantType"]) for c in listed.json()] == [
+        (server.tenant_id, "ORGANISATION")
+    ]
+    assert api.call("GET", "TaxRates").status_code == 200
+    api.admin("POST", "clock", json={"advance_s": 1801})
+    expired = api.call("GET", "TaxRates")
+    assert expired.status_code == 401
+    assert expired.json()["Detail"].startswith("TokenExpired")
+    assert Api(server).call("GET", "TaxRates").status_code == 200  # a new token works
+
+
+def test_every_accounting_call_needs_the_bearer_token_and_the_tenant(
+    server: XeroServer, api: Api
+) -> None:
+    url = f"{server.base_url}/Contacts"
+    bearer = api.http.headers["Authorization"]
+    assert httpx.get(url, headers={"xero-tenant-id": server.tenant_id}).status_code == 401
+    assert httpx.get(url, headers={"Authorization": bearer}).status_code == 403
+    other = {"Authorization": bearer, "xero-tenant-id": "00000000-0000-0000-0000-000000000000"}
+    assert httpx.get(url, headers=other).status_code == 403
+    assert api.call("GET", "Contacts").status_code == 200
+
+
+def test_a_bad_contact_fails_alone_with_summarize_errors_false(api: Api) -> None:
+    contact(api, "Existing Ltd")
+    batch = [
+        {"Name": "Alpha Ltd", "TaxNumber": "GB123456789"},
+        {"Name": "Existing Ltd"},
+        {"Name": "Gamma Ltd", "EmailAddress": "not an address"},
+        {"Name": "Delta Ltd"},
+    ]
+    answer = api.call(
+        "POST", "Contacts", params={"summarizeErrors": "false"}, json={"Contacts": batch}
+    )
+    assert answer.status_code == 200
+    rows = answer.json()["Contacts"]
+    assert [r["StatusAttributeString"] for r in rows] == ["OK", "ERROR", "ERROR", "OK"]
+    assert "already assigned to another contact" in rows[1]["ValidationErrors"][0]["Message"]
+    assert rows[2]["HasValidationErrors"] is True and "ContactID" not in rows[2]
+    found = api.call("GET", "Contacts", params={"where": 'Name=="Alpha Ltd"'}).json()["Contacts"]
+    assert [(c["Name"], c["TaxNumber"]) for c in found] == [("Alpha Ltd", "GB123456789")]
+    # By default one bad element refuses the batch, and nothing of it is written.
+    whole = api.call("POST", "Contacts", json={"Contacts": [{"Name": "Epsilon Ltd"}, {"Name": ""}]})
+    assert whole.status_code == 400 and whole.json()["Type"] == "ValidationException"
+    assert whole.json()["Elements"][0]["ValidationErrors"]
+    missing = api.call("GET", "Contacts", params={"where": 'Name=="Epsilon Ltd"'})
+    assert missing.json()["Contacts"] == []
+
+
+def test_a_bad_invoice_fails_alone_in_a_batch(api: Api) -> None:
+    cid = contact(api, "Batch Buyer Ltd")
+    good = {"Type": "ACCREC", "Contact": {"ContactID": cid}, "LineItems": [line("10.00")]}
+    bad = good | {"LineItems": [line("10.00", tax_type="NOSUCHTAX")]}
+    answer = api.call(
+        "PUT", "Invoices", params={"summarizeErrors": "false"}, json={"Invoices": [good, bad, good]}
+    )
+    rows = answer.json()["Invoices"]
+    assert answer.status_code == 200
+    assert [r["HasErrors"] for r in rows] == [False, True, False]
+    assert "NOSUCHTAX" in rows[1]["ValidationErrors"][0]["Message"]
+    assert rows[0]["InvoiceID"] != rows[2]["InvoiceID"]
+
+
+def test_exclusive_totals_round_tax_per_line_to_the_penny(api: Api) -> None:
+    cid = contact(api, "Exclusive Buyer Ltd")
+    lines = [line("0.03"), line("0.03"), line("0.03"), line("33.33", quantity="3")]
+    lines.append(line("500.00", tax_type="ZERORATEDOUTPUT"))
+    lines.append(line("250.00", tax_type="ECZROUTPUTSERVICES"))
+    made = invoice(api, cid, lines, LineAmountTypes="Exclusive")
+    # 0.03 * 20% = 0.006 -> 0.01 per line (0.02 if the invoice were rounded once);
+    # 99.99 * 20% = 19.998 -> 20.00; the zero-rated and reverse-charged lines carry no tax.
+    assert [li["TaxAmount"] for li in made["LineItems"]] == [
+        Decimal("0.01"),
+        Decimal("0.01"),
+        Decimal("0.01"),
+        Decimal("20.00"),
+        0,
+        0,
+    ]
+    assert made["LineItems"][3]["LineAmount"] == Decimal("99.99")
+    assert (made["SubTotal"], made["TotalTax"], made["Total"]) == (
+        Decimal("850.08"),
+        Decimal("20.03"),
+        Decimal("870.11"),
+    )
+    assert made["AmountDue"] == Decimal("870.11") and made["Status"] == "DRAFT"
+
+
+def test_inclusive_totals_derive_the_untaxed_amount_as_xero_does(api: Api) -> None:
+    cid = contact(api, "Inclusive Buyer Ltd")
+    made = invoice(
+        api,
+        cid,
+        [line("100.00"), line("10.00"), line("5.00", "ZERORATEDOUTPUT")],
+        LineAmountTypes="Inclusive",
+    )
+    # 100 * 20/120 = 16.666... -> 16.67; 10 * 20/120 = 1.666... -> 1.67
+    assert [li["TaxAmount"] for li in made["LineItems"]] == [Decimal("16.67"), Decimal("1.67"), 0]
+    assert (made["SubTotal"], made["TotalTax"], made["Total"]) == (
+        Decimal("96.66"),
+        Decimal("18.34"),
+        Decimal("115.00"),
+    )
+    notax = invoice(
+        api, cid, [{"Description": "x", "UnitAmount": "80.00"}], LineAmountTypes="NoTax"
+    )
+    assert (notax["TotalTax"], notax["Total"]) == (0, Decimal("80.00"))
+    raw = api.call("GET", f"Invoices/{made['InvoiceID']}").text
+    assert '"Total":115.00' in raw and '"TotalTax":18.34' in raw  # numbers with their pennies
+
+
+def test_status_transitions_follow_xero_and_refuse_illegal_ones(api: Api) -> None:
+    cid = contact(api, "Status Buyer Ltd")
+    made = invoice(api, cid, [line("100.00")], Reference="SF-1/2026-01")
+    iid = made["InvoiceID"]
+    for status in ("SUBMITTED", "AUTHORISED"):
+        moved = api.call("POST", f"Invoices/{iid}", json={"Status": status})
+        assert moved.status_code == 200 and moved.json()["Invoices"][0]["Status"] == status
+    back = api.call("POST", f"Invoices/{iid}", json={"Invoices": [{"Status": "DRAFT"}]})
+    assert back.status_code == 400
+    error = back.json()
+    assert (error["ErrorNumber"], error["Type"]) == (10, "ValidationException")
+    assert "AUTHORISED to DRAFT" in error["Elements"][0]["ValidationErrors"][0]["Message"]
+    assert api.call("GET", f"Invoices/{iid}").json()["Invoices"][0]["Status"] == "AUTHORISED"
+    draft = invoice(api, cid, [line("1.00")])
+    assert (
+        api.call("POST", f"Invoices/{draft['InvoiceID']}", json={"Status": "VOIDED"}).status_code
+        == 400
+    )
+    assert (
+        api.call("POST", f"Invoices/{draft['InvoiceID']}", json={"Status": "DELETED"}).status_code
+        == 200
+    )
+    voided = api.call("POST", f"Invoices/{iid}", json={"Status": "VOIDED"})
+    assert voided.json()["Invoices"][0]["Status"] == "VOIDED"
+    paid = {
+        "Type": "ACCREC",
+        "Contact": {"ContactID": cid},
+        "LineItems": [line("1.00")],
+        "Status": "PAID",
+    }
+    assert api.call("PUT", "Invoices", json=paid).status_code == 400
+    by_number = api.call("GET", f"Invoices/{made['InvoiceNumber']}").json()["Invoices"][0]
+    assert by_number["Reference"] == "SF-1/2026-01"
+
+
+def test_payments_make_an_invoice_paid(api: Api) -> None:
+    cid = contact(api, "Paying Buyer Ltd")
+    made = invoice(api, cid, [line("100.00")], Status="AUTHORISED")
+    iid = made["InvoiceID"]
+
+    def pay(amount: str, target: str = iid) -> httpx.Response:
+        element = {
+            "Invoice": {"InvoiceID": target},
+            "Account": {"Code": "090"},
+            "Date": "2026-02-01",
+            "Amount": amount,
+        }
+        return api.call("PUT", "Payments", json={"Payments": [element]})
+
+    assert pay("20.00").status_code == 200
+    after = body(api.call("GET", f"Invoices/{iid}"))["Invoices"][0]
+    assert (after["Status"], after["AmountPaid"], after["AmountDue"]) == (
+        "AUTHORISED",
+        Decimal("20.00"),
+        Decimal("100.00"),
+    )
+    too_much = pay("100.01")
+    assert too_much.status_code == 400
+    assert "exceeds" in too_much.json()["Elements"][0]["ValidationErrors"][0]["Message"]
+    assert api.call("POST", f"Invoices/{iid}", json={"Status": "VOIDED"}).status_code == 400
+    assert pay("100.00").status_code == 200
+    done = body(api.call("GET", f"Invoices/{iid}"))["Invoices"][0]
+    assert (done["Status"], done["AmountPaid"], done["AmountDue"]) == ("PAID", Decimal("120.00"), 0)
+    assert done["FullyPaidOnDate"].startswith("/Date(") and len(done["Payments"]) == 2
+    draft = invoice(api, cid, [line("5.00")])
+    assert "Authorised" in pay("1.00", draft["InvoiceID"]).text
+
+
+def test_if_modified_since_returns_only_later_changes(api: Api) -> None:
+    cid = contact(api, "Modified Buyer Ltd")
+    first = invoice(api, cid, [line("1.00")])
+    stamp = first["UpdatedDateUTC"]
+    assert stamp.startswith("/Date(") and stamp.endswith("+0000)/")
+    moment = datetime.fromtimestamp(int(stamp[6:19]) / 1000, UTC) + timedelta(milliseconds=1)
+    second = invoice(api, cid, [line("2.00")])
+    updated = api.call("POST", f"Invoices/{first['InvoiceID']}", json={"Reference": "changed"})
+    assert updated.status_code == 200
+    since = {"If-Modified-Since": moment.isoformat(timespec="milliseconds")}
+    later = api.call("GET", "Invoices", headers=since).json()["Invoices"]
+    ids = [i["InvoiceID"] for i in later]
+    assert ids == [second["InvoiceID"], first["InvoiceID"]]  # by UpdatedDateUTC
+    after_all = datetime.fromtimestamp(int(later[-1]["UpdatedDateUTC"][6:19]) / 1000, UTC)
+    none_since = {"If-Modified-Since": (after_all + timedelta(milliseconds=1)).isoformat()}
+    assert api.call("GET", "Invoices", headers=none_since).json()["Invoices"] == []
+    paged = api.call("GET", "Invoices", headers=since, params={"page": 2, "pageSize": 1}).json()
+    assert [i["InvoiceID"] for i in paged["Invoices"]] == [first["InvoiceID"]]
+    assert paged["pagination"] == {"page": 2, "pageSize": 1, "pageCount": 2, "itemCount": 2}
+
+
+def test_an_idempotency_key_replays_the_first_answer_without_writing_again(api: Api) -> None:
+    cid = contact(api, "Idempotent Buyer Ltd")
+    element = {
+        "Type": "ACCREC",
+        "Contact": {"ContactID": cid},
+        "LineItems": [line("7.00")],
+        "Reference": "IDEM-1",
+    }
+    headers = {"Idempotency-Key": "closeloop:invoice:IDEM-1"}
+    first = api.call("PUT", "Invoices", json={"Invoices": [element]}, headers=headers)
+    again = api.call("PUT", "Invoices", json={"Invoices": [element]}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.content == again.content
+    found = api.call("GET", "Invoices", params={"where": 'Reference=="IDEM-1"'}).json()["Invoices"]
+    assert len(found) == 1
+    other = api.call(
+        "PUT",
+        "Invoices",
+        json={"Invoices": [element]},
+        headers={"Idempotency-Key": "closeloop:invoice:IDEM-2"},
+    )
+    assert other.json()["Invoices"][0]["InvoiceID"] != found[0]["InvoiceID"]
+
+
+def test_the_minute_limit_answers_429_with_retry_after(api: Api) -> None:
+    api.admin("POST", "clock", json={"advance_s": 61})  # an empty minute window
+    before = api.admin("GET", "calls").json()
+    api.admin("PUT", "limits", json={"minute": 3})
+    try:
+        remaining = [api.call("GET", "TaxRates").headers["X-MinLimit-Remaining"] for _ in range(3)]
+        assert remaining == ["2", "1", "0"]
+        over = api.call("GET", "TaxRates")
+        assert over.status_code == 429
+        assert over.headers["X-Rate-Limit-Problem"] == "minute"
+        assert 1 <= int(over.headers["Retry-After"]) <= 60
+        api.admin("POST", "clock", json={"advance_s": 61})
+        again = api.call("GET", "TaxRates")
+        assert again.status_code == 200 and "X-DayLimit-Remaining" in again.headers
+        stats = api.admin("GET", "calls").json()
+        assert stats["throttled"].get("minute", 0) == before["throttled"].get("minute", 0) + 1
+        assert stats["limits"]["minute"] == 3
+    finally:
+        api.admin("PUT", "limits", json=ROOMY)
+
+
+def test_the_concurrent_limit_refuses_a_sixth_call_in_flight(api: Api) -> None:
+    api.admin("PUT", "limits", json={"concurrent": 2})
+    api.admin("PUT", "faults", json={"latency_s": 0.5})
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: api.call("GET", "TaxRates"), range(4)))
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses.count(200) >= 1 and statuses.count(429) >= 1
+        refused = [a for a in answers if a.status_code == 429]
+        assert all(a.headers["X-Rate-Limit-Problem"] == "concurrent" for a in refused)
+        throttled = api.admin("GET", "calls").json()["throttled"]
+        assert throttled["concurrent"] >= len(refused)
+    finally:
+        api.admin("PUT", "faults", json={})
+        api.admin("PUT", "limits", json=ROOMY)
+
+
+def test_faults_fail_like_xero_and_a_lost_answer_still_wrote(api: Api) -> None:
+    cid = contact(api, "Faulty Buyer Ltd")
+    element = {"Type": "ACCREC", "Contact": {"ContactID": cid}, "LineItems": [line("3.00")]}
+    try:
+        api.admin("PUT", "faults", json={"server_error": 1.0})
+        failed = api.call("PUT", "Invoices", json=element | {"Reference": "FAULT-503"})
+        assert failed.status_code == 503
+        api.admin("PUT", "faults", json={"lost_response": 1.0})
+        with pytest.raises(httpx.HTTPError):
+            api.call("PUT", "Invoices", json=element | {"Reference": "FAULT-LOST"})
+    finally:
+        api.admin("PUT", "faults", json={})
+    for reference, count in (("FAULT-503", 0), ("FAULT-LOST", 1)):
+        found = api.call("GET", "Invoices", params={"where": f'Reference=="{reference}"'})
+        assert len(found.json()["Invoices"]) == count
+
+
+@pytest.fixture(scope="module")
+def openapi() -> Any:
+    if not OPENAPI.is_file():
+        pytest.skip(f"{OPENAPI} is absent: Xero conformance tests skipped")
+    from openapi_core import Config, OpenAPI
+
+    return OpenAPI.from_file_path(str(OPENAPI), config=Config(spec_validator_cls=None))
+
+
+def validate(openapi: Any, method: str, path: str, response: httpx.Response) -> None:
+    """Validate one answer against Xero's OpenAPI description (raises when it does not fit)."""
+    from openapi_core.testing import MockRequest, MockResponse
+
+    request = MockRequest("https://api.xero.com", method.lower(), f"/api.xro/2.0/{path}")
+    answer = MockResponse(
+        response.content, status_code=response.status_code, content_type="application/json"
+    )
+    openapi.validate_response(request, answer)
+
+
+def test_answers_validate_against_the_openapi_description(api: Api, openapi: Any) -> None:
+    cid = contact(api, "Conformance Ltd", TaxNumber="GB999999973", EmailAddress="ap@conf.example")
+    validate(openapi, "GET", "Contacts", api.call("GET", "Contacts"))
+    validate(openapi, "GET", f"Contacts/{cid}", api.call("GET", f"Contacts/{cid}"))
+    created = api.call("PUT", "Contacts", json={"Contacts": [{"Name": "Conformance Two Ltd"}]})
+    validate(openapi, "PUT", "Contacts", created)
+    refused = api.call("PUT", "Contacts", json={"Contacts": [{"Name": "Conformance Ltd"}]})
+    assert refused.status_code == 400
+    validate(openapi, "PUT", "Contacts", refused)
+    element = {
+        "Type": "ACCREC",
+        "Contact": {"ContactID": cid},
+        "Status": "AUTHORISED",
+        "LineItems": [line("120.00")],
+        "LineAmountTypes": "Inclusive",
+        "Date": "2026-01-31",
+        "DueDate": "2026-02-28",
+        "Reference": "CONF-1",
+    }
+    made = api.call(
+        "PUT",
+        "Invoices",
+        params={"summarizeErrors": "false"},
+        json={"Invoices": [element, element | {"LineItems": []}]},
+    )
+    validate(openapi, "PUT", "Invoices", made)
+    iid = made.json()["Invoices"][0]["InvoiceID"]
+    payment = {"Invoice": {"InvoiceID": iid}, "Account": {"Code": "090"}, "Amount": "120.00"}
+    paid = api.call("PUT", "Payments", json={"Payments": [payment]})
+    validate(openapi, "PUT", "Payments", paid)
+    pid = paid.json()["Payments"][0]["PaymentID"]
+    validate(openapi, "GET", f"Payments/{pid}", api.call("GET", f"Payments/{pid}"))
+    validate(openapi, "GET", "Payments", api.call("GET", "Payments"))
+    validate(openapi, "GET", f"Invoices/{iid}", api.call("GET", f"Invoices/{iid}"))
+    listed = api.call("GET", "Invoices", params={"page": 1})
+    validate(openapi, "GET", "Invoices", listed)
+    updated = api.call("POST", f"Invoices/{iid}", json={"Status": "VOIDED"})
+    assert updated.status_code == 400
+    validate(openapi, "POST", f"Invoices/{iid}", updated)
+    rates = api.call("GET", "TaxRates")
+    validate(openapi, "GET", "TaxRates", rates)
+    assert {"OUTPUT2", "ZERORATEDOUTPUT", "ECZROUTPUTSERVICES"} <= {
+        r["TaxType"] for r in rates.json()["TaxRates"]
+    }
