@@ -292,6 +292,11 @@ def test_payments_make_an_invoice_paid(api: Api) -> None:
     assert too_much.status_code == 400
     assert "exceeds" in too_much.json()["Elements"][0]["ValidationErrors"][0]["Message"]
     assert api.call("POST", f"Invoices/{iid}", json={"Status": "VOIDED"}).status_code == 400
+    # Two payments that each fit but together overpay: the batch is refused whole.
+    half = {"Invoice": {"InvoiceID": iid}, "Account": {"Code": "090"}, "Amount": "60.00"}
+    both = api.call("PUT", "Payments", json={"Payments": [half, half]})
+    assert both.status_code == 400 and len(both.json()["Elements"]) == 1
+    assert body(api.call("GET", f"Invoices/{iid}"))["Invoices"][0]["AmountDue"] == Decimal("100.00")
     assert pay("100.00").status_code == 200
     done = body(api.call("GET", f"Invoices/{iid}"))["Invoices"][0]
     assert (done["Status"], done["AmountPaid"], done["AmountDue"]) == ("PAID", Decimal("120.00"), 0)

@@ -9,7 +9,9 @@ Routes (paths are case-insensitive, as Xero's): ``GET /Contacts``, ``GET /Contac
 Writes take ``{"Contacts": [...]}`` (or ``Invoices``, ``Payments``) or one object. ``PUT``
 creates only; ``POST`` creates or updates (by id). With ``summarizeErrors`` true (the
 default) one bad element refuses the whole batch: 400 ``ValidationException`` whose
-``Elements`` are the bad elements with their ``ValidationErrors``, nothing written. With
+``Elements`` are the bad elements with their ``ValidationErrors``, nothing written (each
+element is checked after the ones before it were applied, so two payments that together
+overpay an invoice are refused; the records are restored from a copy when one fails). With
 ``summarizeErrors=false`` each element stands alone: 200, good elements written with
 ``StatusAttributeString`` ``OK``, bad ones echoed with ``ERROR``, ``ValidationErrors`` and
 ``HasErrors`` (invoices) or ``HasValidationErrors`` (contacts, payments) true.
@@ -48,6 +50,7 @@ def _elements(body: Any, key: str, record_id: str | None, id_key: str) -> list[d
 
 
 def _batch(
+    org: Organisation,
     elements: list[dict[str, Any]],
     summarize: bool,
     check: Checker,
@@ -62,19 +65,18 @@ def _batch(
             "ValidationErrors": [{"Message": m} for m in errors],
         }
 
-    if summarize:
-        checked = [(element, *check(element)) for element in elements]
-        bad = [failed(e, errors) for e, errors, _ in checked if errors]
-        if bad:
-            raise validation_error(bad)
-        return [render(apply(e, plan)) | {"StatusAttributeString": "OK"} for e, _, plan in checked]
-    answers = []
+    answers, bad = [], []
+    snapshot = org.snapshot() if summarize else None
     for element in elements:
         errors, plan = check(element)
         if errors:
             answers.append(failed(element, errors))
+            bad.append(answers[-1])
         else:
             answers.append(render(apply(element, plan)) | {"StatusAttributeString": "OK"})
+    if bad and snapshot is not None:
+        org.restore(snapshot)
+        raise validation_error(bad)
     return answers
 
 
@@ -154,4 +156,4 @@ def route(
     if record_id is not None and record_id not in store:
         raise not_found()
     elements = _elements(body, key, record_id, id_key)
-    return 200, envelope(key, _batch(elements, summarize, check, apply, render, flag), now)
+    return 200, envelope(key, _batch(org, elements, summarize, check, apply, render, flag), now)

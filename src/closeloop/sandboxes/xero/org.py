@@ -14,6 +14,7 @@ order); with ``page`` (1-based) they are cut into pages of ``pageSize`` (default
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 import uuid
@@ -57,6 +58,14 @@ class Organisation:
         moment = self.stamp()
         record["_updated"] = moment
         record["UpdatedDateUTC"] = msdate(moment)
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """A copy of every record, for :meth:`restore` (a batch refused whole)."""
+        return copy.deepcopy((self.contacts, self.invoices, self.payments, self.invoice_number))
+
+    def restore(self, snapshot: tuple[Any, ...]) -> None:
+        """Put back the records :meth:`snapshot` copied."""
+        self.contacts, self.invoices, self.payments, self.invoice_number = snapshot
 
     def next_invoice_number(self) -> str:
         """``INV-0001``, ``INV-0002``, ... (Xero's default invoice number sequence)."""
