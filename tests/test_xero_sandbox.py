@@ -469,3 +469,46 @@ def test_answers_validate_against_the_openapi_description(api: Api, openapi: Any
     assert {"OUTPUT2", "ZERORATEDOUTPUT", "ECZROUTPUTSERVICES"} <= {
         r["TaxType"] for r in rates.json()["TaxRates"]
     }
+
+
+def test_a_credit_note_allocated_to_an_invoice_lowers_what_is_due(api: Api, openapi: Any) -> None:
+    cid = contact(api, "Credited Buyer Ltd")
+    made = invoice(api, cid, [line("100.00")], Status="AUTHORISED")
+    iid = made["InvoiceID"]
+    note = {
+        "Type": "ACCRECCREDIT",
+        "Contact": {"ContactID": cid},
+        "Status": "AUTHORISED",
+        "LineItems": [line("25.00")],
+        "Reference": "SF-1/2026-01 credit",
+    }
+    created = api.call("PUT", "CreditNotes", json={"CreditNotes": [note]})
+    assert created.status_code == 200, created.text
+    validate(openapi, "PUT", "CreditNotes", created)
+    credit = body(created)["CreditNotes"][0]
+    nid = credit["CreditNoteID"]
+    assert (credit["Total"], credit["RemainingCredit"]) == (Decimal("30.00"), Decimal("30.00"))
+
+    def allocate(amount: str, target: str = iid) -> httpx.Response:
+        element = {"Invoice": {"InvoiceID": target}, "Amount": amount, "Date": "2026-02-02"}
+        return api.call("PUT", f"CreditNotes/{nid}/Allocations", json={"Allocations": [element]})
+
+    assert allocate("30.01").status_code == 400  # more than the credit
+    other = invoice(api, contact(api, "Other Buyer Ltd"), [line("50.00")], Status="AUTHORISED")
+    assert "same contact" in allocate("1.00", other["InvoiceID"]).text
+    done = allocate("30.00")
+    assert done.status_code == 200
+    validate(openapi, "PUT", f"CreditNotes/{nid}/Allocations", done)
+    after = body(api.call("GET", f"Invoices/{iid}"))["Invoices"][0]
+    assert (after["AmountCredited"], after["AmountDue"], after["Status"]) == (
+        Decimal("30.00"),
+        Decimal("90.00"),
+        "AUTHORISED",
+    )
+    assert after["CreditNotes"][0]["CreditNoteID"] == nid
+    read = api.call("GET", f"CreditNotes/{nid}")
+    validate(openapi, "GET", f"CreditNotes/{nid}", read)
+    spent = body(read)["CreditNotes"][0]
+    assert (spent["RemainingCredit"], spent["Status"]) == (0, "PAID")
+    assert api.call("POST", f"Invoices/{iid}", json={"Status": "VOIDED"}).status_code == 400
+    validate(openapi, "GET", "CreditNotes", api.call("GET", "CreditNotes"))

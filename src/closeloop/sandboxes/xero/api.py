@@ -4,7 +4,8 @@
 
 Routes (paths are case-insensitive, as Xero's): ``GET /Contacts``, ``GET /Contacts/{id}``,
 ``PUT|POST /Contacts``, ``POST /Contacts/{id}``; the same for ``Invoices`` (``{id}`` is an
-``InvoiceID`` or an ``InvoiceNumber``) and ``Payments``; ``GET /TaxRates``.
+``InvoiceID`` or an ``InvoiceNumber``), ``CreditNotes`` and ``Payments``;
+``PUT /CreditNotes/{id}/Allocations``; ``GET /TaxRates``.
 
 Writes take ``{"Contacts": [...]}`` (or ``Invoices``, ``Payments``) or one object. ``PUT``
 creates only; ``POST`` creates or updates (by id). With ``summarizeErrors`` true (the
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from closeloop.sandboxes.xero import contacts, invoices, payments
+from closeloop.sandboxes.xero import contacts, creditnotes, invoices, payments
 from closeloop.sandboxes.xero.org import Organisation, listing, where
 from closeloop.sandboxes.xero.taxes import UK_RATES
 from closeloop.sandboxes.xero.wire import (
@@ -92,7 +93,10 @@ def route(
     parts = [p for p in path.split("/") if p]
     resource = parts[0].lower() if parts else ""
     record_id = parts[1] if len(parts) > 1 else None
-    if len(parts) > 2 or resource not in ("contacts", "invoices", "payments", "taxrates"):
+    known = ("contacts", "invoices", "payments", "taxrates", "creditnotes")
+    if len(parts) > 2 or resource not in known:
+        if resource == "creditnotes" and len(parts) == 3 and parts[2].lower() == "allocations":
+            return _allocations(org, method, parts[1], params, body)
         raise not_found()
     summarize = params.get("summarizeErrors", "true").lower() != "false"
     now = org.clock()
@@ -129,6 +133,17 @@ def route(
         if record_id is not None and record_id not in store:
             numbered = [i for i in store.values() if i["InvoiceNumber"] == record_id]
             record_id = numbered[0]["InvoiceID"] if numbered else record_id
+    elif resource == "creditnotes":
+        key, store, id_key, flag = "CreditNotes", org.credit_notes, "CreditNoteID", "HasErrors"
+        unitdp = 4 if params.get("unitdp") == "4" else 2
+        render = creditnotes.render
+
+        def check(element: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+            return creditnotes.check(org, element, method == "PUT", unitdp)
+
+        def apply(element: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+            return creditnotes.apply(org, element, plan)
+
     else:
         key, store, id_key, flag = "Payments", org.payments, "PaymentID", "HasValidationErrors"
 
@@ -157,3 +172,26 @@ def route(
         raise not_found()
     elements = _elements(body, key, record_id, id_key)
     return 200, envelope(key, _batch(org, elements, summarize, check, apply, render, flag), now)
+
+
+def _allocations(
+    org: Organisation, method: str, note_id: str, params: dict[str, str], body: Any
+) -> tuple[int, dict[str, Any]]:
+    """``PUT /CreditNotes/{id}/Allocations``: allocate credit to invoices (a batch, with
+    ``summarizeErrors`` as other writes)."""
+    note = org.credit_notes.get(note_id)
+    if note is None:
+        raise not_found()
+    if method != "PUT":
+        raise XeroError(405, {"Title": "Method Not Allowed", "Status": 405})
+    summarize = params.get("summarizeErrors", "true").lower() != "false"
+    elements = _elements(body, "Allocations", None, "AllocationID")
+
+    def check(element: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        return creditnotes.check_allocation(org, org.credit_notes[note_id], element)
+
+    def apply(element: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+        return creditnotes.allocate(org, org.credit_notes[note_id], element, plan)
+
+    rows = _batch(org, elements, summarize, check, apply, lambda r: r, "HasErrors")
+    return 200, envelope("Allocations", rows, org.clock())

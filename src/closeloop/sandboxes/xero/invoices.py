@@ -41,7 +41,7 @@ ACCOUNT_CODES = {
     "400": "Advertising",
 }
 BASE_CURRENCY = "GBP"
-_NEXT = {
+NEXT_STATUS = {
     "DRAFT": {"DRAFT", "SUBMITTED", "AUTHORISED", "DELETED"},
     "SUBMITTED": {"SUBMITTED", "DRAFT", "AUTHORISED", "DELETED"},
     "AUTHORISED": {"AUTHORISED", "VOIDED"},
@@ -49,12 +49,14 @@ _NEXT = {
     "VOIDED": {"VOIDED"},
     "DELETED": {"DELETED"},
 }
-_LOCKED = "Invoice not of valid status for modification"
+LOCKED = "Invoice not of valid status for modification"
 
 
-def _lines(
+def build_lines(
     element: dict[str, Any], unitdp: int, status: str, errors: list[str]
 ) -> list[dict[str, Any]]:
+    """The stored line items of ``element`` (amounts and tax computed); problems are
+    appended to ``errors``."""
     amount_types = element.get("LineAmountTypes", "Exclusive")
     lines = element.get("LineItems")
     if not isinstance(lines, list) or not lines:
@@ -131,9 +133,14 @@ def check(
     status = element.get("Status", current or "DRAFT")
     if existing is None and status not in ("DRAFT", "SUBMITTED", "AUTHORISED"):
         errors.append(f"Invoices cannot be created with status {status}")
-    elif current is not None and status not in _NEXT.get(current, set()):
-        errors.append(f"{_LOCKED}: the status cannot change from {current} to {status}")
-    if current == "AUTHORISED" and status == "VOIDED" and existing and existing["AmountPaid"]:
+    elif current is not None and status not in NEXT_STATUS.get(current, set()):
+        errors.append(f"{LOCKED}: the status cannot change from {current} to {status}")
+    if (
+        current == "AUTHORISED"
+        and status == "VOIDED"
+        and existing
+        and (existing["AmountPaid"] or existing["AmountCredited"])
+    ):
         errors.append("Invoice cannot be voided as it has a payment or credit note allocated to it")
     plan: dict[str, Any] = {"Status": status}
     kind = element.get("Type", existing["Type"] if existing else None)
@@ -146,9 +153,12 @@ def check(
     if (
         existing is not None
         and editing
-        and (current in ("PAID", "VOIDED", "DELETED") or existing["AmountPaid"])
+        and (
+            current in ("PAID", "VOIDED", "DELETED")
+            or (existing["AmountPaid"] or existing["AmountCredited"])
+        )
     ):
-        return [*errors, _LOCKED], plan
+        return [*errors, LOCKED], plan
     amount_types = element.get(
         "LineAmountTypes", existing["LineAmountTypes"] if existing else "Exclusive"
     )
@@ -162,7 +172,7 @@ def check(
             if "LineItems" in element or existing is None
             else {"LineItems": [{**line, "LineAmount": None} for line in existing["LineItems"]]}
         )
-        plan["LineItems"] = _lines(
+        plan["LineItems"] = build_lines(
             {**source, "LineAmountTypes": amount_types}, unitdp, status, errors
         )
     elif (
@@ -268,5 +278,6 @@ def render(record: dict[str, Any], payments: list[dict[str, Any]] | None = None)
     ]
     body["CurrencyRate"] = Decimal("1.0000")
     body["Payments"] = payments or []
+    body["CreditNotes"] = record.get("_credit_notes", [])
     body.update(HasErrors=False, IsDiscounted=False, SentToContact=False, HasAttachments=False)
     return body

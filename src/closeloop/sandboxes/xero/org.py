@@ -39,7 +39,9 @@ class Organisation:
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    credit_notes: dict[str, dict[str, Any]] = field(default_factory=dict)
     invoice_number: int = 0
+    credit_note_number: int = 0
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     lock: threading.RLock = field(default_factory=threading.RLock)
     _last: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
@@ -61,11 +63,27 @@ class Organisation:
 
     def snapshot(self) -> tuple[Any, ...]:
         """A copy of every record, for :meth:`restore` (a batch refused whole)."""
-        return copy.deepcopy((self.contacts, self.invoices, self.payments, self.invoice_number))
+        return copy.deepcopy(
+            (
+                self.contacts,
+                self.invoices,
+                self.payments,
+                self.credit_notes,
+                self.invoice_number,
+                self.credit_note_number,
+            )
+        )
 
     def restore(self, snapshot: tuple[Any, ...]) -> None:
         """Put back the records :meth:`snapshot` copied."""
-        self.contacts, self.invoices, self.payments, self.invoice_number = snapshot
+        (
+            self.contacts,
+            self.invoices,
+            self.payments,
+            self.credit_notes,
+            self.invoice_number,
+            self.credit_note_number,
+        ) = snapshot
 
     def next_invoice_number(self) -> str:
         """``INV-0001``, ``INV-0002``, ... (Xero's default invoice number sequence)."""
@@ -125,7 +143,18 @@ def listing(
         rows = [r for r in rows if keep(r)]
     if since is not None:
         rows = [r for r in rows if r["_updated"] >= since]
-    rows = sorted(rows, key=lambda r: (r["_updated"], str(r.get("InvoiceID", r.get("ContactID")))))
+    rows = sorted(
+        rows,
+        key=lambda r: (
+            r["_updated"],
+            str(
+                r.get("InvoiceID")
+                or r.get("CreditNoteID")
+                or r.get("PaymentID")
+                or r.get("ContactID")
+            ),
+        ),
+    )
     if "page" not in params:
         return [render(r) for r in rows], None
     try:
