@@ -371,6 +371,20 @@ def test_the_minute_limit_answers_429_with_retry_after(api: Api) -> None:
         api.admin("PUT", "limits", json=ROOMY)
 
 
+def test_the_day_limit_answers_429_until_the_day_has_passed(api: Api) -> None:
+    used = api.admin("GET", "calls").json()["total"]  # every admitted call is in this day
+    api.admin("PUT", "limits", json={"day": used + 1})
+    try:
+        last = api.call("GET", "TaxRates")
+        assert last.status_code == 200 and last.headers["X-DayLimit-Remaining"] == "0"
+        over = api.call("GET", "TaxRates")
+        assert over.status_code == 429 and over.headers["X-Rate-Limit-Problem"] == "day"
+        assert 60 < int(over.headers["Retry-After"]) <= 86_400
+    finally:
+        api.admin("PUT", "limits", json=ROOMY)
+    assert api.call("GET", "TaxRates").status_code == 200
+
+
 def test_the_concurrent_limit_refuses_a_sixth_call_in_flight(api: Api) -> None:
     api.admin("PUT", "limits", json={"concurrent": 2})
     api.admin("PUT", "faults", json={"latency_s": 0.5})
@@ -464,6 +478,14 @@ def test_answers_validate_against_the_openapi_description(api: Api, openapi: Any
     updated = api.call("POST", f"Invoices/{iid}", json={"Status": "VOIDED"})
     assert updated.status_code == 400
     validate(openapi, "POST", f"Invoices/{iid}", updated)
+    accounts = api.call("GET", "Accounts")
+    validate(openapi, "GET", "Accounts", accounts)
+    bank = [a for a in accounts.json()["Accounts"] if a["Type"] == "BANK"]
+    assert [a["Code"] for a in bank] == ["090"]
+    assert bank[0]["AccountID"] == paid.json()["Payments"][0]["Account"]["AccountID"]
+    organisation = api.call("GET", "Organisation")
+    validate(openapi, "GET", "Organisation", organisation)
+    assert organisation.json()["Organisations"][0]["BaseCurrency"] == "GBP"
     rates = api.call("GET", "TaxRates")
     validate(openapi, "GET", "TaxRates", rates)
     assert {"OUTPUT2", "ZERORATEDOUTPUT", "ECZROUTPUTSERVICES"} <= {

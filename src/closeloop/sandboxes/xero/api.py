@@ -5,7 +5,8 @@
 Routes (paths are case-insensitive, as Xero's): ``GET /Contacts``, ``GET /Contacts/{id}``,
 ``PUT|POST /Contacts``, ``POST /Contacts/{id}``; the same for ``Invoices`` (``{id}`` is an
 ``InvoiceID`` or an ``InvoiceNumber``), ``CreditNotes`` and ``Payments``;
-``PUT /CreditNotes/{id}/Allocations``; ``GET /TaxRates``.
+``PUT /CreditNotes/{id}/Allocations``; ``GET /TaxRates``, ``GET /Accounts``,
+``GET /Organisation``.
 
 Writes take ``{"Contacts": [...]}`` (or ``Invoices``, ``Payments``) or one object. ``PUT``
 creates only; ``POST`` creates or updates (by id). With ``summarizeErrors`` true (the
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from closeloop.sandboxes.xero import contacts, creditnotes, invoices, payments
+from closeloop.sandboxes.xero import contacts, creditnotes, invoices, payments, settings
 from closeloop.sandboxes.xero.org import Organisation, listing, where
 from closeloop.sandboxes.xero.taxes import UK_RATES
 from closeloop.sandboxes.xero.wire import (
@@ -93,6 +94,14 @@ def route(
     parts = [p for p in path.split("/") if p]
     resource = parts[0].lower() if parts else ""
     record_id = parts[1] if len(parts) > 1 else None
+    if resource in ("accounts", "organisation") and method == "GET" and len(parts) == 1:
+        now = org.clock()
+        if resource == "organisation":
+            return 200, envelope("Organisations", [settings.organisation(org)], now)
+        rows = settings.accounts(org)
+        if "where" in params:
+            rows = [r for r in rows if where(params["where"])(r)]
+        return 200, envelope("Accounts", rows, now)
     known = ("contacts", "invoices", "payments", "taxrates", "creditnotes")
     if len(parts) > 2 or resource not in known:
         if resource == "creditnotes" and len(parts) == 3 and parts[2].lower() == "allocations":

@@ -25,6 +25,7 @@ from typing import Any
 
 from closeloop.sandboxes.xero import contacts
 from closeloop.sandboxes.xero.org import Organisation, public
+from closeloop.sandboxes.xero.settings import CHART
 from closeloop.sandboxes.xero.taxes import (
     LINE_AMOUNT_TYPES,
     UK_RATES,
@@ -34,12 +35,7 @@ from closeloop.sandboxes.xero.taxes import (
 )
 from closeloop.sandboxes.xero.wire import day_msdate, money, parse_day
 
-ACCOUNT_CODES = {
-    "200": "Sales",
-    "260": "Other Revenue",
-    "310": "Cost of Goods Sold",
-    "400": "Advertising",
-}
+ACCOUNT_CODES = {code for code, row in CHART.items() if row[1] != "BANK"}
 BASE_CURRENCY = "GBP"
 NEXT_STATUS = {
     "DRAFT": {"DRAFT", "SUBMITTED", "AUTHORISED", "DELETED"},

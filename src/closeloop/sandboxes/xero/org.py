@@ -46,6 +46,9 @@ class Organisation:
     lock: threading.RLock = field(default_factory=threading.RLock)
     _last: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
 
+    def __post_init__(self) -> None:
+        self.created = self.clock().astimezone(UTC).replace(microsecond=0)
+
     def stamp(self) -> datetime:
         """A new ``UpdatedDateUTC``: now to the millisecond, after every earlier one."""
         now = self.clock().astimezone(UTC)

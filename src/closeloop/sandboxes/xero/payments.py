@@ -16,6 +16,7 @@ from typing import Any
 
 from closeloop.sandboxes.xero import invoices
 from closeloop.sandboxes.xero.org import Organisation, public
+from closeloop.sandboxes.xero.settings import account_id
 from closeloop.sandboxes.xero.wire import day_msdate, money, parse_day
 
 BANK_CODE = "090"
@@ -24,7 +25,7 @@ BANK_NAME = "Business Bank Account"
 
 def bank_account_id(org: Organisation) -> str:
     """The id of the organisation's bank account (stable for the tenant)."""
-    return str(uuid.uuid5(uuid.UUID(org.tenant_id), BANK_CODE))
+    return account_id(org, BANK_CODE)
 
 
 def _invoice(org: Organisation, reference: Any) -> dict[str, Any] | None:
