@@ -6,7 +6,8 @@ Routes (paths are case-insensitive, as Xero's): ``GET /Contacts``, ``GET /Contac
 ``PUT|POST /Contacts``, ``POST /Contacts/{id}``; the same for ``Invoices`` (``{id}`` is an
 ``InvoiceID`` or an ``InvoiceNumber``), ``CreditNotes`` and ``Payments``;
 ``PUT /CreditNotes/{id}/Allocations``; ``GET /TaxRates``, ``GET /Accounts``,
-``GET /Organisation``.
+``GET /Organisation``. Lists take ``where``, ``page``/``pageSize``, ``If-Modified-Since`` and
+the list parameters ``IDs``, ``InvoiceNumbers``, ``ContactIDs``, ``Statuses``.
 
 Writes take ``{"Contacts": [...]}`` (or ``Invoices``, ``Payments``) or one object. ``PUT``
 creates only; ``POST`` creates or updates (by id). With ``summarizeErrors`` true (the
@@ -80,6 +81,37 @@ def _batch(
         org.restore(snapshot)
         raise validation_error(bad)
     return answers
+
+
+_LIST_FILTERS = {
+    "IDs": None,  # the resource's own id
+    "InvoiceNumbers": ("InvoiceNumber",),
+    "ContactIDs": ("Contact", "ContactID"),
+    "Statuses": ("Status",),
+}
+
+
+def _filtered(
+    store: dict[str, dict[str, Any]], id_key: str, params: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The records of ``store`` kept by the comma-separated list parameters Xero documents
+    for lists (``IDs``, ``InvoiceNumbers``, ``ContactIDs``, ``Statuses``; a parameter the
+    records lack keeps nothing)."""
+    rows = list(store.values())
+    for name, path in _LIST_FILTERS.items():
+        if name not in params:
+            continue
+        wanted = {v.strip().strip('"').lower() for v in params[name].split(",") if v.strip()}
+        keys = path or (id_key,)
+
+        def value(record: dict[str, Any], keys: tuple[str, ...] = keys) -> str:
+            found: Any = record
+            for key in keys:
+                found = found.get(key) if isinstance(found, dict) else None
+            return str(found).lower()
+
+        rows = [r for r in rows if value(r) in wanted]
+    return rows
 
 
 def route(
@@ -170,7 +202,7 @@ def route(
             if record_id not in store:
                 raise not_found()
             return 200, envelope(key, [render(store[record_id])], now)
-        rows, pagination = listing(list(store.values()), params, since, render)
+        rows, pagination = listing(_filtered(store, id_key, params), params, since, render)
         answer = envelope(key, rows, now)
         if pagination is not None:
             answer["pagination"] = pagination
