@@ -15,7 +15,8 @@ throttled calls by problem, peak calls in a minute and in flight, limits),
 ``PUT /__sandbox/limits`` (``{"minute", "day", "concurrent", "app_minute"}``),
 ``PUT /__sandbox/faults`` (a :class:`~closeloop.sandboxes.faults.FaultPlan`),
 ``POST /__sandbox/clock`` (``{"advance_s": seconds}``: moves the sandbox's clock, for
-token expiry and the rate windows).
+token expiry and the rate windows); ``PUT|GET|DELETE /__sandbox/webhook``: the webhook
+subscription (:mod:`.webhooks`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from closeloop.sandboxes.xero import api
 from closeloop.sandboxes.xero.auth import Identity
 from closeloop.sandboxes.xero.limits import Clock, Limiter, Limits
 from closeloop.sandboxes.xero.org import Organisation
+from closeloop.sandboxes.xero.webhooks import Webhooks, install
 from closeloop.sandboxes.xero.wire import XeroError, dumps, loads, parse_since
 
 BASE = "/api.xro/2.0"
@@ -52,6 +54,7 @@ class XeroSandbox:
     hang_s: float = 5.0
     faults_injected: dict[str, int] = field(default_factory=dict)
     replays: int = 0
+    webhooks: Webhooks = field(default_factory=Webhooks)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.faults.seed)
@@ -179,7 +182,9 @@ async def _answer(sandbox: XeroSandbox, request: Request, path: str) -> Response
                 since = parse_since(since_header) if since_header else None
                 body = loads(raw) if request.method != "GET" else None
                 params = dict(request.query_params)
+                mark = sandbox.webhooks.mark(org) if request.method != "GET" else None
                 status, answer = api.route(org, request.method, path, params, body, since)
+                sandbox.webhooks.changed(org, mark)
             except XeroError as exc:
                 status, answer = exc.status, exc.body
             text = dumps(answer)
@@ -191,7 +196,7 @@ async def _answer(sandbox: XeroSandbox, request: Request, path: str) -> Response
 
 
 def _admin(app: FastAPI, sandbox: XeroSandbox) -> None:
-    """``/__sandbox/``: calls, limits, faults, clock."""
+    """``/__sandbox/``: calls, limits, faults, clock, webhook."""
 
     @app.get("/__sandbox/calls")
     def calls() -> dict[str, Any]:
@@ -214,3 +219,5 @@ def _admin(app: FastAPI, sandbox: XeroSandbox) -> None:
     def advance(body: dict[str, float]) -> dict[str, float]:
         sandbox.limiter.clock.offset_s += float(body.get("advance_s", 0))
         return {"offset_s": sandbox.limiter.clock.offset_s}
+
+    install(app, sandbox.webhooks)
