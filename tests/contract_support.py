@@ -37,6 +37,7 @@ from closeloop.connectors.tryton.operations import (
 )
 from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.connectors.tryton.setup import find_ids
+from closeloop.connectors.xero.connector import XeroConnector
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import Applied, Command, Impact
 from closeloop.domain.operations import (
@@ -51,7 +52,8 @@ from closeloop.ports.connector import AmbiguousError, Connector
 from closeloop.sandboxes.harvest.server import HarvestServer
 from closeloop.sandboxes.salesforce.server import SalesforceServer
 from closeloop.sandboxes.tryton.server import TrytonServer
-from tests import harvest_support, salesforce_support
+from closeloop.sandboxes.xero.server import XeroServer
+from tests import harvest_support, salesforce_support, xero_support
 from tests.conftest import Sandbox, fresh_tax_id
 from tests.faultproxy import FaultProxy, Rule
 
@@ -599,6 +601,111 @@ class HarvestCase(ContractCase):
         self.api.close()
 
 
+# --- xero -----------------------------------------------------------------------------------
+class XeroCase(ContractCase):
+    """The Xero sandbox (its own process) and the :class:`XeroConnector` configured as
+    ``kind: xero``. Writes: canonical ``upsert_customer`` of a new contact; a blank name is
+    refused by Xero ("The contact name must be specified"). Effects: contacts holding the
+    command's code as ``ContactNumber``. Change feed: customer invoices (the tag is the part
+    of ``Reference`` after its ``/``). A lost answer: the command is applied through another
+    connector whose answer is thrown away."""
+
+    kind = "xero"
+    system = "acquired_erp"
+    object_name = "Invoices"
+
+    def __init__(self, server: XeroServer) -> None:
+        self.server = server
+        self.api = xero_support.Api(server)
+        self.connector = self._configured()
+        self.invoices: dict[str, str] = {}
+        self.contact_id = ""
+
+    def _configured(self) -> XeroConnector:
+        wiring = plugin("xero").sandbox
+        assert wiring is not None
+        settings = {**wiring.settings(self.server.as_json()), "batch_size": BATCH_SIZE}
+        connector = configured(self.system, settings)
+        assert isinstance(connector, XeroConnector)
+        return connector
+
+    def _customer(self, tag: str, name: str) -> Command:
+        code = f"CT-{tag}"
+        customer = UpsertCustomer(code=code, name=name, country="GB", tax_ids=(("gb_vat", tag),))
+        return role_command(
+            self.system,
+            customer,
+            business_key=f"customer:{code}",
+            key=code,
+            entity=f"{self.system}:customer:{code}",
+            impact=Impact.REVENUE,
+        )
+
+    def command(self, tag: str) -> Command:
+        return self._customer(tag, f"Kontrakt {tag} Ltd")
+
+    def refused(self, tag: str) -> Command:
+        return self._customer(tag, "   ")
+
+    def malformed(self, tag: str) -> Command:
+        code = f"CT-{tag}"
+        return Command(
+            system=self.system,
+            operation=UpsertCustomer.operation,
+            business_key=f"customer:{code}",
+            idempotency_key=idempotency_key(self.system, UpsertCustomer.operation, code),
+            payload={"code": code, "country": "GB"},  # no name
+        )
+
+    def effects(self, command: Command) -> int:
+        code = command.payload.get("code")
+        return sum(c.get("ContactNumber") == code for c in self.api.listed("Contacts"))
+
+    @contextmanager
+    def failing(self, fault: str) -> Iterator[Connector]:
+        self.api.admin("PUT", "faults", json={fault: 1.0}).raise_for_status()
+        try:
+            yield self.connector
+        finally:
+            self.api.admin("PUT", "faults", json={}).raise_for_status()
+
+    def lose_answer(self, command: Command) -> None:
+        other = self._configured()
+        try:
+            (outcome,) = other.execute([command])
+        finally:
+            other.close()
+        assert isinstance(outcome, Applied), outcome
+
+    def change(self, record: str, tag: str) -> str:
+        if not self.contact_id:
+            answer = self.api.call("PUT", "Contacts", json={"Name": fresh("Feed client")})
+            answer.raise_for_status()
+            self.contact_id = answer.json()["Contacts"][0]["ContactID"]
+        invoice: dict[str, Any] = {"Reference": f"{record}/{tag}"}
+        if record in self.invoices:
+            invoice["InvoiceID"] = self.invoices[record]
+        else:
+            invoice |= {
+                "Type": "ACCREC",
+                "Contact": {"ContactID": self.contact_id},
+                "LineItems": [{"Description": "Advice", "Quantity": 1, "UnitAmount": 100}],
+            }
+        answer = self.api.call("POST", "Invoices", json={"Invoices": [invoice]})
+        assert answer.status_code == 200, answer.text
+        self.invoices[record] = answer.json()["Invoices"][0]["InvoiceID"]
+        return self.invoices[record]
+
+    def tag_of(self, change: Change) -> str | None:
+        reference = str(change.payload.get("Reference") or "")
+        return reference.split("/", 1)[1] if "/" in reference else None
+
+    def close(self) -> None:
+        assert isinstance(self.connector, XeroConnector)
+        self.connector.close()
+        self.api.close()
+
+
 # --- starting the cases ---------------------------------------------------------------------
 def start_case(kind: str, request: pytest.FixtureRequest, home: Path) -> Iterator[ContractCase]:
     """The case of ``kind``, its sandbox started under ``home`` (Tryton: the session's
@@ -619,6 +726,9 @@ def start_case(kind: str, request: pytest.FixtureRequest, home: Path) -> Iterato
                 )
             )
             case = HarvestCase(harvest)
+        elif kind == "xero":
+            xero = stack.enter_context(xero_support.running_xero(home / kind, **xero_support.ROOMY))
+            case = XeroCase(xero)
         else:
             raise ValueError(f"no contract case for {kind!r}")
         stack.callback(case.close)

@@ -46,7 +46,7 @@ from closeloop.ports.connector import AmbiguousError, Connector, ConnectorLimits
 from tests.contract_support import BATCH_SIZE, ContractCase, fresh, start_case
 from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
 
-CASES = ("memory", "tryton", "salesforce", "harvest")
+CASES = ("memory", "tryton", "salesforce", "harvest", "xero")
 """Every connector; each a :class:`~tests.contract_support.ContractCase` of that kind."""
 
 MARKS: dict[str, tuple[pytest.MarkDecorator, ...]] = {"tryton": (pytest.mark.tryton,)}

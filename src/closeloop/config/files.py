@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +98,10 @@ def _findings(path: Path, lines: Lines, exc: ValidationError) -> list[Finding]:
 
 def default_mapping_files() -> list[Path]:
     """The mapping files shipped with closeloop: each connector's (its row's ``mappings``
-    folders, e.g. ``connectors/salesforce/mappings/``), then those of systems that have no
-    connector yet (``closeloop/mappings/*.yaml``)."""
+    folders, e.g. ``connectors/salesforce/mappings/``)."""
     from closeloop.connectors.catalog import plugins
 
     folders = [f for p in plugins().values() for f in p.mappings()]
-    folders.append(resources.files("closeloop") / "mappings")
     return [
         Path(str(p))
         for folder in folders

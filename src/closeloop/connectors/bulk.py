@@ -10,8 +10,17 @@ bulk calls: one refused item among ``n`` costs about ``2 log2 n`` calls more.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from closeloop.domain.commands import (
+    Ambiguous,
+    Applied,
+    Command,
+    ExceptionClass,
+    Outcome,
+    Permanent,
+    Transient,
+)
 from closeloop.ports.connector import AmbiguousError, TransientError
 
 T = TypeVar("T")
@@ -72,3 +81,75 @@ def isolate(
 
 class _Unset(Exception):
     """A result not filled in yet (every one is filled before :func:`isolate` returns)."""
+
+
+def malformed(exc: Exception) -> Permanent:
+    """The permanent outcome of a command whose payload does not fit its operation."""
+    return Permanent(ExceptionClass.VALIDATION, f"malformed command: missing or bad {exc}")
+
+
+def parse_each(
+    batch: Sequence[Command], parse: Callable[[dict[str, Any]], T]
+) -> tuple[dict[int, Outcome], list[tuple[int, T]]]:
+    """Each command's payload parsed, by position; a malformed one (``parse`` raised
+    ``KeyError``, ``ValueError`` or ``TypeError``) refused alone, its outcome by position."""
+    outcomes: dict[int, Outcome] = {}
+    items: list[tuple[int, T]] = []
+    for position, command in enumerate(batch):
+        try:
+            items.append((position, parse(command.payload)))
+        except (KeyError, ValueError, TypeError) as exc:
+            outcomes[position] = malformed(exc)
+    return outcomes, items
+
+
+def group_by_operation(commands: Sequence[Command]) -> list[tuple[str, list[int]]]:
+    """Positions of ``commands`` grouped by operation, in order of first appearance; only
+    consecutive runs when a business key repeats (its commands must keep their order)."""
+    if len({c.business_key for c in commands}) == len(commands):
+        groups: dict[str, list[int]] = {}
+        for position, command in enumerate(commands):
+            groups.setdefault(command.operation, []).append(position)
+        return list(groups.items())
+    runs: list[tuple[str, list[int]]] = []
+    for position, command in enumerate(commands):
+        if runs and runs[-1][0] == command.operation:
+            runs[-1][1].append(position)
+        else:
+            runs.append((command.operation, [position]))
+    return runs
+
+
+def run_groups(
+    commands: Sequence[Command], run_group: Callable[[str, list[Command]], list[Outcome]]
+) -> list[Outcome]:
+    """Run ``commands`` group by group (:func:`group_by_operation`), ``run_group(operation,
+    commands)`` giving one outcome per command. After a transport failure the remaining
+    groups are not sent (transient, "not sent"); when nothing was applied or refused at all,
+    the failure is raised for the whole batch (:class:`AmbiguousError` when any outcome was
+    ambiguous, else :class:`TransientError` with its ``Retry-After``)."""
+    outcomes: list[Outcome | None] = [None] * len(commands)
+    failure: Transient | Ambiguous | None = None
+    for operation, positions in group_by_operation(commands):
+        batch = [commands[i] for i in positions]
+        if failure is not None:
+            results: list[Outcome] = [Transient(f"not sent: {failure.reason}")] * len(batch)
+        else:
+            results = run_group(operation, batch)
+        for position, outcome in zip(positions, results, strict=True):
+            outcomes[position] = outcome
+            if failure is None and isinstance(outcome, (Transient, Ambiguous)):
+                failure = outcome
+    done = [o for o in outcomes if o is not None]
+    if failure is not None and not any(isinstance(o, (Applied, Permanent)) for o in done):
+        if any(isinstance(o, Ambiguous) for o in done):
+            raise AmbiguousError(failure.reason)
+        raise TransientError(failure.reason, failure.retry_after_s)  # type: ignore[union-attr]
+    return done
+
+
+def transport_outcome(exc: TransientError | AmbiguousError) -> Outcome:
+    """The outcome of a command whose call failed in transport."""
+    if isinstance(exc, TransientError):
+        return Transient(str(exc), exc.retry_after_s)
+    return Ambiguous(str(exc))

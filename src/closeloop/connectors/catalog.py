@@ -46,6 +46,7 @@ BUILTIN: dict[str, str] = {
     "salesforce": "closeloop.connectors.salesforce.plugin:PLUGIN",
     "harvest": "closeloop.connectors.harvest.plugin:PLUGIN",
     "tryton": "closeloop.connectors.tryton.plugin:PLUGIN",
+    "xero": "closeloop.connectors.xero.plugin:PLUGIN",
 }
 """The built-in connectors: kind -> ``module:attribute`` of its :class:`ConnectorPlugin`."""
 

@@ -303,14 +303,15 @@ def _format(rule: FieldRule, value: Any) -> Any:
             expected = rule.input_format or "ISO 8601"
             raise ValueError(f"{text!r} is not a {fmt} in {expected}") from None
         return moment.date().isoformat() if fmt == "date" else moment.isoformat()
-    if fmt == "decimal":
+    if fmt in ("decimal", "negated"):
         cleaned = text.replace(" ", "")
         if rule.decimal_separator != ".":
             cleaned = cleaned.replace(".", "").replace(rule.decimal_separator, ".")
         try:
-            return str(Decimal(cleaned))
+            number = Decimal(cleaned)
         except InvalidOperation:
             raise ValueError(f"{text!r} is not a decimal number") from None
+        return str(-number if fmt == "negated" else number)
     if fmt == "integer":
         try:
             return int(Decimal(text))

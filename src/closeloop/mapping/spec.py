@@ -24,7 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Format = Literal["date", "datetime", "decimal", "integer", "boolean", "text", "upper", "lower"]
+Format = Literal[
+    "date", "datetime", "decimal", "negated", "integer", "boolean", "text", "upper", "lower"
+]
 
 
 class FieldRule(BaseModel):
@@ -35,7 +37,8 @@ class FieldRule(BaseModel):
     ``path``: dotted vendor path (``Account.Name``, ``client.id``, ``lines.0.amount``).
     ``concat``: parts joined by ``sep``; a part starting with ``=`` is literal text.
     ``format``: ``date``/``datetime`` (with ``input_format``, a ``strptime`` pattern),
-    ``decimal`` (with ``decimal_separator``), ``integer``, ``boolean``, ``text``, ``upper``,
+    ``decimal`` (with ``decimal_separator``), ``negated`` (a decimal with its sign turned:
+    a credit note's amounts where the vendor keeps them positive), ``integer``, ``boolean``, ``text``, ``upper``,
     ``lower``. ``value_map``: a named map of the file, or an inline one; a value absent from
     the map is a mapping problem, unless ``default`` is given or ``keep_unmapped`` passes it
     through unchanged (for maps of spelling variants). ``pick``: when map values are

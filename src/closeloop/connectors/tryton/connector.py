@@ -18,7 +18,13 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from closeloop.connectors.bulk import isolate
+from closeloop.connectors.bulk import (
+    isolate,
+    malformed,
+    parse_each,
+    run_groups,
+    transport_outcome,
+)
 from closeloop.connectors.tryton import facts, translate
 from closeloop.connectors.tryton.invoicing import InvoiceState
 from closeloop.connectors.tryton.operations import (
@@ -27,7 +33,6 @@ from closeloop.connectors.tryton.operations import (
 from closeloop.connectors.tryton.rpc import TrytonError
 from closeloop.domain.changes import Change
 from closeloop.domain.commands import (
-    Ambiguous,
     Applied,
     Command,
     ExceptionClass,
@@ -215,27 +220,7 @@ class TrytonConnector:
         nothing was applied or refused at all, the failure is raised for the whole batch.
         """
         with self.operations.rpc.database_writer():  # one writer per database: see the class
-            return self._execute(commands)
-
-    def _execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(commands)
-        failure: Transient | Ambiguous | None = None
-        for operation, positions in _groups(commands):
-            batch = [commands[i] for i in positions]
-            if failure is not None:
-                results: list[Outcome] = [Transient(f"not sent: {failure.reason}")] * len(batch)
-            else:
-                results = self._run_group(operation, batch)
-            for position, outcome in zip(positions, results, strict=True):
-                outcomes[position] = outcome
-                if failure is None and isinstance(outcome, (Transient, Ambiguous)):
-                    failure = outcome
-        done = [o for o in outcomes if o is not None]
-        if failure is not None and not any(isinstance(o, (Applied, Permanent)) for o in done):
-            if any(isinstance(o, Ambiguous) for o in done):
-                raise AmbiguousError(failure.reason)
-            raise TransientError(failure.reason, failure.retry_after_s)  # type: ignore[union-attr]
-        return done
+            return run_groups(commands, self._run_group)
 
     def _run_group(self, operation: str, batch: list[Command]) -> list[Outcome]:
         bulk = {
@@ -253,7 +238,7 @@ class TrytonConnector:
             try:
                 outcomes.append(self._one(command))
             except (TransientError, AmbiguousError) as exc:
-                outcomes.append(_transport(exc))
+                outcomes.append(transport_outcome(exc))
                 outcomes += [Transient(f"not sent: {exc}")] * (len(batch) - len(outcomes))
                 break
         return outcomes
@@ -288,7 +273,7 @@ class TrytonConnector:
         """Parse each command's payload (a malformed one is refused alone), run ``call`` on
         the parsed items through :func:`isolate`, and turn each item's result into its
         outcome: ``Applied(result(value))``, a refusal, or the transport failure."""
-        outcomes, items = _parsed(batch, parse)
+        outcomes, items = parse_each(batch, parse)
         results = isolate([item for _, item in items], call, _REFUSALS)
         for (position, _), value in zip(items, results, strict=True):
             outcomes[position] = _outcome(value, result)
@@ -383,11 +368,11 @@ class TrytonConnector:
         read once (its refusals by ``key``: each a permanent outcome of its command alone,
         nothing written for it), then run ``call`` on the rest through :func:`isolate`;
         ``on_refusal`` runs when Tryton still refused some of them."""
-        outcomes, items = _parsed(batch, parse)
+        outcomes, items = parse_each(batch, parse)
         try:
             refused = screen([item for _, item in items])
         except (TransientError, AmbiguousError) as exc:
-            return [outcomes.get(i) or _transport(exc) for i in range(len(batch))]
+            return [outcomes.get(i) or transport_outcome(exc) for i in range(len(batch))]
         accepted = [(p, item) for p, item in items if key(item) not in refused]
         for position, item in items:
             if key(item) in refused:
@@ -450,51 +435,13 @@ def _invoice(invoice: InvoiceState | None) -> dict[str, Any]:
     return invoice_payload(invoice) if invoice else {"invoice": None}
 
 
-def _parsed(
-    batch: list[Command], parse: Callable[[dict[str, Any]], T]
-) -> tuple[dict[int, Outcome], list[tuple[int, T]]]:
-    """Each command's payload parsed, by position; a malformed one refused alone (its
-    outcome by position)."""
-    outcomes: dict[int, Outcome] = {}
-    items: list[tuple[int, T]] = []
-    for position, command in enumerate(batch):
-        try:
-            items.append((position, parse(command.payload)))
-        except (KeyError, ValueError, TypeError) as exc:
-            outcomes[position] = _refusal(exc)
-    return outcomes, items
-
-
-def _groups(commands: Sequence[Command]) -> list[tuple[str, list[int]]]:
-    """Positions of ``commands`` grouped by operation, in order of first appearance; only
-    consecutive runs when a business key repeats (its commands must keep their order)."""
-    if len({c.business_key for c in commands}) == len(commands):
-        groups: dict[str, list[int]] = {}
-        for position, command in enumerate(commands):
-            groups.setdefault(command.operation, []).append(position)
-        return list(groups.items())
-    runs: list[tuple[str, list[int]]] = []
-    for position, command in enumerate(commands):
-        if runs and runs[-1][0] == command.operation:
-            runs[-1][1].append(position)
-        else:
-            runs.append((command.operation, [position]))
-    return runs
-
-
 def _outcome(value: Any, result: Callable[[Any], dict[str, Any]]) -> Outcome:
     """The outcome of one item's result from :func:`isolate`."""
     if isinstance(value, (TransientError, AmbiguousError)):
-        return _transport(value)
+        return transport_outcome(value)
     if isinstance(value, _REFUSALS):
         return _refusal(value)
     return Applied(result(value))
-
-
-def _transport(exc: TransientError | AmbiguousError) -> Outcome:
-    if isinstance(exc, TransientError):
-        return Transient(str(exc), exc.retry_after_s)
-    return Ambiguous(str(exc))
 
 
 def _guard(action: Callable[[], dict[str, Any]]) -> Outcome:
@@ -522,5 +469,5 @@ def _refusal(exc: Exception) -> Permanent:
         detail = f" ({exc.description})" if exc.description else ""
         return Permanent(exc.error_class, exc.message + detail)
     if isinstance(exc, (KeyError, ValueError, TypeError)):  # KeyError is a LookupError too
-        return Permanent(ExceptionClass.VALIDATION, f"malformed command: missing or bad {exc}")
+        return malformed(exc)
     return Permanent(ExceptionClass.NOT_FOUND, str(exc.args[0]))

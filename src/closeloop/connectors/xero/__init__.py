@@ -1,0 +1,1 @@
+"""The Xero connector: an ERP over the Accounting API (see :mod:`.plugin`)."""
