@@ -8,103 +8,47 @@ absent)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from closeloop.devtools.sandboxctl import alive
-from closeloop.sandboxes.tryton.server import stop_pid
-from closeloop.sandboxes.xero.server import XeroServer, start_xero
-from tests.conftest import free_port
+from closeloop.sandboxes.xero.server import XeroServer
+from tests.xero_support import (
+    ROOMY,
+    Api,
+    body,
+    contact,
+    invoice,
+    line,
+    load_openapi,
+    running_xero,
+    validate,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-OPENAPI = REALDATA / "xero-openapi" / "xero_accounting.yaml"
-ROOMY = {"minute": 10_000, "day": 100_000, "concurrent": 50}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XeroServer]:
-    started = start_xero(tmp_path_factory.mktemp("xero"), free_port(), **ROOMY)
-    try:
+    with running_xero(tmp_path_factory.mktemp("xero")) as started:
         yield started
-    finally:
-        stop_pid(started.pid)
-        assert not alive(started.pid), f"sandbox process {started.pid} outlived its stop"
-
-
-def token(server: XeroServer) -> str:
-    answer = httpx.post(
-        server.token_url,
-        auth=(server.client_id, server.client_secret),
-        data={"grant_type": "client_credentials"},
-    )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["expires_in"] == 1800 and answer.json()["token_type"] == "Bearer"
-    return str(answer.json()["access_token"])
-
-
-class Api:
-    """A caller with a fresh token and the tenant header."""
-
-    def __init__(self, server: XeroServer) -> None:
-        self.server = server
-        self.http = httpx.Client(
-            timeout=10,
-            headers={
-                "Authorization": f"Bearer {token(server)}",
-                "xero-tenant-id": server.tenant_id,
-            },
-        )
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.http.request(method, f"{self.server.base_url}/{path}", **kwargs)
-
-    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, f"{self.server.url}/__sandbox/{path}", **kwargs)
 
 
 @pytest.fixture
 def api(server: XeroServer) -> Iterator[Api]:
     client = Api(server)
     yield client
-    client.http.close()
+    client.close()
 
 
-def body(response: httpx.Response) -> Any:
-    """The answer with money as Decimal, as a client that keeps pennies reads it."""
-    return json.loads(response.content, parse_float=Decimal)
-
-
-def contact(api: Api, name: str, **fields: Any) -> str:
-    answer = api.call("PUT", "Contacts", json={"Contacts": [{"Name": name, **fields}]})
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["Contacts"][0]["ContactID"])
-
-
-def invoice(api: Api, contact_id: str, lines: list[dict[str, Any]], **fields: Any) -> Any:
-    element = {"Type": "ACCREC", "Contact": {"ContactID": contact_id}, "LineItems": lines}
-    answer = api.call("PUT", "Invoices", json={"Invoices": [element | fields]})
-    assert answer.status_code == 200, answer.text
-    return body(answer)["Invoices"][0]
-
-
-def line(amount: str, tax_type: str = "OUTPUT2", quantity: str = "1") -> dict[str, Any]:
-    return {
-        "Description": "Consulting",
-        "Quantity": quantity,
-        "UnitAmount": amount,
-        "AccountCode": "200",
-        "TaxType": tax_type,
-    }
+@pytest.fixture(scope="module")
+def openapi() -> Any:
+    return load_openapi()
 
 
 def test_tokens_expire_after_1800_seconds_and_connections_list_the_tenant(
@@ -423,26 +367,6 @@ def test_faults_fail_like_xero_and_a_lost_answer_still_wrote(api: Api) -> None:
     for reference, count in (("FAULT-503", 0), ("FAULT-LOST", 1)):
         found = api.call("GET", "Invoices", params={"where": f'Reference=="{reference}"'})
         assert len(found.json()["Invoices"]) == count
-
-
-@pytest.fixture(scope="module")
-def openapi() -> Any:
-    if not OPENAPI.is_file():
-        pytest.skip(f"{OPENAPI} is absent: Xero conformance tests skipped")
-    from openapi_core import Config, OpenAPI
-
-    return OpenAPI.from_file_path(str(OPENAPI), config=Config(spec_validator_cls=None))
-
-
-def validate(openapi: Any, method: str, path: str, response: httpx.Response) -> None:
-    """Validate one answer against Xero's OpenAPI description (raises when it does not fit)."""
-    from openapi_core.testing import MockRequest, MockResponse
-
-    request = MockRequest("https://api.xero.com", method.lower(), f"/api.xro/2.0/{path}")
-    answer = MockResponse(
-        response.content, status_code=response.status_code, content_type="application/json"
-    )
-    openapi.validate_response(request, answer)
 
 
 def test_answers_validate_against_the_openapi_description(api: Api, openapi: Any) -> None:
