@@ -464,3 +464,109 @@ def test_a_credit_note_allocated_to_an_invoice_lowers_what_is_due(api: Api, open
     assert (spent["RemainingCredit"], spent["Status"]) == (0, "PAID")
     assert api.call("POST", f"Invoices/{iid}", json={"Status": "VOIDED"}).status_code == 400
     validate(openapi, "GET", "CreditNotes", api.call("GET", "CreditNotes"))
+
+
+def test_where_combines_clauses_with_and_or_on_invoices_and_contacts(api: Api) -> None:
+    first = contact(api, "Where Alpha Ltd", ContactNumber="WA-1")
+    second = contact(api, "Where Beta Ltd", ContactNumber="WB-2")
+    draft = invoice(api, first, [line("1.00")], Reference="WHERE/2026-01")
+    authorised = invoice(api, first, [line("2.00")], Reference="WHERE/2026-02", Status="AUTHORISED")
+    other = invoice(api, second, [line("3.00")], Reference="ELSE/where-2026")
+
+    def found(resource: str, expression: str, **params: Any) -> list[str]:
+        answer = api.call("GET", resource, params={"where": expression, **params})
+        assert answer.status_code == 200, answer.text
+        key = "InvoiceID" if resource == "Invoices" else "ContactID"
+        return sorted(r[key] for r in answer.json()[resource])
+
+    ids = sorted
+    assert found("Invoices", 'Reference.StartsWith("WHERE/")') == ids(
+        [draft["InvoiceID"], authorised["InvoiceID"]]
+    )
+    assert found("Invoices", 'Reference.Contains("where")') == ids(
+        [draft["InvoiceID"], authorised["InvoiceID"], other["InvoiceID"]]
+    )
+    assert found("Invoices", 'Reference=="WHERE/2026-02"') == [authorised["InvoiceID"]]
+    assert found("Invoices", f'Status=="DRAFT" AND Contact.ContactID==guid("{first}")') == [
+        draft["InvoiceID"]
+    ]
+    assert found(
+        "Invoices",
+        f'Contact.ContactID==guid("{second}") || (Status=="AUTHORISED" && '
+        'Reference.EndsWith("-02"))',
+    ) == ids([authorised["InvoiceID"], other["InvoiceID"]])
+    assert found("Invoices", 'Reference.StartsWith("WHERE/") AND Total > 2.00') == [
+        authorised["InvoiceID"]
+    ]
+    assert found("Invoices", 'Reference.StartsWith("WHERE/") AND Date >= DateTime(2000, 1, 1)')
+    assert found("Contacts", 'ContactNumber=="WB-2" OR Name=="Where Alpha Ltd"') == ids(
+        [first, second]
+    )
+    assert found("Contacts", 'Name.StartsWith("Where ") AND ContactNumber!="WA-1"') == [second]
+    ordered = api.call(
+        "GET", "Contacts", params={"where": 'Name.StartsWith("Where ")', "order": "Name DESC"}
+    )
+    assert [c["Name"] for c in ordered.json()["Contacts"]] == ["Where Beta Ltd", "Where Alpha Ltd"]
+    for broken in ('Reference.Matches("x")', 'Reference=="open', "Total >", "Name ASC"):
+        refused = api.call("GET", "Invoices", params={"where": broken})
+        assert refused.status_code == 400, broken
+        assert refused.json()["Type"] == "QueryParseException"
+    assert api.call("GET", "Invoices", params={"order": "Total; DROP"}).status_code == 400
+
+
+def test_page_size_cuts_invoices_and_contacts_up_to_1000(api: Api) -> None:
+    cid = contact(api, "Paged Buyer Ltd")
+    for amount in ("1.00", "2.00", "3.00"):
+        invoice(api, cid, [line(amount)], Reference="PAGED")
+    where = {"where": 'Reference=="PAGED"', "order": "Total DESC"}
+    page = body(api.call("GET", "Invoices", params={**where, "page": 1, "pageSize": 2}))
+    assert [i["Total"] for i in page["Invoices"]] == [Decimal("3.60"), Decimal("2.40")]
+    assert page["pagination"] == {"page": 1, "pageSize": 2, "pageCount": 2, "itemCount": 3}
+    contacts = api.call("GET", "Contacts", params={"page": 1, "pageSize": 1000}).json()
+    assert contacts["pagination"]["pageSize"] == 1000
+    assert 1 <= len(contacts["Contacts"]) == contacts["pagination"]["itemCount"]
+    too_big = api.call("GET", "Contacts", params={"page": 1, "pageSize": 1001})
+    assert too_big.status_code == 400 and too_big.json()["Type"] == "QueryParseException"
+
+
+def test_a_draft_invoice_is_updated_whole_and_deleted_but_an_authorised_one_is_not(
+    api: Api, openapi: Any
+) -> None:
+    cid = contact(api, "Updated Buyer Ltd")
+    draft = invoice(api, cid, [line("10.00"), line("20.00")], Reference="UPD-1", Date="2026-03-01")
+    kept = draft["LineItems"][0]["LineItemID"]
+    change = {
+        "InvoiceID": draft["InvoiceID"],
+        "Reference": "UPD-1b",
+        "Date": "2026-03-05",
+        "DueDate": "2026-04-04",
+        "LineItems": [
+            {**line("15.00"), "LineItemID": kept, "Description": "Consulting, revised"},
+            line("5.00", quantity="2"),
+        ],
+    }
+    updated = api.call("POST", "Invoices", json={"Invoices": [change]})
+    assert updated.status_code == 200, updated.text
+    validate(openapi, "POST", "Invoices", updated)
+    read = body(api.call("GET", f"Invoices/{draft['InvoiceID']}"))["Invoices"][0]
+    assert [(li["Description"], li["LineAmount"]) for li in read["LineItems"]] == [
+        ("Consulting, revised", Decimal("15.00")),
+        ("Consulting", Decimal("10.00")),
+    ]
+    assert read["LineItems"][0]["LineItemID"] == kept
+    assert read["LineItems"][1]["LineItemID"] not in {li["LineItemID"] for li in draft["LineItems"]}
+    assert (read["Reference"], read["Total"], read["Status"]) == (
+        "UPD-1b",
+        Decimal("30.00"),
+        "DRAFT",
+    )
+    assert read["Date"] == "/Date(1772668800000+0000)/"  # 2026-03-05
+    assert read["DueDate"] == "/Date(1775260800000+0000)/"  # 2026-04-04
+    deleted = api.call("POST", f"Invoices/{draft['InvoiceID']}", json={"Status": "DELETED"})
+    assert deleted.status_code == 200 and deleted.json()["Invoices"][0]["Status"] == "DELETED"
+    authorised = invoice(api, cid, [line("10.00")], Status="AUTHORISED")
+    refused = api.call("POST", f"Invoices/{authorised['InvoiceID']}", json={"Status": "DELETED"})
+    assert refused.status_code == 400
+    message = refused.json()["Elements"][0]["ValidationErrors"][0]["Message"]
+    assert "AUTHORISED to DELETED" in message
+    validate(openapi, "POST", f"Invoices/{authorised['InvoiceID']}", refused)

@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import Any
 
 from closeloop.sandboxes.xero import contacts, creditnotes, invoices, payments, settings
-from closeloop.sandboxes.xero.org import Organisation, listing, where
+from closeloop.sandboxes.xero.org import Organisation, listing
+from closeloop.sandboxes.xero.query import where
 from closeloop.sandboxes.xero.taxes import UK_RATES
 from closeloop.sandboxes.xero.wire import (
     XeroError,
