@@ -474,7 +474,8 @@ def test_where_combines_clauses_with_and_or_on_invoices_and_contacts(api: Api) -
     other = invoice(api, second, [line("3.00")], Reference="ELSE/where-2026")
 
     def found(resource: str, expression: str, **params: Any) -> list[str]:
-        answer = api.call("GET", resource, params={"where": expression, **params})
+        given = {"where": expression} if expression else {}
+        answer = api.call("GET", resource, params={**given, **params})
         assert answer.status_code == 200, answer.text
         key = "InvoiceID" if resource == "Invoices" else "ContactID"
         return sorted(r[key] for r in answer.json()[resource])
@@ -503,6 +504,15 @@ def test_where_combines_clauses_with_and_or_on_invoices_and_contacts(api: Api) -
         [first, second]
     )
     assert found("Contacts", 'Name.StartsWith("Where ") AND ContactNumber!="WA-1"') == [second]
+    assert found("Contacts", "", searchTerm="wa-1") == [first]
+    assert found("Invoices", "", searchTerm="else/WHERE") == [other["InvoiceID"]]
+    archived = api.call("POST", f"Contacts/{second}", json={"ContactStatus": "ARCHIVED"})
+    assert archived.status_code == 200
+    assert found("Contacts", 'Name.StartsWith("Where ")') == [first]
+    assert found("Contacts", 'Name.StartsWith("Where ")', includeArchived="true") == ids(
+        [first, second]
+    )
+    api.call("POST", f"Contacts/{second}", json={"ContactStatus": "ACTIVE"})
     ordered = api.call(
         "GET", "Contacts", params={"where": 'Name.StartsWith("Where ")', "order": "Name DESC"}
     )

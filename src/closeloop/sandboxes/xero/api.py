@@ -8,8 +8,9 @@ Routes (paths are case-insensitive, as Xero's): ``GET /Contacts``, ``GET /Contac
 or a ``Code``) and ``Payments`` (no ``POST /Payments/{id}``);
 ``PUT /CreditNotes/{id}/Allocations``; ``/TrackingCategories`` (:mod:`.tracking_api`);
 ``GET /TaxRates``, ``GET /Accounts``, ``GET /Organisation``. Lists take ``where`` and
-``order`` (:mod:`.query`), ``page``/``pageSize``, ``If-Modified-Since`` and the list
-parameters ``IDs``, ``InvoiceNumbers``, ``ContactIDs``, ``Statuses``.
+``order`` (:mod:`.query`), ``page``/``pageSize``, ``If-Modified-Since``, the list
+parameters ``IDs``, ``InvoiceNumbers``, ``ContactIDs``, ``Statuses``, ``searchTerm``, and
+on contacts ``includeArchived``.
 
 Writes are batches (:mod:`.batch`): ``PUT`` creates only; ``POST`` creates or updates (by
 id; items also by ``Code``).
@@ -50,7 +51,8 @@ def _filtered(
 ) -> list[dict[str, Any]]:
     """The records of ``store`` kept by the comma-separated list parameters Xero documents
     for lists (``IDs``, ``InvoiceNumbers``, ``ContactIDs``, ``Statuses``; a parameter the
-    records lack keeps nothing)."""
+    records lack keeps nothing), by ``searchTerm`` (contacts and invoices) and, for
+    contacts, without the ``ARCHIVED`` ones unless ``includeArchived=true``."""
     rows = list(store.values())
     for name, path in _LIST_FILTERS.items():
         if name not in params:
@@ -65,7 +67,20 @@ def _filtered(
             return str(found).lower()
 
         rows = [r for r in rows if value(r) in wanted]
+    if id_key == "ContactID" and params.get("includeArchived", "false").lower() != "true":
+        rows = [r for r in rows if r.get("ContactStatus") != "ARCHIVED"]
+    term = params.get("searchTerm", "").strip().lower()
+    if term:
+        fields = _SEARCHED.get(id_key, ())
+        rows = [r for r in rows if any(term in str(r.get(f) or "").lower() for f in fields)]
     return rows
+
+
+# searchTerm: "a case-insensitive text search across" these fields (Xero's OpenAPI)
+_SEARCHED = {
+    "ContactID": ("Name", "FirstName", "LastName", "ContactNumber", "EmailAddress"),
+    "InvoiceID": ("InvoiceNumber", "Reference"),
+}
 
 
 @dataclass
