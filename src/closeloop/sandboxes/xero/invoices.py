@@ -3,10 +3,14 @@ status rules of Xero's "Invoices" page.
 
 An element is ``{"Type": "ACCREC"|"ACCPAY", "Contact": {"ContactID"}|{"Name"},
 "LineItems": [{"Description", "Quantity", "UnitAmount", "AccountCode", "TaxType",
-"DiscountRate", "LineAmount"?}], "LineAmountTypes", "Date", "DueDate", "Reference",
-"InvoiceNumber", "Status", "CurrencyCode"}``. ``UnitAmount`` is rounded to ``unitdp``
-(2, or 4 when asked) as Xero does, before ``LineAmount`` is computed; a ``LineAmount`` sent
-must equal ``Quantity * UnitAmount`` less the discount. Totals: :mod:`.taxes`.
+"DiscountRate", "LineAmount"?, "ItemCode"?, "Tracking"?}], "LineAmountTypes", "Date",
+"DueDate", "Reference", "InvoiceNumber", "Status", "CurrencyCode"}``. A line's
+``ItemCode`` fills what the line leaves out (:mod:`.items`); its ``Tracking`` is checked and
+stored whole (:mod:`.tracking`). ``UnitAmount`` is rounded to ``unitdp`` (2, or 4 when
+asked) as Xero does, before ``LineAmount`` is computed; a ``LineAmount`` sent must equal
+``Quantity * UnitAmount`` less the discount. Totals: :mod:`.taxes`. An update (``POST``
+with the ``InvoiceID``) that sends ``LineItems`` replaces every line with those sent (a
+line sent with its ``LineItemID`` keeps it); the fields it leaves out stay as they were.
 
 Statuses: created ``DRAFT`` (default), ``SUBMITTED`` or ``AUTHORISED``. Allowed changes:
 ``DRAFT`` and ``SUBMITTED`` to each other, to ``AUTHORISED`` or ``DELETED``;
