@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from closeloop.sandboxes.xero.tracking import UNKNOWN_CATEGORY, UNKNOWN_OPTION
-from tests.xero_support import Api, body, contact, line, load_openapi, running_xero, validate
+from tests.xero_support import ROOMY, Api, body, contact, line, load_openapi, running_xero, validate
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    with running_xero(tmp_path / "xero") as started:
+    with running_xero(tmp_path / "xero", **ROOMY) as started:
         client = Api(started)
         yield client
         client.close()

@@ -27,6 +27,7 @@ from tests.xero_support import (
     line,
     load_openapi,
     running_xero,
+    token,
     validate,
 )
 
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XeroServer]:
-    with running_xero(tmp_path_factory.mktemp("xero")) as started:
+    with running_xero(tmp_path_factory.mktemp("xero"), **ROOMY) as started:
         yield started
 
 
@@ -54,6 +55,7 @@ def openapi() -> Any:
 def test_tokens_expire_after_1800_seconds_and_connections_list_the_tenant(
     server: XeroServer, api: Api
 ) -> None:
+    assert token(server)  # Bearer, expires_in 1800
     wrong = httpx.post(
         server.token_url, auth=(server.client_id, "nope"), data={"grant_type": "client_credentials"}
     )

@@ -43,14 +43,14 @@ from xero_python.exceptions import AccountingBadRequestException
 
 from closeloop.sandboxes.xero.server import XeroServer
 from closeloop.sandboxes.xero.tracking import UNKNOWN_OPTION
-from tests.xero_support import running_xero
+from tests.xero_support import ROOMY, running_xero
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XeroServer]:
-    with running_xero(tmp_path_factory.mktemp("xero-sdk")) as started:
+    with running_xero(tmp_path_factory.mktemp("xero-sdk"), **ROOMY) as started:
         yield started
 
 

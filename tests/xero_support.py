@@ -1,7 +1,8 @@
-"""What the Xero sandbox's tests share: a sandbox in its own process per test module, a
-caller with a token and the tenant header, small builders of contacts, invoices and lines,
-and validation of answers against Xero's Accounting OpenAPI description in
-../shared/realdata (skipped, with the reason, when absent)."""
+"""Running the Xero sandbox in tests, and calling it with the Accounting API as a person in
+Xero would (never through the connector under test); for the sandbox's own tests, small
+builders of contacts, invoices and lines, and validation of answers against Xero's
+Accounting OpenAPI description in ../shared/realdata (skipped, with the reason, when
+absent)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from closeloop.devtools.sandboxctl import alive
+from closeloop.sandboxes.faults import FaultPlan
 from closeloop.sandboxes.tryton.server import stop_pid
 from closeloop.sandboxes.xero.server import XeroServer, start_xero
 from tests.conftest import free_port
@@ -23,20 +25,64 @@ from tests.conftest import free_port
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 OPENAPI = REALDATA / "xero-openapi" / "xero_accounting.yaml"
 ROOMY = {"minute": 10_000, "day": 100_000, "concurrent": 50}
+"""Limits for tests that are not about the limits."""
 
 
 @contextmanager
-def running_xero(home: Path) -> Iterator[XeroServer]:
-    """A sandbox of ``home`` in its own process (roomy limits), stopped by its pid."""
-    started = start_xero(home, free_port(), **ROOMY)
+def running_xero(
+    home: Path, faults: FaultPlan | None = None, hang_s: float = 5.0, **limits: Any
+) -> Iterator[XeroServer]:
+    """A sandbox process for the test (``limits``: ``minute``, ``day``, ``concurrent``);
+    stopped (by PID) afterwards."""
+    server = start_xero(home, free_port(), faults, hang_s, **limits)
     try:
-        yield started
+        yield server
     finally:
-        stop_pid(started.pid)
-        assert not alive(started.pid), f"sandbox process {started.pid} outlived its stop"
+        stop_pid(server.pid)
+        assert not alive(server.pid), f"sandbox process {server.pid} outlived its stop"
+
+
+class Api:
+    """The organisation's API with a token of its custom connection and its tenant header."""
+
+    def __init__(self, server: XeroServer) -> None:
+        self.server = server
+        token = httpx.post(
+            server.token_url,
+            auth=(server.client_id, server.client_secret),
+            data={"grant_type": "client_credentials"},
+        )
+        token.raise_for_status()
+        self.http = httpx.Client(
+            timeout=10,
+            headers={
+                "Authorization": f"Bearer {token.json()['access_token']}",
+                "xero-tenant-id": server.tenant_id,
+            },
+        )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One Accounting API call (``path`` relative to ``.../api.xro/2.0``)."""
+        return self.http.request(method, f"{self.server.base_url}/{path}", **kwargs)
+
+    def listed(self, resource: str, **params: Any) -> list[dict[str, Any]]:
+        """Every record of a list (one page of up to 1,000, with line items)."""
+        answer = self.call("GET", resource, params={"page": 1, "pageSize": 1000, **params})
+        answer.raise_for_status()
+        return list(answer.json()[resource])
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A call to the sandbox's ``/__sandbox/`` admin routes."""
+        return httpx.request(method, f"{self.server.url}/__sandbox/{path}", **kwargs)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()
 
 
 def token(server: XeroServer) -> str:
+    """A client-credentials token of the sandbox's custom connection (checked as Xero
+    issues them: Bearer, 1,800 s)."""
     answer = httpx.post(
         server.token_url,
         auth=(server.client_id, server.client_secret),
@@ -45,29 +91,6 @@ def token(server: XeroServer) -> str:
     assert answer.status_code == 200, answer.text
     assert answer.json()["expires_in"] == 1800 and answer.json()["token_type"] == "Bearer"
     return str(answer.json()["access_token"])
-
-
-class Api:
-    """A caller with a fresh token and the tenant header."""
-
-    def __init__(self, server: XeroServer) -> None:
-        self.server = server
-        self.http = httpx.Client(
-            timeout=10,
-            headers={
-                "Authorization": f"Bearer {token(server)}",
-                "xero-tenant-id": server.tenant_id,
-            },
-        )
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.http.request(method, f"{self.server.base_url}/{path}", **kwargs)
-
-    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, f"{self.server.url}/__sandbox/{path}", **kwargs)
-
-    def close(self) -> None:
-        self.http.close()
 
 
 def body(response: httpx.Response) -> Any:
