@@ -8,108 +8,54 @@ absent)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from closeloop.devtools.sandboxctl import alive
-from closeloop.sandboxes.tryton.server import stop_pid
-from closeloop.sandboxes.xero.server import XeroServer, start_xero
-from tests.conftest import free_port
+from closeloop.sandboxes.xero.server import XeroServer
+from tests.xero_support import (
+    ROOMY,
+    Api,
+    body,
+    contact,
+    invoice,
+    line,
+    load_openapi,
+    running_xero,
+    token,
+    validate,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-OPENAPI = REALDATA / "xero-openapi" / "xero_accounting.yaml"
-ROOMY = {"minute": 10_000, "day": 100_000, "concurrent": 50}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XeroServer]:
-    started = start_xero(tmp_path_factory.mktemp("xero"), free_port(), **ROOMY)
-    try:
+    with running_xero(tmp_path_factory.mktemp("xero"), **ROOMY) as started:
         yield started
-    finally:
-        stop_pid(started.pid)
-        assert not alive(started.pid), f"sandbox process {started.pid} outlived its stop"
-
-
-def token(server: XeroServer) -> str:
-    answer = httpx.post(
-        server.token_url,
-        auth=(server.client_id, server.client_secret),
-        data={"grant_type": "client_credentials"},
-    )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["expires_in"] == 1800 and answer.json()["token_type"] == "Bearer"
-    return str(answer.json()["access_token"])
-
-
-class Api:
-    """A caller with a fresh token and the tenant header."""
-
-    def __init__(self, server: XeroServer) -> None:
-        self.server = server
-        self.http = httpx.Client(
-            timeout=10,
-            headers={
-                "Authorization": f"Bearer {token(server)}",
-                "xero-tenant-id": server.tenant_id,
-            },
-        )
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.http.request(method, f"{self.server.base_url}/{path}", **kwargs)
-
-    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, f"{self.server.url}/__sandbox/{path}", **kwargs)
 
 
 @pytest.fixture
 def api(server: XeroServer) -> Iterator[Api]:
     client = Api(server)
     yield client
-    client.http.close()
+    client.close()
 
 
-def body(response: httpx.Response) -> Any:
-    """The answer with money as Decimal, as a client that keeps pennies reads it."""
-    return json.loads(response.content, parse_float=Decimal)
-
-
-def contact(api: Api, name: str, **fields: Any) -> str:
-    answer = api.call("PUT", "Contacts", json={"Contacts": [{"Name": name, **fields}]})
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["Contacts"][0]["ContactID"])
-
-
-def invoice(api: Api, contact_id: str, lines: list[dict[str, Any]], **fields: Any) -> Any:
-    element = {"Type": "ACCREC", "Contact": {"ContactID": contact_id}, "LineItems": lines}
-    answer = api.call("PUT", "Invoices", json={"Invoices": [element | fields]})
-    assert answer.status_code == 200, answer.text
-    return body(answer)["Invoices"][0]
-
-
-def line(amount: str, tax_type: str = "OUTPUT2", quantity: str = "1") -> dict[str, Any]:
-    return {
-        "Description": "Consulting",
-        "Quantity": quantity,
-        "UnitAmount": amount,
-        "AccountCode": "200",
-        "TaxType": tax_type,
-    }
+@pytest.fixture(scope="module")
+def openapi() -> Any:
+    return load_openapi()
 
 
 def test_tokens_expire_after_1800_seconds_and_connections_list_the_tenant(
     server: XeroServer, api: Api
 ) -> None:
+    assert token(server)  # Bearer, expires_in 1800
     wrong = httpx.post(
         server.token_url, auth=(server.client_id, "nope"), data={"grant_type": "client_credentials"}
     )
@@ -425,26 +371,6 @@ def test_faults_fail_like_xero_and_a_lost_answer_still_wrote(api: Api) -> None:
         assert len(found.json()["Invoices"]) == count
 
 
-@pytest.fixture(scope="module")
-def openapi() -> Any:
-    if not OPENAPI.is_file():
-        pytest.skip(f"{OPENAPI} is absent: Xero conformance tests skipped")
-    from openapi_core import Config, OpenAPI
-
-    return OpenAPI.from_file_path(str(OPENAPI), config=Config(spec_validator_cls=None))
-
-
-def validate(openapi: Any, method: str, path: str, response: httpx.Response) -> None:
-    """Validate one answer against Xero's OpenAPI description (raises when it does not fit)."""
-    from openapi_core.testing import MockRequest, MockResponse
-
-    request = MockRequest("https://api.xero.com", method.lower(), f"/api.xro/2.0/{path}")
-    answer = MockResponse(
-        response.content, status_code=response.status_code, content_type="application/json"
-    )
-    openapi.validate_response(request, answer)
-
-
 def test_answers_validate_against_the_openapi_description(api: Api, openapi: Any) -> None:
     cid = contact(api, "Conformance Ltd", TaxNumber="GB999999973", EmailAddress="ap@conf.example")
     validate(openapi, "GET", "Contacts", api.call("GET", "Contacts"))
@@ -540,3 +466,119 @@ def test_a_credit_note_allocated_to_an_invoice_lowers_what_is_due(api: Api, open
     assert (spent["RemainingCredit"], spent["Status"]) == (0, "PAID")
     assert api.call("POST", f"Invoices/{iid}", json={"Status": "VOIDED"}).status_code == 400
     validate(openapi, "GET", "CreditNotes", api.call("GET", "CreditNotes"))
+
+
+def test_where_combines_clauses_with_and_or_on_invoices_and_contacts(api: Api) -> None:
+    first = contact(api, "Where Alpha Ltd", ContactNumber="WA-1")
+    second = contact(api, "Where Beta Ltd", ContactNumber="WB-2")
+    draft = invoice(api, first, [line("1.00")], Reference="WHERE/2026-01")
+    authorised = invoice(api, first, [line("2.00")], Reference="WHERE/2026-02", Status="AUTHORISED")
+    other = invoice(api, second, [line("3.00")], Reference="ELSE/where-2026")
+
+    def found(resource: str, expression: str, **params: Any) -> list[str]:
+        given = {"where": expression} if expression else {}
+        answer = api.call("GET", resource, params={**given, **params})
+        assert answer.status_code == 200, answer.text
+        key = "InvoiceID" if resource == "Invoices" else "ContactID"
+        return sorted(r[key] for r in answer.json()[resource])
+
+    ids = sorted
+    assert found("Invoices", 'Reference.StartsWith("WHERE/")') == ids(
+        [draft["InvoiceID"], authorised["InvoiceID"]]
+    )
+    assert found("Invoices", 'Reference.Contains("where")') == ids(
+        [draft["InvoiceID"], authorised["InvoiceID"], other["InvoiceID"]]
+    )
+    assert found("Invoices", 'Reference=="WHERE/2026-02"') == [authorised["InvoiceID"]]
+    assert found("Invoices", f'Status=="DRAFT" AND Contact.ContactID==guid("{first}")') == [
+        draft["InvoiceID"]
+    ]
+    assert found(
+        "Invoices",
+        f'Contact.ContactID==guid("{second}") || (Status=="AUTHORISED" && '
+        'Reference.EndsWith("-02"))',
+    ) == ids([authorised["InvoiceID"], other["InvoiceID"]])
+    assert found("Invoices", 'Reference.StartsWith("WHERE/") AND Total > 2.00') == [
+        authorised["InvoiceID"]
+    ]
+    assert found("Invoices", 'Reference.StartsWith("WHERE/") AND Date >= DateTime(2000, 1, 1)')
+    assert found("Contacts", 'ContactNumber=="WB-2" OR Name=="Where Alpha Ltd"') == ids(
+        [first, second]
+    )
+    assert found("Contacts", 'Name.StartsWith("Where ") AND ContactNumber!="WA-1"') == [second]
+    assert found("Contacts", "", searchTerm="wa-1") == [first]
+    assert found("Invoices", "", searchTerm="else/WHERE") == [other["InvoiceID"]]
+    archived = api.call("POST", f"Contacts/{second}", json={"ContactStatus": "ARCHIVED"})
+    assert archived.status_code == 200
+    assert found("Contacts", 'Name.StartsWith("Where ")') == [first]
+    assert found("Contacts", 'Name.StartsWith("Where ")', includeArchived="true") == ids(
+        [first, second]
+    )
+    api.call("POST", f"Contacts/{second}", json={"ContactStatus": "ACTIVE"})
+    ordered = api.call(
+        "GET", "Contacts", params={"where": 'Name.StartsWith("Where ")', "order": "Name DESC"}
+    )
+    assert [c["Name"] for c in ordered.json()["Contacts"]] == ["Where Beta Ltd", "Where Alpha Ltd"]
+    for broken in ('Reference.Matches("x")', 'Reference=="open', "Total >", "Name ASC"):
+        refused = api.call("GET", "Invoices", params={"where": broken})
+        assert refused.status_code == 400, broken
+        assert refused.json()["Type"] == "QueryParseException"
+    assert api.call("GET", "Invoices", params={"order": "Total; DROP"}).status_code == 400
+
+
+def test_page_size_cuts_invoices_and_contacts_up_to_1000(api: Api) -> None:
+    cid = contact(api, "Paged Buyer Ltd")
+    for amount in ("1.00", "2.00", "3.00"):
+        invoice(api, cid, [line(amount)], Reference="PAGED")
+    where = {"where": 'Reference=="PAGED"', "order": "Total DESC"}
+    page = body(api.call("GET", "Invoices", params={**where, "page": 1, "pageSize": 2}))
+    assert [i["Total"] for i in page["Invoices"]] == [Decimal("3.60"), Decimal("2.40")]
+    assert page["pagination"] == {"page": 1, "pageSize": 2, "pageCount": 2, "itemCount": 3}
+    contacts = api.call("GET", "Contacts", params={"page": 1, "pageSize": 1000}).json()
+    assert contacts["pagination"]["pageSize"] == 1000
+    assert 1 <= len(contacts["Contacts"]) == contacts["pagination"]["itemCount"]
+    too_big = api.call("GET", "Contacts", params={"page": 1, "pageSize": 1001})
+    assert too_big.status_code == 400 and too_big.json()["Type"] == "QueryParseException"
+
+
+def test_a_draft_invoice_is_updated_whole_and_deleted_but_an_authorised_one_is_not(
+    api: Api, openapi: Any
+) -> None:
+    cid = contact(api, "Updated Buyer Ltd")
+    draft = invoice(api, cid, [line("10.00"), line("20.00")], Reference="UPD-1", Date="2026-03-01")
+    kept = draft["LineItems"][0]["LineItemID"]
+    change = {
+        "InvoiceID": draft["InvoiceID"],
+        "Reference": "UPD-1b",
+        "Date": "2026-03-05",
+        "DueDate": "2026-04-04",
+        "LineItems": [
+            {**line("15.00"), "LineItemID": kept, "Description": "Consulting, revised"},
+            line("5.00", quantity="2"),
+        ],
+    }
+    updated = api.call("POST", "Invoices", json={"Invoices": [change]})
+    assert updated.status_code == 200, updated.text
+    validate(openapi, "POST", "Invoices", updated)
+    read = body(api.call("GET", f"Invoices/{draft['InvoiceID']}"))["Invoices"][0]
+    assert [(li["Description"], li["LineAmount"]) for li in read["LineItems"]] == [
+        ("Consulting, revised", Decimal("15.00")),
+        ("Consulting", Decimal("10.00")),
+    ]
+    assert read["LineItems"][0]["LineItemID"] == kept
+    assert read["LineItems"][1]["LineItemID"] not in {li["LineItemID"] for li in draft["LineItems"]}
+    assert (read["Reference"], read["Total"], read["Status"]) == (
+        "UPD-1b",
+        Decimal("30.00"),
+        "DRAFT",
+    )
+    assert read["Date"] == "/Date(1772668800000+0000)/"  # 2026-03-05
+    assert read["DueDate"] == "/Date(1775260800000+0000)/"  # 2026-04-04
+    deleted = api.call("POST", f"Invoices/{draft['InvoiceID']}", json={"Status": "DELETED"})
+    assert deleted.status_code == 200 and deleted.json()["Invoices"][0]["Status"] == "DELETED"
+    authorised = invoice(api, cid, [line("10.00")], Status="AUTHORISED")
+    refused = api.call("POST", f"Invoices/{authorised['InvoiceID']}", json={"Status": "DELETED"})
+    assert refused.status_code == 400
+    message = refused.json()["Elements"][0]["ValidationErrors"][0]["Message"]
+    assert "AUTHORISED to DELETED" in message
+    validate(openapi, "POST", f"Invoices/{authorised['InvoiceID']}", refused)

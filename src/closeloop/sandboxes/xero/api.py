@@ -4,84 +4,39 @@
 
 Routes (paths are case-insensitive, as Xero's): ``GET /Contacts``, ``GET /Contacts/{id}``,
 ``PUT|POST /Contacts``, ``POST /Contacts/{id}``; the same for ``Invoices`` (``{id}`` is an
-``InvoiceID`` or an ``InvoiceNumber``), ``CreditNotes`` and ``Payments``;
-``PUT /CreditNotes/{id}/Allocations``; ``GET /TaxRates``, ``GET /Accounts``,
-``GET /Organisation``. Lists take ``where``, ``page``/``pageSize``, ``If-Modified-Since`` and
-the list parameters ``IDs``, ``InvoiceNumbers``, ``ContactIDs``, ``Statuses``.
+``InvoiceID`` or an ``InvoiceNumber``), ``CreditNotes``, ``Items`` (``{id}`` is an ``ItemID``
+or a ``Code``) and ``Payments`` (no ``POST /Payments/{id}``);
+``PUT /CreditNotes/{id}/Allocations``; ``/TrackingCategories`` (:mod:`.tracking_api`);
+``GET /TaxRates``, ``GET /Accounts``, ``GET /Organisation``. Lists take ``where`` and
+``order`` (:mod:`.query`), ``page``/``pageSize``, ``If-Modified-Since``, the list
+parameters ``IDs``, ``InvoiceNumbers``, ``ContactIDs``, ``Statuses``, ``searchTerm``, and
+on contacts ``includeArchived``.
 
-Writes take ``{"Contacts": [...]}`` (or ``Invoices``, ``Payments``) or one object. ``PUT``
-creates only; ``POST`` creates or updates (by id). With ``summarizeErrors`` true (the
-default) one bad element refuses the whole batch: 400 ``ValidationException`` whose
-``Elements`` are the bad elements with their ``ValidationErrors``, nothing written (each
-element is checked after the ones before it were applied, so two payments that together
-overpay an invoice are refused; the records are restored from a copy when one fails). With
-``summarizeErrors=false`` each element stands alone: 200, good elements written with
-``StatusAttributeString`` ``OK``, bad ones echoed with ``ERROR``, ``ValidationErrors`` and
-``HasErrors`` (invoices) or ``HasValidationErrors`` (contacts, payments) true.
+Writes are batches (:mod:`.batch`): ``PUT`` creates only; ``POST`` creates or updates (by
+id; items also by ``Code``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from closeloop.sandboxes.xero import contacts, creditnotes, invoices, payments, settings
-from closeloop.sandboxes.xero.org import Organisation, listing, where
-from closeloop.sandboxes.xero.taxes import UK_RATES
-from closeloop.sandboxes.xero.wire import (
-    XeroError,
-    bad_request,
-    envelope,
-    not_found,
-    validation_error,
+from closeloop.sandboxes.xero import (
+    batch,
+    contacts,
+    creditnotes,
+    invoices,
+    items,
+    payments,
+    settings,
+    tracking_api,
 )
-
-Checker = Callable[[dict[str, Any]], tuple[list[str], dict[str, Any]]]
-Applier = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
-
-
-def _elements(body: Any, key: str, record_id: str | None, id_key: str) -> list[dict[str, Any]]:
-    rows = body.get(key) if isinstance(body, dict) and key in body else [body]
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows) or not rows:
-        raise bad_request("PostDataInvalidException", f"The request must hold {key}")
-    if record_id is not None:
-        if len(rows) != 1:
-            raise bad_request("PostDataInvalidException", "One element updates one record")
-        rows = [{**rows[0], id_key: record_id}]
-    return rows
-
-
-def _batch(
-    org: Organisation,
-    elements: list[dict[str, Any]],
-    summarize: bool,
-    check: Checker,
-    apply: Applier,
-    render: Callable[[dict[str, Any]], dict[str, Any]],
-    flag: str,
-) -> list[dict[str, Any]]:
-    def failed(element: dict[str, Any], errors: list[str]) -> dict[str, Any]:
-        return element | {
-            flag: True,
-            "StatusAttributeString": "ERROR",
-            "ValidationErrors": [{"Message": m} for m in errors],
-        }
-
-    answers, bad = [], []
-    snapshot = org.snapshot() if summarize else None
-    for element in elements:
-        errors, plan = check(element)
-        if errors:
-            answers.append(failed(element, errors))
-            bad.append(answers[-1])
-        else:
-            answers.append(render(apply(element, plan)) | {"StatusAttributeString": "OK"})
-    if bad and snapshot is not None:
-        org.restore(snapshot)
-        raise validation_error(bad)
-    return answers
-
+from closeloop.sandboxes.xero.org import Organisation, listing
+from closeloop.sandboxes.xero.query import where
+from closeloop.sandboxes.xero.taxes import UK_RATES
+from closeloop.sandboxes.xero.wire import XeroError, envelope, not_found
 
 _LIST_FILTERS = {
     "IDs": None,  # the resource's own id
@@ -96,7 +51,8 @@ def _filtered(
 ) -> list[dict[str, Any]]:
     """The records of ``store`` kept by the comma-separated list parameters Xero documents
     for lists (``IDs``, ``InvoiceNumbers``, ``ContactIDs``, ``Statuses``; a parameter the
-    records lack keeps nothing)."""
+    records lack keeps nothing), by ``searchTerm`` (contacts and invoices) and, for
+    contacts, without the ``ARCHIVED`` ones unless ``includeArchived=true``."""
     rows = list(store.values())
     for name, path in _LIST_FILTERS.items():
         if name not in params:
@@ -111,7 +67,108 @@ def _filtered(
             return str(found).lower()
 
         rows = [r for r in rows if value(r) in wanted]
+    if id_key == "ContactID" and params.get("includeArchived", "false").lower() != "true":
+        rows = [r for r in rows if r.get("ContactStatus") != "ARCHIVED"]
+    term = params.get("searchTerm", "").strip().lower()
+    if term:
+        fields = _SEARCHED.get(id_key, ())
+        rows = [r for r in rows if any(term in str(r.get(f) or "").lower() for f in fields)]
     return rows
+
+
+# searchTerm: "a case-insensitive text search across" these fields (Xero's OpenAPI)
+_SEARCHED = {
+    "ContactID": ("Name", "FirstName", "LastName", "ContactNumber", "EmailAddress"),
+    "InvoiceID": ("InvoiceNumber", "Reference"),
+}
+
+
+@dataclass
+class _Resource:
+    """One writable resource: its answer key, records, id, error flag and functions."""
+
+    key: str
+    store: dict[str, dict[str, Any]]
+    id_key: str
+    flag: str | None
+    render: Callable[[dict[str, Any]], dict[str, Any]]
+    check: Callable[[dict[str, Any], bool], tuple[list[str], dict[str, Any]]]
+    apply: batch.Applier
+    alias: str | None = None  # another field a path's {id} may give (InvoiceNumber, Code)
+
+
+def _resource(org: Organisation, name: str, params: dict[str, str]) -> _Resource | None:
+    unitdp = 4 if params.get("unitdp") == "4" else 2
+    if name == "contacts":
+        return _Resource(
+            "Contacts",
+            org.contacts,
+            "ContactID",
+            "HasValidationErrors",
+            contacts.render,
+            lambda e, create: (contacts.check(org, e, create), {}),
+            lambda e, plan: contacts.apply(org, e),
+        )
+    if name == "invoices":
+        return _Resource(
+            "Invoices",
+            org.invoices,
+            "InvoiceID",
+            "HasErrors",
+            lambda r: payments.render_invoice(org, r),
+            lambda e, create: invoices.check(org, e, create, unitdp),
+            lambda e, plan: invoices.apply(org, e, plan),
+            "InvoiceNumber",
+        )
+    if name == "creditnotes":
+        return _Resource(
+            "CreditNotes",
+            org.credit_notes,
+            "CreditNoteID",
+            "HasErrors",
+            lambda r: creditnotes.render(org, r),
+            lambda e, create: creditnotes.check(org, e, create, unitdp),
+            lambda e, plan: creditnotes.apply(org, e, plan),
+            "CreditNoteNumber",
+        )
+    if name == "items":
+        return _Resource(
+            "Items",
+            org.items,
+            "ItemID",
+            None,
+            items.render,
+            lambda e, create: items.check(org, e, create, unitdp),
+            lambda e, plan: items.apply(org, e, plan),
+            "Code",
+        )
+    if name == "payments":
+        return _Resource(
+            "Payments",
+            org.payments,
+            "PaymentID",
+            "HasValidationErrors",
+            lambda r: payments.render(org, r),
+            lambda e, create: payments.check(org, e),
+            lambda e, plan: payments.apply(org, e, plan),
+        )
+    return None
+
+
+def _settings(
+    org: Organisation, resource: str, params: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    """``GET /Organisation``, ``/Accounts`` and ``/TaxRates`` (read-only)."""
+    now = org.clock()
+    if resource == "organisation":
+        return 200, envelope("Organisations", [settings.organisation(org)], now)
+    if resource == "accounts":
+        key, rows = "Accounts", settings.accounts(org)
+    else:
+        key, rows = "TaxRates", [rate.render() | {"TaxType": t} for t, rate in UK_RATES.items()]
+    if "where" in params:
+        rows = [r for r in rows if where(params["where"])(r)]
+    return 200, envelope(key, rows, now)
 
 
 def route(
@@ -124,95 +181,52 @@ def route(
 ) -> tuple[int, dict[str, Any]]:
     """Answer one Accounting call (under ``org.lock``)."""
     parts = [p for p in path.split("/") if p]
-    resource = parts[0].lower() if parts else ""
-    record_id = parts[1] if len(parts) > 1 else None
-    if resource in ("accounts", "organisation") and method == "GET" and len(parts) == 1:
-        now = org.clock()
-        if resource == "organisation":
-            return 200, envelope("Organisations", [settings.organisation(org)], now)
-        rows = settings.accounts(org)
-        if "where" in params:
-            rows = [r for r in rows if where(params["where"])(r)]
-        return 200, envelope("Accounts", rows, now)
-    known = ("contacts", "invoices", "payments", "taxrates", "creditnotes")
-    if len(parts) > 2 or resource not in known:
-        if resource == "creditnotes" and len(parts) == 3 and parts[2].lower() == "allocations":
-            return _allocations(org, method, parts[1], params, body)
-        raise not_found()
-    summarize = params.get("summarizeErrors", "true").lower() != "false"
-    now = org.clock()
-    if resource == "taxrates":
-        if method != "GET" or record_id:
+    name = parts[0].lower() if parts else ""
+    if name in ("accounts", "organisation", "taxrates"):
+        if method != "GET" or len(parts) > 1:
             raise not_found()
-        rates = [rate.render() | {"TaxType": t} for t, rate in UK_RATES.items()]
-        if "where" in params:
-            rates = [r for r in rates if where(params["where"])(r)]
-        return 200, envelope("TaxRates", rates, now)
-    if resource == "contacts":
-        key, store, id_key, flag = "Contacts", org.contacts, "ContactID", "HasValidationErrors"
-        render: Callable[[dict[str, Any]], dict[str, Any]] = contacts.render
-
-        def check(element: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-            return contacts.check(org, element, method == "PUT"), {}
-
-        def apply(element: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
-            return contacts.apply(org, element)
-
-    elif resource == "invoices":
-        key, store, id_key, flag = "Invoices", org.invoices, "InvoiceID", "HasErrors"
-        unitdp = 4 if params.get("unitdp") == "4" else 2
-
-        def render(record: dict[str, Any]) -> dict[str, Any]:
-            return payments.render_invoice(org, record)
-
-        def check(element: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-            return invoices.check(org, element, method == "PUT", unitdp)
-
-        def apply(element: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
-            return invoices.apply(org, element, plan)
-
-        if record_id is not None and record_id not in store:
-            numbered = [i for i in store.values() if i["InvoiceNumber"] == record_id]
-            record_id = numbered[0]["InvoiceID"] if numbered else record_id
-    elif resource == "creditnotes":
-        key, store, id_key, flag = "CreditNotes", org.credit_notes, "CreditNoteID", "HasErrors"
-        unitdp = 4 if params.get("unitdp") == "4" else 2
-        render = creditnotes.render
-
-        def check(element: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-            return creditnotes.check(org, element, method == "PUT", unitdp)
-
-        def apply(element: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
-            return creditnotes.apply(org, element, plan)
-
-    else:
-        key, store, id_key, flag = "Payments", org.payments, "PaymentID", "HasValidationErrors"
-
-        def render(record: dict[str, Any]) -> dict[str, Any]:
-            return payments.render(org, record)
-
-        def check(element: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-            return payments.check(org, element)
-
-        def apply(element: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
-            return payments.apply(org, element, plan)
-
+        return _settings(org, name, params)
+    if name == "trackingcategories":
+        return tracking_api.route(org, method, parts[1:], params, body)
+    if name == "creditnotes" and len(parts) == 3 and parts[2].lower() == "allocations":
+        return _allocations(org, method, parts[1], params, body)
+    resource = _resource(org, name, params)
+    if resource is None or len(parts) > 2:
+        raise not_found()
+    record_id = parts[1] if len(parts) > 1 else None
+    if record_id is not None and record_id not in resource.store and resource.alias:
+        alias = resource.alias
+        named = [
+            r for r in resource.store.values() if str(r.get(alias, "")).lower() == record_id.lower()
+        ]
+        record_id = named[0][resource.id_key] if named else record_id
+    now = org.clock()
     if method == "GET":
         if record_id is not None:
-            if record_id not in store:
+            if record_id not in resource.store:
                 raise not_found()
-            return 200, envelope(key, [render(store[record_id])], now)
-        rows, pagination = listing(_filtered(store, id_key, params), params, since, render)
-        answer = envelope(key, rows, now)
+            return 200, envelope(resource.key, [resource.render(resource.store[record_id])], now)
+        kept = _filtered(resource.store, resource.id_key, params)
+        rows, pagination = listing(kept, params, since, resource.render)
+        answer = envelope(resource.key, rows, now)
         if pagination is not None:
             answer["pagination"] = pagination
         return 200, answer
-    if record_id is not None and (method == "PUT" or key == "Payments"):
+    if record_id is not None and (method == "PUT" or resource.key == "Payments"):
         raise XeroError(405, {"Title": "Method Not Allowed", "Status": 405})
-    if record_id is not None and record_id not in store:
+    if record_id is not None and record_id not in resource.store:
         raise not_found()
-    elements = _elements(body, key, record_id, id_key)
-    return 200, envelope(key, _batch(org, elements, summarize, check, apply, render, flag), now)
+    rows = batch.elements(body, resource.key, record_id, resource.id_key)
+    answers = batch.write(
+        org,
+        rows,
+        batch.summarize(params),
+        lambda e: resource.check(e, method == "PUT"),
+        resource.apply,
+        resource.render,
+        resource.flag,
+    )
+    return 200, envelope(resource.key, answers, now)
 
 
 def _allocations(
@@ -225,8 +239,7 @@ def _allocations(
         raise not_found()
     if method != "PUT":
         raise XeroError(405, {"Title": "Method Not Allowed", "Status": 405})
-    summarize = params.get("summarizeErrors", "true").lower() != "false"
-    elements = _elements(body, "Allocations", None, "AllocationID")
+    rows = batch.elements(body, "Allocations", None, "AllocationID")
 
     def check(element: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         return creditnotes.check_allocation(org, org.credit_notes[note_id], element)
@@ -234,5 +247,7 @@ def _allocations(
     def apply(element: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
         return creditnotes.allocate(org, org.credit_notes[note_id], element, plan)
 
-    rows = _batch(org, elements, summarize, check, apply, lambda r: r, "HasErrors")
-    return 200, envelope("Allocations", rows, org.clock())
+    answers = batch.write(
+        org, rows, batch.summarize(params), check, apply, lambda r: r, "HasErrors"
+    )
+    return 200, envelope("Allocations", answers, org.clock())

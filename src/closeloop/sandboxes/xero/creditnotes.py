@@ -54,7 +54,9 @@ def check(
             amount_types = "Exclusive"
         plan["LineAmountTypes"] = amount_types
         lines = {**element, "LineAmountTypes": amount_types}
-        plan["LineItems"] = invoices.build_lines(lines, unitdp, status, errors)
+        plan["LineItems"] = invoices.build_lines(
+            org, lines, unitdp, status, errors, kind != "ACCPAYCREDIT"
+        )
     if existing is None:
         contact = element.get("Contact")
         contact_id = str(contact.get("ContactID")) if isinstance(contact, dict) else ""
@@ -162,14 +164,11 @@ def allocate(
     }
 
 
-def render(record: dict[str, Any]) -> dict[str, Any]:
+def render(org: Organisation, record: dict[str, Any]) -> dict[str, Any]:
     """The ``CreditNote`` object Xero answers."""
     body = public(record)
     body["Date"] = day_msdate(record["_date"])
-    body["LineItems"] = [
-        {k: v for k, v in line.items() if v is not None and not (k == "DiscountRate" and not v)}
-        for line in record["LineItems"]
-    ]
+    body["LineItems"] = invoices.render_lines(org, record["LineItems"])
     body["Allocations"] = [
         {
             "AllocationID": a["AllocationID"],

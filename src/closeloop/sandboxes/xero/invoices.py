@@ -3,10 +3,14 @@ status rules of Xero's "Invoices" page.
 
 An element is ``{"Type": "ACCREC"|"ACCPAY", "Contact": {"ContactID"}|{"Name"},
 "LineItems": [{"Description", "Quantity", "UnitAmount", "AccountCode", "TaxType",
-"DiscountRate", "LineAmount"?}], "LineAmountTypes", "Date", "DueDate", "Reference",
-"InvoiceNumber", "Status", "CurrencyCode"}``. ``UnitAmount`` is rounded to ``unitdp``
-(2, or 4 when asked) as Xero does, before ``LineAmount`` is computed; a ``LineAmount`` sent
-must equal ``Quantity * UnitAmount`` less the discount. Totals: :mod:`.taxes`.
+"DiscountRate", "LineAmount"?, "ItemCode"?, "Tracking"?}], "LineAmountTypes", "Date",
+"DueDate", "Reference", "InvoiceNumber", "Status", "CurrencyCode"}``. A line's
+``ItemCode`` fills what the line leaves out (:mod:`.items`); its ``Tracking`` is checked and
+stored whole (:mod:`.tracking`). ``UnitAmount`` is rounded to ``unitdp`` (2, or 4 when
+asked) as Xero does, before ``LineAmount`` is computed; a ``LineAmount`` sent must equal
+``Quantity * UnitAmount`` less the discount. Totals: :mod:`.taxes`. An update (``POST``
+with the ``InvoiceID``) that sends ``LineItems`` replaces every line with those sent (a
+line sent with its ``LineItemID`` keeps it); the fields it leaves out stay as they were.
 
 Statuses: created ``DRAFT`` (default), ``SUBMITTED`` or ``AUTHORISED``. Allowed changes:
 ``DRAFT`` and ``SUBMITTED`` to each other, to ``AUTHORISED`` or ``DELETED``;
@@ -23,7 +27,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from closeloop.sandboxes.xero import contacts
+from closeloop.sandboxes.xero import contacts, items, tracking
 from closeloop.sandboxes.xero.org import Organisation, public
 from closeloop.sandboxes.xero.settings import CHART
 from closeloop.sandboxes.xero.taxes import (
@@ -49,10 +53,16 @@ LOCKED = "Invoice not of valid status for modification"
 
 
 def build_lines(
-    element: dict[str, Any], unitdp: int, status: str, errors: list[str]
+    org: Organisation,
+    element: dict[str, Any],
+    unitdp: int,
+    status: str,
+    errors: list[str],
+    sales: bool = True,
 ) -> list[dict[str, Any]]:
-    """The stored line items of ``element`` (amounts and tax computed); problems are
-    appended to ``errors``."""
+    """The stored line items of ``element`` (the ``ItemCode`` defaults of :mod:`.items`
+    applied, ``Tracking`` resolved by :mod:`.tracking`, amounts and tax computed); problems
+    are appended to ``errors``. ``sales``: a sales document (else a purchase one)."""
     amount_types = element.get("LineAmountTypes", "Exclusive")
     lines = element.get("LineItems")
     if not isinstance(lines, list) or not lines:
@@ -63,6 +73,7 @@ def build_lines(
         if not isinstance(line, dict):
             errors.append(f"Line item {number} must be an object")
             continue
+        line = items.line_defaults(org, line, sales, errors)
         try:
             quantity = money(line.get("Quantity", 1), "Quantity")
             given = line.get("LineAmount")
@@ -94,6 +105,8 @@ def build_lines(
         made.append(
             {
                 "LineItemID": str(line.get("LineItemID") or uuid.uuid4()),
+                "ItemCode": line.get("ItemCode"),
+                "Item": line.get("Item"),
                 "Description": str(line.get("Description") or ""),
                 "Quantity": quantity,
                 "UnitAmount": unit,
@@ -102,7 +115,7 @@ def build_lines(
                 "TaxType": tax_type,
                 "TaxAmount": line_tax(amount, rate.percent, amount_types),
                 "LineAmount": amount,
-                "Tracking": line.get("Tracking") or [],
+                "Tracking": tracking.resolve(org, line.get("Tracking"), errors),
             }
         )
     return made
@@ -169,7 +182,12 @@ def check(
             else {"LineItems": [{**line, "LineAmount": None} for line in existing["LineItems"]]}
         )
         plan["LineItems"] = build_lines(
-            {**source, "LineAmountTypes": amount_types}, unitdp, status, errors
+            org,
+            {**source, "LineAmountTypes": amount_types},
+            unitdp,
+            status,
+            errors,
+            kind != "ACCPAY",
         )
     elif (
         status in ("SUBMITTED", "AUTHORISED")
@@ -260,7 +278,19 @@ def _day(value: date | None) -> str | None:
     return None if value is None else day_msdate(value)
 
 
-def render(record: dict[str, Any], payments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def render_lines(org: Organisation, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored line items as answered: fields without a value left out, ``Tracking`` with
+    the current names."""
+    return [
+        {k: v for k, v in line.items() if v is not None and not (k == "DiscountRate" and not v)}
+        | {"Tracking": tracking.current(org, line["Tracking"])}
+        for line in lines
+    ]
+
+
+def render(
+    org: Organisation, record: dict[str, Any], payments: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The ``Invoice`` object Xero answers (``Payments`` as their summaries)."""
     body = public(record)
     body["Date"] = _day(record["_date"])
@@ -268,10 +298,7 @@ def render(record: dict[str, Any], payments: list[dict[str, Any]] | None = None)
         body["DueDate"] = _day(record["_due"])
     if record.get("_paid_on") is not None:
         body["FullyPaidOnDate"] = _day(record["_paid_on"])
-    body["LineItems"] = [
-        {k: v for k, v in line.items() if v is not None and not (k == "DiscountRate" and not v)}
-        for line in record["LineItems"]
-    ]
+    body["LineItems"] = render_lines(org, record["LineItems"])
     body["CurrencyRate"] = Decimal("1.0000")
     body["Payments"] = payments or []
     body["CreditNotes"] = record.get("_credit_notes", [])

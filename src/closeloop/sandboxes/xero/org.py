@@ -1,5 +1,6 @@
 """A Xero organisation (tenant) in memory: its records, the clock of ``UpdatedDateUTC`` and
-the reads every list endpoint shares: ``where``, ``If-Modified-Since`` and ``page``.
+the reads every list endpoint shares: ``where``, ``order`` (:mod:`.query`),
+``If-Modified-Since`` and ``page``/``pageSize``.
 
 Records are held as Xero renders them (money as ``Decimal``), plus ``_updated`` (an aware
 ``datetime``) for ``If-Modified-Since``. Every write takes a new ``UpdatedDateUTC`` strictly
@@ -7,15 +8,15 @@ later than the last one (at millisecond resolution, the .NET date's), so a clien
 "modified since the last ``UpdatedDateUTC`` I saw" never misses a write made in the same
 millisecond. ``If-Modified-Since`` keeps records modified at or after the given moment
 (Xero: "records created or modified since this timestamp"; inclusive, so a client's overlap
-is safe). Lists are ordered by ``UpdatedDateUTC`` then id (Xero does not document a default
-order); with ``page`` (1-based) they are cut into pages of ``pageSize`` (default 100, at most
-1000) and carry ``pagination``; without it, everything is answered.
+is safe). Lists are ordered by ``UpdatedDateUTC`` then id unless ``order`` says otherwise
+(Xero does not document a default order); with ``page`` (1-based) they are cut into pages
+of ``pageSize`` (default 100, at most 1000) and carry ``pagination``; without ``page``,
+everything is answered (``pageSize`` alone changes nothing).
 """
 
 from __future__ import annotations
 
 import copy
-import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -23,11 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from closeloop.sandboxes.xero.query import order, where
 from closeloop.sandboxes.xero.wire import XeroError, bad_request, msdate
-
-_CLAUSE = re.compile(
-    r'^\s*([A-Za-z][\w.]*)\s*==\s*(?:"([^"]*)"|guid\("([^"]*)"\)|(true|false))\s*$'
-)
 
 
 @dataclass
@@ -40,6 +38,8 @@ class Organisation:
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     credit_notes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tracking: dict[str, dict[str, Any]] = field(default_factory=dict)
     invoice_number: int = 0
     credit_note_number: int = 0
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -72,6 +72,8 @@ class Organisation:
                 self.invoices,
                 self.payments,
                 self.credit_notes,
+                self.items,
+                self.tracking,
                 self.invoice_number,
                 self.credit_note_number,
             )
@@ -84,6 +86,8 @@ class Organisation:
             self.invoices,
             self.payments,
             self.credit_notes,
+            self.items,
+            self.tracking,
             self.invoice_number,
             self.credit_note_number,
         ) = snapshot
@@ -99,67 +103,26 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if not k.startswith("_")}
 
 
-def _lookup(record: dict[str, Any], path: str) -> Any:
-    value: Any = record
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def where(expression: str) -> Callable[[dict[str, Any]], bool]:
-    """A predicate for Xero's ``where`` parameter, for the subset the sandbox understands:
-    clauses ``Field=="text"``, ``Contact.ContactID==guid("...")`` or ``Field==true``
-    joined by ``AND`` (or ``&&``). Anything else is a 400 ``QueryParseException`` (Xero
-    answers unparsable filters so), never a silently ignored filter."""
-    clauses = []
-    for part in re.split(r"\s+AND\s+|\s*&&\s*", expression.strip()):
-        found = _CLAUSE.match(part)
-        if not found:
-            raise bad_request(
-                "QueryParseException", f"The sandbox cannot parse where: {part}", number=16
-            )
-        name, text, guid, flag = found.groups()
-        clauses.append((name, text if text is not None else guid if guid is not None else flag))
-
-    def matches(record: dict[str, Any]) -> bool:
-        for name, wanted in clauses:
-            value = _lookup(record, name)
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            if value is None or str(value).lower() != str(wanted).lower():
-                return False
-        return True
-
-    return matches
-
-
 def listing(
     rows: list[dict[str, Any]],
     params: dict[str, str],
     since: datetime | None,
     render: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
-    """The rows a list endpoint answers, and its ``pagination`` when ``page`` was given.
-    Raises :class:`XeroError` 400 on a bad ``page``/``pageSize`` or ``where``."""
-    if "where" in params:
-        keep = where(params["where"])
-        rows = [r for r in rows if keep(r)]
+    """The rows a list endpoint answers (rendered), and its ``pagination`` when ``page``
+    was given. ``where`` and ``order`` apply to the rendered rows (:mod:`.query`). Raises
+    :class:`XeroError` 400 on a bad ``page``/``pageSize``, ``where`` or ``order``."""
+    keep = where(params["where"]) if "where" in params else None
     if since is not None:
         rows = [r for r in rows if r["_updated"] >= since]
-    rows = sorted(
-        rows,
-        key=lambda r: (
-            r["_updated"],
-            str(
-                r.get("InvoiceID")
-                or r.get("CreditNoteID")
-                or r.get("PaymentID")
-                or r.get("ContactID")
-            ),
-        ),
-    )
+    rows = sorted(rows, key=lambda r: (r["_updated"], _record_id(r)))
+    answers = [render(r) for r in rows]
+    if keep is not None:
+        answers = [a for a in answers if keep(a)]
+    if "order" in params:
+        answers = order(answers, params["order"])
     if "page" not in params:
-        return [render(r) for r in rows], None
+        return answers, None
     try:
         number, size = int(params["page"]), int(params.get("pageSize", "100"))
     except ValueError:
@@ -173,11 +136,17 @@ def listing(
                 "Message": "page must be 1 or more, pageSize 1 to 1000",
             },
         )
-    chunk = rows[(number - 1) * size : number * size]
-    pages = (len(rows) + size - 1) // size
-    return [render(r) for r in chunk], {
+    pages = (len(answers) + size - 1) // size
+    return answers[(number - 1) * size : number * size], {
         "page": number,
         "pageSize": size,
         "pageCount": pages,
-        "itemCount": len(rows),
+        "itemCount": len(answers),
     }
+
+
+_ID_KEYS = ("InvoiceID", "CreditNoteID", "PaymentID", "ContactID", "ItemID", "TrackingCategoryID")
+
+
+def _record_id(record: dict[str, Any]) -> str:
+    return next((str(record[k]) for k in _ID_KEYS if k in record), "")

@@ -120,4 +120,4 @@ def render(org: Organisation, record: dict[str, Any]) -> dict[str, Any]:
 
 def render_invoice(org: Organisation, invoice: dict[str, Any]) -> dict[str, Any]:
     """An invoice as answered, with its payments' summaries."""
-    return invoices.render(invoice, [summary(org.payments[p]) for p in invoice["_payments"]])
+    return invoices.render(org, invoice, [summary(org.payments[p]) for p in invoice["_payments"]])

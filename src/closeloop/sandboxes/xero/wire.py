@@ -10,6 +10,7 @@ text: it is never a float.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -103,6 +104,39 @@ def money(value: Any, name: str) -> Decimal:
     if not number.is_finite():
         raise ValueError(f"{name} must be a number")
     return number
+
+
+MONEY_FIELDS = frozenset(
+    {
+        "Quantity",
+        "UnitAmount",
+        "LineAmount",
+        "TaxAmount",
+        "DiscountRate",
+        "DiscountAmount",
+        "UnitPrice",
+        "Amount",
+        "SubTotal",
+        "TotalTax",
+        "Total",
+    }
+)
+
+
+def echo(value: Any) -> Any:
+    """An element as a refusal repeats it: money fields sent as numeric text are numbers
+    (Xero echoes what it parsed, so a refused element still fits its schema)."""
+    if isinstance(value, list):
+        return [echo(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    made = {}
+    for key, item in value.items():
+        if key in MONEY_FIELDS and isinstance(item, str):
+            with contextlib.suppress(ValueError):
+                item = money(item, key)
+        made[key] = echo(item)
+    return made
 
 
 def loads(body: bytes) -> Any:
