@@ -582,3 +582,27 @@ def test_a_draft_invoice_is_updated_whole_and_deleted_but_an_authorised_one_is_n
     message = refused.json()["Elements"][0]["ValidationErrors"][0]["Message"]
     assert "AUTHORISED to DELETED" in message
     validate(openapi, "POST", f"Invoices/{authorised['InvoiceID']}", refused)
+
+
+def test_documents_in_the_currencies_set_up_are_taken_and_others_refused(
+    api: Api, openapi: Any
+) -> None:
+    listed = api.call("GET", "Currencies")
+    validate(openapi, "GET", "Currencies", listed)
+    assert [c["Code"] for c in listed.json()["Currencies"]] == ["GBP", "EUR", "USD"]
+    cid = contact(api, "Währung GmbH")
+    euro = invoice(api, cid, [line("100.00")], CurrencyCode="EUR")
+    assert euro["CurrencyCode"] == "EUR" and Decimal(str(euro["Total"])) == Decimal("120.00")
+    refused = api.call(
+        "PUT",
+        "Invoices",
+        json={
+            "Type": "ACCREC",
+            "Contact": {"ContactID": cid},
+            "CurrencyCode": "CHF",
+            "LineItems": [line("100.00")],
+        },
+    )
+    assert refused.status_code == 400
+    assert "The currency CHF is not set up" in refused.text
+    assert not [i for i in api.listed("Invoices") if i.get("CurrencyCode") == "CHF"]

@@ -134,7 +134,7 @@ def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
     def bind(role: Role, canonical_type: str, flow: Flow) -> None:
         routing: RoleRouting = getattr(roles, role.value)
         for system in routing.systems:
-            bindings.append(canonical_binding(settings, system, canonical_type, (flow,), mappers))
+            bindings.extend(canonical_bindings(settings, system, canonical_type, (flow,), mappers))
 
     if flows.mobilize is not None:
         mobilize = MobilizeFlow(
@@ -410,18 +410,21 @@ def mapped_binding(
     return Binding(system, vendor_object, canonical, mapper.mapper_for(vendor_object), tuple(flows))
 
 
-def canonical_binding(
+def canonical_bindings(
     settings: Settings,
     system: str,
     canonical_type: str,
     flows: Sequence[Flow],
     mappers: Mapping[str, Mapper] | None = None,
-) -> Binding:
-    """A binding of the one vendor object of ``system`` that its mapping turns into
-    ``canonical_type`` (see :func:`mapped_binding`)."""
+) -> list[Binding]:
+    """A binding of each vendor object of ``system`` that its mapping turns into
+    ``canonical_type`` (see :func:`mapped_binding`; Xero keeps invoices and credit notes
+    apart, Tryton in one object)."""
     mapper = _mapper(settings, system, mappers)
-    vendor_object = mapper.object_for(canonical_type)
-    return mapped_binding(settings, system, vendor_object, flows, {system: mapper})
+    return [
+        mapped_binding(settings, system, vendor_object, flows, {system: mapper})
+        for vendor_object in mapper.objects_for(canonical_type)
+    ]
 
 
 def _mapper(settings: Settings, system: str, mappers: Mapping[str, Mapper] | None) -> Mapper:

@@ -130,16 +130,15 @@ class Mapper:
                 f"{self.spec.connection} has no mapping for {vendor_object!r} (mapped: {known})"
             ) from None
 
-    def object_for(self, canonical_type: str) -> str:
-        """The vendor object this connection maps onto ``canonical_type``. Raises
-        ``KeyError`` when none or several do."""
+    def objects_for(self, canonical_type: str) -> list[str]:
+        """The vendor objects this connection maps onto ``canonical_type``, in file order.
+        Raises ``KeyError`` when none does."""
         found = [o for o, m in self.spec.objects.items() if m.canonical == canonical_type]
-        if len(found) != 1:
+        if not found:
             raise KeyError(
-                f"{self.spec.connection} maps {len(found)} objects onto {canonical_type!r} "
-                f"({', '.join(found) or 'none'}); a flow needs exactly one"
+                f"{self.spec.connection} maps no object onto {canonical_type!r}; a flow needs one"
             )
-        return found[0]
+        return found
 
     def map(self, vendor_object: str, payload: dict[str, Any]) -> MappingResult:
         """Map ``payload`` of ``vendor_object``; never raises for bad data, lists problems."""

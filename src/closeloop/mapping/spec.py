@@ -37,17 +37,17 @@ class FieldRule(BaseModel):
     ``path``: dotted vendor path (``Account.Name``, ``client.id``, ``lines.0.amount``).
     ``concat``: parts joined by ``sep``; a part starting with ``=`` is literal text.
     ``format``: ``date``/``datetime`` (with ``input_format``, a ``strptime`` pattern),
-    ``decimal`` (with ``decimal_separator``), ``negated`` (a decimal with its sign turned:
-    a credit note's amounts where the vendor keeps them positive), ``integer``, ``boolean``, ``text``, ``upper``,
-    ``lower``. ``value_map``: a named map of the file, or an inline one; a value absent from
-    the map is a mapping problem, unless ``default`` is given or ``keep_unmapped`` passes it
-    through unchanged (for maps of spelling variants). ``pick``: when map values are
-    objects (a product -> ``{task, rate}``), the key to take. ``as_list``: wrap a single
-    value in a list. ``when``: set the field only when that vendor path has a value (a
-    currency constant only when there is an amount). ``each``: map every element of a
-    vendor list with nested rules. ``otherwise``: a nested rule giving the value when the
-    source has none (before ``default``): a deal's legal entity from the opportunity, else
-    by its account's country.
+    ``decimal`` (with ``decimal_separator``), ``negated`` (a decimal with its sign turned: a
+    credit note's amounts where the vendor keeps them positive), ``integer``, ``boolean``,
+    ``text``, ``upper``, ``lower``. ``value_map``: a named map of the file, or an inline
+    one; a value absent from the map is a mapping problem, unless ``default`` is given or
+    ``keep_unmapped`` passes it through unchanged (for maps of spelling variants). ``pick``:
+    when map values are objects (a product -> ``{task, rate}``), the key to take.
+    ``as_list``: wrap a single value in a list. ``when``: set the field only when that
+    vendor path has a value (a currency constant only when there is an amount). ``each``:
+    map every element of a vendor list with nested rules. ``otherwise``: a nested rule
+    giving the value when the source has none (before ``default``): a deal's legal entity
+    from the opportunity, else by its account's country.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -213,7 +212,7 @@ class XeroClient:
         modified_since: datetime | None = None,
     ) -> dict[str, Any]:
         """One call to ``resource`` (relative to the base URL, e.g. ``Invoices``); the parsed
-        answer. ``modified_since`` becomes ``If-Modified-Since`` (RFC 9110 date, UTC); a
+        answer. ``modified_since`` becomes ``If-Modified-Since`` (ISO 8601, UTC, ms); a
         write's ``Idempotency-Key`` is ``idempotency_key`` or made from the request.
         Raises the module docstring's errors."""
         content = json_body(body) if body is not None else None  # RefusedError before a slot
@@ -224,7 +223,11 @@ class XeroClient:
                 method, resource, str(sorted((params or {}).items())), content.decode()
             )
         if modified_since is not None:
-            headers["If-Modified-Since"] = format_datetime(modified_since.astimezone(UTC), True)
+            # ISO 8601 with milliseconds, as the OpenAPI's example (an RFC 9110 date has
+            # whole seconds only, and would read back a second of older changes)
+            headers["If-Modified-Since"] = modified_since.astimezone(UTC).isoformat(
+                timespec="milliseconds"
+            )
         name = resource.split("/")[0]
         self.calls[f"{method} {name}"] = self.calls.get(f"{method} {name}", 0) + 1
         for attempt in (1, 2):

@@ -121,7 +121,11 @@ class XeroConnector:
             params={"where": f'Type=="{_FEED_TYPE[object_name]}"', "order": "UpdatedDateUTC ASC"},
             modified_since=since,
         ):
-            changes = self._changes(object_name, page)
+            changes = [
+                c
+                for c in self._changes(object_name, page)
+                if since is None or (c.modified_at is not None and c.modified_at >= since)
+            ]
             if changes:
                 yield changes
 

@@ -113,11 +113,13 @@ class Customers:
         return found
 
     def upsert(self, customers: Sequence[UpsertCustomer]) -> list[str | Exception]:
-        """Create or update each customer (by its code in ``ContactNumber``) in one write;
-        one result per customer: its ``ContactID`` or the refusal."""
+        """Create or update each customer (by its code in ``ContactNumber``) in one write
+        (a code asked for twice, as two deals of one account do, is written once, as last
+        asked); one result per customer: its ``ContactID`` or the refusal."""
         existing = self.by_code([c.code for c in customers])
+        latest = {c.code: c for c in customers}
         elements = []
-        for customer in customers:
+        for customer in latest.values():
             element: dict[str, Any] = {
                 "Name": customer.name,
                 "ContactNumber": customer.code,
@@ -141,10 +143,11 @@ class Customers:
         answer = self.client.request(
             "POST", "Contacts", params={"summarizeErrors": "false"}, body={"Contacts": elements}
         )
-        results: list[str | Exception] = []
-        for element in answer.get("Contacts") or []:
+        answered = list(answer.get("Contacts") or [])
+        if len(answered) != len(latest):
+            raise ValueError(f"Xero answered {len(answered)} contacts for {len(latest)}")
+        by_code: dict[str, str | Exception] = {}
+        for code, element in zip(latest, answered, strict=True):
             messages = validation_messages(element)
-            results.append(ElementRefused(messages) if messages else str(element["ContactID"]))
-        if len(results) != len(customers):
-            raise ValueError(f"Xero answered {len(results)} contacts for {len(customers)}")
-        return results
+            by_code[code] = ElementRefused(messages) if messages else str(element["ContactID"])
+        return [by_code[c.code] for c in customers]

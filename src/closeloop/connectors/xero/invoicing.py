@@ -27,6 +27,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import structlog
+
 from closeloop.connectors.xero.client import (
     XeroClient,
     parse_msdate,
@@ -45,6 +47,7 @@ from closeloop.connectors.xero.marks import (
 from closeloop.connectors.xero.projects import ElementRefused, Projects
 from closeloop.domain.operations import ChargeLine, CreditInvoice, InvoiceProject
 
+log = structlog.get_logger(__name__)
 TIME_KEY = "time"
 LIVE = ("DRAFT", "SUBMITTED", "AUTHORISED", "PAID")
 _LINE_FIELDS = ("Description", "Quantity", "UnitAmount", "ItemCode", "AccountCode", "TaxType")
@@ -290,15 +293,25 @@ class Invoicing:
             keys = taken.get(str(doc.get("InvoiceID")), set()) & billed_keys
             if not keys:
                 continue
-            left = [li for li in doc["LineItems"] if mark_of(li.get("Description")) not in keys]
+            left = [
+                _line(li) | {"LineItemID": li["LineItemID"]}
+                for li in doc["LineItems"]
+                if mark_of(li.get("Description")) not in keys
+            ]
             if left:
                 updates.append({"InvoiceID": doc["InvoiceID"], "LineItems": left})
             else:
                 updates.append({"InvoiceID": doc["InvoiceID"], "Status": "DELETED"})
         if updates:
-            self.client.request(
+            answer = self.client.request(
                 "POST", "Invoices", params={"summarizeErrors": "false"}, body={"Invoices": updates}
             )
+            for element in answer.get("Invoices") or []:
+                messages = validation_messages(element)
+                if messages:  # the lines stay; they are never billed twice (see _element)
+                    log.warning(
+                        "xero_wip_not_cleaned", invoice=element.get("InvoiceID"), errors=messages
+                    )
 
     # --- posting -----------------------------------------------------------------------------
     def post(self, references: Sequence[str]) -> list[dict[str, Any] | Exception]:

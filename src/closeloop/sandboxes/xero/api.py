@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pycountry
+
 from closeloop.sandboxes.xero import (
     batch,
     contacts,
@@ -158,11 +160,19 @@ def _resource(org: Organisation, name: str, params: dict[str, str]) -> _Resource
 def _settings(
     org: Organisation, resource: str, params: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
-    """``GET /Organisation``, ``/Accounts`` and ``/TaxRates`` (read-only)."""
+    """``GET /Organisation``, ``/Accounts``, ``/TaxRates`` and ``/Currencies`` (read-only)."""
     now = org.clock()
     if resource == "organisation":
         return 200, envelope("Organisations", [settings.organisation(org)], now)
-    if resource == "accounts":
+    if resource == "currencies":
+        key, rows = (
+            "Currencies",
+            [
+                {"Code": c, "Description": getattr(pycountry.currencies.get(alpha_3=c), "name", c)}
+                for c in org.currencies
+            ],
+        )
+    elif resource == "accounts":
         key, rows = "Accounts", settings.accounts(org)
     else:
         key, rows = "TaxRates", [rate.render() | {"TaxType": t} for t, rate in UK_RATES.items()]
@@ -182,7 +192,7 @@ def route(
     """Answer one Accounting call (under ``org.lock``)."""
     parts = [p for p in path.split("/") if p]
     name = parts[0].lower() if parts else ""
-    if name in ("accounts", "organisation", "taxrates"):
+    if name in ("accounts", "organisation", "taxrates", "currencies"):
         if method != "GET" or len(parts) > 1:
             raise not_found()
         return _settings(org, name, params)

@@ -71,6 +71,9 @@ def check(
     for name in ("Reference", "CreditNoteNumber"):
         if name in element:
             plan[name] = str(element[name] or "")
+    currency = invoices.currency_of(org, element, existing, errors)
+    if currency is not None:
+        plan["CurrencyCode"] = currency
     return errors, plan
 
 
@@ -90,7 +93,15 @@ def apply(org: Organisation, element: dict[str, Any], plan: dict[str, Any]) -> d
             "_allocations": [],
         }
         org.credit_notes[record["CreditNoteID"]] = record
-    for key in ("Type", "Status", "LineAmountTypes", "LineItems", "Reference", "_date"):
+    for key in (
+        "Type",
+        "Status",
+        "LineAmountTypes",
+        "LineItems",
+        "Reference",
+        "CurrencyCode",
+        "_date",
+    ):
         if key in plan:
             record[key] = plan[key]
     pairs = [(line["LineAmount"], line["TaxAmount"]) for line in record["LineItems"]]

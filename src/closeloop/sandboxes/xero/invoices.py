@@ -52,6 +52,35 @@ NEXT_STATUS = {
 LOCKED = "Invoice not of valid status for modification"
 
 
+def currency_of(
+    org: Organisation,
+    element: dict[str, Any],
+    existing: dict[str, Any] | None,
+    errors: list[str],
+) -> str | None:
+    """The currency a document is written in: ``CurrencyCode``, else the one it has, else
+    the base currency; one the organisation has not set up is refused (Xero: "The currency
+    X is not set up for this organisation"), and a posted document's cannot change."""
+    current = existing["CurrencyCode"] if existing else None
+    currency = str(element.get("CurrencyCode") or current or BASE_CURRENCY).upper()
+    if currency not in org.currencies:
+        errors.append(f"The currency {currency} is not set up for this organisation")
+        return None
+    if (
+        current
+        and currency != current
+        and existing
+        and existing["Status"]
+        not in (
+            "DRAFT",
+            "SUBMITTED",
+        )
+    ):
+        errors.append(LOCKED)
+        return None
+    return currency
+
+
 def build_lines(
     org: Organisation,
     element: dict[str, Any],
@@ -207,9 +236,9 @@ def check(
             plan["_contact_name"] = contact["Name"].strip()
         else:
             errors.append("A Contact must be specified")
-    currency = element.get("CurrencyCode", BASE_CURRENCY)
-    if currency != BASE_CURRENCY:
-        errors.append(f"The currency {currency} is not set up for this organisation")
+    currency = currency_of(org, element, existing, errors)
+    if currency is not None:
+        plan["CurrencyCode"] = currency
     for name, key in (("Date", "_date"), ("DueDate", "_due")):
         if element.get(name) is not None:
             try:
@@ -254,6 +283,7 @@ def apply(org: Organisation, element: dict[str, Any], plan: dict[str, Any]) -> d
         "LineItems",
         "Reference",
         "InvoiceNumber",
+        "CurrencyCode",
         "_date",
         "_due",
     ):

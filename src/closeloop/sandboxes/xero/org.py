@@ -40,6 +40,7 @@ class Organisation:
     credit_notes: dict[str, dict[str, Any]] = field(default_factory=dict)
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     tracking: dict[str, dict[str, Any]] = field(default_factory=dict)
+    currencies: tuple[str, ...] = ("GBP", "EUR", "USD")
     invoice_number: int = 0
     credit_note_number: int = 0
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
