@@ -4,7 +4,8 @@ processes and real HTTP between them); then Xero is read back with its own API: 
 engagement's customer (a contact), project (a tracking option and its items), approved time
 (once each, on an approved invoice or still in work in progress after the period), invoices
 approved with the hub's references, and the CRM showing what Xero invoiced and Harvest the
-time billed."""
+time billed; all within Xero's real limits (60 calls a minute, 5 at once), never refused by
+one, as the sandbox counts."""
 
 from __future__ import annotations
 
@@ -178,4 +179,7 @@ def check(hub: Hub, firm: Firm, api: xero_support.Api) -> None:
         total = sum((Decimal(str(i["Total"])) for i in invoices), Decimal(0))
         assert Decimal(str(deals[deal_id]["Invoiced_Amount__c"] or 0)) == total, key
     assert len(seen) == len(set(seen))  # each entry once in Xero
+    counted = api.admin("GET", "calls").json()  # Xero's limits, as the sandbox counts them
+    assert counted["throttled"] == {} and counted["peak_minute"] <= 60, counted
+    assert counted["peak_concurrent"] <= 5, counted
     assert any(str(d.get("Reference") or "").count("/") for d in documents)  # something invoiced

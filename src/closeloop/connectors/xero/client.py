@@ -8,8 +8,10 @@
 - **Limits** (Xero's "OAuth 2.0 API limits"): 60 calls a rolling minute and 5,000 a rolling
   day per tenant, counted across all workers in the shared rate limit before each call, and
   at most 5 calls in flight per tenant (here per process; the engine's ``max_concurrent``
-  keeps the workers' sum under it). A 429 is a :class:`~closeloop.ports.connector.
-  TransientError` carrying ``Retry-After`` and naming ``X-Rate-Limit-Problem``.
+  keeps the workers' sum under it). ``X-MinLimit-Remaining`` on each answer counts the
+  calls others made to the organisation too (:meth:`XeroClient._align`). A 429 is a
+  :class:`~closeloop.ports.connector.TransientError` carrying ``Retry-After`` and naming
+  ``X-Rate-Limit-Problem``.
 - **Writes** carry ``Idempotency-Key`` (Xero replays the first answer of a key it has seen),
   made from the request itself (method, resource and body: :func:`request_key`), so a
   request sent again after a lost answer is applied once, and a different write never
@@ -29,6 +31,7 @@ import hashlib
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -154,6 +157,9 @@ class XeroClient:
         self.calls: dict[str, int] = {}
         self.waited_s = 0.0
         self.last_remaining: dict[str, int] = {}
+        self._own: deque[float] = deque()  # this client's answered calls (monotonic s)
+        self._others: deque[float] = deque()  # slots taken for calls Xero counted, not ours
+        self._count_lock = threading.Lock()
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -262,11 +268,39 @@ class XeroClient:
         finally:
             for key, stamp in slots:
                 self._limit.settle(key, stamp)
+            with self._count_lock:
+                self._own.append(time.monotonic())
+
+    def _align(self, remaining: int) -> None:
+        """Count the calls Xero says the tenant's minute holds beyond this client's own.
+
+        ``X-MinLimit-Remaining`` counts every call of the app to the organisation in the
+        rolling minute: this client's, and others' (a person's script on the same
+        connection, a tool). When it leaves fewer calls than the window knows of, a slot is
+        taken for each call of the difference, as if made now, so the window never lets a
+        call go over Xero's count. With several workers sharing the window, the others'
+        calls are counted twice: the hub then stays further under the limit, never over.
+        """
+        limit, window_s = self.windows[0]
+        key = self.rate_limit_key(window_s)
+        with self._count_lock:
+            now = time.monotonic()
+            for stamps in (self._own, self._others):
+                while stamps and stamps[0] <= now - window_s:
+                    stamps.popleft()
+            unknown = (limit - remaining) - len(self._own) - len(self._others)
+            for _ in range(max(unknown, 0)):
+                wait, _stamp = self._limit.take(key, limit, window_s)
+                if wait > 0:
+                    break
+                self._others.append(now)
 
     def _answer(self, response: httpx.Response) -> dict[str, Any]:
         for header in ("X-MinLimit-Remaining", "X-DayLimit-Remaining"):
             if response.headers.get(header, "").isdigit():
                 self.last_remaining[header] = int(response.headers[header])
+        if "X-MinLimit-Remaining" in self.last_remaining and response.status_code != 429:
+            self._align(self.last_remaining["X-MinLimit-Remaining"])
         status = response.status_code
         if status == 429 or status >= 500:
             retry_after = response.headers.get("Retry-After", "")
