@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from closeloop.connectors.bulk import malformed, parse_each, run_groups, transport_outcome
+from closeloop.connectors.xero import facts
 from closeloop.connectors.xero.client import XeroApiError, XeroClient, parse_msdate
 from closeloop.connectors.xero.customers import Customers
 from closeloop.connectors.xero.invoicing import Invoicing, document_payload, made_payload
@@ -35,6 +36,7 @@ from closeloop.domain.operations import (
     split_idempotency_key,
 )
 from closeloop.ports.connector import AmbiguousError, ConnectorLimits, RefusedError, TransientError
+from closeloop.ports.reconcile import Fact
 
 T = TypeVar("T")
 INVOICES = "Invoices"
@@ -163,6 +165,20 @@ class XeroConnector:
                 )
             )
         return sorted(changes, key=lambda c: (c.modified_at, c.external_id))
+
+    # --- reconciliation (closeloop.ports.reconcile.FactSource) ------------------------------
+    def fact_domains(self) -> Sequence[str]:
+        """Customers, projects, time, invoices and charges (:mod:`.facts`)."""
+        return facts.DOMAINS
+
+    def read_facts(self, domain: str) -> Iterator[Sequence[Fact]]:
+        """Pages of every record of ``domain`` in this organisation, read 1,000 a call
+        (:func:`.facts.read_facts`: what each domain holds). Raises ``ValueError`` for a
+        domain not in :meth:`fact_domains`, :class:`TransientError` when Xero cannot
+        answer now."""
+        return facts.read_facts(
+            self.client, self.projects.accounts.tracking_category, self._system, domain
+        )
 
     # --- commands ----------------------------------------------------------------------------
     def execute(self, commands: Sequence[Command]) -> Sequence[Outcome]:

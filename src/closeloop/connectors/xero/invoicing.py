@@ -157,10 +157,12 @@ class Invoicing:
         documents = self.documents(keys)
         results: list[dict[str, Any] | Exception] = []
         made: list[tuple[int, dict[str, Any], list[str]]] = []
-        taken: dict[str, set[str]] = {}  # draft InvoiceID -> line keys billed now
+        taken: dict[str, set[str]] = {}  # draft InvoiceID -> line keys billed now or before
+        stale: set[str] = set()  # keys on a draft that an invoice bills already
         for position, request in enumerate(requests):
             anchor = anchors.get(request.project_key)
             done = [d for d in documents if d.get("Reference") == request.reference]
+            stale |= _stale(request.project_key, documents, taken)
             if done:
                 results.append(made_payload(done[0]))
             elif anchor is None:
@@ -176,7 +178,14 @@ class Invoicing:
                     made.append((position, element, charges))
         if made:
             self._create(made, results)
-            self._clean(documents, taken, {p for p, _, _ in made if _ok(results[p])}, made)
+        billed_now = {
+            str(mark_of(li.get("Description")))
+            for p, element, _ in made
+            if _ok(results[p])
+            for li in element["LineItems"]
+            if li.get("ItemCode")
+        }
+        self._clean(documents, taken, billed_now | stale)
         return results
 
     def _element(
@@ -187,13 +196,7 @@ class Invoicing:
         taken: dict[str, set[str]],
     ) -> tuple[dict[str, Any] | None, list[str]]:
         project = request.project_key
-        billed: Counter[str] = Counter()
-        for doc in documents:
-            if (doc.get("Reference") or "").startswith(project + "/"):
-                sign = -1 if str(doc.get("Type")).endswith("CREDIT") else 1
-                for li in doc.get("LineItems") or []:
-                    if mark_of(li.get("Description")):
-                        billed[str(mark_of(li.get("Description")))] += sign
+        billed = _billed(project, documents)
         lines: list[dict[str, Any]] = []
         moved: dict[str, set[str]] = {}
         if request.include_time:
@@ -274,23 +277,13 @@ class Invoicing:
             )
 
     def _clean(
-        self,
-        documents: list[dict[str, Any]],
-        taken: dict[str, set[str]],
-        succeeded: set[int],
-        made: list[tuple[int, dict[str, Any], list[str]]],
+        self, documents: list[dict[str, Any]], taken: dict[str, set[str]], billed: set[str]
     ) -> None:
-        """Take the billed time lines off their drafts (only those of invoices made)."""
-        billed_keys = {
-            str(mark_of(li.get("Description")))
-            for p, element, _ in made
-            if p in succeeded
-            for li in element["LineItems"]
-            if li.get("ItemCode")
-        }
+        """Take the lines of keys ``billed`` (on an invoice now or before) off the drafts
+        ``taken`` names; a draft left without lines is deleted."""
         updates = []
         for doc in documents:
-            keys = taken.get(str(doc.get("InvoiceID")), set()) & billed_keys
+            keys = taken.get(str(doc.get("InvoiceID")), set()) & billed
             if not keys:
                 continue
             left = [
@@ -423,6 +416,34 @@ class Invoicing:
                     ]
                 },
             )
+
+
+def _billed(project: str, documents: list[dict[str, Any]]) -> Counter[str]:
+    """How often each key is billed on the project's invoices, net of its credit notes."""
+    billed: Counter[str] = Counter()
+    for doc in documents:
+        if (doc.get("Reference") or "").startswith(project + "/"):
+            sign = -1 if str(doc.get("Type")).endswith("CREDIT") else 1
+            for li in doc.get("LineItems") or []:
+                if mark_of(li.get("Description")):
+                    billed[str(mark_of(li.get("Description")))] += sign
+    return billed
+
+
+def _stale(project: str, documents: list[dict[str, Any]], taken: dict[str, set[str]]) -> set[str]:
+    """The keys of time lines still on the project's drafts though an invoice bills them (a
+    clean-up whose call failed); each draft's noted in ``taken`` to be cleaned now."""
+    billed = _billed(project, documents)
+    stale: set[str] = set()
+    for doc in documents:
+        if project_of_wip(doc.get("Reference")) != project or doc.get("Type") != "ACCREC":
+            continue
+        for li in doc.get("LineItems") or []:
+            key = mark_of(li.get("Description"))
+            if key and li.get("ItemCode") and billed[key] > 0:
+                stale.add(key)
+                taken.setdefault(str(doc["InvoiceID"]), set()).add(key)
+    return stale
 
 
 def _ok(result: dict[str, Any] | Exception) -> bool:
