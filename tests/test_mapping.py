@@ -189,6 +189,71 @@ def test_lookup_values_pick_from_object_maps() -> None:
     )
 
 
+SUMMED_LINE = {
+    "canonical": "invoice_line",
+    "fields": {
+        "description": "Text",
+        "quantity": {"const": "1"},
+        "unit_price.amount": "Price",
+        "unit_price.currency": {"const": "GBP"},
+        "amount.amount": {
+            "sum": ["Gross", "-Tax", "-Discount"],
+            "only_if": {"path": "$.Mode", "equals": ["Inclusive", "Gross"]},
+            "otherwise": "Gross",
+        },
+        "amount.currency": {"const": "GBP"},
+    },
+}
+
+
+def test_sum_adds_and_subtracts_and_only_if_chooses_the_rule() -> None:
+    m = mapper({"Line": SUMMED_LINE})
+    base = {"Text": "Design", "Price": "120", "Gross": 120.0, "Tax": "20.00"}
+    inclusive = m.map("Line", {**base, "Mode": "Inclusive"})
+    assert inclusive.ok, [str(p) for p in inclusive.problems]
+    assert (inclusive.data or {})["amount"] == {"amount": "100.00", "currency": "GBP"}
+    # an absent part counts as zero; a value of the list of `equals` holds too
+    gross = m.map("Line", {"Text": "x", "Price": "1", "Gross": "10.5", "Mode": "Gross"})
+    assert (gross.data or {})["amount"]["amount"] == "10.50"
+    # the condition does not hold (another value, or no value): `otherwise` gives the value
+    for mode in ({"Mode": "Exclusive"}, {}):
+        result = m.map("Line", {**base, **mode})
+        assert (result.data or {})["amount"]["amount"] == "120.00", mode
+
+
+def test_sum_problems_name_the_part_and_no_part_means_no_value() -> None:
+    rules = {**SUMMED_LINE["fields"], "amount.amount": {"sum": ["Gross", "-Tax"]}}
+    m = mapper({"Line": {"canonical": "invoice_line", "fields": rules}})
+    bad = m.map("Line", {"Text": "x", "Price": "1", "Gross": "10", "Tax": "lots"})
+    assert [str(p) for p in bad.problems] == [
+        "amount.amount (from Gross - Tax): 'lots' at Tax is not a decimal number"
+    ]
+    none = m.map("Line", {"Text": "x", "Price": "1"})
+    assert [str(p) for p in none.problems] == ["amount.amount (from Gross - Tax): Field required"]
+    negated = {"sum": ["Gross", "-Tax"], "format": "negated", "default": "0"}
+    line = {"canonical": "invoice_line", "fields": {**rules, "amount.amount": negated}}
+    m = mapper({"Line": line})
+    credit = m.map("Line", {"Text": "x", "Price": "1", "Gross": 12, "Tax": 2}).data or {}
+    assert credit["amount"]["amount"] == "-10.00"
+    nothing = m.map("Line", {"Text": "x", "Price": "1"}).data or {}
+    assert nothing["amount"]["amount"] == "0.00"
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"sum": ["A", "B"], "path": "C"}, "give one source, not path and sum"),
+        ({"sum": ["A", "-"]}, "sum needs vendor paths"),
+        ({"sum": []}, "sum needs vendor paths"),
+        ({"path": "A", "only_if": {"path": "B", "equals": []}}, "equals needs a value"),
+        ({"path": "A", "only_if": {"path": "B"}}, "equals"),
+    ],
+)
+def test_sum_and_only_if_are_checked_in_the_file(rule: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        mapper({"Line": {"canonical": "invoice_line", "fields": {"amount.amount": rule}}})
+
+
 def test_read_path_steps() -> None:
     payload = {"a": {"b": [{"k": "x", "v": 1}, {"k": "y", "v": None}]}}
     assert read_path(payload, "a.b.1.k") == "y"

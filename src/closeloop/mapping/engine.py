@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from closeloop.domain.canonical import CANONICAL_TYPES
 from closeloop.domain.records import MappingError
-from closeloop.mapping.spec import FieldRule, MappingSpec, ObjectMapping
+from closeloop.mapping.spec import Condition, FieldRule, MappingSpec, ObjectMapping
 
 _MISSING = object()
 _ABSENT = (_MISSING, None, "")
@@ -95,12 +95,47 @@ def read_path(payload: Any, path: str, root: Any = None) -> Any:
 
 
 def _source(rule: FieldRule) -> str | None:
-    """Where a rule reads from, for messages: ``Name``, ``A or B``, ``A + B``."""
+    """Where a rule reads from, for messages: ``Name``, ``A or B``, ``A + B``, ``A - B``."""
     if rule.coalesce:
         return " or ".join(rule.coalesce)
     if rule.concat:
         return " + ".join(p for p in rule.concat if not p.startswith("="))
+    if rule.sum:
+        first, *rest = rule.sum
+        signed = [f"- {p[1:]}" if p.startswith("-") else f"+ {p}" for p in rest]
+        return " ".join([first, *signed])
     return rule.path
+
+
+def _holds(condition: Condition, payload: Any, root: Any) -> bool:
+    """Whether the value at the condition's path is one of its values (as text)."""
+    value = read_path(payload, condition.path, root)
+    if value is _MISSING or value is None:
+        return False
+    return str(value) in {str(v) for v in condition.equals}
+
+
+def _sum(parts: list[str], payload: Any, root: Any) -> Any:
+    """The decimal sum (as text) of the numbers at ``parts`` (``-Path`` subtracted), absent
+    ones counting as zero; ``_MISSING`` when all are absent. Raises ``ValueError`` naming a
+    value that is not a number."""
+    total, seen = Decimal(0), False
+    for part in parts:
+        path = part.removeprefix("-")
+        value = read_path(payload, path, root)
+        if value is _MISSING or value is None or value == "":
+            continue
+        try:
+            if isinstance(value, bool):
+                raise InvalidOperation
+            number = Decimal(str(_plain(value)).strip())
+        except InvalidOperation:
+            raise ValueError(f"{value!r} at {path} is not a decimal number") from None
+        if not number.is_finite():
+            raise ValueError(f"{value!r} at {path} is not a decimal number")
+        total += -number if part.startswith("-") else number
+        seen = True
+    return str(total) if seen else _MISSING
 
 
 def _plain(value: Any) -> Any:
@@ -204,8 +239,16 @@ class Mapper:
     def _value(
         self, rule: FieldRule, payload: Any, target: str, problems: list[Problem], root: Any
     ) -> Any:
-        if rule.path is not None:
+        if rule.only_if is not None and not _holds(rule.only_if, payload, root):
+            value = _MISSING
+        elif rule.path is not None:
             value = read_path(payload, rule.path, root)
+        elif rule.sum is not None:
+            try:
+                value = _sum(rule.sum, payload, root)
+            except ValueError as exc:
+                problems.append(Problem(target, str(exc), _source(rule)))
+                return _MISSING
         elif rule.concat is not None:
             parts = [
                 p[1:] if p.startswith("=") else read_path(payload, p, root) for p in rule.concat

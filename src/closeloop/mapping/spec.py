@@ -29,13 +29,44 @@ Format = Literal[
 ]
 
 
+class Condition(BaseModel):
+    """``only_if`` of a rule: the vendor value at ``path`` (``$.`` reads the whole record
+    from inside an ``each`` rule) is ``equals``, or one of ``equals`` when it is a list;
+    values are compared as text (``Inclusive``, ``PAID``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1)
+    equals: list[Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_or_many(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not isinstance(data.get("equals", []), list):
+            return {**data, "equals": [data["equals"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _some(self) -> Condition:
+        if not self.equals:
+            raise ValueError("equals needs a value or a list of values")
+        return self
+
+
 class FieldRule(BaseModel):
     """How one canonical field gets its value. Exactly one source: ``path``, ``const``,
-    ``concat`` or ``coalesce`` (the first non-empty of several paths); then, in order,
-    ``format``, ``value_map`` (+ ``pick``), ``default``.
+    ``concat``, ``coalesce`` (the first non-empty of several paths) or ``sum``; then, in
+    order, ``format``, ``value_map`` (+ ``pick``), ``default``.
 
     ``path``: dotted vendor path (``Account.Name``, ``client.id``, ``lines.0.amount``).
     ``concat``: parts joined by ``sep``; a part starting with ``=`` is literal text.
+    ``sum``: the decimal sum of the numbers at several paths, a part starting with ``-``
+    subtracted (``[LineAmount, -TaxAmount]``); an absent part counts as zero, and there is no
+    value when every part is absent (guard with ``when`` where an absent part means unknown).
+    ``only_if``: a :class:`Condition` on the record; when it does not hold the rule's source
+    has no value (so ``otherwise``, then ``default``, give it): ``{sum: [LineAmount,
+    -TaxAmount], only_if: {path: $.LineAmountTypes, equals: Inclusive}, otherwise:
+    LineAmount}``.
     ``format``: ``date``/``datetime`` (with ``input_format``, a ``strptime`` pattern),
     ``decimal`` (with ``decimal_separator``), ``negated`` (a decimal with its sign turned: a
     credit note's amounts where the vendor keeps them positive), ``integer``, ``boolean``,
@@ -56,6 +87,8 @@ class FieldRule(BaseModel):
     const: Any = None
     concat: list[str] | None = None
     coalesce: list[str] | None = None
+    sum: list[str] | None = None
+    only_if: Condition | None = None
     sep: str = " "
     format: Format | None = None
     input_format: str | None = None
@@ -77,12 +110,20 @@ class FieldRule(BaseModel):
     @model_validator(mode="after")
     def _one_source(self) -> FieldRule:
         sources = [
-            n for n in ("path", "const", "concat", "coalesce") if getattr(self, n) is not None
+            n
+            for n in ("path", "const", "concat", "coalesce", "sum")
+            if getattr(self, n) is not None
         ]
         if len(sources) > 1:
             raise ValueError(f"give one source, not {' and '.join(sources)}")
         if not sources and self.default is None:
-            raise ValueError("give a path, a const, a concat, a coalesce or at least a default")
+            raise ValueError(
+                "give a path, a const, a concat, a coalesce, a sum or at least a default"
+            )
+        if self.sum is not None and (
+            not self.sum or any(not p.removeprefix("-").strip() for p in self.sum)
+        ):
+            raise ValueError("sum needs vendor paths, each optionally prefixed with '-'")
         if self.each is not None and self.path is None:
             raise ValueError("each needs the path of a vendor list")
         if self.input_format and self.format not in ("date", "datetime"):
