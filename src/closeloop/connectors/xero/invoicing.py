@@ -59,18 +59,22 @@ STATES = {"DRAFT": "draft", "SUBMITTED": "draft", "AUTHORISED": "posted", "PAID"
 def document_payload(record: dict[str, Any], credited: str | None = None) -> dict[str, Any]:
     """An invoice or credit note as a command's result: ``reference``, ``number``,
     ``state`` (``draft``, ``posted``, ``paid``, ``voided``), ``currency``, dates, amounts
-    (text; a credit note's negative, as the flows count them), ``amount_paid``,
+    (text; a credit note's negative, as the flows count them), ``amount_paid`` (what is
+    settled: an invoice's payments and allocated credit, a credit note's allocated or
+    refunded part; nothing for a draft or voided one),
     ``is_credit_note`` and ``credited`` (the reference of the invoice a credit note
     credits)."""
     credit = str(record.get("Type", "")).endswith("CREDIT")
     sign = Decimal(-1) if credit else Decimal(1)
     total = Decimal(str(record.get("Total") or 0))
-    due = (
-        record.get("AmountDue")
-        if record.get("AmountDue") is not None
-        else record.get("RemainingCredit")
-    )
-    paid = total - Decimal(str(due if due is not None else total))
+    if record.get("Status") not in ("AUTHORISED", "PAID"):
+        paid = Decimal(0)  # a draft or a voided document settles nothing
+    elif credit:
+        paid = total - Decimal(str(record.get("RemainingCredit") or 0))
+    else:  # payments and allocated credit, as the shipped mapping counts them
+        paid = Decimal(str(record.get("AmountPaid") or 0)) + Decimal(
+            str(record.get("AmountCredited") or 0)
+        )
     issued = parse_msdate(record.get("Date"))
     due_date = parse_msdate(record.get("DueDate"))
     return {
