@@ -4,9 +4,10 @@ processes and real HTTP between them); then Xero is read back with its own API: 
 engagement's customer (a contact), project (a tracking option and its items), approved time
 (once each, on an approved invoice or still in work in progress after the period), invoices
 approved with the hub's references, and the CRM showing what Xero invoiced and Harvest the
-time billed; the same end state when Xero fails a call in ten (503, 429, an answer lost after
-the write); all within Xero's real limits (60 calls a minute, 5 at once), never refused by
-one, as the sandbox counts."""
+time billed; reconciliation then finds the three systems in agreement. The clean run keeps
+within Xero's real limits (60 calls a minute, 5 at once), never refused by one, as the
+sandbox counts; the same end state comes when Xero fails a call in ten (503, 429, an answer
+lost after the write)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from closeloop.connectors.xero.marks import mark_of, project_of_wip
 from closeloop.devtools import sandboxctl
 from closeloop.devtools.demo.firm import Firm, make_firm
 from closeloop.devtools.demo.run import harvest_projects, log_and_approve_time, run_phase
+from closeloop.reconcile.run import RunRequest
 from closeloop.sandboxes.xero.server import XeroServer
 from tests import xero_support
 
@@ -110,6 +112,10 @@ def test_a_firm_on_xero_is_invoiced_from_approved_time_and_reported_back(
         assert (sum(counted["faults_injected"].values()) >= 3) == faults, counted
         api.admin("PUT", "limits", json=xero_support.ROOMY).raise_for_status()  # for the checks
         check(hub, firm, api)
+        report = hub.reconciler.run(RunRequest(trigger="test", actor="test"))
+        assert report.status == "ok", report
+        assert all(report.records.get(d) for d in report.domains), report.records
+        assert report.drifts == (), report.drifts  # Salesforce, Harvest and Xero agree
     finally:
         hub.close()
         api.close()
