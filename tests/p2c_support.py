@@ -8,7 +8,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from closeloop.connectors.harvest.client import HarvestClient
 from closeloop.connectors.salesforce.client import SalesforceClient
@@ -28,6 +31,24 @@ from tests.billing_support import (
 )
 
 CENT = Decimal("0.01")
+QUICK_WORKER = {
+    "poll_interval_s": 0.5,
+    "retry_base_delay_s": 0.05,
+    "retry_max_delay_s": 1.0,
+    "lease_s": 30,
+    "idle_wait_s": 0.05,
+}
+"""A worker that reacts within a second (the end-to-end tests' hubs)."""
+
+
+def time_to_cash_config(home: Path, data: dict[str, Any], name: str) -> Path:
+    """``data`` (a ``closeloop.yaml``) with the four time-and-materials flows and
+    :data:`QUICK_WORKER`, written as ``home/<name>``; its path."""
+    data["flows"] = {"mobilize": {}, "bill_time": {}, "invoice": {"settle_s": 1}, "status_back": {}}
+    data["worker"] = dict(QUICK_WORKER)
+    path = home / name
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @dataclass

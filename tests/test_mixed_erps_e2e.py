@@ -26,6 +26,7 @@ from closeloop.devtools.demo.firm import make_firm
 from closeloop.devtools.demo.run import harvest_projects, log_and_approve_time, run_phase, seed_firm
 from closeloop.sandboxes.tryton.server import TrytonServer
 from tests import xero_support
+from tests.p2c_support import time_to_cash_config
 from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
 from tests.test_two_erps_e2e import ACQUIRED, entry, expected_erp, operations
 from tests.test_xero_e2e import xero_server
@@ -58,17 +59,7 @@ def config(home: Path, group: TrytonServer) -> Path:
             "default": "erp_group",
         }
     }
-    data["flows"] = {"mobilize": {}, "bill_time": {}, "invoice": {"settle_s": 1}, "status_back": {}}
-    data["worker"] = {
-        "poll_interval_s": 0.5,
-        "retry_base_delay_s": 0.05,
-        "retry_max_delay_s": 1.0,
-        "lease_s": 30,
-        "idle_wait_s": 0.05,
-    }
-    path = home / "mixed-erps.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return time_to_cash_config(home, data, "mixed-erps.yaml")
 
 
 def test_each_engagement_lives_in_tryton_or_xero_as_routed_and_only_there(

@@ -29,6 +29,7 @@ from closeloop.devtools import sandboxctl
 from closeloop.devtools.demo.firm import COUNTRIES, Firm, make_firm
 from closeloop.devtools.demo.run import harvest_projects, log_and_approve_time, run_phase, seed_firm
 from closeloop.sandboxes.tryton.server import TrytonServer
+from tests.p2c_support import time_to_cash_config
 from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
 
 pytestmark = [pytest.mark.tryton, pytest.mark.timeout(900)]
@@ -88,17 +89,7 @@ def config(home: Path, group: TrytonServer, acquired: TrytonServer) -> Path:
             "default": "erp_group",
         }
     }
-    data["flows"] = {"mobilize": {}, "bill_time": {}, "invoice": {"settle_s": 1}, "status_back": {}}
-    data["worker"] = {
-        "poll_interval_s": 0.5,
-        "retry_base_delay_s": 0.05,
-        "retry_max_delay_s": 1.0,
-        "lease_s": 30,
-        "idle_wait_s": 0.05,
-    }
-    path = home / "two-erps.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return time_to_cash_config(home, data, "two-erps.yaml")
 
 
 def operations(server: TrytonServer) -> TrytonOperations:

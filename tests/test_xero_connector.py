@@ -7,131 +7,47 @@ connector under test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from closeloop.connectors.catalog import plugin
 from closeloop.connectors.xero.connector import XeroConnector
 from closeloop.connectors.xero.marks import item_code, wip_reference
-from closeloop.domain.commands import Applied, Command, Impact, Permanent
+from closeloop.domain.commands import Applied, Permanent
 from closeloop.domain.keys import task_key
 from closeloop.domain.operations import (
-    AddTimesheetLine,
     ChargeLine,
     CloseProject,
     CreditInvoice,
     InvoiceProject,
     MatchCustomer,
-    Operation,
     PostInvoice,
-    ProjectTask,
-    UpsertCustomer,
-    UpsertProject,
-    role_command,
 )
 from closeloop.domain.taxrules import TaxTreatment
-from closeloop.sandboxes.xero.server import XeroServer
 from tests import xero_support
-from tests.contract_support import configured, fresh
+from tests.contract_support import fresh
+from tests.xero_driving import (  # noqa: F401 - fixtures
+    SYSTEM,
+    api,
+    applied,
+    cmd,
+    customer,
+    entry,
+    project,
+    server,
+    xero,
+)
 
 pytestmark = pytest.mark.timeout(120)
-SYSTEM = "uk_erp"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XeroServer]:
-    home: Path = tmp_path_factory.mktemp("xero")
-    with xero_support.running_xero(home, **xero_support.ROOMY) as running:
-        yield running
-
-
-@pytest.fixture
-def api(server: XeroServer) -> Iterator[xero_support.Api]:
-    client = xero_support.Api(server)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def xero(server: XeroServer) -> Iterator[XeroConnector]:
-    wiring = plugin("xero").sandbox
-    assert wiring is not None
-    connector = configured(SYSTEM, wiring.settings(server.as_json()))
-    assert isinstance(connector, XeroConnector)
-    yield connector
-    connector.close()
-
-
-def cmd(operation: Operation, key: str) -> Command:
-    return role_command(
-        SYSTEM,
-        operation,
-        business_key=f"test:{operation.operation}:{key}",
-        key=key,
-        entity=f"{SYSTEM}:{operation.operation}:{key}",
-        impact=Impact.REVENUE,
-    )
-
-
-def applied(outcome: Any) -> dict[str, Any]:
-    assert isinstance(outcome, Applied), outcome
-    return outcome.result
-
-
-def customer(xero: XeroConnector, tag: str) -> str:
-    code = f"C-{tag}"
-    upsert = UpsertCustomer(
-        code=code, name=f"Northwind {tag} Ltd", country="GB", tax_ids=(("gb_vat", f"GB{tag}"),)
-    )
-    (outcome,) = xero.execute([cmd(upsert, code)])
-    applied(outcome)
-    return code
-
-
-def project(
-    xero: XeroConnector, code: str, tag: str, treatment: TaxTreatment = TaxTreatment.DOMESTIC
-) -> str:
-    key = f"SF-{tag}"
-    upsert = UpsertProject(
-        key=key,
-        name=f"Engagement {tag}",
-        customer_name=f"Northwind {tag} Ltd",
-        customer_code=code,
-        currency="GBP",
-        tasks=(
-            ProjectTask(name="Consulting", hourly_rate=Decimal("150.00")),
-            ProjectTask(name="Design", hourly_rate=Decimal("112.50")),
-        ),
-        tax_treatment=treatment,
-    )
-    (outcome,) = xero.execute([cmd(upsert, key)])
-    assert applied(outcome)["project_id"]
-    return key
-
-
-def entry(key: str, project_key: str, task: str, day: date, hours: str) -> Command:
-    line = AddTimesheetLine(
-        key=key,
-        employee_key="ada",
-        employee_name="Ada Lovelace",
-        task_key=task_key(project_key, task),
-        date=day,
-        hours=Decimal(hours),
-    )
-    return cmd(line, key)
 
 
 def test_a_customer_is_written_once_and_matched_by_its_tax_number(
     xero: XeroConnector, api: xero_support.Api
 ) -> None:
     tag = fresh("m")
-    code = customer(xero, tag)
-    customer(xero, tag)  # the same again: updated, not duplicated
+    code = customer(xero, tag, f"GB{tag}")
+    customer(xero, tag, f"GB{tag}")  # the same again: updated, not duplicated
     held = [c for c in api.listed("Contacts") if c.get("ContactNumber") == code]
     assert len(held) == 1 and held[0]["TaxNumber"] == f"GB{tag}"
     match = MatchCustomer(name="Someone Else", country="GB", tax_ids=(f"GB{tag}",))
@@ -144,7 +60,7 @@ def test_a_project_is_an_option_items_and_an_anchor(
     xero: XeroConnector, api: xero_support.Api
 ) -> None:
     tag = fresh("p")
-    key = project(xero, customer(xero, tag), tag, TaxTreatment.OUTSIDE_SCOPE)
+    key = project(xero, customer(xero, tag), tag, treatment=TaxTreatment.OUTSIDE_SCOPE)
     categories = api.call("GET", "TrackingCategories").json()["TrackingCategories"]
     options = [o["Name"] for c in categories if c["Name"] == "Project" for o in c["Options"]]
     assert key in options

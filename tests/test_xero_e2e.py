@@ -32,6 +32,7 @@ from closeloop.devtools.demo.run import harvest_projects, log_and_approve_time, 
 from closeloop.reconcile.run import RunRequest
 from closeloop.sandboxes.xero.server import XeroServer
 from tests import xero_support
+from tests.p2c_support import time_to_cash_config
 
 pytestmark = pytest.mark.timeout(600)
 CONSOLE = Console(file=open(os.devnull, "w"))  # noqa: SIM115 - progress is not under test
@@ -53,17 +54,7 @@ def config(home: Path, roomy: bool = False) -> Path:
     assert set(data["systems"]) == {"salesforce", "harvest", "xero"}
     if roomy:  # the faults run is about faults: Xero's limits are the clean run's
         data["systems"]["xero"]["requests_per_window"] = xero_support.ROOMY["minute"]
-    data["flows"] = {"mobilize": {}, "bill_time": {}, "invoice": {"settle_s": 1}, "status_back": {}}
-    data["worker"] = {
-        "poll_interval_s": 0.5,
-        "retry_base_delay_s": 0.05,
-        "retry_max_delay_s": 1.0,
-        "lease_s": 30,
-        "idle_wait_s": 0.05,
-    }
-    path = home / "xero-firm.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return time_to_cash_config(home, data, "xero-firm.yaml")
 
 
 def xero_server(home: Path) -> XeroServer:

@@ -3,40 +3,27 @@
 the shapes the Tryton connector gives them, over real HTTP against the Xero sandbox. Records
 are made through the connector's commands, then edited by hand through Xero's own API
 (:class:`tests.xero_support.Api`, as a person in Xero would), and the facts show both; the
-last test compares them with a PSA's and a CRM's as reconciliation does, no Tryton involved.
-
-``XeroFacts`` is the connector with the two methods this module proposes for it
-(``fact_domains``, ``read_facts``), written as they would be added."""
+last test compares them with a PSA's and a CRM's as reconciliation does, no Tryton involved."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from closeloop.connectors.catalog import plugin
 from closeloop.connectors.xero import facts
 from closeloop.connectors.xero.client import XeroClient
 from closeloop.connectors.xero.connector import XeroConnector
 from closeloop.connectors.xero.marks import item_code, wip_reference
-from closeloop.domain.commands import Applied, Command, Impact
+from closeloop.domain.commands import Applied
 from closeloop.domain.keys import task_key
 from closeloop.domain.operations import (
-    Address,
-    AddTimesheetLine,
     ChargeLine,
     CreditInvoice,
     InvoiceProject,
-    Operation,
     PostInvoice,
     ProjectTask,
-    UpsertCustomer,
-    UpsertProject,
-    role_command,
 )
 from closeloop.ports.reconcile import (
     CHARGES,
@@ -52,75 +39,25 @@ from closeloop.reconcile.compare import MISMATCH, Owners, compare_projects, inde
 from closeloop.reconcile.compare_billing import compare_invoices, compare_time
 from closeloop.reconcile.compare_charges import compare_charges
 from closeloop.reconcile.view import Engagement, HubView
-from closeloop.sandboxes.xero.server import XeroServer
 from tests import xero_support
-from tests.contract_support import configured, fresh
+from tests.contract_support import fresh
+from tests.xero_driving import (  # noqa: F401 - fixtures
+    SYSTEM,
+    api,
+    cmd,
+    customer,
+    entry,
+    project,
+    run,
+    server,
+    xero,
+)
 
 pytestmark = pytest.mark.timeout(120)
-SYSTEM = "uk_erp"
 NOV = date(2026, 11, 30)
 
 
-class XeroFacts(XeroConnector):
-    """The connector with the methods proposed for it (verbatim)."""
-
-    def fact_domains(self) -> Sequence[str]:
-        """Customers, projects, time, invoices and charges (:mod:`.facts`)."""
-        return facts.DOMAINS
-
-    def read_facts(self, domain: str) -> Iterator[Sequence[Fact]]:
-        """Pages of every record of ``domain`` in this organisation, read 1,000 a call
-        (:func:`.facts.read_facts`: what each domain holds). Raises ``ValueError`` for a
-        domain not in :meth:`fact_domains`, :class:`TransientError` when Xero cannot
-        answer now."""
-        return facts.read_facts(
-            self.client, self.projects.accounts.tracking_category, self._system, domain
-        )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XeroServer]:
-    home: Path = tmp_path_factory.mktemp("xero")
-    with xero_support.running_xero(home, **xero_support.ROOMY) as running:
-        yield running
-
-
-@pytest.fixture
-def api(server: XeroServer) -> Iterator[xero_support.Api]:
-    client = xero_support.Api(server)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def xero(server: XeroServer) -> Iterator[XeroFacts]:
-    wiring = plugin("xero").sandbox
-    assert wiring is not None
-    built = configured(SYSTEM, wiring.settings(server.as_json()))
-    assert isinstance(built, XeroConnector)
-    connector = XeroFacts(built.client, built.projects.accounts, system=SYSTEM)
-    yield connector
-    connector.close()
-
-
-def cmd(operation: Operation, key: str) -> Command:
-    return role_command(
-        SYSTEM,
-        operation,
-        business_key=f"test:{operation.operation}:{key}",
-        key=key,
-        entity=f"{SYSTEM}:{operation.operation}:{key}",
-        impact=Impact.REVENUE,
-    )
-
-
-def run(xero: XeroConnector, operation: Operation, key: str) -> dict[str, Any]:
-    (outcome,) = xero.execute([cmd(operation, key)])
-    assert isinstance(outcome, Applied), outcome
-    return outcome.result
-
-
-def read(xero: XeroFacts, domain: str) -> dict[str, Fact]:
+def read(xero: XeroConnector, domain: str) -> dict[str, Fact]:
     """Every fact of ``domain`` by key, checking each key comes once and pages are lists of
     the domain's facts of this system."""
     pages = list(xero.read_facts(domain))
@@ -130,49 +67,6 @@ def read(xero: XeroFacts, domain: str) -> dict[str, Fact]:
     by_key = {f.key: f for f in read_}
     assert len(by_key) == len(read_), "a key read twice"
     return by_key
-
-
-def customer(xero: XeroConnector, tag: str) -> str:
-    code = f"C-{tag}"
-    upsert = UpsertCustomer(
-        code=code,
-        name=f"Northwind {tag} Ltd",
-        country="GB",
-        tax_ids=(("gb_vat", "GB 123 4567 89"),),
-        address=Address(line1="1 King  Street", city="London", postal_code="EC2V 8AA"),
-    )
-    run(xero, upsert, code)
-    return code
-
-
-def project(xero: XeroConnector, code: str, tag: str, *tasks: ProjectTask) -> str:
-    key = f"SF-{tag}"
-    upsert = UpsertProject(
-        key=key,
-        name=f"Engagement {tag}",
-        customer_name=f"Northwind {tag} Ltd",
-        customer_code=code,
-        currency="GBP",
-        tasks=tasks
-        or (
-            ProjectTask(name="Consulting", hourly_rate=Decimal("150.00")),
-            ProjectTask(name="Design", hourly_rate=Decimal("112.50")),
-        ),
-    )
-    assert run(xero, upsert, key)["project_id"]
-    return key
-
-
-def entry(key: str, project_key: str, task: str, day: date, hours: str) -> Command:
-    line = AddTimesheetLine(
-        key=key,
-        employee_key="ada",
-        employee_name="Ada Lovelace",
-        task_key=task_key(project_key, task),
-        date=day,
-        hours=Decimal(hours),
-    )
-    return cmd(line, key)
 
 
 def option(api: xero_support.Api, name: str) -> tuple[str, str]:
@@ -187,7 +81,7 @@ def option(api: xero_support.Api, name: str) -> tuple[str, str]:
 
 
 # --- tests --------------------------------------------------------------------------------
-def test_the_connector_is_a_fact_source_of_every_domain(xero: XeroFacts) -> None:
+def test_the_connector_is_a_fact_source_of_every_domain(xero: XeroConnector) -> None:
     assert isinstance(xero, FactSource)
     assert tuple(xero.fact_domains()) == DOMAINS == facts.DOMAINS
     with pytest.raises(ValueError, match="no 'nope' records"):
@@ -204,7 +98,7 @@ def test_the_connector_is_a_fact_source_of_every_domain(xero: XeroFacts) -> None
 
 
 def test_a_customer_is_its_contact_by_code_and_a_hand_edit_shows(
-    xero: XeroFacts, api: xero_support.Api
+    xero: XeroConnector, api: xero_support.Api
 ) -> None:
     tag = fresh("cu")
     code = customer(xero, tag)
@@ -250,7 +144,7 @@ def test_a_customer_is_its_contact_by_code_and_a_hand_edit_shows(
 
 
 def test_a_project_is_its_option_rates_and_anchor_and_archiving_closes_it(
-    xero: XeroFacts, api: xero_support.Api
+    xero: XeroConnector, api: xero_support.Api
 ) -> None:
     tag = fresh("pr")
     key = project(
@@ -308,7 +202,7 @@ def test_a_project_is_its_option_rates_and_anchor_and_archiving_closes_it(
 
 
 def test_time_invoices_and_charges_follow_billing_and_hand_edits(
-    xero: XeroFacts, api: xero_support.Api
+    xero: XeroConnector, api: xero_support.Api
 ) -> None:
     tag = fresh("tb")
     key = project(xero, customer(xero, tag), tag)
@@ -480,7 +374,7 @@ def test_time_invoices_and_charges_follow_billing_and_hand_edits(
 
 
 def test_reconciliation_compares_xero_with_a_psa_and_a_crm(
-    xero: XeroFacts, api: xero_support.Api
+    xero: XeroConnector, api: xero_support.Api
 ) -> None:
     """Xero's facts against hand-made PSA and CRM facts, through the hub's comparisons: the
     agreeing records give no finding; the hours a person changed in Xero and the option
@@ -622,7 +516,7 @@ def test_reconciliation_compares_xero_with_a_psa_and_a_crm(
     assert hours.values == {"harvest": "2.50", SYSTEM: "3.00"} and hours.owner == "harvest"
 
 
-def test_every_domain_is_read_in_bulk(xero: XeroFacts) -> None:
+def test_every_domain_is_read_in_bulk(xero: XeroConnector) -> None:
     """A domain's reads are a few list calls, whatever the number of records: no call per
     record."""
     client: XeroClient = xero.client
@@ -644,7 +538,7 @@ def test_every_domain_is_read_in_bulk(xero: XeroFacts) -> None:
 
 
 def test_a_voided_invoice_is_cancelled_and_an_uncleaned_draft_does_not_hide_billing(
-    xero: XeroFacts, api: xero_support.Api
+    xero: XeroConnector, api: xero_support.Api
 ) -> None:
     tag = fresh("vd")
     key = project(xero, customer(xero, tag), tag)

@@ -8,7 +8,9 @@ the ERP as the project's key, and invoices reference ``<project key>/<period>``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from datetime import date
 
 _SEPARATOR = "-"
 
@@ -43,3 +45,24 @@ def task_key(project_key: str, task_name: str) -> str:
     """The key of a project's task, as an :class:`~closeloop.domain.operations.UpsertProject`
     sets it up and a timesheet line names it: ``<project key>:<task name>``."""
     return f"{project_key}:{task_name}"
+
+
+_RATE_TASK = re.compile(r"^(?P<role>.+) \(from (?P<day>\d{4}-\d{2}-\d{2})\)$")
+
+
+def rate_task(role: str, effective: date) -> str:
+    """The name of the task a change order's new rate of ``role`` is recorded on from
+    ``effective``: ``<role> (from <ISO date>)`` (time before keeps the old task's rate)."""
+    return f"{role} (from {effective.isoformat()})"
+
+
+def role_of(task: str) -> tuple[str, date | None]:
+    """The role a task name stands for and the day its rate applies from: a rate-change
+    task (:func:`rate_task`) gives ``(role, date)``, any other ``(name, None)``."""
+    match = _RATE_TASK.match(task)
+    if match is None:
+        return task, None
+    try:
+        return match["role"], date.fromisoformat(match["day"])
+    except ValueError:
+        return task, None

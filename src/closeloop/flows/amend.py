@@ -42,6 +42,7 @@ from closeloop.domain.change_orders import (
     compare,
 )
 from closeloop.domain.commands import Command, ExceptionClass, Impact
+from closeloop.domain.keys import rate_task
 from closeloop.domain.operations import ProjectMilestone, ProjectTask, UpsertProject
 from closeloop.domain.records import AuditNote, BusinessIssue
 
@@ -261,7 +262,7 @@ def _rate_task(change: Change, effective: date) -> dict[str, str]:
         "role": str(change.role),
         "from": effective.isoformat(),
         "rate": str(change.after),
-        "task": f"{change.role} (from {effective.isoformat()})",
+        "task": rate_task(str(change.role), effective),
     }
 
 

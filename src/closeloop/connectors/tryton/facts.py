@@ -63,7 +63,7 @@ from closeloop.connectors.tryton.charge_facts import charge_facts
 from closeloop.connectors.tryton.invoice_reads import InvoiceState
 from closeloop.connectors.tryton.keys import LINE_MARK, WORK_KEY
 from closeloop.connectors.tryton.operations import TrytonOperations
-from closeloop.domain.keys import split_engagement_code
+from closeloop.domain.keys import role_of, split_engagement_code
 from closeloop.ports.reconcile import CHARGES, CUSTOMERS, INVOICES, PROJECTS, TIME, Fact
 
 T = TypeVar("T")
@@ -79,7 +79,6 @@ DOMAINS = (CUSTOMERS, PROJECTS, TIME, INVOICES, CHARGES)
 
 _KEY_PREFIX = WORK_KEY.format(key="")
 _MARK_OPEN = LINE_MARK.format(key="").removesuffix("]")  # "[cl:"
-_RATE_TASK = re.compile(r"^(?P<role>.+) \(from (?P<day>\d{4}-\d{2}-\d{2})\)$")
 _CENT = Decimal("0.01")
 
 _CUSTOMER_FIELDS = [
@@ -223,18 +222,6 @@ def invoice_facts(ops: TrytonOperations, system: str, *, page: int = PAGE) -> It
         facts = [_invoice(i, system) for i in invoices if _invoice_project(i.reference)]
         if facts:
             yield facts
-
-
-def role_of(task: str) -> tuple[str, date | None]:
-    """The role a task name stands for and the day its rate applies from: a rate-change
-    task ``<role> (from <ISO date>)`` gives ``(role, date)``, any other ``(name, None)``."""
-    match = _RATE_TASK.match(task)
-    if match is None:
-        return task, None
-    try:
-        return match["role"], date.fromisoformat(match["day"])
-    except ValueError:
-        return task, None
 
 
 def hours_of(duration: timedelta | None) -> Decimal:

@@ -116,7 +116,7 @@ from closeloop.connectors.xero.marks import (
     mark_of,
     project_of_wip,
 )
-from closeloop.domain.keys import split_engagement_code
+from closeloop.domain.keys import role_of, split_engagement_code
 from closeloop.ports.reconcile import CHARGES, CUSTOMERS, INVOICES, PROJECTS, TIME, Fact
 
 PAGE = 1000
@@ -139,7 +139,6 @@ STATES = {
 """Xero's statuses of the documents read, as the canonical ``state``."""
 
 _APPROVED = ("AUTHORISED", "PAID")
-_RATE_TASK = re.compile(r"^(?P<role>.+) \(from (?P<day>\d{4}-\d{2}-\d{2})\)$")
 _CENT = Decimal("0.01")
 
 
@@ -265,18 +264,6 @@ def charge_facts(client: XeroClient, system: str) -> Iterator[list[Fact]]:
             if fact is not None:
                 facts.append(fact)
     yield from _paged(sorted(facts, key=lambda f: f.key))
-
-
-def role_of(task: str) -> tuple[str, date | None]:
-    """The role a task name stands for and the day its rate applies from: a rate-change
-    task ``<role> (from <ISO date>)`` gives ``(role, date)``, any other ``(name, None)``."""
-    match = _RATE_TASK.match(task)
-    if match is None:
-        return task, None
-    try:
-        return match["role"], date.fromisoformat(match["day"])
-    except ValueError:
-        return task, None
 
 
 def hours_of(quantity: Any) -> Decimal:
