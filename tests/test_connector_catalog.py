@@ -15,6 +15,7 @@ import yaml
 from closeloop.config import ConfigError, load_settings
 from closeloop.connectors import catalog
 from closeloop.connectors.catalog import BuildContext, build_connector, plugins
+from closeloop.devtools import sandboxctl
 from closeloop.domain.operations import Role
 
 SYSTEMS: dict[str, Any] = {
@@ -189,3 +190,34 @@ def test_several_systems_need_a_rule_or_a_default_and_rule_countries_are_iso(
     config = {"systems": systems, "flows": FLOWS, "roles": {"erp": {"rules": [rule]}}}
     roles = load_settings(write(tmp_path, config)).engagement_roles()
     assert roles.erp.rules[0].values == ("FR",)  # as the deal's country is compared
+
+
+def test_sandboxes_sharing_a_role_get_a_default_until_rules_route_to_the_others(
+    tmp_path: Path,
+) -> None:
+    state = {
+        "tryton": {"url": "http://127.0.0.1:1/", "database": "d", "user": "u", "password": "p"},
+        "salesforce": {
+            "instance_url": "https://127.0.0.1:2",
+            "client_id": "c",
+            "client_secret": "s",
+            "username": "u",
+            "password": "p",
+            "organization_id": "00D000000000001AAA",
+            "api_version": "62.0",
+            "ca_bundle": None,
+        },
+        "harvest": {"base_url": "http://127.0.0.1:3/v2", "token": "t", "account_id": "1"},
+        "xero": {
+            "base_url": "http://127.0.0.1:4/api.xro/2.0",
+            "token_url": "http://127.0.0.1:4/connect/token",
+            "client_id": "c",
+            "client_secret": "s",
+            "tenant_id": "00000000-0000-0000-0000-000000000001",
+        },
+    }
+    path = tmp_path / "closeloop.yaml"
+    path.write_text(sandboxctl.hub_config(tmp_path, state))
+    roles = load_settings(path).engagement_roles()
+    assert roles.erp.systems == ("tryton", "xero") and roles.erp.default == "tryton"
+    assert roles.erp.rules == () and roles.psa.systems == ("harvest",)

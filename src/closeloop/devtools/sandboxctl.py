@@ -55,7 +55,9 @@ def write_state(home: Path, state: dict[str, Any]) -> None:
 def hub_config(home: Path, state: dict[str, Any]) -> str:
     """A ``closeloop.yaml`` for the sandboxes of ``state`` (``closeloop run -c`` it), with the
     state's ``config`` laid over it (its ``systems`` added to the sandboxes', its other keys
-    replacing the generated ones)."""
+    replacing the generated ones). Sandboxes sharing a role (``sandbox up xero`` beside
+    Tryton) are listed under ``roles:`` with the first as the default: add ``rules`` to
+    route deals to the others."""
     import yaml
 
     from closeloop.connectors.catalog import plugins
@@ -72,6 +74,11 @@ def hub_config(home: Path, state: dict[str, Any]) -> str:
     if "hub" in state:
         config["http"] = {"host": "127.0.0.1", "port": state["hub"]["port"]}
     roles = {plugins()[kind].role for kind in systems}
+    for role in (Role.PSA, Role.ERP):  # two sandboxes of one role (Tryton and Xero): the
+        # first of the table's order serves every deal until routing rules are added
+        shared = [kind for kind in systems if plugins()[kind].role is role]
+        if len(shared) > 1:
+            config.setdefault("roles", {})[role.value] = {"systems": shared, "default": shared[0]}
     if {Role.CRM, Role.PSA, Role.ERP} <= roles:
         config["flows"] = {
             "mobilize": {},
