@@ -22,3 +22,7 @@ class SharedRateLimit(Protocol):
         answer's time. The vendor counts a request when it arrives, somewhere between the two;
         counting from the answer keeps every worker under the vendor's count."""
         ...
+
+    def used(self, key: str, window_s: float) -> int:
+        """Requests sent under ``key`` within the last ``window_s`` seconds (all workers)."""
+        ...

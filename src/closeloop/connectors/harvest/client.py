@@ -10,15 +10,14 @@ with Harvest's message.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from closeloop.connectors.http import classify_http_error, json_body
+from closeloop.connectors.ratelimit import LocalWindows
 from closeloop.domain.errors import VendorError
 from closeloop.ports.connector import TransientError
 from closeloop.ports.ratelimit import SharedRateLimit
@@ -35,28 +34,6 @@ class HarvestApiError(VendorError):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
-
-
-@dataclass
-class _LocalWindow:
-    """A process-local sliding window, for when no shared limit is given (one worker)."""
-
-    sent: list[float]
-    lock: threading.Lock
-
-    def take(self, key: str, requests_per_window: int, window_s: float) -> tuple[float, float]:
-        with self.lock:
-            now = time.monotonic()
-            self.sent = [t for t in self.sent if t > now - window_s]
-            if len(self.sent) >= requests_per_window:
-                return min(self.sent) + window_s - now, 0.0
-            self.sent.append(now)
-            return 0.0, now
-
-    def settle(self, key: str, stamp: float) -> None:
-        with self.lock:
-            if stamp in self.sent:
-                self.sent[self.sent.index(stamp)] = max(stamp, time.monotonic())
 
 
 class HarvestClient:
@@ -77,7 +54,7 @@ class HarvestClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.account_id = str(account_id)
-        self._limit: SharedRateLimit = shared_limit or _LocalWindow([], threading.Lock())
+        self._limit: SharedRateLimit = shared_limit or LocalWindows()
         self._window = (requests_per_window, window_s)
         self._sleep = sleep
         self._http = httpx.Client(

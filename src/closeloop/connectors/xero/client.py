@@ -12,11 +12,14 @@
   calls others made to the organisation too (:meth:`XeroClient._align`). A 429 is a
   :class:`~closeloop.ports.connector.TransientError` carrying ``Retry-After`` and naming
   ``X-Rate-Limit-Problem``.
-- **Writes** carry ``Idempotency-Key`` (Xero replays the first answer of a key it has seen),
-  made from the request itself (method, resource and body: :func:`request_key`), so a
-  request sent again after a lost answer is applied once, and a different write never
-  shares a key. (The same write asked for twice within Xero's idempotency window is applied
-  once, which is what the hub means by it.)
+- **Creating writes** (``PUT``) carry ``Idempotency-Key`` (Xero replays the first answer of
+  a key it has seen), made from the request itself (method, resource and body:
+  :func:`request_key`), so a request sent again after a lost answer creates once. Updates
+  (``POST`` of records by id or code) carry none: they set a state, so repeating one is
+  harmless, and a key would make a later update back to an earlier state (a project closed,
+  reopened, closed) replay the first answer instead of applying.
+- Invoices, credit notes and items are read and written with ``unitdp=4``: rates and prices
+  keep four decimals (Xero rounds them to two otherwise).
 - **Dates**: Xero's .NET JSON dates (``/Date(1539993600000+0000)/``) are read by
   :func:`parse_msdate`.
 
@@ -31,7 +34,6 @@ import hashlib
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +41,7 @@ from typing import Any
 import httpx
 
 from closeloop.connectors.http import classify_http_error, json_body
+from closeloop.connectors.ratelimit import LocalWindows
 from closeloop.domain.errors import VendorError
 from closeloop.ports.connector import TransientError
 from closeloop.ports.ratelimit import SharedRateLimit
@@ -47,6 +50,7 @@ MINUTE_LIMIT = 60  #: Xero "OAuth 2.0 API limits": calls per tenant per rolling 
 DAY_LIMIT = 5000  #: calls per tenant per rolling day
 CONCURRENT_LIMIT = 5  #: calls in flight per tenant
 PAGE_SIZE = 1000  #: the largest ``pageSize`` Xero's paged lists take
+_UNIT_DP = ("Invoices", "CreditNotes", "Items")
 TOKEN_MARGIN_S = 60.0
 _MSDATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
 
@@ -65,7 +69,8 @@ class XeroValidationError(XeroApiError):
     the refused elements with their ``ValidationErrors``."""
 
     def __init__(self, message: str, elements: list[dict[str, Any]]) -> None:
-        super().__init__(400, message)
+        found = sorted({m for element in elements for m in validation_messages(element)})
+        super().__init__(400, "; ".join(found) or message)
         self.elements = elements
 
 
@@ -96,30 +101,6 @@ def request_key(*parts: str) -> str:
     return f"closeloop-{digest[:64]}"
 
 
-class _LocalWindows:
-    """Process-local sliding windows, for when no shared limit is given (one worker)."""
-
-    def __init__(self) -> None:
-        self._sent: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: str, requests_per_window: int, window_s: float) -> tuple[float, float]:
-        with self._lock:
-            now = time.monotonic()
-            sent = [t for t in self._sent.get(key, []) if t > now - window_s]
-            self._sent[key] = sent
-            if len(sent) >= requests_per_window:
-                return min(sent) + window_s - now, 0.0
-            sent.append(now)
-            return 0.0, now
-
-    def settle(self, key: str, stamp: float) -> None:
-        with self._lock:
-            sent = self._sent.get(key, [])
-            if stamp in sent:
-                sent[sent.index(stamp)] = max(stamp, time.monotonic())
-
-
 class XeroClient:
     """One tenant of a custom connection. ``base_url`` ends in ``/api.xro/2.0``;
     ``token_url`` is the identity server's token endpoint. Counts calls by resource in
@@ -144,7 +125,7 @@ class XeroClient:
         self.token_url = token_url
         self.tenant_id = tenant_id
         self._credentials = (client_id, client_secret)
-        self._limit: SharedRateLimit = shared_limit or _LocalWindows()
+        self._limit: SharedRateLimit = shared_limit or LocalWindows()
         self.windows = ((minute_limit, 60.0), (day_limit, 86_400.0))
         self._in_flight = threading.BoundedSemaphore(concurrent)
         self._sleep = sleep
@@ -157,8 +138,6 @@ class XeroClient:
         self.calls: dict[str, int] = {}
         self.waited_s = 0.0
         self.last_remaining: dict[str, int] = {}
-        self._own: deque[float] = deque()  # this client's answered calls (monotonic s)
-        self._others: deque[float] = deque()  # slots taken for calls Xero counted, not ours
         self._count_lock = threading.Lock()
 
     def close(self) -> None:
@@ -225,9 +204,12 @@ class XeroClient:
         headers = {"xero-tenant-id": self.tenant_id}
         if content is not None:
             headers["Content-Type"] = "application/json"
+        if idempotency_key or (content is not None and method == "PUT"):
             headers["Idempotency-Key"] = idempotency_key or request_key(
-                method, resource, str(sorted((params or {}).items())), content.decode()
+                method, resource, str(sorted((params or {}).items())), str(content)
             )
+        if resource.split("/")[0] in _UNIT_DP:  # rates and prices to 4 decimals, not 2
+            params = {"unitdp": 4, **(params or {})}
         if modified_since is not None:
             # ISO 8601 with milliseconds, as the OpenAPI's example (an RFC 9110 date has
             # whole seconds only, and would read back a second of older changes)
@@ -268,32 +250,24 @@ class XeroClient:
         finally:
             for key, stamp in slots:
                 self._limit.settle(key, stamp)
-            with self._count_lock:
-                self._own.append(time.monotonic())
 
     def _align(self, remaining: int) -> None:
-        """Count the calls Xero says the tenant's minute holds beyond this client's own.
+        """Count the calls Xero says the tenant's minute holds beyond the hub's.
 
         ``X-MinLimit-Remaining`` counts every call of the app to the organisation in the
-        rolling minute: this client's, and others' (a person's script on the same
-        connection, a tool). When it leaves fewer calls than the window knows of, a slot is
-        taken for each call of the difference, as if made now, so the window never lets a
-        call go over Xero's count. With several workers sharing the window, the others'
-        calls are counted twice: the hub then stays further under the limit, never over.
+        rolling minute: the hub's (all workers', which the shared window holds) and others'
+        (a person's script on the same connection, a tool). When Xero counts more than the
+        window holds, a slot is taken for each call of the difference, as if made now, so
+        the window never lets a call go over Xero's count.
         """
         limit, window_s = self.windows[0]
         key = self.rate_limit_key(window_s)
         with self._count_lock:
-            now = time.monotonic()
-            for stamps in (self._own, self._others):
-                while stamps and stamps[0] <= now - window_s:
-                    stamps.popleft()
-            unknown = (limit - remaining) - len(self._own) - len(self._others)
+            unknown = (limit - remaining) - self._limit.used(key, window_s)
             for _ in range(max(unknown, 0)):
                 wait, _stamp = self._limit.take(key, limit, window_s)
                 if wait > 0:
                     break
-                self._others.append(now)
 
     def _answer(self, response: httpx.Response) -> dict[str, Any]:
         for header in ("X-MinLimit-Remaining", "X-DayLimit-Remaining"):

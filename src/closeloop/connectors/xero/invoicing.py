@@ -94,6 +94,16 @@ def document_payload(record: dict[str, Any], credited: str | None = None) -> dic
     }
 
 
+def live(kind: str, clause: str) -> dict[str, str]:
+    """List parameters for the live documents of ``kind`` matching ``clause``: invoices
+    filter by ``Statuses``; credit notes take no ``Statuses`` (Xero's OpenAPI), so by
+    ``where``."""
+    if kind == "CreditNotes":
+        dead = " AND ".join(f'Status!="{s}"' for s in ("VOIDED", "DELETED"))
+        return {"where": f"({clause}) AND {dead}"}
+    return {"where": clause, "Statuses": ",".join(LIVE)}
+
+
 def made_payload(record: dict[str, Any]) -> dict[str, Any]:
     """The result of ``invoice_project`` for an invoice Xero holds: its
     :func:`document_payload` with ``charges``, the charge keys its lines bill."""
@@ -133,9 +143,7 @@ class Invoicing:
                 [f"Reference.StartsWith({quoted(k + sep)})" for k in chunk for sep in (" ", "/")]
             )
             for kind in ("Invoices", "CreditNotes"):
-                rows += self.client.list_all(
-                    kind, kind, params={"where": clause, "Statuses": ",".join(LIVE)}
-                )
+                rows += self.client.list_all(kind, kind, params=live(kind, clause))
         return rows
 
     def by_reference(self, kind: str, references: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -145,11 +153,19 @@ class Invoicing:
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(unique), 25):
             clause = where_any([f"Reference=={quoted(r)}" for r in unique[start : start + 25]])
-            for row in self.client.list_all(
-                kind, kind, params={"where": clause, "Statuses": ",".join(LIVE)}
-            ):
+            for row in self.client.list_all(kind, kind, params=live(kind, clause)):
                 found[str(row["Reference"])] = row
         return found
+
+    def uncleaned(self, projects: Sequence[str]) -> set[str]:
+        """The projects of ``projects`` whose drafts still hold time an invoice bills (an
+        invoice made whose clean-up never ran: its answer was lost). ``find`` does not take
+        their invoices for done, so the engine runs them again, which adopts the invoice
+        and cleans up."""
+        if not projects:
+            return set()
+        documents = self.documents(projects)
+        return {p for p in set(projects) if _stale(p, documents, {})}
 
     # --- invoicing ---------------------------------------------------------------------------
     def invoice(self, requests: Sequence[InvoiceProject]) -> list[dict[str, Any] | Exception]:
@@ -203,6 +219,7 @@ class Invoicing:
         billed = _billed(project, documents)
         lines: list[dict[str, Any]] = []
         moved: dict[str, set[str]] = {}
+        picked: set[str] = set()
         if request.include_time:
             for doc in documents:
                 if project_of_wip(doc.get("Reference")) != project or doc.get("Type") != "ACCREC":
@@ -212,7 +229,8 @@ class Invoicing:
                     if is_anchor_line(li) or key is None or day is None or day > request.up_to:
                         continue
                     moved.setdefault(str(doc["InvoiceID"]), set()).add(key)
-                    if billed[key] <= 0:  # not on an invoice already (a draft left uncleaned)
+                    if billed[key] <= 0 and key not in picked:  # once, and not billed yet
+                        picked.add(key)
                         lines.append(_line(li))
         charges = [c for c in request.charges if billed[c.key] <= 0]
         lines += [self._charge(c, anchor, project) for c in charges]
@@ -352,9 +370,12 @@ class Invoicing:
         note's :func:`document_payload`. Raises ``LookupError`` for an unknown invoice,
         :class:`ElementRefused` for a draft one or a key it does not bill."""
         existing = self.by_reference("CreditNotes", [request.credit_reference])
-        if request.credit_reference in existing:
-            return document_payload(existing[request.credit_reference], request.reference)
         invoice = self.by_reference("Invoices", [request.reference]).get(request.reference)
+        made = existing.get(request.credit_reference)
+        if made is not None:  # made before (its answer or its allocation lost): allocate
+            if invoice is not None and made.get("Status") == "AUTHORISED":
+                self._allocate(made, invoice, request.credit_date or datetime.now(UTC).date())
+            return document_payload(made, request.reference)
         if invoice is None:
             raise LookupError(f"no Xero invoice referenced {request.reference!r}")
         if invoice["Status"] not in ("AUTHORISED", "PAID"):
@@ -403,9 +424,11 @@ class Invoicing:
         return [_line(li) for li in chosen]
 
     def _allocate(self, note: dict[str, Any], invoice: dict[str, Any], day: date) -> None:
-        """Allocate the credit note to the invoice for what the invoice still owes."""
+        """Allocate what is left of the credit note to the invoice, up to what the invoice
+        still owes."""
         owed = Decimal(str(invoice.get("AmountDue") or 0))
-        amount = min(owed, Decimal(str(note.get("Total") or 0)))
+        left = note.get("RemainingCredit")
+        amount = min(owed, Decimal(str(note.get("Total") if left is None else left) or 0))
         if amount > 0:
             self.client.request(
                 "PUT",

@@ -9,8 +9,9 @@ the hub's keys alone (a lost answer is found, not repeated).
   for cost only: fixed fee and retainer engagements).
 - Its unbilled time lives on **work-in-progress drafts**: draft ACCREC invoices whose
   ``Reference`` is ``<project key> WIP`` (:func:`wip_reference`). The first, the project's
-  *anchor*, holds one description line (:func:`anchor_line`) carrying the customer, the
-  currency, the tax type, the account and the billing method; each batch of time adds a new
+  *anchor*, holds one description line (:meth:`Anchor.line`) whose marker carries the
+  billing method, the tax type and the account (Xero may not keep an account code on a line
+  of no amount), the draft itself the customer and the currency; each batch of time adds a new
   draft of its lines (append only, so workers on several machines never overwrite each
   other's lines). Invoicing moves the lines up to a day onto the invoice and takes them off
   their drafts; a draft left empty is deleted.
@@ -108,7 +109,7 @@ class Anchor:
         return {
             "Description": (
                 f"Work in progress of {self.project_key}, kept by closeloop: do not approve "
-                f"[{ANCHOR} {self.billing_method}]"
+                f"[{ANCHOR} {self.billing_method} {self.tax_type} {self.account_code}]"
             ),
             "Quantity": Decimal(0),
             "UnitAmount": Decimal(0),
@@ -124,14 +125,15 @@ def anchor_of(record: dict[str, Any]) -> Anchor | None:
         return None
     for line in record.get("LineItems") or []:
         found = _ANCHOR.search(str(line.get("Description") or ""))
-        if found:
+        if found:  # the marker carries what Xero may not keep on a line of no amount
+            method, tax_type, account = [*found.group(1).split(), "", ""][:3]
             return Anchor(
                 project_key=key,
                 contact_id=str((record.get("Contact") or {}).get("ContactID") or ""),
                 currency=str(record.get("CurrencyCode") or ""),
-                tax_type=str(line.get("TaxType") or ""),
-                account_code=str(line.get("AccountCode") or ""),
-                billing_method=found.group(1),
+                tax_type=tax_type or str(line.get("TaxType") or ""),
+                account_code=account or str(line.get("AccountCode") or ""),
+                billing_method=method,
                 invoice_id=str(record.get("InvoiceID") or ""),
             )
     return None

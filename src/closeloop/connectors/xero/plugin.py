@@ -56,7 +56,7 @@ class XeroSettings(SystemSettings):
 def build(name: str, settings: XeroSettings, context: BuildContext) -> Connector:
     """A connector to one Xero organisation; its limits shared through
     ``context.shared_limit``."""
-    from closeloop.connectors.xero.client import MINUTE_LIMIT, XeroClient
+    from closeloop.connectors.xero.client import CONCURRENT_LIMIT, MINUTE_LIMIT, XeroClient
     from closeloop.connectors.xero.connector import XeroConnector
     from closeloop.connectors.xero.projects import Accounts
 
@@ -72,7 +72,7 @@ def build(name: str, settings: XeroSettings, context: BuildContext) -> Connector
         shared_limit=context.shared_limit,
         minute_limit=settings.requests_per_window or MINUTE_LIMIT,
         day_limit=settings.day_limit,
-        concurrent=settings.max_concurrent,
+        concurrent=min(settings.max_concurrent, CONCURRENT_LIMIT),
         timeout_s=settings.timeout_s,
     )
     accounts = Accounts(

@@ -51,10 +51,13 @@ class Projects:
         self.client = client
         self.accounts = accounts
         self._category: dict[str, Any] | None = None
+        self._anchor_cache: dict[str, Anchor] = {}
 
     def forget(self) -> None:
-        """Drop the cached tracking category (after a refusal, to read it again)."""
+        """Drop what is cached (the tracking category and its options, the anchors), to read
+        it again."""
         self._category = None
+        self._anchor_cache = {}
 
     # --- tracking ----------------------------------------------------------------------------
     def category(self) -> dict[str, Any]:
@@ -79,9 +82,15 @@ class Projects:
             self._category = found[0]
         return self._category
 
-    def options(self) -> dict[str, dict[str, Any]]:
-        """The category's options by name (project key)."""
-        return {str(o["Name"]): o for o in self.category().get("Options") or []}
+    def options(self, active: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+        """The category's options by name (project key). The category is cached (another
+        worker may have added or archived an option since): when any of ``active`` is
+        missing or not active, it is read again first."""
+        options = {str(o["Name"]): o for o in self.category().get("Options") or []}
+        if any((options.get(k) or {}).get("Status") != "ACTIVE" for k in active):
+            self._category = None
+            options = {str(o["Name"]): o for o in self.category().get("Options") or []}
+        return options
 
     def _add_option(self, key: str) -> dict[str, Any]:
         category = self.category()
@@ -98,7 +107,7 @@ class Projects:
         """Set the option of ``key`` ``ACTIVE`` or ``ARCHIVED``; ``False`` when there is no
         such project. (Closing a project archives its option: Xero keeps at most 100 active
         options per category.)"""
-        option = self.options().get(key)
+        option = self.options(active=(key,)).get(key)
         if option is None:
             return False
         if option.get("Status") != status:
@@ -118,9 +127,11 @@ class Projects:
 
     # --- anchors -----------------------------------------------------------------------------
     def anchors(self, keys: Sequence[str]) -> dict[str, Anchor]:
-        """The anchors of the projects ``keys`` (one read per 25 projects)."""
-        found: dict[str, Anchor] = {}
-        unique = sorted(set(keys))
+        """The anchors of the projects ``keys``: cached ones (an anchor changes only when its
+        project is set up again), the others read (one call per 25 projects; the read
+        brings the projects' time drafts too, which is why it is cached)."""
+        found = {k: self._anchor_cache[k] for k in keys if k in self._anchor_cache}
+        unique = sorted(set(keys) - set(found))
         for start in range(0, len(unique), 25):
             chunk = unique[start : start + 25]
             clause = where_any([f"Reference=={quoted(wip_reference(k))}" for k in chunk])
@@ -129,7 +140,7 @@ class Projects:
             ):
                 anchor = anchor_of(row)
                 if anchor is not None:
-                    found[anchor.project_key] = anchor
+                    found[anchor.project_key] = self._anchor_cache[anchor.project_key] = anchor
         return found
 
     # --- set-up ------------------------------------------------------------------------------
@@ -151,7 +162,7 @@ class Projects:
             return results
         refusals = self._items(todo)
         refusals.update(self._anchors(todo, contacts, refusals))
-        options = self.options()
+        options = self.options(active=[p.key for p in todo])
         for position, project in enumerate(projects):
             if isinstance(results[position], Exception):
                 continue
@@ -211,6 +222,8 @@ class Projects:
         refused: dict[str, list[str]],
     ) -> dict[str, list[str]]:
         """Create or update each project's anchor; the refusals by project."""
+        for project in projects:  # read again: another worker may have set it up meanwhile
+            self._anchor_cache.pop(project.key, None)
         existing = self.anchors([p.key for p in projects if p.key not in refused])
         elements, owner = [], []
         for project in projects:
@@ -251,8 +264,11 @@ class Projects:
             body={"Invoices": elements},
         )
         refusals: dict[str, list[str]] = {}
-        for key, element in zip(owner, answer.get("Invoices") or [], strict=False):
+        for key, element in zip(owner, answer.get("Invoices") or [], strict=True):
             messages = validation_messages(element)
-            if messages:
+            written = None if messages else anchor_of(element)
+            if written is not None:
+                self._anchor_cache[key] = written
+            elif messages:
                 refusals[key] = messages
         return refusals

@@ -38,16 +38,21 @@ class Worklog:
     def __init__(self, client: XeroClient, projects: Projects) -> None:
         self.client = client
         self.projects = projects
+        self._known: dict[str, dict[str, Any]] = {}  # items by code
 
     def _items(self, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
-        unique = sorted(set(codes))
-        found: dict[str, dict[str, Any]] = {}
+        """The items of ``codes``: cached ones, the others read (one call per 25). Only an
+        item's existence and whether it is sold are used: a line takes its rate, account
+        and tax type from the item in Xero, so another worker's change of rate is never
+        stale here."""
+        found = {c: self._known[c] for c in codes if c in self._known}
+        unique = sorted(set(codes) - set(found))
         for start in range(0, len(unique), 25):
             clause = where_any([f"Code=={quoted(c)}" for c in unique[start : start + 25]])
             for row in (
                 self.client.request("GET", "Items", params={"where": clause}).get("Items") or []
             ):
-                found[str(row["Code"])] = row
+                found[str(row["Code"])] = self._known[str(row["Code"])] = row
         return found
 
     def add(self, entries: Sequence[AddTimesheetLine]) -> list[dict[str, Any] | Exception]:
@@ -55,7 +60,7 @@ class Worklog:
         None, "recorded": False}`` (cost-only time) or the refusal."""
         projects = {e.task_key.partition(":")[0] for e in entries}
         anchors = self.projects.anchors(sorted(p for p in projects if p))
-        options = self.projects.options()
+        options = self.projects.options(active=sorted(projects))
         items = self._items([item_code(e.task_key) for e in entries])
         results: list[dict[str, Any] | Exception] = []
         drafts: dict[str, list[tuple[int, dict[str, Any]]]] = {}
@@ -79,10 +84,7 @@ class Worklog:
                         entry.date, entry.employee_name, task, entry.key
                     ),
                     "Quantity": entry.hours,
-                    "ItemCode": item["Code"],
-                    "UnitAmount": (item.get("SalesDetails") or {}).get("UnitPrice"),
-                    "AccountCode": anchor.account_code,
-                    "TaxType": anchor.tax_type,
+                    "ItemCode": item["Code"],  # its rate, account and tax type
                     "Tracking": self.projects.tracking(project),
                 }
                 drafts.setdefault(project, []).append((position, line))

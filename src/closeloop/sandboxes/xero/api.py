@@ -53,11 +53,12 @@ def _filtered(
 ) -> list[dict[str, Any]]:
     """The records of ``store`` kept by the comma-separated list parameters Xero documents
     for lists (``IDs``, ``InvoiceNumbers``, ``ContactIDs``, ``Statuses``; a parameter the
-    records lack keeps nothing), by ``searchTerm`` (contacts and invoices) and, for
+    records lack keeps nothing; credit notes take none of them, as the Accounting OpenAPI
+    says, so they are ignored there), by ``searchTerm`` (contacts and invoices) and, for
     contacts, without the ``ARCHIVED`` ones unless ``includeArchived=true``."""
     rows = list(store.values())
     for name, path in _LIST_FILTERS.items():
-        if name not in params:
+        if name not in params or id_key == "CreditNoteID":  # Xero's CreditNotes take none
             continue
         wanted = {v.strip().strip('"').lower() for v in params[name].split(",") if v.strip()}
         keys = path or (id_key,)
