@@ -52,7 +52,9 @@ def test_a_tiny_run_stays_within_the_floor_and_the_explained_reads(tiny: dict[st
         assert o["above_floor_and_reads"] <= 0
         assert o["calls_per_1000"] == round(o["calls"] * 1000 / 60, 1)
         assert o["minutes_at_limit_per_1000"] == round(o["calls"] * 1000 / 60 / 60, 2)
-        assert o["hub_cpu_s"] >= 0 and o["seconds"] > 0
+        assert o["hub_cpu_s"] >= 0 and o["seconds"] >= 0
+    assert f["operations"]["total"]["seconds"] > 0
+    assert f["operations"]["time"]["drafts_read"] == 2 + 4  # batch 1: 2 anchors; 2: + 2 drafts
     # 60 entries, batches of 50: 2 time batches, one PUT each; one invoicing batch
     assert f["calls_by_operation"]["time"]["PUT Invoices"] == 2
     assert f["calls_by_operation"]["invoicing"]["PUT Invoices"] == 1

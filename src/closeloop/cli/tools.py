@@ -500,6 +500,13 @@ def _print_xero_bench(f: dict[str, Any]) -> None:
         if name in f["avoidable_from"]:
             avoid = f["avoidable_from"][name]
             console.print(f"  {' ' * len(name)}  avoidable {avoid}", highlight=False)
+    drafts = {n: o["drafts_read"] for n, o in f["operations"].items() if n != "total"}
+    console.print(
+        "work-in-progress drafts (with their lines) returned by those reads: "
+        + ", ".join(f"{n} {d:,}" for n, d in drafts.items() if d)
+        + " (a read of anchors returns every draft of its projects)",
+        highlight=False,
+    )
     for failure in f["failures"]:
         err.print(f"[red]{failure}[/red]", highlight=False)
 

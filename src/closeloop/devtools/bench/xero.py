@@ -246,44 +246,60 @@ def expected_untaxed(plan: Sequence[Entry]) -> Decimal:
 @dataclass(frozen=True)
 class Floor:
     """Of one operation: ``floor`` calls, the connector's ``reads`` beyond it and, of those,
-    the ``avoidable`` ones (see the module docstring)."""
+    the ``avoidable`` ones (see the module docstring); ``drafts_read``: the drafts (with
+    their lines) those reads return."""
 
     floor: int
     reads: int
     avoidable: int = 0
+    drafts_read: int = 0
 
 
 def _per_where(n: int) -> int:
     return math.ceil(n / PER_WHERE)
 
 
+def _pages(rows: int) -> int:
+    """Calls of a paged list of ``rows`` (a short page ends it, an empty one too)."""
+    return rows // XERO_PAGE + 1
+
+
 def floors(projects: int, plan: Sequence[Entry], batch: int) -> dict[str, Floor]:
     """The floor, the connector's reads and the avoidable ones, per operation, for
-    ``projects`` projects and the entries of ``plan`` in batches of ``batch``."""
+    ``projects`` projects and the entries of ``plan`` in batches of ``batch``. A read of
+    anchors (``Reference == "<key> WIP"``, drafts) returns every work-in-progress draft of
+    its projects, the anchor and one per earlier batch of time: its pages count."""
     project_batches = [len(c) for c in chunks(range(projects), batch)]
     setup = Floor(
         floor=1 + sum(2 + k for k in project_batches) + 1,
         reads=1 + sum(1 + _per_where(k) for k in project_batches) + 1,
     )
-    reads_by_batch = []
+    reads_by_batch, drafts_read = [], 0
     drafts: Counter[int] = Counter()  # work-in-progress drafts per project, anchor apart
     for entries in chunks(plan, batch):
-        touched = {e.project for e in entries}
+        touched = sorted({e.project for e in entries})
         codes = {(e.project, e.task) for e in entries}
-        reads_by_batch.append(_per_where(len(touched)) + _per_where(len(codes)))
+        reads = _per_where(len(codes))
+        for group in chunks(touched, PER_WHERE):
+            rows = sum(drafts[p] + 1 for p in group)
+            reads += _pages(rows)
+            drafts_read += rows
+        reads_by_batch.append(reads)
         drafts.update(touched)
-    time = Floor(len(reads_by_batch), sum(reads_by_batch), sum(reads_by_batch[1:]))
+    time = Floor(len(reads_by_batch), sum(reads_by_batch), sum(reads_by_batch[1:]), drafts_read)
     invoicing, posting = Floor(0, 0), Floor(0, 0)
     for keys in chunks(range(projects), batch):
-        anchors = _per_where(len(keys))
-        documents = 0
+        anchors = sum(_pages(sum(drafts[p] + 1 for p in g)) for g in chunks(keys, PER_WHERE))
+        documents, rows = 0, 0
         for group in chunks(keys, DOCUMENTS_PER_READ):
-            rows = sum(drafts[p] + 1 for p in group)  # drafts and anchors; no invoice yet
-            documents += rows // XERO_PAGE + 1 + 1  # invoices' pages, credit notes' one
+            held = sum(drafts[p] + 1 for p in group)  # drafts and anchors; no invoice yet
+            documents += _pages(held) + 1  # invoices' pages, credit notes' one
+            rows += held
         invoicing = Floor(
             invoicing.floor + 2,
             invoicing.reads + anchors + documents,
             invoicing.avoidable + anchors,
+            invoicing.drafts_read + 2 * rows,
         )
         posting = Floor(posting.floor + 2, posting.reads + _per_where(len(keys)) - 1)
     return {"set-up": setup, "time": time, "invoicing": invoicing, "posting": posting}
@@ -435,6 +451,7 @@ def figures(
             "floor": f.floor,
             "reads": f.reads,
             "avoidable_reads": f.avoidable,
+            "drafts_read": sum(floor[n].drafts_read for n in names),
             "above_floor": calls - f.floor,
             "above_floor_and_reads": calls - f.floor - f.reads,
             "calls_per_1000": _per_1000(calls, entries),
