@@ -36,7 +36,9 @@ operation and scaled per 1,000 time entries:
 - **avoidable**: of those reads, the ones a cache in the connector would save (time: the
   anchors and items read again every batch, though set-up has just written them and the
   tracking options are already cached; invoicing: the anchors, which the drafts read
-  holds);
+  holds). A read of anchors (``Reference == "<key> WIP"``) returns every work-in-progress
+  draft of its projects with their lines, one per earlier batch of time: what time's reads
+  return grows with the time not invoiced yet (``drafts_read``), and their pages with it;
 - the **minute-limit time**: calls / 60 a minute, the least time Xero's limit lets the work
   take; the day limit as entries a day.
 
