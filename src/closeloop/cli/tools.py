@@ -384,6 +384,133 @@ def bench_harvest(
     console.print("bound: 100 requests per 15 s, 2,000 entries per page")
 
 
+@bench_app.command("xero")
+def bench_xero(
+    projects: Annotated[int, typer.Option(min=1, max=1000, help="projects set up")] = 20,
+    entries: Annotated[int, typer.Option(min=1, help="time entries recorded and invoiced")] = 1000,
+    runs: Annotated[int, typer.Option(min=1, help="runs; medians are reported")] = 3,
+    roomy: Annotated[
+        bool,
+        typer.Option(
+            "--roomy",
+            help="lift the sandbox's limits (and the client's) for a quick run; by default "
+            "Xero's own: 60 calls a minute, 5,000 a day, 5 at once",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Projects set up, time entries recorded, invoiced and posted in the Xero sandbox
+    through the connector, in its batches: API calls per 1,000 time entries by operation
+    and by "METHOD Resource" (the client's count checked against the sandbox's), next to
+    the floor the batch sizes allow and the reads the connector makes beyond it; the time
+    Xero's minute limit sets, 429s (none expected), seconds and CPU seconds."""
+    from closeloop.devtools.bench.xero import run_xero_bench
+    from closeloop.observability import configure_logging
+
+    configure_logging("console", "warning")
+    with console.status("benchmarking Xero ...") as status:
+        f = run_xero_bench(projects, entries, runs, roomy=roomy, on_step=status.update)
+    if as_json:
+        print(json.dumps(f, indent=2))
+    else:
+        _print_xero_bench(f)
+    if f["failures"] or f["throttled_429"] or not f["cross_check"]["agree"]:
+        err.print("[red]the benchmark's work did not go through cleanly[/red]")
+        raise typer.Exit(1)
+
+
+def _print_xero_bench(f: dict[str, Any]) -> None:
+    limits = f["limits"]
+    where = (
+        "roomy limits (lifted)"
+        if limits["roomy"]
+        else f"Xero's limits ({limits['minute']}/minute, {limits['day']:,}/day, "
+        f"{limits['concurrent']} at once)"
+    )
+    console.print(
+        f"Xero: {f['projects']} projects, {f['entries']:,} time entries in batches of "
+        f"{f['batch_size']}, {where}; median of {f['runs']} runs",
+        highlight=False,
+    )
+    table = Table(title="API calls per 1,000 time entries, next to the floor")
+    columns = ("operation", "calls", "per 1,000", "floor", "+ reads", "avoidable", "beyond")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "operation" else "right")
+    for name, o in f["operations"].items():
+        table.add_row(
+            name,
+            f"{o['calls']:.0f}",
+            f"{o['calls_per_1000']:.1f}",
+            f"{o['floor_per_1000']:.1f}",
+            f"{o['reads_per_1000']:.1f}",
+            f"{o['avoidable_per_1000']:.1f}",
+            f"{o['above_floor_and_reads']:.0f}",
+        )
+    console.print(table)
+    table = Table(title="time: minutes per 1,000 entries at 60 calls/minute; seconds of a run")
+    columns = ("operation", "min", "floor min", "wall s", "waited s", "hub CPU s", "Xero CPU s")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "operation" else "right")
+    for name, o in f["operations"].items():
+        table.add_row(
+            name,
+            f"{o['minutes_at_limit_per_1000']:.2f}",
+            f"{o['floor_minutes_per_1000']:.2f}",
+            f"{o['seconds']:.2f}",
+            f"{o['waited_s']:.2f}",
+            f"{o['hub_cpu_s']:.2f}",
+            f"{o['xero_cpu_s']:.2f}",
+        )
+    console.print(table)
+    table = Table(title="calls by METHOD Resource (client / sandbox), per 1,000 entries")
+    for column in ("call", "client", "sandbox", "per 1,000", *f["calls_by_operation"]):
+        table.add_column(column, justify="left" if column == "call" else "right")
+    for route, n in f["calls_by_resource"].items():
+        table.add_row(
+            route,
+            f"{n['client']:.0f}",
+            f"{n['sandbox']:.0f}",
+            f"{n['per_1000']:.1f}",
+            *(str(ops.get(route, 0)) for ops in f["calls_by_operation"].values()),
+        )
+    console.print(table)
+    check = f["cross_check"]
+    console.print(
+        f"cross-check per run: client {check['client']}, sandbox {check['sandbox']} admitted "
+        f"+ throttled {check['throttled']}: {'agree' if check['agree'] else 'DISAGREE'}; "
+        f"429s: {f['throttled_429']} (must be 0); peak {f['peak_minute']} calls in a minute, "
+        f"{f['peak_concurrent']} at once",
+        highlight=False,
+    )
+    console.print(
+        f"day limit (5,000 calls): {f['day_limit_entries']:,} entries a day with this "
+        f"set-up, {f['day_limit_entries_without_setup']:,} without",
+        highlight=False,
+    )
+    console.print(
+        "floor: the fewest calls Xero's API allows at these batch sizes; + reads: what the "
+        "connector reads beyond it by design; avoidable: of those, what a cache would save; "
+        "beyond: calls above floor + reads (0 expected); min: calls / 60, the least time "
+        "Xero's minute limit allows",
+        highlight=False,
+    )
+    for name in f["floor_from"]:
+        console.print(f"  {name}: floor {f['floor_from'][name]}", highlight=False)
+        console.print(f"  {' ' * len(name)}  reads {f['reads_from'][name]}", highlight=False)
+        if name in f["avoidable_from"]:
+            avoid = f["avoidable_from"][name]
+            console.print(f"  {' ' * len(name)}  avoidable {avoid}", highlight=False)
+    drafts = {n: o["drafts_read"] for n, o in f["operations"].items() if n != "total"}
+    console.print(
+        "work-in-progress drafts (with their lines) returned by those reads: "
+        + ", ".join(f"{n} {d:,}" for n, d in drafts.items() if d)
+        + " (a read of anchors returns every draft of its projects)",
+        highlight=False,
+    )
+    for failure in f["failures"]:
+        err.print(f"[red]{failure}[/red]", highlight=False)
+
+
 @bench_app.command("reconcile")
 def bench_reconcile(
     home: Annotated[
