@@ -30,6 +30,7 @@ from closeloop.connectors.xero.client import (
     parse_msdate,
     where_any,
 )
+from closeloop.connectors.xero.credits import Credits
 from closeloop.connectors.xero.customers import Customers
 from closeloop.connectors.xero.invoicing import Invoicing, document_payload, made_payload
 from closeloop.connectors.xero.marks import project_of_wip
@@ -95,6 +96,7 @@ class XeroConnector:
         self.customers = Customers(client)
         self.worklog = Worklog(client, self.projects)
         self.invoicing = Invoicing(client, self.projects)
+        self.credits = Credits(client, self.invoicing)
         self._system = system
         minute, window_s = client.windows[0]
         self._limits = ConnectorLimits(
@@ -273,7 +275,7 @@ class XeroConnector:
         results: list[Any] = []
         for credit in credits:
             try:
-                results.append(self.invoicing.credit(credit))
+                results.append(self.credits.credit(credit))
             except _REFUSALS as exc:
                 results.append(exc)
         return results

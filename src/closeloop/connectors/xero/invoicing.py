@@ -1,4 +1,4 @@
-"""Invoices and credit notes in Xero, made from the work-in-progress drafts (:mod:`.marks`).
+"""Invoices in Xero, made from the work-in-progress drafts (:mod:`.marks`).
 
 **Invoicing** a batch of projects reads their drafts and documents in one call per 12
 projects (a document's ``Reference`` starts with its project key), then creates every new
@@ -14,16 +14,15 @@ answer bills nothing twice. An invoice that already has the reference is taken a
 
 **Posting** approves (``AUTHORISED``): Xero numbers invoices when they are made.
 
-**Crediting** makes an ``ACCRECCREDIT`` credit note referenced with the hub's credit
-reference, holding the invoice's lines (all, or those of the charge keys asked; ``time``
-names every time line), approved, then allocated to the invoice for what it still owes.
+Credit notes are :mod:`.credits`; this module also holds what both read: the documents of
+projects by reference and their payloads.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -45,12 +44,19 @@ from closeloop.connectors.xero.marks import (
     project_of_wip,
 )
 from closeloop.connectors.xero.projects import ElementRefused, Projects
-from closeloop.domain.operations import ChargeLine, CreditInvoice, InvoiceProject
+from closeloop.domain.operations import ChargeLine, InvoiceProject
 
 log = structlog.get_logger(__name__)
-TIME_KEY = "time"
 LIVE = ("DRAFT", "SUBMITTED", "AUTHORISED", "PAID")
-_LINE_FIELDS = ("Description", "Quantity", "UnitAmount", "ItemCode", "AccountCode", "TaxType")
+_LINE_FIELDS = (
+    "Description",
+    "Quantity",
+    "UnitAmount",
+    "DiscountRate",
+    "ItemCode",
+    "AccountCode",
+    "TaxType",
+)
 
 STATES = {"DRAFT": "draft", "SUBMITTED": "draft", "AUTHORISED": "posted", "PAID": "paid"}
 """Xero's statuses as the flows name an ERP invoice's state."""
@@ -115,7 +121,7 @@ def made_payload(record: dict[str, Any]) -> dict[str, Any]:
     return document_payload(record) | {"charges": charges}
 
 
-def _line(line: dict[str, Any]) -> dict[str, Any]:
+def copy_line(line: dict[str, Any]) -> dict[str, Any]:
     """A line to copy onto another document (its id and amounts left to Xero)."""
     copied = {k: line[k] for k in _LINE_FIELDS if line.get(k) is not None}
     tracking = [
@@ -231,7 +237,7 @@ class Invoicing:
                     moved.setdefault(str(doc["InvoiceID"]), set()).add(key)
                     if billed[key] <= 0 and key not in picked:  # once, and not billed yet
                         picked.add(key)
-                        lines.append(_line(li))
+                        lines.append(copy_line(li))
         charges = [c for c in request.charges if billed[c.key] <= 0]
         lines += [self._charge(c, anchor, project) for c in charges]
         if not lines:
@@ -309,7 +315,7 @@ class Invoicing:
             if not keys:
                 continue
             left = [
-                _line(li) | {"LineItemID": li["LineItemID"]}
+                copy_line(li) | {"LineItemID": li["LineItemID"]}
                 for li in doc["LineItems"]
                 if mark_of(li.get("Description")) not in keys
             ]
@@ -363,86 +369,6 @@ class Invoicing:
             else:
                 results.append(document_payload(record))
         return results
-
-    # --- credit notes ------------------------------------------------------------------------
-    def credit(self, request: CreditInvoice) -> dict[str, Any]:
-        """Credit the invoice ``request.reference`` (see the module docstring); the credit
-        note's :func:`document_payload`. Raises ``LookupError`` for an unknown invoice,
-        :class:`ElementRefused` for a draft one or a key it does not bill."""
-        existing = self.by_reference("CreditNotes", [request.credit_reference])
-        invoice = self.by_reference("Invoices", [request.reference]).get(request.reference)
-        made = existing.get(request.credit_reference)
-        if made is not None:  # made before (its answer or its allocation lost): allocate
-            if invoice is not None and made.get("Status") == "AUTHORISED":
-                self._allocate(made, invoice, request.credit_date or datetime.now(UTC).date())
-            return document_payload(made, request.reference)
-        if invoice is None:
-            raise LookupError(f"no Xero invoice referenced {request.reference!r}")
-        if invoice["Status"] not in ("AUTHORISED", "PAID"):
-            raise ElementRefused(
-                [f"invoice {request.reference} is not approved: nothing to credit"]
-            )
-        invoice = self.client.request("GET", f"Invoices/{invoice['InvoiceID']}")["Invoices"][0]
-        lines = self._credited_lines(invoice, request.line_keys)
-        issued = request.credit_date or datetime.now(UTC).date()
-        note = {
-            "Type": "ACCRECCREDIT",
-            "Status": "AUTHORISED",
-            "Contact": {"ContactID": invoice["Contact"]["ContactID"]},
-            "Reference": request.credit_reference,
-            "Date": issued.isoformat(),
-            "CurrencyCode": invoice.get("CurrencyCode"),
-            "LineAmountTypes": invoice.get("LineAmountTypes") or "Exclusive",
-            "LineItems": [
-                *lines,
-                {
-                    "Description": f"Credit of {request.reference}: {request.reason}",
-                    "AccountCode": self.projects.accounts.sales,
-                },
-            ],
-        }
-        answer = self.client.request("PUT", "CreditNotes", body={"CreditNotes": [note]})
-        record = (answer.get("CreditNotes") or [{}])[0]
-        self._allocate(record, invoice, issued)
-        return document_payload(record, request.reference)
-
-    def _credited_lines(self, invoice: dict[str, Any], keys: Sequence[str]) -> list[dict[str, Any]]:
-        lines = [li for li in invoice.get("LineItems") or [] if mark_of(li.get("Description"))]
-        if not keys:
-            return [_line(li) for li in lines]
-        chosen = []
-        for key in keys:
-            picked = [
-                li
-                for li in lines
-                if (key == TIME_KEY and li.get("ItemCode"))
-                or (mark_of(li.get("Description")) == key and not li.get("ItemCode"))
-            ]
-            if not picked:
-                raise ElementRefused([f"invoice {invoice.get('Reference')} bills no {key!r}"])
-            chosen += picked
-        return [_line(li) for li in chosen]
-
-    def _allocate(self, note: dict[str, Any], invoice: dict[str, Any], day: date) -> None:
-        """Allocate what is left of the credit note to the invoice, up to what the invoice
-        still owes."""
-        owed = Decimal(str(invoice.get("AmountDue") or 0))
-        left = note.get("RemainingCredit")
-        amount = min(owed, Decimal(str(note.get("Total") if left is None else left) or 0))
-        if amount > 0:
-            self.client.request(
-                "PUT",
-                f"CreditNotes/{note['CreditNoteID']}/Allocations",
-                body={
-                    "Allocations": [
-                        {
-                            "Invoice": {"InvoiceID": invoice["InvoiceID"]},
-                            "Amount": amount,
-                            "Date": day.isoformat(),
-                        }
-                    ]
-                },
-            )
 
 
 def _billed(project: str, documents: list[dict[str, Any]]) -> Counter[str]:

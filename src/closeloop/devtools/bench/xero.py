@@ -108,8 +108,7 @@ READS_FROM = {
     "TrackingCategories (again when a batch's project is not among its options), GET "
     "Invoices anchors per 25 projects",
     "time": "GET Items per 25 task codes not seen before (items and anchors are kept)",
-    "invoicing": "per batch: GET Invoices and GET CreditNotes per 12 projects and 1,000 "
-    "documents",
+    "invoicing": "per batch: GET Invoices and GET CreditNotes per 12 projects and 1,000 documents",
     "posting": "GET Invoices per 25 references beyond the floor's one per batch",
 }
 AVOIDABLE_FROM: dict[str, str] = {}
