@@ -136,6 +136,36 @@ class ContractCase(ABC):
         """Stop what the case started."""
 
 
+# --- cases on a sandbox process with fault plans ---------------------------------------------
+class SandboxCase(ContractCase):
+    """A case whose sandbox takes fault plans (``api.admin``) and whose connector the case
+    can build again (:meth:`_configured`): a lost answer is the command applied through a
+    second connector whose answer is thrown away (the sandbox's faults hit every request
+    alike, reads first, so they cannot cut just the write)."""
+
+    api: Any
+
+    @abstractmethod
+    def _configured(self) -> Any:
+        """A fresh connector of the case's system, as the hub builds it."""
+
+    @contextmanager
+    def failing(self, fault: str) -> Iterator[Connector]:
+        self.api.admin("PUT", "faults", json={fault: 1.0}).raise_for_status()
+        try:
+            yield self.connector
+        finally:
+            self.api.admin("PUT", "faults", json={}).raise_for_status()
+
+    def lose_answer(self, command: Command) -> None:
+        other = self._configured()
+        try:
+            (outcome,) = other.execute([command])
+        finally:
+            other.close()
+        assert isinstance(outcome, Applied), outcome  # applied; the answer goes no further
+
+
 # --- memory ---------------------------------------------------------------------------------
 class MemoryCase(ContractCase):
     """The memory sandbox in its own process (``python -m closeloop.sandboxes.memory``, under
@@ -494,7 +524,7 @@ class SalesforceCase(ContractCase):
 
 
 # --- Harvest --------------------------------------------------------------------------------
-class HarvestCase(ContractCase):
+class HarvestCase(SandboxCase):
     """The Harvest sandbox (its own process) and the :class:`HarvestConnector` configured as
     ``kind: harvest``. Writes: canonical ``upsert_project`` of a new client; a client name
     that is blank is refused by Harvest. Effects: projects with the command's code. Change
@@ -564,22 +594,6 @@ class HarvestCase(ContractCase):
         code = command.payload.get("key")
         return sum(p["code"] == code for p in self.api.listed("projects"))
 
-    @contextmanager
-    def failing(self, fault: str) -> Iterator[Connector]:
-        self.api.admin("PUT", "faults", json={fault: 1.0}).raise_for_status()
-        try:
-            yield self.connector
-        finally:
-            self.api.admin("PUT", "faults", json={}).raise_for_status()
-
-    def lose_answer(self, command: Command) -> None:
-        other = self._configured()
-        try:
-            (outcome,) = other.execute([command])
-        finally:
-            other.close()
-        assert isinstance(outcome, Applied), outcome  # applied; the answer goes no further
-
     def change(self, record: str, tag: str) -> str:
         if record not in self.clients:
             answer = self.api.call("POST", "clients", json={"name": record, "address": tag})
@@ -602,7 +616,7 @@ class HarvestCase(ContractCase):
 
 
 # --- xero -----------------------------------------------------------------------------------
-class XeroCase(ContractCase):
+class XeroCase(SandboxCase):
     """The Xero sandbox (its own process) and the :class:`XeroConnector` configured as
     ``kind: xero``. Writes: canonical ``upsert_customer`` of a new contact; a blank name is
     refused by Xero ("The contact name must be specified"). Effects: contacts holding the
@@ -660,22 +674,6 @@ class XeroCase(ContractCase):
     def effects(self, command: Command) -> int:
         code = command.payload.get("code")
         return sum(c.get("ContactNumber") == code for c in self.api.listed("Contacts"))
-
-    @contextmanager
-    def failing(self, fault: str) -> Iterator[Connector]:
-        self.api.admin("PUT", "faults", json={fault: 1.0}).raise_for_status()
-        try:
-            yield self.connector
-        finally:
-            self.api.admin("PUT", "faults", json={}).raise_for_status()
-
-    def lose_answer(self, command: Command) -> None:
-        other = self._configured()
-        try:
-            (outcome,) = other.execute([command])
-        finally:
-            other.close()
-        assert isinstance(outcome, Applied), outcome
 
     def change(self, record: str, tag: str) -> str:
         if not self.contact_id:

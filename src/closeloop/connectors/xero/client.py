@@ -327,6 +327,28 @@ class XeroClient:
         """Every record of a paged list (:meth:`pages`)."""
         return [row for page in self.pages(resource, key, params=params) for row in page]
 
+    def where_in(
+        self,
+        resource: str,
+        clauses: Sequence[str],
+        *,
+        params: Callable[[str], dict[str, Any]] = lambda clause: {"where": clause},
+        per_call: int = 25,
+        paged: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Every record of ``resource`` matching any of ``clauses``: ``per_call`` of them
+        joined by ``OR`` (:func:`where_any`) a call, ``params(clause)`` the call's
+        parameters; paged (:meth:`list_all`), or one call each for a list Xero does not page
+        (``Items``)."""
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(clauses), per_call):
+            asked = params(where_any(clauses[start : start + per_call]))
+            if paged:
+                rows += self.list_all(resource, resource, params=asked)
+            else:
+                rows += self.request("GET", resource, params=asked).get(resource) or []
+        return rows
+
 
 def where_any(clauses: Sequence[str]) -> str:
     """Xero ``where`` clauses joined by ``OR``, each in parentheses."""

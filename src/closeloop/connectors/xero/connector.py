@@ -28,7 +28,6 @@ from closeloop.connectors.xero.client import (
     XeroApiError,
     XeroClient,
     parse_msdate,
-    where_any,
 )
 from closeloop.connectors.xero.credits import Credits
 from closeloop.connectors.xero.customers import Customers
@@ -179,11 +178,8 @@ class XeroConnector:
                 chunk = ",".join(wanted[start : start + 1000])
                 rows += self.client.list_all(object_name, object_name, params={"IDs": chunk})
         else:  # Xero's credit notes take no IDs parameter: by where, 25 at a time
-            for start in range(0, len(wanted), 25):
-                clause = where_any(
-                    [f'CreditNoteID==guid("{i}")' for i in wanted[start : start + 25]]
-                )
-                rows += self.client.list_all(object_name, object_name, params={"where": clause})
+            clauses = [f'CreditNoteID==guid("{i}")' for i in wanted]
+            rows += self.client.where_in(object_name, clauses)
         feed_type = _FEED_TYPE[object_name]
         return self._changes(object_name, [r for r in rows if r.get("Type") == feed_type])
 

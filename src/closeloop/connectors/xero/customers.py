@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from closeloop.connectors.xero.client import XeroClient, quoted, validation_messages, where_any
+from closeloop.connectors.xero.client import XeroClient, quoted, validation_messages
 from closeloop.connectors.xero.projects import ElementRefused
 from closeloop.domain.operations import MatchCustomer, UpsertCustomer
 from closeloop.mdm.matching import Party, compact_tax_id, match_customer
@@ -102,10 +102,10 @@ class Customers:
         unique = sorted(set(codes))
         found: dict[str, dict[str, Any]] = {}
         numbers = [c for c in unique if not _is_uuid(c)]
-        for start in range(0, len(numbers), 25):
-            clause = where_any([f"ContactNumber=={quoted(c)}" for c in numbers[start : start + 25]])
-            for row in self.client.list_all("Contacts", "Contacts", params={"where": clause}):
-                found[str(row.get("ContactNumber"))] = row
+        for row in self.client.where_in(
+            "Contacts", [f"ContactNumber=={quoted(c)}" for c in numbers]
+        ):
+            found[str(row.get("ContactNumber"))] = row
         ids = [c for c in unique if _is_uuid(c)]
         if ids:
             for row in self.client.list_all("Contacts", "Contacts", params={"IDs": ",".join(ids)}):

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import structlog
@@ -33,7 +34,6 @@ from closeloop.connectors.xero.client import (
     parse_msdate,
     quoted,
     validation_messages,
-    where_any,
 )
 from closeloop.connectors.xero.marks import (
     Anchor,
@@ -141,27 +141,21 @@ class Invoicing:
     def documents(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         """The live drafts, invoices and credit notes of the projects ``keys`` (with their
         lines): one call per 12 projects and kind."""
-        unique = sorted(set(keys))
+        clauses = [
+            f"Reference.StartsWith({quoted(k + sep)})" for k in sorted(set(keys)) for sep in " /"
+        ]
         rows: list[dict[str, Any]] = []
-        for start in range(0, len(unique), 12):
-            chunk = unique[start : start + 12]
-            clause = where_any(
-                [f"Reference.StartsWith({quoted(k + sep)})" for k in chunk for sep in (" ", "/")]
-            )
-            for kind in ("Invoices", "CreditNotes"):
-                rows += self.client.list_all(kind, kind, params=live(kind, clause))
+        for kind in ("Invoices", "CreditNotes"):  # 12 projects (two clauses each) a call
+            rows += self.client.where_in(kind, clauses, params=partial(live, kind), per_call=24)
         return rows
 
     def by_reference(self, kind: str, references: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The live documents of ``kind`` (``Invoices``, ``CreditNotes``) whose reference is
         one of ``references``, by reference (one call per 25)."""
         unique = sorted(set(references))
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(unique), 25):
-            clause = where_any([f"Reference=={quoted(r)}" for r in unique[start : start + 25]])
-            for row in self.client.list_all(kind, kind, params=live(kind, clause)):
-                found[str(row["Reference"])] = row
-        return found
+        clauses = [f"Reference=={quoted(r)}" for r in unique]
+        rows = self.client.where_in(kind, clauses, params=partial(live, kind))
+        return {str(row["Reference"]): row for row in rows}
 
     def uncleaned(self, projects: Sequence[str]) -> set[str]:
         """The projects of ``projects`` whose drafts still hold time an invoice bills (an

@@ -17,7 +17,6 @@ from closeloop.connectors.xero.client import (
     XeroClient,
     quoted,
     validation_messages,
-    where_any,
 )
 from closeloop.connectors.xero.marks import Anchor, anchor_of, item_code, wip_reference
 from closeloop.domain.keys import task_key
@@ -132,15 +131,13 @@ class Projects:
         brings the projects' time drafts too, which is why it is cached)."""
         found = {k: self._anchor_cache[k] for k in keys if k in self._anchor_cache}
         unique = sorted(set(keys) - set(found))
-        for start in range(0, len(unique), 25):
-            chunk = unique[start : start + 25]
-            clause = where_any([f"Reference=={quoted(wip_reference(k))}" for k in chunk])
-            for row in self.client.list_all(
-                "Invoices", "Invoices", params={"where": clause, "Statuses": "DRAFT"}
-            ):
-                anchor = anchor_of(row)
-                if anchor is not None:
-                    found[anchor.project_key] = self._anchor_cache[anchor.project_key] = anchor
+        clauses = [f"Reference=={quoted(wip_reference(k))}" for k in unique]
+        for row in self.client.where_in(
+            "Invoices", clauses, params=lambda clause: {"where": clause, "Statuses": "DRAFT"}
+        ):
+            anchor = anchor_of(row)
+            if anchor is not None:
+                found[anchor.project_key] = self._anchor_cache[anchor.project_key] = anchor
         return found
 
     # --- set-up ------------------------------------------------------------------------------

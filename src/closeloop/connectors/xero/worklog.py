@@ -21,7 +21,6 @@ from closeloop.connectors.xero.client import (
     quoted,
     recent,
     validation_messages,
-    where_any,
 )
 from closeloop.connectors.xero.marks import item_code, mark_of, time_description, wip_reference
 from closeloop.connectors.xero.projects import ElementRefused, Projects
@@ -47,12 +46,9 @@ class Worklog:
         stale here."""
         found = {c: self._known[c] for c in codes if c in self._known}
         unique = sorted(set(codes) - set(found))
-        for start in range(0, len(unique), 25):
-            clause = where_any([f"Code=={quoted(c)}" for c in unique[start : start + 25]])
-            for row in (
-                self.client.request("GET", "Items", params={"where": clause}).get("Items") or []
-            ):
-                found[str(row["Code"])] = self._known[str(row["Code"])] = row
+        clauses = [f"Code=={quoted(c)}" for c in unique]
+        for row in self.client.where_in("Items", clauses, paged=False):  # Xero pages no items
+            found[str(row["Code"])] = self._known[str(row["Code"])] = row
         return found
 
     def add(self, entries: Sequence[AddTimesheetLine]) -> list[dict[str, Any] | Exception]:
