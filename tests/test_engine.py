@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -389,5 +390,39 @@ def test_a_credit_note_is_asked_only_for_a_posted_invoice_the_hub_made(sqlite_ur
             (audit,) = tx.list_audit("invoice:SF-1/2026-09", 10)
         assert (audit.actor, audit.action) == ("finance", "credit")
         assert audit.detail == {"reason": "wrong hours", "line_keys": ["time"], "rebill": True}
+    finally:
+        hub.close()
+
+
+def test_a_system_with_its_own_poll_interval_is_polled_on_its_own_schedule(
+    sqlite_url: str,
+) -> None:
+    fast, slow = MemorySystem(name="crm"), MemorySystem(name="slow")
+    target = MemorySystem(name="erp")
+    settings = Settings(database_url=sqlite_url)
+    mirror = MirrorFlow("erp")
+    hub = build_hub(
+        settings,
+        connectors={"crm": fast, "slow": slow, "erp": target},
+        bindings=[
+            Binding(name, "Record", "record", record_mapper, (mirror,)) for name in ("crm", "slow")
+        ],
+    )
+    # every round is due for the workers' interval; "slow" waits an hour between its polls
+    hub.worker.settings = replace(
+        hub.worker.settings, poll_interval_s=1e-9, poll_intervals_s={"slow": 3600.0}
+    )
+    try:
+        fast.put("Record", "r1", {"name": "r1"})
+        slow.put("Record", "s1", {"name": "s1"})
+        hub.worker.run_once()  # the first round polls every system
+        fast.put("Record", "r2", {"name": "r2"})
+        slow.put("Record", "s2", {"name": "s2"})
+        assert hub.worker.run_until_idle(30)
+        seen = {e.data["name"] for e in target.effects}
+        assert {"r1", "s1", "r2"} <= seen and "s2" not in seen  # "slow" not polled again yet
+        assert hub.worker.poll_all() == 1  # an explicit poll of everything takes it
+        assert hub.worker.run_until_idle(30)
+        assert "s2" in {e.data["name"] for e in target.effects}
     finally:
         hub.close()

@@ -241,7 +241,13 @@ def build_hub(
         applier,
         dispatcher,
         Timers(store, registry, clock, metrics),
-        WorkerSettings(w.poll_interval_s, w.overlap_s, w.apply_batch, w.idle_wait_s),
+        WorkerSettings(
+            w.poll_interval_s,
+            w.overlap_s,
+            w.apply_batch,
+            w.idle_wait_s,
+            {n: s.poll_interval_s for n, s in settings.systems.items() if s.poll_interval_s},
+        ),
     )
     operations = Operations(store, clock, registry)
     metrics.watch_store(operations.stats, clock.now)

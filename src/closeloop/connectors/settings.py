@@ -11,6 +11,9 @@ class SystemSettings(BaseModel):
 
     ``key_prefix``: the prefix of the business keys the hub makes from this system's records
     (a CRM's deals become projects ``<key_prefix>-<deal id>``); default: the connector's.
+    ``poll_interval_s``: seconds between polls of this system's objects (default: the
+    workers' ``worker.poll_interval_s``): a system with a tight API limit (Xero's 60 calls a
+    minute) is polled less often than the others, so its polls leave room for its writes.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -24,3 +27,4 @@ class SystemSettings(BaseModel):
     window_s: float | None = Field(default=None, gt=0, description="default: the vendor's")
     max_concurrent: int = Field(default=4, ge=1)
     timeout_s: float = Field(default=10.0, gt=0)
+    poll_interval_s: float | None = Field(default=None, gt=0, description="default: the worker's")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -22,14 +23,16 @@ APPLY_BATCHES_PER_ROUND = 10
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    """``poll_interval_s``: seconds between polls of each object (0: no polling).
-    ``overlap_s``: how far before its watermark a poll starts again. ``apply_batch``: inbox
-    rows per apply transaction. ``idle_wait_s``: pause when a round found nothing to do."""
+    """``poll_interval_s``: seconds between polls of each object (0: no polling);
+    ``poll_intervals_s``: the systems polled at another interval, by name. ``overlap_s``: how
+    far before its watermark a poll starts again. ``apply_batch``: inbox rows per apply
+    transaction. ``idle_wait_s``: pause when a round found nothing to do."""
 
     poll_interval_s: float = 30.0
     overlap_s: float = 60.0
     apply_batch: int = 200
     idle_wait_s: float = 0.2
+    poll_intervals_s: Mapping[str, float] = field(default_factory=dict)
 
 
 class Worker:
@@ -54,14 +57,17 @@ class Worker:
         self.timers = timers
         self.settings = settings
         self.failed_polls: list[tuple[str, str]] = []
-        self._next_poll = 0.0
+        self._next_poll: dict[str, float] = {}
 
-    def poll_all(self) -> int:
-        """Poll every bound object once; a system that fails is logged and skipped (the
-        objects that failed are in :attr:`failed_polls` until the next round)."""
+    def poll_all(self, systems: set[str] | None = None) -> int:
+        """Poll every bound object (of ``systems``; default: all) once; a system that fails
+        is logged and skipped (the objects that failed are in :attr:`failed_polls` until the
+        next round)."""
         accepted = 0
         self.failed_polls = []
         for system, object_name in self.registry.polled_objects():
+            if systems is not None and system not in systems:
+                continue
             try:
                 accepted += self.intake.poll(system, object_name, self.settings.overlap_s).accepted
             except ConnectorError as exc:
@@ -73,9 +79,8 @@ class Worker:
         """One round: poll if due, apply what is pending, fire due flow timers, dispatch once.
         Returns work done."""
         work = 0
-        if self.settings.poll_interval_s > 0 and time.monotonic() >= self._next_poll:
-            self._next_poll = time.monotonic() + self.settings.poll_interval_s
-            work += self.poll_all()
+        if self.settings.poll_interval_s > 0 and (due := self._due_polls()):
+            work += self.poll_all(due)
         for _ in range(APPLY_BATCHES_PER_ROUND):  # then dispatch, even under steady intake
             applied = self.applier.apply_batch(self.settings.apply_batch)
             work += applied
@@ -84,6 +89,16 @@ class Worker:
         work += self.timers.fire_due()
         work += self.dispatcher.dispatch_once()
         return work
+
+    def _due_polls(self) -> set[str]:
+        """The systems whose poll is due now (each then waits its own interval)."""
+        now, due = time.monotonic(), set()
+        for system, _object in self.registry.polled_objects():
+            if system not in due and now >= self._next_poll.get(system, 0.0):
+                due.add(system)
+                every = self.settings.poll_intervals_s.get(system, self.settings.poll_interval_s)
+                self._next_poll[system] = now + every
+        return due
 
     def is_idle(self, timers_within_s: float = 0.0) -> bool:
         """No pending inbox row, no pending or in-flight command that can run (parked ones,
