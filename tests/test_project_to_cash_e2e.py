@@ -321,12 +321,68 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
     assert all(rule.count == 0 for rule in proxy.rules), proxy.rules  # each fault happened
 
 
+def check_acquired_unit(home: Path, book: dict[str, str]) -> None:
+    """The acquired unit's deals (``Legal_Entity__c`` GB-ACQ) read back from each system:
+    their invoices are in Xero only, in GBP, every line at the UK standard rate's tax type
+    (OUTPUT2, 20 % per line, rounded to the penny), the totals as the summary's ``book``
+    counted them, and Salesforce shows Xero's invoiced and paid amounts."""
+    hub = build_hub(load_settings(home / "closeloop.yaml"))
+    try:
+        sf = hub.registry.connector("salesforce").client  # type: ignore[attr-defined]
+        xero = hub.registry.connector("xero").client  # type: ignore[attr-defined]
+        tryton = hub.registry.connector("tryton").operations  # type: ignore[attr-defined]
+        soql = (
+            "SELECT Id, Invoiced_Amount__c, Paid_Amount__c FROM Opportunity "
+            "WHERE Legal_Entity__c = 'GB-ACQ'"
+        )
+        deals = {r["Id"]: r for page in sf.query(soql) for r in page["records"]}
+        assert deals
+        invoices = [
+            i
+            for i in xero.list_all("Invoices", "Invoices", params={"where": 'Type=="ACCREC"'})
+            if str(i.get("Reference") or "").startswith("SF-")
+            and i["Status"] in ("AUTHORISED", "PAID")
+        ]
+        assert invoices and {i["Reference"].split("/")[0][3:] for i in invoices} <= set(deals)
+        assert {i["CurrencyCode"] for i in invoices} == {"GBP"}
+        for invoice in invoices:
+            full = xero.request("GET", f"Invoices/{invoice['InvoiceID']}")["Invoices"][0]
+            lines = full["LineItems"]
+            assert lines and {line["TaxType"] for line in lines} == {"OUTPUT2"}
+            for line in lines:
+                expected = (Decimal(str(line["LineAmount"])) * Decimal("0.20")).quantize(
+                    Decimal("0.01")
+                )
+                assert Decimal(str(line["TaxAmount"])) == expected, line
+            subtotal = sum((Decimal(str(line["LineAmount"])) for line in lines), Decimal(0))
+            assert Decimal(str(full["SubTotal"])) == subtotal
+            assert Decimal(str(full["Total"])) == subtotal + Decimal(str(full["TotalTax"]))
+        total = sum((Decimal(str(i["Total"])) for i in invoices), Decimal(0))
+        paid = sum((Decimal(str(i["AmountPaid"])) for i in invoices), Decimal(0))
+        assert (Decimal(book["total"]), Decimal(book["paid"])) == (total, paid)
+        assert paid > 0  # the acquired unit's clients paid in Xero
+        for deal_id, deal in deals.items():
+            mine = [i for i in invoices if i["Reference"].startswith(f"SF-{deal_id}/")]
+            invoiced = sum((Decimal(str(i["Total"])) for i in mine), Decimal(0))
+            settled = sum((Decimal(str(i["AmountPaid"])) for i in mine), Decimal(0))
+            assert Decimal(str(deal["Invoiced_Amount__c"] or 0)) == invoiced, deal
+            assert Decimal(str(deal["Paid_Amount__c"] or 0)) == settled, deal
+        in_tryton = tryton.rpc.search_read(  # every company of the group's Tryton
+            "account.invoice",
+            ["OR", *(["reference", "like", f"SF-{d}%"] for d in deals)],
+            ["reference"],
+        )
+        assert in_tryton == []  # and nothing of theirs in the group's ERP
+    finally:
+        hub.close()
+
+
 def test_the_demo_command_runs_a_quarter_keeps_running_and_stops(tmp_path: Path) -> None:
     home = tmp_path / ".closeloop"  # the default, relative to where a person runs it
     run = subprocess.run(
         [
             *(sys.executable, "-m", "closeloop.cli", "demo"),
-            *("--keep-running", "--clients", "12", "--deals", "18", "--consultants", "10"),
+            *("--keep-running", "--clients", "14", "--deals", "20", "--consultants", "10"),
         ],
         capture_output=True,
         text=True,
@@ -337,10 +393,17 @@ def test_the_demo_command_runs_a_quarter_keeps_running_and_stops(tmp_path: Path)
     try:
         assert run.returncode == 0, run.stdout + run.stderr
         summary = json.loads((home / "demo-summary.json").read_text())
-        assert summary["deals"]["closed_won"] == 18 and summary["deals"]["blocked"] == 6
+        assert summary["deals"]["closed_won"] == 20 and summary["deals"]["blocked"] == 7
         assert summary["deals"]["provisional_awaiting_finance"] == 1
         books = summary["invoices"]
-        assert set(books["by_entity"]) == {"DE-GMBH", "GB-LTD", "US-INC"}
+        assert set(books["by_entity"]) == {"DE-GMBH", "GB-LTD", "US-INC", "GB-ACQ"}
+        assert set(books["by_entity"]["GB-ACQ"]) == {"GBP"}  # the acquired unit, in Xero
+        assert books["erp_of_entity"] == {
+            "DE-GMBH": "tryton",
+            "GB-LTD": "tryton",
+            "US-INC": "tryton",
+            "GB-ACQ": "xero",
+        }
         assert {c for e in books["by_entity"].values() for c in e} == {"EUR", "CHF", "GBP", "USD"}
         assert {"domestic", "reverse_charge", "outside_scope", "no_vat"} <= set(
             books["by_treatment"]
@@ -349,10 +412,12 @@ def test_the_demo_command_runs_a_quarter_keeps_running_and_stops(tmp_path: Path)
         assert summary["time"]["entries_refused"] == summary["exceptions_by_class"].get(
             "closed_period"
         )
-        assert set(summary["api_calls"]) == {"salesforce", "harvest", "tryton"}
+        assert set(summary["api_calls"]) == {"salesforce", "harvest", "tryton", "xero"}
         assert "invoices posted" in run.stdout and "demo-summary.json" in run.stdout
+        assert "GB-ACQ (Xero) in GBP" in run.stdout
         state = sandboxctl.read_state(home)
-        assert {"hub", "tryton", "salesforce", "harvest"} <= set(state)
+        assert {"hub", "tryton", "salesforce", "harvest", "xero"} <= set(state)
+        check_acquired_unit(home, books["by_entity"]["GB-ACQ"]["GBP"])
         # the key the demo printed opens the running hub's console and its metrics
         key = re.search(r"sign in with the key\s+(clk_[A-Za-z0-9_-]+)", run.stdout)
         console_url = re.search(r"open the console at\s+(http://\S+/console)", run.stdout)

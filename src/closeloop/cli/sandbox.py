@@ -18,11 +18,11 @@ from closeloop.cli import ConfigOption, HomeOption, app, console, err, sandbox_a
 def sandbox_up(
     home: HomeOption = Path(".closeloop"),
     system: Annotated[
-        list[str] | None, typer.Option(help="start only these (tryton, salesforce, harvest)")
+        list[str] | None, typer.Option(help="start only these (tryton, salesforce, harvest, xero)")
     ] = None,
 ) -> None:
-    """Start the sandboxes (a real Tryton, Salesforce, Harvest); write their details to
-    HOME/sandbox.json."""
+    """Start the sandboxes (a real Tryton, Salesforce, Harvest, Xero); write their details
+    to HOME/sandbox.json."""
     from closeloop.devtools.sandboxctl import SYSTEMS, up
     from closeloop.sandboxes.process import SandboxStartError
     from closeloop.sandboxes.tryton.server import SandboxError
@@ -272,8 +272,9 @@ def demo(
     deals: Annotated[int, typer.Option(help="closed-won deals over the quarter")] = 60,
     consultants: Annotated[int, typer.Option(help="consultants logging time")] = 25,
 ) -> None:
-    """Start Salesforce, Harvest and Tryton, seed a firm, run the hub through a quarter of
-    project-to-cash until it is idle, and print what happened."""
+    """Start Salesforce, Harvest, Tryton and Xero, seed a firm (its acquired UK unit on
+    Xero), run the hub through a quarter of project-to-cash until it is idle, and print what
+    happened."""
     from closeloop.devtools.demo.run import DemoError, DemoOptions, run_demo
     from closeloop.observability import configure_logging
 

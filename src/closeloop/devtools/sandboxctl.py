@@ -1,7 +1,8 @@
 """``closeloop sandbox up|down|status|seed``: the local systems a developer or the demo runs.
 
-``up`` starts a real Tryton (initialised once, restored from a pristine copy after that) and
-the Salesforce sandbox (HTTPS with a locally made certificate), and writes the connection
+``up`` starts a real Tryton (initialised once, restored from a pristine copy after that), the
+Salesforce sandbox (HTTPS with a locally made certificate), the Harvest and the Xero
+sandboxes, and writes the connection
 details to ``<home>/sandbox.json``; ``down`` stops what ``up`` started, by PID; ``status``
 says what runs; ``seed`` loads records into a running sandbox.
 """
@@ -112,8 +113,10 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-SYSTEMS = ("tryton", "salesforce", "harvest")
-"""What ``up`` starts by default (any other sandbox of the connector table on request)."""
+SYSTEMS = ("tryton", "salesforce", "harvest", "xero")
+"""What ``up`` starts by default: one system of each role, and Xero, an acquired unit's ERP
+beside Tryton (:func:`hub_config` makes Tryton the default ERP); any other sandbox of the
+connector table on request."""
 
 
 def up(home: Path, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:

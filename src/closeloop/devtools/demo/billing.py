@@ -35,7 +35,8 @@ SHARES = (Decimal(30), Decimal(40), Decimal(30))
 
 def candidates(firm: Firm) -> list[str]:
     """Deals free to sell another way: valid, not waiting for approval or an exchange rate,
-    not closed part way by finance, in a currency of two decimals."""
+    not closed part way by finance, in a currency of two decimals, not the acquired unit's
+    (it sells by time and materials)."""
     return [
         d
         for d, info in firm.deals.items()
@@ -43,6 +44,7 @@ def candidates(firm: Firm) -> list[str]:
         and d != firm.needs_approval
         and d not in firm.no_rate
         and d not in firm.finance_closes
+        and d not in firm.acquired
         and info["currency"] in ("EUR", "GBP", "USD", "CHF")
     ]
 

@@ -1,12 +1,14 @@
 """The demo firm's legal entities, exchange rates and routing: what turns the ``closeloop.yaml``
-that ``sandbox up`` writes (one Tryton, one company) into the configuration of a firm that
-sells through a German GmbH, a UK Ltd and a US Inc from one Tryton database.
+that ``sandbox up`` writes (one Tryton, one company; a Xero) into the configuration of a firm
+that sells through a German GmbH, a UK Ltd and a US Inc from one Tryton database, and through
+the UK unit it acquired (``GB-ACQ``), which keeps its own Xero.
 
 - ``legal_entities``: the three companies the sandbox's Tryton was set up with (the Tryton
-  sandbox's entities; the GmbH may also invoice in CHF, USD and GBP);
-- one Tryton system per entity (``tryton``, ``tryton_gb``, ``tryton_us``: one database, each
-  acting in its entity's company) and ``roles.erp`` rules routing each deal by its
-  ``legal_entity``;
+  sandbox's entities; the GmbH may also invoice in CHF, USD and GBP) and the acquired unit
+  (:data:`ACQUIRED_ENTITY`, GBP only);
+- one Tryton system per group entity (``tryton``, ``tryton_gb``, ``tryton_us``: one database,
+  each acting in its entity's company), the acquired unit's ``xero``, and ``roles.erp`` rules
+  routing each deal by its ``legal_entity``;
 - ``exchange_rates``: a rates file of monthly EUR reference rates for CHF and USD (made-up
   figures of the right size, labelled as such; no GBP, so the GmbH's one deal in GBP shows
   what a missing rate does);
@@ -25,10 +27,24 @@ from typing import Any
 import yaml
 
 from closeloop.connectors.tryton.sandbox import SANDBOX_ENTITIES
+from closeloop.devtools.demo.firm import ACQUIRED
+from closeloop.domain.entities import LegalEntity
 from closeloop.ports.clock import SystemClock
 
 ERP_OF_ENTITY = {"DE-GMBH": "tryton", "GB-LTD": "tryton_gb", "US-INC": "tryton_us"}
-"""The Tryton system (one per company of the one database) serving each entity."""
+"""The Tryton system (one per company of the one database) serving each group entity."""
+ACQUIRED_ERP = "xero"
+"""The acquired unit's ERP: the Xero sandbox's system."""
+ACQUIRED_ENTITY = LegalEntity(
+    code=ACQUIRED,
+    name="Harrowgate Consulting Ltd",
+    country="GB",
+    currency="GBP",
+    vat_registered=True,
+    standard_rate=Decimal("0.20"),
+    invoice_currencies=("GBP",),
+)
+"""The UK consultancy the group acquired: VAT-registered, invoicing in GBP from its Xero."""
 INVOICE_CURRENCIES = {"DE-GMBH": ("EUR", "CHF", "USD", "GBP"), "GB-LTD": ("GBP",)}
 """What each entity may invoice in beyond its own currency."""
 RATES_PER_EUR = {"CHF": Decimal("0.9350"), "USD": Decimal("1.0850")}
@@ -39,9 +55,10 @@ ENTITY_BY_COUNTRY = {"United Kingdom": "GB-LTD", "United States": "US-INC"}
 
 
 def legal_entities() -> dict[str, dict[str, Any]]:
-    """``legal_entities:`` of the demo: the Tryton sandbox's companies."""
+    """``legal_entities:`` of the demo: the Tryton sandbox's companies and the acquired
+    unit."""
     out = {}
-    for entity in SANDBOX_ENTITIES:
+    for entity in (*SANDBOX_ENTITIES, ACQUIRED_ENTITY):
         data = entity.model_dump(mode="json", exclude={"code"})
         data["invoice_currencies"] = list(INVOICE_CURRENCIES.get(entity.code, ()))
         out[entity.code] = data
@@ -85,18 +102,20 @@ def entity_overlay(tryton: dict[str, Any], home: Path, start: date, until: date)
     module docstring), for the sandbox state's ``config`` (:func:`closeloop.devtools.
     sandboxctl.hub_config` lays it over the generated file): ``tryton``: the settings of the
     sandbox's Tryton system; the rates file (``start`` to ``until``) and the mapping are
-    written into ``home``."""
+    written into ``home``. The acquired unit's ``xero`` system is the sandbox's, as ``sandbox
+    up`` configured it."""
     rates = write_rates(home / "rates.csv", start, until)
+    erps = {**ERP_OF_ENTITY, ACQUIRED: ACQUIRED_ERP}
     return {
         "systems": {name: {**tryton, "company": code} for code, name in ERP_OF_ENTITY.items()},
         "legal_entities": legal_entities(),
         "exchange_rates": {"base": "EUR", "file": str(rates.resolve())},
         "roles": {
             "erp": {
-                "systems": list(ERP_OF_ENTITY.values()),
+                "systems": list(erps.values()),
                 "rules": [
                     {"field": "legal_entity", "values": [code], "system": name}
-                    for code, name in ERP_OF_ENTITY.items()
+                    for code, name in erps.items()
                 ],
             }
         },

@@ -63,6 +63,8 @@ PRICE_LEVEL = {
     "USD": Decimal("1.10"),
 }
 """The rate card in each currency: the EUR rates times this, rounded to whole units."""
+ACQUIRED = "GB-ACQ"
+"""The acquired UK unit's legal entity: it invoices in GBP from its own ERP (Xero)."""
 TERMS_DAYS = (30, 14, 60)  #: accounts' payment terms, in turn
 NAMES = (
     "Alder Bright Cobalt Delta Ember Fjord Granite Harbor Iris Juniper Kestrel Lumen Meridian "
@@ -107,7 +109,9 @@ class Firm:
     ``no_rate``: deal id -> the currency its entity has no exchange rate for (its invoices
     wait for the rate as a business exception); ``billing``, ``amended``, ``credited``: the
     deals sold other than by time and materials, the deals amended and the invoices credited
-    (:mod:`closeloop.devtools.demo.billing`)."""
+    (:mod:`closeloop.devtools.demo.billing`); ``acquired``: the deals of the acquired unit
+    (:data:`ACQUIRED`, on its own ERP), ``acquired_customers``: the clients its ERP already
+    has (shaped as ``erp_customers``)."""
 
     start: date
     end: date
@@ -124,6 +128,8 @@ class Firm:
     amended: dict[str, str] = field(default_factory=dict)
     credited: list[str] = field(default_factory=list)
     short_plans: dict[str, Decimal] = field(default_factory=dict)
+    acquired: set[str] = field(default_factory=set)
+    acquired_customers: list[dict[str, Any]] = field(default_factory=list)
 
     def method(self, deal_id: str) -> str:
         """How the deal bills: ``time_and_materials`` unless :mod:`.billing` sold it
@@ -146,6 +152,7 @@ def make_firm(
     names_from: int = 0,
     entities: bool = True,
     every_way: bool | None = None,
+    acquired: bool = False,
 ) -> Firm:
     """The firm as of ``today``: deals closed over the three months before ``today``'s month.
     ``seed`` (0-998) draws the data and numbers the records; client names are taken from
@@ -153,7 +160,9 @@ def make_firm(
     name ranges: the ERP matches customers by name and address too. ``entities``: sell
     through the three entities in the clients' currencies (else one company, all in EUR);
     ``every_way``: sell some deals fixed fee, retainer and with expenses
-    (:func:`closeloop.devtools.demo.billing.sell_every_way`; default: with entities)."""
+    (:func:`closeloop.devtools.demo.billing.sell_every_way`; default: with entities);
+    ``acquired`` (with entities): every second sound UK client is the acquired unit's
+    (:func:`_acquire`)."""
     rng = random.Random(seed)
     first_of_month = today.replace(day=1)
     end = first_of_month - timedelta(days=1)
@@ -251,6 +260,8 @@ def make_firm(
         if account["Id"] in firm.blocked:
             firm.blocked[deal_id] = firm.blocked[account["Id"]]
     _bad_deals(firm, opportunities, items, entities)
+    if entities and acquired:
+        _acquire(firm, accounts, opportunities)
     firm.salesforce = {
         "Account": accounts,
         "Product2": [{"Id": sf_id("01t", 1), "Name": "Consulting"}],
@@ -307,6 +318,41 @@ def _seller(account: dict[str, Any], n: int, clients: int, entities: bool) -> tu
     if country == "US" and n >= clients:
         return "DE-GMBH", "USD"
     return SELLS[country]
+
+
+def _acquire(
+    firm: Firm, accounts: list[dict[str, Any]], opportunities: list[dict[str, Any]]
+) -> None:
+    """The acquired unit (:data:`ACQUIRED`, a UK company the group bought, invoicing in GBP
+    from its own ERP) takes every second UK client whose deals are all sound (none blocked,
+    held, closed by finance or waiting for a rate): their deals name it on the opportunity,
+    and the clients its ERP knows move from the group's ERP's customers to its own (but the
+    last one's: a client won since the acquisition, new to its ERP)."""
+    troubled = set(firm.blocked) | set(firm.no_rate) | set(firm.finance_closes)
+    troubled |= {firm.needs_approval, *firm.short_plans}
+    deals_of: dict[str, list[dict[str, Any]]] = {}
+    for deal in opportunities:
+        deals_of.setdefault(deal["AccountId"], []).append(deal)
+    sound = [
+        a
+        for a in accounts
+        if a.get("BillingCountry") == COUNTRIES["GB"][0]
+        and deals_of.get(a["Id"])
+        and all(
+            d["Id"] not in troubled and firm.deals[d["Id"]]["entity"] == SELLS["GB"][0]
+            for d in deals_of[a["Id"]]
+        )
+    ]
+    taken = [a["Id"] for a in sound[::2]]
+    for deal in (d for a in taken for d in deals_of[a]):
+        deal["Legal_Entity__c"] = ACQUIRED
+        firm.deals[deal["Id"]]["entity"] = ACQUIRED
+        firm.acquired.add(deal["Id"])
+    known = taken[:-1] if len(taken) > 1 else taken  # the last: won since, new to its ERP
+    firm.acquired_customers = [c for c in firm.erp_customers if c["account"] in known]
+    firm.erp_customers = [c for c in firm.erp_customers if c["account"] not in taken]
+    for account in set(taken) - set(known):
+        firm.matches.pop(account, None)
 
 
 def _bad_accounts(firm: Firm, accounts: list[dict[str, Any]], clients: int, entities: bool) -> None:

@@ -24,6 +24,10 @@ from closeloop.engine.intake import IntakeResult
 from closeloop.store import tables as t
 
 SYSTEMS = ("salesforce", "harvest", "tryton")
+"""The systems whose calls have a floor (:func:`~closeloop.devtools.demo.summary.floors`)."""
+HTTP_SYSTEMS = ("salesforce", "harvest", "xero")
+"""The systems whose clients count calls by resource (Xero: the acquired unit's, when the
+hub has it; its floor is ``closeloop bench xero``'s)."""
 TOP_METHODS = 10
 
 
@@ -44,7 +48,7 @@ class Reading:
 
     def calls(self) -> dict[str, int]:
         """Requests per system."""
-        out = {s: sum(self.by_resource.get(s, {}).values()) for s in SYSTEMS if s != "tryton"}
+        out = {s: sum(calls.values()) for s, calls in self.by_resource.items()}
         out["tryton"] = sum(self.tryton_methods.values())
         return out
 
@@ -101,9 +105,10 @@ class Meter:
     def reading(self) -> Reading:
         """The counters now."""
         by_resource = {}
-        for name in ("salesforce", "harvest"):
-            client = self.hub.registry.connector(name).client  # type: ignore[attr-defined]
-            by_resource[name] = dict(client.calls)
+        for name in HTTP_SYSTEMS:
+            if name in self.hub.settings.systems:
+                client = self.hub.registry.connector(name).client  # type: ignore[attr-defined]
+                by_resource[name] = dict(client.calls)
         methods: Counter[tuple[str, str]] = Counter()
         waited: dict[str, float] = {}
         for name in erp_systems(self.hub):  # one Tryton, a connection per legal entity
@@ -129,9 +134,10 @@ class Meter:
 
     def phase(self, start: Reading, end: Reading, seconds: float) -> dict[str, Any]:
         """The phase between two readings: ``seconds``, ``api_calls`` and ``floor`` per
-        system, ``work`` (:class:`PhaseWork` as a dict), ``calls_by_resource`` (Salesforce
-        and Harvest), the top ``tryton_calls_by_method`` and ``cpu_s`` by process."""
-        calls = {s: end.calls()[s] - start.calls()[s] for s in SYSTEMS}
+        system (no floor for Xero), ``work`` (:class:`PhaseWork` as a dict),
+        ``calls_by_resource`` (Salesforce, Harvest, Xero), the top
+        ``tryton_calls_by_method`` and ``cpu_s`` by process."""
+        calls = {s: n - start.calls().get(s, 0) for s, n in end.calls().items()}
         work = self.work(start, end)
         return {
             "seconds": round(seconds, 1),
@@ -140,7 +146,8 @@ class Meter:
             "work": asdict(work) | {"polls": {s: len(p) for s, p in work.polls.items()}},
             "calls_by_resource": {
                 s: _delta(start.by_resource.get(s, {}), end.by_resource.get(s, {}))
-                for s in ("salesforce", "harvest")
+                for s in HTTP_SYSTEMS
+                if s in end.by_resource
             },
             "tryton_calls_by_method": by_method(start, end),
             "cpu_s": {

@@ -1,8 +1,8 @@
-"""``closeloop demo``: the main job on the three systems, start to finish.
+"""``closeloop demo``: the main job on the four systems, start to finish.
 
-Starts fresh Salesforce and Harvest sandboxes and a real Tryton (``closeloop sandbox up`` in
-``home``), seeds the firm of :mod:`closeloop.devtools.demo.firm`, and runs the hub (configured from
-the ``closeloop.yaml`` that ``sandbox up`` writes) through the quarter:
+Starts fresh Salesforce, Harvest and Xero sandboxes and a real Tryton (``closeloop sandbox
+up`` in ``home``), seeds the firm of :mod:`closeloop.devtools.demo.firm`, and runs the hub
+(configured from the ``closeloop.yaml`` that ``sandbox up`` writes) through the quarter:
 
 1. closed-won deals are mobilized (customers matched or created, projects in Harvest and
    Tryton, status back to Salesforce) or blocked with the reason; the deals are sold every
@@ -24,7 +24,9 @@ the ``closeloop.yaml`` that ``sandbox up`` writes) through the quarter:
 The firm sells through three legal entities in four currencies from one Tryton database
 (:mod:`closeloop.devtools.demo.entities`): each deal goes to its entity's company, in its
 currency, taxed by its treatment (domestic, reverse charge, outside the scope, no VAT), due
-after its account's payment terms.
+after its account's payment terms. The UK unit it acquired sells through its own Xero
+(:mod:`closeloop.devtools.demo.acquired`): its deals are routed there by their legal entity,
+invoiced in GBP at UK VAT, paid there, and reported to Salesforce like the others.
 
 Each phase runs until the hub is idle (nothing to apply or send, no invoice timer about to
 fire, and a last poll finds nothing new). Then it prints a summary and writes it to
@@ -63,6 +65,7 @@ from closeloop.connectors.tryton.rates import load_rates
 from closeloop.connectors.tryton.rpc import TrytonRPC
 from closeloop.connectors.tryton.setup import find_ids
 from closeloop.devtools import sandboxctl
+from closeloop.devtools.demo import acquired
 from closeloop.devtools.demo.billing import (
     accept_milestones,
     amend_deals,
@@ -70,7 +73,12 @@ from closeloop.devtools.demo.billing import (
     expense_categories,
     expenses,
 )
-from closeloop.devtools.demo.entities import ERP_OF_ENTITY, ShiftedClock, entity_overlay
+from closeloop.devtools.demo.entities import (
+    ACQUIRED_ERP,
+    ERP_OF_ENTITY,
+    ShiftedClock,
+    entity_overlay,
+)
 from closeloop.devtools.demo.firm import Firm, make_firm, time_entries
 from closeloop.devtools.demo.meter import SYSTEMS, Meter, Reading, by_method, hub_cpu_s
 from closeloop.devtools.demo.summary import print_summary, summarize
@@ -80,6 +88,9 @@ from closeloop.ports.connector import ConnectorError
 from closeloop.ports.store import ReconcileRun
 from closeloop.reconcile.run import RunRequest, drift_total
 
+XERO_POLL_INTERVAL_S = 5.0
+"""How often the demo's hub polls Xero (the others: every second): two objects every five
+seconds take 24 of Xero's 60 calls a minute."""
 AGING_DAYS = 45
 """How far the demo's last phase moves the hub's clock: receivables age, some fall overdue."""
 
@@ -108,7 +119,7 @@ def fresh_start(home: Path, firm: Firm) -> dict[str, Any]:
     """Stop what an earlier run left, wipe its state, start the three systems and make the
     hub's configuration the firm's (:func:`configure_entities`)."""
     sandboxctl.down(home)
-    for name in ("salesforce", "harvest", "tryton"):
+    for name in sandboxctl.SYSTEMS:
         shutil.rmtree(home / name, ignore_errors=True)
     for stale in home.glob("hub.db*"):
         stale.unlink()
@@ -150,7 +161,8 @@ def entity_operations(state: dict[str, Any]) -> dict[str, TrytonOperations]:
 
 
 def demo_hub(home: Path, settle_s: float, clock: ShiftedClock | None = None) -> Hub:
-    """The hub of ``home/closeloop.yaml``, tuned to react within seconds, on ``clock``."""
+    """The hub of ``home/closeloop.yaml``, tuned to react within seconds (Xero within
+    :data:`XERO_POLL_INTERVAL_S`), on ``clock``."""
     settings = load_settings(home / "closeloop.yaml")
     worker = settings.worker
     worker.poll_interval_s = 1.0
@@ -159,6 +171,8 @@ def demo_hub(home: Path, settle_s: float, clock: ShiftedClock | None = None) -> 
     worker.idle_wait_s = 0.05
     if settings.flows.invoice is not None:
         settings.flows.invoice.settle_s = settle_s
+    if ACQUIRED_ERP in settings.systems:  # Xero's 60 calls a minute: polls leave room for work
+        settings.systems[ACQUIRED_ERP].poll_interval_s = XERO_POLL_INTERVAL_S
     return build_hub(settings, clock=clock)
 
 
@@ -351,23 +365,27 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
         clients=options.clients,
         deals=options.deals,
         consultants=options.consultants,
+        acquired=True,
     )
     cpu_at_start = hub_cpu_s()
     phases: dict[str, float] = {}
     costs: dict[str, dict[str, Any]] = {}
     keep, status_key, console_url = False, "", ""
     try:
-        with console.status("starting Tryton, the Salesforce and the Harvest sandboxes ..."):
+        with console.status("starting Tryton and the Salesforce, Harvest and Xero sandboxes"):
             state = fresh_start(home, firm)
         entities = entity_operations(state)
         ops = entities["DE-GMBH"]
         clock = ShiftedClock()
         hub = demo_hub(home, options.settle_s, clock)
-        pids = {s: int(state[s]["pid"]) for s in SYSTEMS if "pid" in state.get(s, {})}
+        pids = {
+            s: int(state[s]["pid"]) for s in (*SYSTEMS, ACQUIRED_ERP) if "pid" in state.get(s, {})
+        }
         meter = Meter(hub, pids)
         try:
             with console.status("seeding the firm: accounts, deals, ERP customers, consultants"):
                 seed_firm(home, ops, firm)
+                acquired.seed_contacts(hub, firm)
             first = meter.reading()
 
             def phase(title: str, before: Callable[[], Any] = lambda: None) -> None:
@@ -396,11 +414,18 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, 
 
             phase("billing time, invoicing, reporting back", log_time)
             phase("finance credits an invoice", lambda: credit_an_invoice(hub, firm))
-            phase("payments back to Salesforce", lambda: clients_pay(entities, firm))
+
+            def pay() -> None:
+                clients_pay(entities, firm)
+                acquired.clients_pay(hub, datetime.now(UTC).date())
+
+            phase("payments back to Salesforce", pay)
 
             def weeks_later() -> None:
                 clock.shift = timedelta(days=AGING_DAYS)
-                clients_pay(entities, firm, clock.now().date() - timedelta(days=5), late=True)
+                on = clock.now().date() - timedelta(days=5)
+                clients_pay(entities, firm, on, late=True)
+                acquired.clients_pay(hub, on, late=True)
 
             phase(f"{AGING_DAYS} days later: late payments, overdue invoices", weeks_later)
             found: list[ReconcileRun] = []

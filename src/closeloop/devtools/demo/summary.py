@@ -15,6 +15,7 @@ from rich.table import Table
 
 from closeloop.bootstrap import Hub
 from closeloop.connectors.tryton.operations import TrytonOperations
+from closeloop.devtools.demo.acquired import InvoiceRow, invoice_rows, xero_client
 from closeloop.devtools.demo.billing_summary import billing_section, print_billing
 from closeloop.devtools.demo.firm import Firm
 
@@ -151,7 +152,8 @@ def erp_systems(hub: Hub) -> list[str]:
 
 
 def api_calls(hub: Hub) -> dict[str, int]:
-    """HTTP requests the hub's connectors made, per system (counted by their clients)."""
+    """HTTP requests the hub's connectors made, per system (counted by their clients; the
+    acquired unit's Xero's include what the demo's finance team did there)."""
     calls: dict[str, int] = {}
     for name in ("salesforce", "harvest"):
         client = hub.registry.connector(name).client  # type: ignore[attr-defined]
@@ -160,7 +162,17 @@ def api_calls(hub: Hub) -> dict[str, int]:
     for name in erp_systems(hub):
         tryton += int(hub.registry.connector(name).operations.rpc.calls)  # type: ignore[attr-defined]
     calls["tryton"] = tryton
+    xero = xero_client(hub)
+    if xero is not None:
+        calls["xero"] = sum(xero.calls.values())
     return calls
+
+
+def waited_for_limits(hub: Hub) -> dict[str, float]:
+    """Seconds the hub's workers waited for a vendor's rate limits, per system that counts
+    them (Xero: its minute, day and concurrent limits)."""
+    xero = xero_client(hub)
+    return {} if xero is None else {"xero": round(xero.waited_s, 1)}
 
 
 def summarize(
@@ -202,7 +214,7 @@ def summarize(
         for f in deals
         if f.data.get("project_key")
     }
-    books = receivables(ops, today, treatments)
+    books = receivables(tryton_rows(ops) + invoice_rows(hub), today, treatments)
     return {
         "deals": {
             "closed_won": len(firm.deals),
@@ -223,6 +235,7 @@ def summarize(
         "invoices": books,
         "billing": billing_section(flows, audit),
         "api_calls": calls,
+        "waited_for_limits_s": waited_for_limits(hub),
         "commands": stats.commands_by_status,
         "commands_runnable": runnable,  # pending ones not waiting behind a parked one
         "exceptions_by_class": stats.open_exceptions_by_class,
@@ -233,13 +246,8 @@ def summarize(
     }
 
 
-def receivables(ops: TrytonOperations, today: date, treatments: dict[str, str]) -> dict[str, Any]:
-    """The engagements' posted invoices in Tryton, all its companies, as of ``today``:
-    ``posted`` (count); ``by_entity``: entity -> currency -> ``{"invoices", "untaxed", "tax",
-    "total", "paid", "outstanding", "overdue"}`` (strings; never summed across currencies);
-    ``by_treatment``: tax treatment (``treatments`` by project key) -> currency ->
-    ``{"invoices", "untaxed", "tax"}``; ``overdue``: currency -> ``{"invoices", "amount",
-    "oldest_days"}`` (unpaid after the due date)."""
+def tryton_rows(ops: TrytonOperations) -> list[InvoiceRow]:
+    """The engagements' posted and paid invoices in Tryton, all its companies."""
     rows = ops.rpc.search_read(
         "account.invoice",
         [["type", "=", "out"], ["reference", "like", "SF-%"], ["state", "in", ["posted", "paid"]]],
@@ -254,37 +262,61 @@ def receivables(ops: TrytonOperations, today: date, treatments: dict[str, str]) 
             "lines_to_pay.maturity_date",
         ],
     )
+    return [
+        InvoiceRow(
+            erp="tryton",
+            entity=(row.get("company.") or {}).get("party.", {}).get("code") or "?",
+            reference=str(row["reference"]),
+            currency=row["currency."]["code"],
+            untaxed=row["untaxed_amount"],
+            tax=row["tax_amount"],
+            total=row["total_amount"],
+            to_pay=row["amount_to_pay"] or Decimal(0),
+            due=min(
+                (line["maturity_date"] for line in row.get("lines_to_pay.") or []), default=None
+            ),
+        )
+        for row in rows
+    ]
+
+
+def receivables(rows: list[InvoiceRow], today: date, treatments: dict[str, str]) -> dict[str, Any]:
+    """The engagements' posted invoices of every ERP (``rows``), as of ``today``:
+    ``posted`` (count); ``by_erp``: ERP -> count; ``by_entity``: entity -> currency ->
+    ``{"invoices", "untaxed", "tax", "total", "paid", "outstanding", "overdue"}`` (strings;
+    never summed across currencies); ``by_treatment``: tax treatment (``treatments`` by
+    project key) -> currency -> ``{"invoices", "untaxed", "tax"}``; ``overdue``: currency ->
+    ``{"invoices", "amount", "oldest_days"}`` (unpaid after the due date)."""
     by_entity: dict[str, dict[str, dict[str, Decimal]]] = {}
     by_treatment: dict[str, dict[str, dict[str, Decimal]]] = {}
+    by_erp: dict[str, int] = {}
     overdue: dict[str, dict[str, Any]] = {}
     for row in rows:
-        currency = row["currency."]["code"]
-        entity = (row.get("company.") or {}).get("party.", {}).get("code") or "?"
-        due = min((line["maturity_date"] for line in row.get("lines_to_pay.") or []), default=None)
-        left = row["amount_to_pay"] or Decimal(0)
+        by_erp[row.erp] = by_erp.get(row.erp, 0) + 1
+        left, due = row.to_pay, row.due
         late = left if left > 0 and due is not None and due < today else Decimal(0)
-        book = by_entity.setdefault(entity, {}).setdefault(currency, {})
+        book = by_entity.setdefault(row.entity, {}).setdefault(row.currency, {})
         for name, value in (
             ("invoices", Decimal(1)),
-            ("untaxed", row["untaxed_amount"]),
-            ("tax", row["tax_amount"]),
-            ("total", row["total_amount"]),
-            ("paid", row["total_amount"] - left),
+            ("untaxed", row.untaxed),
+            ("tax", row.tax),
+            ("total", row.total),
+            ("paid", row.total - left),
             ("outstanding", left),
             ("overdue", late),
         ):
             book[name] = book.get(name, Decimal(0)) + value
-        treatment = treatments.get(str(row["reference"]).split("/")[0], "domestic")
-        taxed = by_treatment.setdefault(treatment, {}).setdefault(currency, {})
+        treatment = treatments.get(row.reference.split("/")[0], "domestic")
+        taxed = by_treatment.setdefault(treatment, {}).setdefault(row.currency, {})
         for name, value in (
             ("invoices", Decimal(1)),
-            ("untaxed", row["untaxed_amount"]),
-            ("tax", row["tax_amount"]),
+            ("untaxed", row.untaxed),
+            ("tax", row.tax),
         ):
             taxed[name] = taxed.get(name, Decimal(0)) + value
         if late and due is not None:
             mine = overdue.setdefault(
-                currency, {"invoices": 0, "amount": Decimal(0), "oldest_days": 0}
+                row.currency, {"invoices": 0, "amount": Decimal(0), "oldest_days": 0}
             )
             mine["invoices"] += 1
             mine["amount"] += late
@@ -302,6 +334,8 @@ def receivables(ops: TrytonOperations, today: date, treatments: dict[str, str]) 
     return {
         "posted": len(rows),
         "as_of": today.isoformat(),
+        "by_erp": dict(sorted(by_erp.items())),
+        "erp_of_entity": {r.entity: r.erp for r in rows},
         "by_entity": text(by_entity),
         "by_treatment": text(by_treatment),
         "overdue": {c: {**v, "amount": str(v["amount"])} for c, v in sorted(overdue.items())},
@@ -310,7 +344,9 @@ def receivables(ops: TrytonOperations, today: date, treatments: dict[str, str]) 
 
 def print_summary(console: Console, summary: dict[str, Any], home: Path) -> None:
     """The summary as tables a person reads in the terminal."""
-    table = Table(title="closeloop demo: Salesforce -> Harvest + Tryton -> back", show_header=False)
+    erps = " + ".join(e.capitalize() for e in summary["invoices"].get("by_erp", {})) or "Tryton"
+    title = f"closeloop demo: Salesforce -> Harvest + {erps} -> back"
+    table = Table(title=title, show_header=False)
     deals, time, invoices = summary["deals"], summary["time"], summary["invoices"]
     table.add_row("closed-won deals", str(deals["closed_won"]))
     table.add_row("  mobilized", str(deals["mobilized"]))
@@ -321,14 +357,17 @@ def print_summary(console: Console, summary: dict[str, Any], home: Path) -> None
     for how, count in sorted(summary["customers"].items()):
         table.add_row(f"customers {how}", str(count))
     table.add_row("time entries logged in Harvest", str(time["entries_logged"]))
-    table.add_row("hours recorded in Tryton", time["hours_recorded_in_erp"])
+    table.add_row("hours recorded in the ERPs", time["hours_recorded_in_erp"])
     table.add_row("hours held for finance approval", time["hours_held_for_finance_approval"])
     table.add_row("time entries refused", str(time["entries_refused"]))
-    table.add_row("invoices posted", str(invoices["posted"]))
+    per_erp = ", ".join(f"{n} in {e.capitalize()}" for e, n in invoices.get("by_erp", {}).items())
+    table.add_row("invoices posted", f"{invoices['posted']} ({per_erp})" if per_erp else "0")
+    erp_of = invoices.get("erp_of_entity", {})
     for entity, currencies in invoices["by_entity"].items():
         for currency, sums in currencies.items():
             table.add_row(
-                f"  {entity} in {currency} ({sums['invoices']})",
+                f"  {entity} ({erp_of.get(entity, '?').capitalize()}) in {currency} "
+                f"({sums['invoices']})",
                 f"total {Decimal(sums['total']):,.2f}, tax {Decimal(sums['tax']):,.2f}, "
                 f"paid {Decimal(sums['paid']):,.2f}, overdue {Decimal(sums['overdue']):,.2f}",
             )
@@ -346,6 +385,8 @@ def print_summary(console: Console, summary: dict[str, Any], home: Path) -> None
         )
     for system, count in sorted(summary["api_calls"].items()):
         table.add_row(f"API calls to {system}", f"{count:,}")
+    for system, seconds in sorted(summary.get("waited_for_limits_s", {}).items()):
+        table.add_row(f"waited for {system}'s rate limits", f"{seconds:,.1f} s")
     for error_class, count in sorted(summary["exceptions_by_class"].items()):
         table.add_row(f"open exceptions: {error_class}", str(count))
     table.add_row("seconds", str(summary.get("seconds")))
@@ -394,15 +435,16 @@ def phase_table(summary: dict[str, Any]) -> Table:
         table.add_column(column, justify="right" if column not in ("phase", "system") else "left")
     for title, cost in summary["phases"].items():
         cpu = cost.get("cpu_s", {})
-        for n, system in enumerate(("salesforce", "harvest", "tryton")):
-            calls, floor = cost["api_calls"][system], cost["floor"][system]["total"]
+        for n, system in enumerate(cost["api_calls"]):
+            calls = cost["api_calls"][system]
+            floor = cost["floor"].get(system, {}).get("total", 0)
             table.add_row(
                 title if n == 0 else "",
                 f"{cost['seconds']:.0f}" if n == 0 else "",
                 f"{cpu.get('hub', 0):.0f}/{cpu.get('tryton', 0):.0f}" if n == 0 else "",
                 system,
                 f"{calls:,}",
-                f"{floor:,}",
+                f"{floor:,}" if system in cost["floor"] else "-",
                 f"{calls / floor:.1f}" if floor else "-",
             )
     return table
