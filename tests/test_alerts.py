@@ -546,3 +546,36 @@ def test_a_valid_section_reads_as_configured(tmp_path: Path) -> None:
     assert read.rules.sla_h == {Impact.REVENUE: 24.0}
     assert sorted(read.channels) == ["chat", "ops-mail"]
     assert timedelta(hours=read.renotify_h) == timedelta(days=2)
+
+
+def test_the_example_configurations_alerts_block_is_valid() -> None:
+    lines = (REPO / "closeloop.example.yaml").read_text().splitlines()
+    start = lines.index("# alerts:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# ") or (block and not line.startswith("#  ")):
+            break
+        block.append(line[2:])
+    alerts = yaml.safe_load("\n".join(block))["alerts"]
+    read = Settings(alerts=alerts).alerts
+    assert sorted(read.channels) == ["chat", "ops_mail"]
+    assert len(read.rules.describe()) == 6  # each rule, two SLAs
+
+
+def test_a_breaker_stays_open_through_failed_probes_until_a_success() -> None:
+    from closeloop.engine.breaker import BreakerState, CircuitBreaker
+
+    clock = ManualClock()
+    breaker = CircuitBreaker(2, 30.0, clock.monotonic)
+    breaker.record_failure()
+    assert breaker.open_since is None
+    breaker.record_failure()
+    opened = clock.mono
+    assert breaker.open_since == opened
+    clock.advance(seconds=31)
+    assert breaker.state is BreakerState.HALF_OPEN
+    breaker.record_failure()  # the probe failed: open again, still since the first time
+    assert breaker.state is BreakerState.OPEN and breaker.open_since == opened
+    clock.advance(seconds=31)
+    breaker.record_success()
+    assert breaker.open_since is None
