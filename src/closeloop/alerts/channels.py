@@ -92,7 +92,11 @@ class EmailSender:
     def send(self, note: Notification) -> None:
         """See :meth:`Sender.send`."""
         c = self.config
-        context = ssl.create_default_context(cafile=str(c.ca_bundle) if c.ca_bundle else None)
+        context = (
+            ssl.create_default_context(cafile=str(c.ca_bundle) if c.ca_bundle else None)
+            if c.ssl or c.starttls
+            else None
+        )
         try:
             smtp: smtplib.SMTP = (
                 smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout_s, context=context)
