@@ -32,6 +32,7 @@ from closeloop.ports.connector import Connector
 from closeloop.ports.flows import Binding, Flow
 from closeloop.ports.ratelimit import SharedRateLimit
 from closeloop.ports.reconcile import FactSource
+from closeloop.ports.store import ReconcileRun
 from closeloop.reconcile.compare import Owners
 from closeloop.reconcile.run import ReconcileMetrics, Reconciler, RunRequest
 from closeloop.reconcile.schedule import SCHEDULE, Schedule
@@ -40,6 +41,7 @@ from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.sql import SqlStore
 
 if TYPE_CHECKING:
+    from closeloop.alerts.alerter import Alerter
     from closeloop.api.sources import ViewSources
 
 
@@ -66,6 +68,10 @@ class Hub:
         request = RunRequest(tuple(r.domains), r.repair, trigger=SCHEDULE, actor=SCHEDULE)
         return Schedule(self.reconciler, self.store, self.clock, request, r.at_utc, r.every_h)
 
+    def alerter(self) -> Alerter:
+        """The alerts of the ``alerts:`` settings over this hub (:func:`build_alerter`)."""
+        return build_alerter(self)
+
     def requests_used(self, rate_limit_key: str, window_s: float) -> int:
         """Requests all workers made under ``rate_limit_key`` in the last ``window_s``
         seconds (an account's shared window, e.g. Harvest's)."""
@@ -79,6 +85,52 @@ class Hub:
             if callable(close):
                 close()
         self.store.close()
+
+
+def build_alerter(hub: Hub) -> Alerter:
+    """The :class:`~closeloop.alerts.alerter.Alerter` of ``hub.settings.alerts``: its rules
+    read the hub's exceptions, its dispatcher's breakers (this process's), each system's
+    quota left (through its connector's row: no vendor call) and the latest reconciliation
+    run; its state is in the hub's database."""
+    from closeloop.alerts.alerter import Alerter
+    from closeloop.alerts.channels import build_sender
+    from closeloop.alerts.conditions import Readings
+    from closeloop.store.alerts_repo import SqlAlertStore
+
+    def breakers_open_s() -> dict[str, float]:
+        now = hub.clock.monotonic()
+        return {
+            name: now - since
+            for name, gate in hub.dispatcher.gates.items()
+            if (since := gate.breaker.open_since) is not None
+        }
+
+    def quota_left() -> dict[str, float | None]:
+        left: dict[str, float | None] = {}
+        for name, system in hub.settings.systems.items():
+            measure = plugin(system.kind).quota_left
+            if measure is not None:
+                try:
+                    left[name] = measure(hub.registry.connector(name), hub.requests_used)
+                except Exception:  # an alert reading must not stop the others
+                    left[name] = None
+        return left
+
+    def latest_run() -> ReconcileRun | None:
+        runs = hub.reconciler.runs(1)
+        return runs[0] if runs else None
+
+    config = hub.settings.alerts
+    readings = Readings(
+        lambda: hub.operations.stats().open_exceptions_by_class,
+        hub.operations.find_exceptions,
+        breakers_open_s,
+        quota_left,
+        latest_run,
+    )
+    senders = [build_sender(name, channel) for name, channel in config.channels.items()]
+    store = SqlAlertStore(hub.store.engine)
+    return Alerter(config, readings, store, senders, hub.clock, worker_id())
 
 
 def connectors_from_settings(
@@ -396,6 +448,7 @@ def view_sources(hub: Hub) -> ViewSources:
         breakers,
         quotas,
         hub.clock.now,
+        hub.alerter().overview,
     )
 
 

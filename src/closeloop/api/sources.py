@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from closeloop.alerts.alerter import AlertsOverview
 from closeloop.engine.operations import Operations
 from closeloop.engine.views import Overview, ReadModel, read_overview
 from closeloop.reconcile.run import Reconciler
@@ -18,7 +19,8 @@ class ViewSources:
     """What the console and the API views read and act through: the hub's ``operations``,
     ``reconciler`` and ``read_model``; its configured ``systems`` (names); ``breakers()``
     (each system's circuit breaker state in this process, by name) and ``quotas()`` (each
-    system's quota left, in words, by name: may call the vendors); ``now()`` (aware UTC)."""
+    system's quota left, in words, by name: may call the vendors); ``now()`` (aware UTC);
+    ``alerts()``: the configured alerts and what fires (``None``: not shown)."""
 
     operations: Operations
     reconciler: Reconciler
@@ -27,6 +29,7 @@ class ViewSources:
     breakers: Callable[[], dict[str, str]]
     quotas: Callable[[], dict[str, str]]
     now: Callable[[], datetime]
+    alerts: Callable[[], AlertsOverview] | None = None
 
     def overview(self) -> Overview:
         """The overview now (:func:`closeloop.engine.views.read_overview`) with the latest

@@ -2,7 +2,7 @@
 
 Commands live by use: :mod:`.ops` (run the hub, status, exceptions, cross-reference, database),
 :mod:`.sandbox` (local sandboxes, Tryton and the demo), :mod:`.tools` (checks, mapping,
-schemas, benchmarks)."""
+schemas, benchmarks), :mod:`.alerts` (alert channels)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ schema_app = typer.Typer(help="Canonical model JSON Schemas.", no_args_is_help=T
 sandbox_app = typer.Typer(help="Local sandboxes of the vendor systems.", no_args_is_help=True)
 tryton_app = typer.Typer(help="The Tryton ERP.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alerts: test the channels.", no_args_is_help=True)
 app.add_typer(exceptions_app, name="exceptions")
 app.add_typer(db_app, name="db")
 app.add_typer(xref_app, name="xref")
@@ -33,6 +34,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(schema_app, name="schema")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(tryton_app, name="tryton")
+app.add_typer(alerts_app, name="alerts")
 
 HomeOption = Annotated[Path, typer.Option("--home", help="sandbox state folder")]
 
@@ -68,6 +70,6 @@ def main() -> None:
     app()
 
 
-from closeloop.cli import keys, ops, reconcile, sandbox, tools  # noqa: E402 - they register commands
+from closeloop.cli import alerts, keys, ops, reconcile, sandbox, tools  # noqa: E402 - they register commands
 
-__all__ = ["app", "keys", "main", "ops", "reconcile", "sandbox", "tools"]
+__all__ = ["alerts", "app", "keys", "main", "ops", "reconcile", "sandbox", "tools"]

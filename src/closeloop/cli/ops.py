@@ -37,11 +37,13 @@ def run(config: ConfigOption = None) -> None:
 
     hub = _hub(config)
     stop = threading.Event()
+    alerter = hub.alerter()
     threads = [
         threading.Thread(target=hub.worker.run, args=(stop,), name="worker", daemon=True),
         threading.Thread(
             target=hub.reconcile_schedule().run, args=(stop,), name="reconcile", daemon=True
         ),
+        threading.Thread(target=alerter.run, args=(stop,), name="alerts", daemon=True),
     ]
     for thread in threads:
         thread.start()
@@ -64,6 +66,7 @@ def run(config: ConfigOption = None) -> None:
         stop.set()
         for thread in threads:
             thread.join()
+        alerter.close()
         hub.close()
 
 

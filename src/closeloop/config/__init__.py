@@ -25,6 +25,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from closeloop.alerts.settings import AlertsConfig
 from closeloop.connectors.catalog import plugin, systems_adapter
 from closeloop.connectors.settings import SystemSettings
 from closeloop.domain.entities import LegalEntity, RatesConfig
@@ -231,6 +232,7 @@ class Settings(BaseSettings):
     mirrors: list[MirrorConfig] = Field(default_factory=list)
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     mappings: list[Path] = Field(
         default_factory=list,
         description="mapping files; one for a connection replaces the shipped default",

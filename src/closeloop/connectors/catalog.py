@@ -71,6 +71,10 @@ Quota = Callable[[Connector, Callable[[str, float], int]], str]
 ``closeloop status``; ``requests_used(rate limit key, window_s)`` counts the requests all
 workers made in a shared window."""
 
+QuotaLeft = Callable[[Connector, Callable[[str, float], int]], "float | None"]
+"""``quota_left(connector, requests_used)``: the fraction (0-1) of the vendor's allowance
+left now, for the quota alert; ``None`` when not known yet. Makes no vendor call."""
+
 
 @dataclass(frozen=True)
 class SandboxWiring:
@@ -97,7 +101,8 @@ class ConnectorPlugin:
     e.g. the generic memory system); ``key_prefix``: the default prefix of business keys
     made from its records; ``mappings``: folders of shipped mapping files (``*.yaml``, one
     per connection, replaced by a user's file of the same connection); ``webhooks``: its
-    HTTP routes; ``sandbox``: its local sandbox wiring; ``quota``: its quota in words.
+    HTTP routes; ``sandbox``: its local sandbox wiring; ``quota``: its quota in words;
+    ``quota_left``: the fraction of it left (alerts).
     """
 
     kind: str
@@ -109,6 +114,7 @@ class ConnectorPlugin:
     webhooks: Webhooks | None = None
     sandbox: SandboxWiring | None = None
     quota: Quota | None = None
+    quota_left: QuotaLeft | None = None
 
 
 def package_mappings(package: str) -> Callable[[], Sequence[Traversable]]:

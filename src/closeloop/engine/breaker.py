@@ -32,6 +32,7 @@ class CircuitBreaker:
         self._monotonic = monotonic
         self._failures = 0
         self._opened_at = 0.0
+        self._tripped_at: float | None = None
         self._state = BreakerState.CLOSED
         self._lock = threading.Lock()
 
@@ -43,6 +44,13 @@ class CircuitBreaker:
                 return BreakerState.HALF_OPEN
             return self._state
 
+    @property
+    def open_since(self) -> float | None:
+        """When (``monotonic`` seconds) it last opened without closing since (half-open
+        probes that fail keep it), or ``None`` while closed."""
+        with self._lock:
+            return self._tripped_at
+
     def _cooled(self) -> bool:
         return self._monotonic() - self._opened_at >= self.cooldown_s
 
@@ -51,6 +59,7 @@ class CircuitBreaker:
         with self._lock:
             self._failures = 0
             self._state = BreakerState.CLOSED
+            self._tripped_at = None
 
     def record_failure(self) -> None:
         """A call failed for the system's sake (timeout, 5xx, no answer)."""
@@ -59,3 +68,5 @@ class CircuitBreaker:
             if self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
                 self._state = BreakerState.OPEN
                 self._opened_at = self._monotonic()
+                if self._tripped_at is None:
+                    self._tripped_at = self._opened_at

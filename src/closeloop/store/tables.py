@@ -243,3 +243,28 @@ api_keys = Table(
     Column("sessions_after", TS),
 )
 Index("ix_api_keys_name", api_keys.c.name)
+
+alert_conditions = Table(
+    "alert_conditions",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("rule", String(32), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("firing", Boolean, nullable=False),
+    Column("since", TS, nullable=False),
+    Column("seen_at", TS, nullable=False),
+    Column("sent_at", TS),
+    Column("owed", JSON, nullable=False),
+    Column("cleared_at", TS),
+)
+
+alert_claims = Table(
+    "alert_claims",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("until", TS, nullable=False),
+    Column("slot", TS),
+    Column("owed", JSON, nullable=False),
+)

@@ -1,5 +1,5 @@
 """The operations console: server-rendered pages under ``/console`` (overview, engagements,
-exceptions, reconciliation, audit), signed in with an API key."""
+exceptions, reconciliation, audit, alerts), signed in with an API key."""
 
 from closeloop.api.console.pages import ConsoleSources
 from closeloop.api.console.router import console_router

@@ -1,5 +1,6 @@
 """The console's router: sign in and out, the overview and the engagements; the exceptions
-(:mod:`.exceptions`) and reconciliation and audit pages (:mod:`.records`) join it."""
+(:mod:`.exceptions`), reconciliation and audit pages (:mod:`.records`) and the alerts page
+(:mod:`.alerts`) join it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from closeloop.api.auth import Authenticator
+from closeloop.api.console.alerts import add_alert_routes
 from closeloop.api.console.exceptions import add_exception_routes
 from closeloop.api.console.pages import PREFIX, ConsoleSources, Pages, Refused
 from closeloop.api.console.records import add_record_routes
@@ -104,6 +106,7 @@ def console_router(sources: ConsoleSources, auth: Authenticator) -> APIRouter:
 
     add_exception_routes(router, sources, pages)
     add_record_routes(router, sources, pages)
+    add_alert_routes(router, sources, pages)
     return router
 
 

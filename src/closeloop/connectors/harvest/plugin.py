@@ -70,6 +70,13 @@ def quota(connector: Connector, requests_used: Callable[[str, float], int]) -> s
     return f"{used} of {limit} requests used in the last {window_s:.0f} s (all workers)"
 
 
+def quota_left(connector: Connector, requests_used: Callable[[str, float], int]) -> float:
+    """The fraction of the account's current window left (all workers)."""
+    client = connector.client  # type: ignore[attr-defined]
+    limit, window_s = client.window
+    return max(0.0, 1 - requests_used(client.rate_limit_key, window_s) / float(limit))
+
+
 def start_sandbox(home: Path) -> dict[str, Any]:
     """The Harvest sandbox under ``home/harvest`` on a free port of 127.0.0.1."""
     from closeloop.sandboxes.harvest.server import start_harvest
@@ -87,4 +94,5 @@ PLUGIN = ConnectorPlugin(
     mappings=package_mappings(__package__ or __name__),
     sandbox=SandboxWiring("harvest", sandbox_settings, start_sandbox, sandbox_healthz),
     quota=quota,
+    quota_left=quota_left,
 )

@@ -123,6 +123,14 @@ def quota(connector: Connector, requests_used: Callable[[str, float], int]) -> s
     return f"{daily['Remaining']:,} of {daily['Max']:,} daily API requests left"
 
 
+def quota_left(connector: Connector, requests_used: Callable[[str, float], int]) -> float | None:
+    """The fraction of the org's daily allocation left, as its last answer reported it
+    (``Sforce-Limit-Info``; ``None`` before any answer)."""
+    budget = connector.client.quota  # type: ignore[attr-defined]
+    remaining, allocation = budget.remaining, budget.allocation
+    return None if remaining is None or not allocation else remaining / allocation
+
+
 def start_sandbox(home: Path) -> dict[str, Any]:
     """The Salesforce sandbox under ``home/salesforce`` on a free port of 127.0.0.1."""
     from closeloop.sandboxes.salesforce.server import start_salesforce
@@ -141,4 +149,5 @@ PLUGIN = ConnectorPlugin(
     webhooks=webhooks,
     sandbox=SandboxWiring("salesforce", sandbox_settings, start_sandbox, sandbox_healthz),
     quota=quota,
+    quota_left=quota_left,
 )

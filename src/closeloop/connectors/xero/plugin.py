@@ -121,6 +121,15 @@ def quota(connector: Connector, requests_used: Callable[[str, float], int]) -> s
     return "; ".join(parts) + " (all workers)"
 
 
+def quota_left(connector: Connector, requests_used: Callable[[str, float], int]) -> float:
+    """The fraction left of the tighter of the tenant's minute and day (all workers)."""
+    client = connector.client  # type: ignore[attr-defined]
+    return min(
+        max(0.0, 1 - requests_used(client.rate_limit_key(window_s), window_s) / float(limit))
+        for limit, window_s in client.windows
+    )
+
+
 def webhooks(intake: Intake, systems: Mapping[str, XeroSettings]) -> APIRouter:
     """``POST /webhooks/xero/{system}`` for the configured organisations
     (:mod:`.webhook`)."""
@@ -139,4 +148,5 @@ PLUGIN = ConnectorPlugin(
     webhooks=webhooks,
     sandbox=SandboxWiring("xero", sandbox_settings, start_sandbox, sandbox_healthz),
     quota=quota,
+    quota_left=quota_left,
 )
