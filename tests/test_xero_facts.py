@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from closeloop.connectors.xero import facts
+from closeloop.connectors.xero import facts, facts_billing
 from closeloop.connectors.xero.client import XeroClient
 from closeloop.connectors.xero.connector import XeroConnector
 from closeloop.connectors.xero.marks import item_code, wip_reference
@@ -61,7 +61,7 @@ def read(xero: XeroConnector, domain: str) -> dict[str, Fact]:
     """Every fact of ``domain`` by key, checking each key comes once and pages are lists of
     the domain's facts of this system."""
     pages = list(xero.read_facts(domain))
-    assert all(0 < len(page) <= facts.PAGE for page in pages)
+    assert all(0 < len(page) <= facts_billing.PAGE for page in pages)
     read_ = [f for page in pages for f in page]
     assert {(f.domain, f.system) for f in read_} <= {(domain, SYSTEM)}
     by_key = {f.key: f for f in read_}
@@ -86,7 +86,8 @@ def test_the_connector_is_a_fact_source_of_every_domain(xero: XeroConnector) -> 
     assert tuple(xero.fact_domains()) == DOMAINS == facts.DOMAINS
     with pytest.raises(ValueError, match="no 'nope' records"):
         xero.read_facts("nope")  # at once, before any call
-    assert facts.hours_of("3.333") == Decimal("3.33") and facts.hours_of(None) == Decimal("0.00")
+    assert facts_billing.hours_of("3.333") == Decimal("3.33")
+    assert facts_billing.hours_of(None) == Decimal("0.00")
     assert facts.role_of("Consulting (from 2026-12-01)") == ("Consulting", date(2026, 12, 1))
     assert facts.role_of("Consulting (from 2026-13-01)") == ("Consulting (from 2026-13-01)", None)
     assert [facts.country_code(c) for c in ("gb", "United Kingdom", "Atlantis", " ")] == [
