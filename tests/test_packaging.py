@@ -11,6 +11,7 @@ import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from closeloop.cli import app
@@ -72,3 +73,31 @@ def test_the_committed_locks_are_what_scripts_lock_writes(tmp_path: Path) -> Non
     subprocess.run([REPO / "scripts" / "lock"], env=env, check=True, timeout=120)
     for lock in ("requirements.lock", "requirements-dev.lock"):
         assert (tmp_path / lock).read_text() == (REPO / lock).read_text(), lock
+
+
+def test_the_tryton_extra_installs_what_requirements_tryton_in_pins() -> None:
+    """``pip install 'closeloop[tryton]'`` gives an installed hub the same Tryton server a
+    checkout's ``.venv-tryton`` has (from requirements-tryton.in's lock)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = (REPO / "requirements-tryton.in").read_text().splitlines()
+    pinned = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    assert set(project["optional-dependencies"]["tryton"]) == pinned
+
+
+def test_trytond_is_found_in_the_environment_closeloop_runs_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from closeloop.sandboxes.tryton import server
+
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # no .venv-tryton here
+    monkeypatch.delenv("CLOSELOOP_TRYTON_BIN", raising=False)
+    monkeypatch.setattr(server.sys, "executable", str(venv_bin / "python"))
+    for name in ("trytond", "trytond-admin"):
+        (venv_bin / name).write_text("#!/bin/sh\n")
+    assert server.find_trytond() == venv_bin
+    monkeypatch.setenv("CLOSELOOP_TRYTON_BIN", str(tmp_path))  # the variable comes first
+    (tmp_path / "trytond").write_text("")
+    (tmp_path / "trytond-admin").write_text("")
+    assert server.find_trytond() == tmp_path
