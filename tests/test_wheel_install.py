@@ -54,16 +54,14 @@ class Installed:
         )
 
 
-def _clean_environment(home: Path) -> dict[str, str]:
+def _clean_environment() -> dict[str, str]:
     """This process's environment less what points at the checkout or configures closeloop
-    (``PYTHONPATH``, ``VIRTUAL_ENV``, ``CLOSELOOP_*``), with its own ``HOME``."""
-    env = {
+    (``PYTHONPATH``, ``VIRTUAL_ENV``, ``CLOSELOOP_*``)."""
+    return {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("CLOSELOOP_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")
     }
-    env["HOME"] = str(home)  # the Tryton cache and anything else per user
-    return env
 
 
 def _run(*command: str | Path, env: dict[str, str]) -> None:
@@ -76,7 +74,7 @@ def _run(*command: str | Path, env: dict[str, str]) -> None:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("wheel")
-    env = _clean_environment(root / "home")
+    env = _clean_environment()  # pip keeps the user's cache of downloads
     source = root / "source"  # a copy: building writes egg-info and build/ beside the code
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
@@ -96,7 +94,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
     work = root / "work"  # outside the repository: nothing of the checkout is found from here
     work.mkdir()
-    return Installed(wheel, sdist, venv / "bin", work, env)
+    user = {**env, "HOME": str(root / "home")}  # closeloop's caches and files per user: fresh
+    return Installed(wheel, sdist, venv / "bin", work, user)
 
 
 def test_the_wheel_and_sdist_hold_every_data_file_and_the_licence(installed: Installed) -> None:
