@@ -20,7 +20,10 @@ from closeloop.cli import app
 from closeloop.config import HttpSettings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
-DOCKERFILE = (REPO / "Dockerfile").read_text()
+
+
+def _dockerfile() -> str:
+    return (REPO / "Dockerfile").read_text()
 
 
 def _tool(name: str) -> str:
@@ -32,7 +35,7 @@ def _tool(name: str) -> str:
 
 def _instruction(name: str) -> list[str]:
     """The JSON (exec) form of the final stage's last ``name`` instruction."""
-    found = re.findall(rf"^{name}\s+(\[.*\])\s*$", DOCKERFILE, re.M)
+    found = re.findall(rf"^{name}\s+(\[.*\])\s*$", _dockerfile(), re.M)
     assert found, f"no {name} in exec form"
     value: list[str] = json.loads(found[-1])
     return value
@@ -90,7 +93,7 @@ def test_the_image_and_compose_run_real_closeloop_commands() -> None:
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, (command, result.output)
     assert runner.invoke(app, ["serve", "--help"]).exit_code != 0  # the check can fail
-    assert re.findall(r"^EXPOSE\s+(\d+)$", DOCKERFILE, re.M) == [str(HttpSettings().port)]
+    assert re.findall(r"^EXPOSE\s+(\d+)$", _dockerfile(), re.M) == [str(HttpSettings().port)]
 
 
 def test_the_hub_and_workers_start_after_the_one_migration_on_a_healthy_postgres() -> None:
@@ -110,7 +113,7 @@ def test_the_database_url_reaches_the_settings_as_a_compose_secret(
 ) -> None:
     """Compose mounts each secret at /run/secrets/<name>, the image sets
     CLOSELOOP_SECRETS_DIR=/run/secrets: the secret's name is the setting's."""
-    (secrets_dir,) = re.findall(r"CLOSELOOP_SECRETS_DIR=(\S+)", DOCKERFILE)
+    (secrets_dir,) = re.findall(r"CLOSELOOP_SECRETS_DIR=(\S+)", _dockerfile())
     assert secrets_dir == "/run/secrets"
     compose = _compose()
     run_secrets = tmp_path / "run-secrets"
@@ -133,6 +136,6 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
     assert "*" in lines  # everything out ...
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     copied = set()
-    for sources in re.findall(r"^COPY\s+(?!--from)(.+)\s+\S+$", DOCKERFILE, re.M):
+    for sources in re.findall(r"^COPY\s+(?!--from)(.+)\s+\S+$", _dockerfile(), re.M):
         copied |= {s.rstrip("/") for s in sources.split()}
     assert copied == allowed  # ... but what the image is built from

@@ -26,9 +26,14 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 pytestmark = pytest.mark.package
+
+
+def _version() -> str:
+    """The version pyproject.toml declares."""
+    version: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    return version
 
 
 @dataclass
@@ -113,13 +118,13 @@ def test_the_wheel_and_sdist_hold_every_data_file_and_the_licence(installed: Ins
     migrations = {p.name for p in (package / "store" / "migrations" / "versions").glob("*.py")}
     shipped = {n.rsplit("/", 1)[1] for n in names if "/migrations/versions/" in n}
     assert migrations <= shipped
-    assert f"closeloop-{VERSION}.dist-info/licenses/LICENSE" in names
+    assert f"closeloop-{_version()}.dist-info/licenses/LICENSE" in names
     with tarfile.open(installed.sdist) as sdist:
-        assert f"closeloop-{VERSION}/LICENSE" in sdist.getnames()
+        assert f"closeloop-{_version()}/LICENSE" in sdist.getnames()
 
 
 def test_the_installed_command_is_the_wheels_not_the_checkouts(installed: Installed) -> None:
-    assert installed.closeloop("--version").stdout == f"closeloop {VERSION}\n"
+    assert installed.closeloop("--version").stdout == f"closeloop {_version()}\n"
     where = subprocess.run(
         [str(installed.bin / "python"), "-c", "import closeloop; print(closeloop.__file__)"],
         cwd=installed.work,
