@@ -28,8 +28,13 @@ def test_secret_files_provide_keys_below_the_environment(
     secrets.mkdir()
     (secrets / "closeloop_database_url").write_text("postgresql://hub:s3cret@db/closeloop\n")
     (secrets / "closeloop_http__webhook_secret").write_text("from-a-file")
+    (secrets / "closeloop_systems__erp__password").write_text("erp-secret")
     config = tmp_path / "closeloop.yaml"
-    config.write_text("database_url: sqlite:///yaml.db\nhttp: {port: 8500}\nlog_format: json\n")
+    config.write_text(
+        "database_url: sqlite:///yaml.db\nhttp: {port: 8500}\nlog_format: json\n"
+        "systems:\n  erp: {kind: tryton, url: 'http://127.0.0.1:8000', database: erp,"
+        " user: hub, password: in-yaml}\n"
+    )
     monkeypatch.setenv("CLOSELOOP_SECRETS_DIR", str(secrets))
     monkeypatch.delenv("CLOSELOOP_DATABASE_URL", raising=False)
     settings = load_settings(config)
@@ -37,6 +42,8 @@ def test_secret_files_provide_keys_below_the_environment(
     assert settings.http.webhook_secret is not None
     assert settings.http.webhook_secret.get_secret_value() == "from-a-file"
     assert settings.http.port == 8500 and settings.log_format == "json"  # the rest from YAML
+    erp = settings.systems["erp"].model_dump()  # a nested key merged into the YAML's entry
+    assert erp["password"] == "erp-secret" and erp["database"] == "erp" and erp["user"] == "hub"
     monkeypatch.setenv("CLOSELOOP_DATABASE_URL", "sqlite:///env.db")
     assert load_settings(config).database_url == "sqlite:///env.db"
     monkeypatch.delenv("CLOSELOOP_SECRETS_DIR")
