@@ -65,6 +65,30 @@ def _hub(config: Path | None) -> Any:
     return build_hub(_settings(config))
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: print ``closeloop <version>`` (the installed distribution's) and exit."""
+    if value:
+        from importlib.metadata import version
+
+        print(f"closeloop {version('closeloop')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="print the installed version and exit",
+        ),
+    ] = False,
+) -> None:
+    """closeloop: the project-to-cash integration hub."""
+
+
 def main() -> None:
     """Entry point of the ``closeloop`` script."""
     app()

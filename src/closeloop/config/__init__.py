@@ -5,6 +5,7 @@ Nested keys use ``__`` in variable names: ``CLOSELOOP_WORKER__THREADS=8``.
 
 from __future__ import annotations
 
+import os
 from datetime import time
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -216,7 +218,10 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="CLOSELOOP_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="CLOSELOOP_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        secrets_dir_missing="error",
     )
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -364,8 +369,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Order of precedence: arguments, then environment, then the YAML file."""
-        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+        """Order of precedence: arguments, then environment, then secret files (one file per
+        key in ``secrets_dir``, named like the environment variable: ``closeloop_database_url``,
+        ``closeloop_http__webhook_secret``), then the YAML file."""
+        secrets = NestedSecretsSettingsSource(file_secret_settings)
+        return (init_settings, env_settings, secrets, YamlConfigSettingsSource(settings_cls))
 
 
 class ConfigError(InputError):
@@ -373,15 +381,21 @@ class ConfigError(InputError):
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Read ``path`` (default ``./closeloop.yaml`` when it exists) and the environment.
+    """Read ``path`` (default ``./closeloop.yaml`` when it exists), the secret files in the
+    folder ``CLOSELOOP_SECRETS_DIR`` names (e.g. ``/run/secrets`` of Docker and Kubernetes;
+    none when unset) and the environment.
 
-    Raises :class:`ConfigError` for a missing file or invalid values.
+    Raises :class:`ConfigError` for a missing file or folder or invalid values.
     """
     if path is not None and not path.is_file():
         raise ConfigError(f"{path}: no such configuration file")
     chosen = path or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = dict(Settings.model_config)
     config["yaml_file"] = str(chosen) if chosen else None
+    secrets_dir = os.environ.get("CLOSELOOP_SECRETS_DIR") or None
+    if secrets_dir is not None and not Path(secrets_dir).is_dir():
+        raise ConfigError(f"CLOSELOOP_SECRETS_DIR: {secrets_dir}: no such folder")
+    config["secrets_dir"] = secrets_dir
     bound = type("BoundSettings", (Settings,), {"model_config": config})
     try:
         settings: Settings = bound(**overrides)

@@ -15,6 +15,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +41,16 @@ class SandboxError(RuntimeError):
 def find_trytond() -> Path:
     """The folder holding ``trytond`` and ``trytond-admin``.
 
-    Looks at ``CLOSELOOP_TRYTON_BIN``, then ``.venv-tryton/bin`` in the working folder and in
-    the source checkout, then ``PATH``. Raises :class:`SandboxError` naming the install step.
+    Looks at ``CLOSELOOP_TRYTON_BIN``, then ``.venv-tryton/bin`` in the working folder, then
+    the environment closeloop runs in (``pip install 'closeloop[tryton]'``), then
+    ``.venv-tryton/bin`` of the source checkout, then ``PATH``. Raises :class:`SandboxError`
+    naming the install step.
     """
     candidates = []
     if os.environ.get("CLOSELOOP_TRYTON_BIN"):
         candidates.append(Path(os.environ["CLOSELOOP_TRYTON_BIN"]))
     candidates.append(Path.cwd() / ".venv-tryton" / "bin")
+    candidates.append(Path(sys.executable).parent)  # not resolved: a venv's python is a link
     candidates.append(Path(__file__).resolve().parents[4] / ".venv-tryton" / "bin")
     on_path = shutil.which("trytond")
     if on_path:
@@ -55,8 +59,9 @@ def find_trytond() -> Path:
         if (folder / "trytond").is_file() and (folder / "trytond-admin").is_file():
             return folder
     raise SandboxError(
-        "trytond is not installed: run scripts/setup (it creates .venv-tryton from "
-        "requirements-tryton.lock) or set CLOSELOOP_TRYTON_BIN"
+        "trytond is not installed: pip install 'closeloop[tryton]' (or, in a checkout, run "
+        "scripts/setup: it creates .venv-tryton from requirements-tryton.lock), or set "
+        "CLOSELOOP_TRYTON_BIN to the folder holding trytond"
     )
 
 
