@@ -241,7 +241,9 @@ def build_hub(
         applier,
         dispatcher,
         Timers(store, registry, clock, metrics),
-        WorkerSettings(w.poll_interval_s, w.overlap_s, w.apply_batch, w.idle_wait_s),
+        WorkerSettings(
+            w.poll_interval_s, w.overlap_s, w.apply_batch, w.idle_wait_s, w.shutdown_grace_s
+        ),
     )
     operations = Operations(store, clock, registry)
     metrics.watch_store(operations.stats, clock.now)

@@ -78,6 +78,22 @@ class WorkerConfig(BaseModel):
     retry_deadline_s: float = Field(default=86400.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM, how long a worker waits for its calls in flight before it "
+        "gives their commands back (due again, the attempt not counted)",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address of a worker process's /metrics and /healthz"
+    )
+    metrics_port: int | None = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="port of a worker process's /metrics and /healthz (0: a free one, "
+        "logged at start; null: none)",
+    )
 
 
 class ReconcileConfig(BaseModel):
