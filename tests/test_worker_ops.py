@@ -24,9 +24,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from closeloop.observability import ProbeServer
 from closeloop.store.db import create_db_engine
-from tests.conftest import Sandbox, free_port
+from tests.conftest import Sandbox, free_port, make_hub, wait_http
 from tests.faultproxy import FaultProxy, Hold
+from tests.memory_system import MemorySystem
 
 RECORDS = 30
 BATCH = 10
@@ -290,3 +292,36 @@ def test_run_once_exits_1_when_the_hub_itself_fails(tmp_path: Path) -> None:
     (failure,) = [e for e in json_lines(result.stderr) if e["level"] == "error"]
     assert failure["event"] == "closeloop run --once failed"
     assert "OperationalError" in failure["exception"]
+
+
+def test_healthz_says_whether_the_loop_runs_and_the_database_answers(tmp_path: Path) -> None:
+    folder = tmp_path / "db"
+    folder.mkdir()
+    hub = make_hub(f"sqlite:///{folder / 'hub.db'}", MemorySystem("crm"), MemorySystem("erp"))
+    probes = ProbeServer("127.0.0.1", 0, hub.metrics.registry, lambda: hub.worker.health(5.0))
+    stop = threading.Event()
+    loop = threading.Thread(target=hub.worker.run, args=(stop,))
+    try:
+        idle = httpx.get(f"{probes.url}/healthz", timeout=10)
+        assert idle.status_code == 503  # no loop runs in this process yet
+        assert idle.json()["worker"] == {"running": False, "last_round_s_ago": None}
+        loop.start()
+        wait_http(f"{probes.url}/healthz")  # 200 once a round started
+        assert httpx.get(f"{probes.url}/nothing", timeout=10).status_code == 404
+        assert "closeloop_inbox_lag_seconds 0.0" in httpx.get(f"{probes.url}/metrics").text
+        stop.set()
+        loop.join(timeout=30)
+        stopped = httpx.get(f"{probes.url}/healthz", timeout=10)
+        assert stopped.status_code == 503 and not stopped.json()["worker"]["running"]
+        assert stopped.json()["database"] == "ok"
+        hub.store.close()  # no pooled connection left, and the database moves away
+        folder.rename(tmp_path / "elsewhere")
+        down = httpx.get(f"{probes.url}/healthz", timeout=10)
+        assert down.status_code == 503
+        assert down.json()["database"] == "unreachable: OperationalError"
+    finally:
+        stop.set()
+        if loop.is_alive():
+            loop.join(timeout=30)
+        probes.close()
+        hub.close()

@@ -145,22 +145,23 @@ class Worker:
     def _draining_on(self, stop: threading.Event) -> Iterator[None]:
         """While inside, a ``stop`` set (e.g. by a signal handler, which must not take locks)
         drains the dispatcher from a thread of its own; on leaving, the dispatcher claims again
-        and :attr:`last_beat` is cleared."""
-        done = threading.Event()
+        and :attr:`last_beat` is cleared. The thread ends by itself (within half a second)."""
+        left = threading.Event()
+        lock = threading.Lock()
 
         def drain_when_stopped() -> None:
-            while not (stop.wait(0.5) or done.is_set()):
+            while not (stop.wait(0.5) or left.is_set()):
                 pass
-            if stop.is_set():
-                self.dispatcher.drain(self.settings.shutdown_grace_s)
+            with lock:
+                if not left.is_set():
+                    self.dispatcher.drain(self.settings.shutdown_grace_s)
 
-        watcher = threading.Thread(target=drain_when_stopped, name="drain", daemon=True)
-        watcher.start()
+        threading.Thread(target=drain_when_stopped, name="drain", daemon=True).start()
         try:
             yield
         finally:
-            done.set()
-            watcher.join()
+            with lock:  # a drain after this would outlive the loop
+                left.set()
             self.dispatcher.resume()
             self.last_beat = None
 
