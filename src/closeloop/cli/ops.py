@@ -122,12 +122,20 @@ def worker(config: ConfigOption = None) -> None:
     probes = None
     try:
         if w.metrics_port is not None:
-            probes = ProbeServer(
-                w.metrics_host,
-                w.metrics_port,
-                hub.metrics.registry,
-                lambda: hub.worker.health(stale_after_s=w.lease_s),
-            )
+            try:
+                probes = ProbeServer(
+                    w.metrics_host,
+                    w.metrics_port,
+                    hub.metrics.registry,
+                    lambda: hub.worker.health(stale_after_s=w.lease_s),
+                )
+            except OSError as exc:  # the port is taken, the address not this machine's
+                log.error(
+                    "worker probes cannot listen",
+                    address=f"{w.metrics_host}:{w.metrics_port}",
+                    error=str(exc),
+                )
+                raise typer.Exit(1) from exc
             log.info("worker probes listening", metrics=f"{probes.url}/metrics")
         hub.worker.run(stop)
     finally:
