@@ -325,3 +325,14 @@ def test_healthz_says_whether_the_loop_runs_and_the_database_answers(tmp_path: P
             loop.join(timeout=30)
         probes.close()
         hub.close()
+
+
+@pytest.mark.parametrize(("value", "port"), [("off", None), ("", None), ("9464", 9464)])
+def test_the_probe_port_is_set_or_turned_off_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str, port: int | None
+) -> None:
+    from closeloop.config import load_settings
+
+    monkeypatch.chdir(tmp_path)  # no ./closeloop.yaml: the environment alone
+    monkeypatch.setenv("CLOSELOOP_WORKER__METRICS_PORT", value)
+    assert load_settings(None).worker.metrics_port == port

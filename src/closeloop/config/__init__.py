@@ -92,8 +92,17 @@ class WorkerConfig(BaseModel):
         ge=0,
         le=65535,
         description="port of a worker process's /metrics and /healthz (0: a free one, "
-        "logged at start; null: none)",
+        "logged at start; null, or off in the environment: none)",
     )
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _port_off(cls, value: Any) -> Any:
+        """``off`` (or ``null``, ``none``, empty: what an environment variable can say)
+        turns the probe server off."""
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "null", "none"):
+            return None
+        return value
 
 
 class ReconcileConfig(BaseModel):
