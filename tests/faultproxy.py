@@ -27,12 +27,24 @@ class Rule:
 
 
 @dataclass
+class Hold:
+    """Holds every POST to a path starting with ``path`` until ``release`` is set; sets
+    ``arrived`` when the first one came (a call is in flight: a test may act then)."""
+
+    path: str
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class FaultProxy:
-    """``url`` forwards to ``upstream``; add :class:`Rule`s to ``rules``."""
+    """``url`` forwards to ``upstream``; add :class:`Rule`s to ``rules``, a :class:`Hold`
+    to ``hold``."""
 
     upstream: str
     rules: list[Rule] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
+    hold: Hold | None = None
 
     def __post_init__(self) -> None:
         proxy = self
@@ -45,6 +57,10 @@ class FaultProxy:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hold = proxy.hold
+                if hold is not None and self.path.startswith(hold.path):
+                    hold.arrived.set()
+                    hold.release.wait()
                 method = json.loads(body).get("method", "")
                 proxy.seen.append(method)
                 with lock:

@@ -140,6 +140,28 @@ def test_an_expired_lease_is_claimed_again_as_ambiguous(store: SqlStore) -> None
         assert tx.still_claimed([again.id], "w2") == {again.id}
 
 
+def test_released_claims_are_due_again_uncounted_and_ambiguous_when_sent(store: SqlStore) -> None:
+    with store.transaction() as tx:
+        tx.add_commands([command("k1", "A"), command("k2", "B"), command("k3", "C")], NOW)
+        k1, k2, k3 = tx.claim_commands(["erp"], NOW, 10, NOW + timedelta(seconds=60), "w1")
+    later = NOW + timedelta(seconds=1)
+    with store.transaction() as tx:  # k3 was taken over by another worker meanwhile
+        tx.finish_commands([CommandUpdate(k3.id, CommandStatus.PENDING)], NOW)
+        tx.claim_commands(["erp"], NOW, 10, NOW + timedelta(seconds=60), "w2")
+        assert tx.release_commands([k1.id, k2.id, k3.id], [k2.id, k3.id], "w1", later) == 2
+    with store.transaction() as tx:
+        rows = {
+            r.command.idempotency_key: r for r in (tx.get_command(c.id) for c in (k1, k2, k3)) if r
+        }
+        assert tx.still_claimed([k3.id], "w2") == {k3.id}  # not w1's to give back
+        again = tx.claim_commands(["erp"], later, 10, later + timedelta(seconds=60), "w3")
+    assert [(rows[k].status, rows[k].attempts, rows[k].ambiguous) for k in ("k1", "k2")] == [
+        (CommandStatus.PENDING, 0, False),  # never sent: as if never claimed
+        (CommandStatus.PENDING, 0, True),  # its call may have arrived: looked up first
+    ]
+    assert [c.command.idempotency_key for c in again] == ["k1", "k2"]
+
+
 def test_commands_not_yet_due_are_not_claimed(store: SqlStore) -> None:
     with store.transaction() as tx:
         tx.add_commands([command("k1", "A")], NOW)

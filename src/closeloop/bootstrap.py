@@ -298,6 +298,7 @@ def build_hub(
             w.overlap_s,
             w.apply_batch,
             w.idle_wait_s,
+            w.shutdown_grace_s,
             {n: s.poll_interval_s for n, s in settings.systems.items() if s.poll_interval_s},
         ),
     )

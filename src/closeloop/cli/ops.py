@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 import typer
 from rich.table import Table
 
@@ -24,19 +25,37 @@ from closeloop.cli import (
 )
 from closeloop.domain.errors import ConflictError, InputError, NotFoundError
 
+log = structlog.get_logger(__name__)
+
 
 @app.command()
-def run(config: ConfigOption = None) -> None:
+def run(
+    config: ConfigOption = None,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="process what is due now (poll once, apply, dispatch, timers, a due "
+            "reconciliation) and exit, without the HTTP server: for cron or a scheduler",
+        ),
+    ] = False,
+) -> None:
     """Intake, workers, scheduled reconciliation and the HTTP server in one process, until
-    Ctrl-C or SIGTERM."""
-    import signal
+    Ctrl-C or SIGTERM (both stop it gracefully, as for ``closeloop worker``).
 
+    With ``--once``: exit status 0 when the pass ended (vendor failures are retried or
+    become exceptions in the hub, as in a running hub), 1 when the hub itself failed (its
+    database unreachable or behind the code, a bug: the log says what), 2 for bad
+    configuration."""
+    if once:
+        _run_once(config)
+        return
     import uvicorn
 
     from closeloop.bootstrap import build_http_app
 
     hub = _hub(config)
-    stop = threading.Event()
+    stop = _stop_on_signals()
     alerter = hub.alerter()
     threads = [
         threading.Thread(target=hub.worker.run, args=(stop,), name="worker", daemon=True),
@@ -53,14 +72,13 @@ def run(config: ConfigOption = None) -> None:
             host=hub.settings.http.host,
             port=hub.settings.http.port,
             log_level="warning",
+            log_config=None,  # uvicorn's records go through our handler (JSON when asked)
         )
     )
-    # uvicorn handles SIGINT/SIGTERM while serving and re-raises them afterwards: our own
-    # handlers receive that re-raise, so the workers stop and the hub closes cleanly
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    err.print(f"closeloop listening on http://{hub.settings.http.host}:{hub.settings.http.port}")
+    log.info("closeloop listening", url=f"http://{hub.settings.http.host}:{hub.settings.http.port}")
     try:
+        # uvicorn handles SIGINT/SIGTERM while serving and re-raises them afterwards: our own
+        # handlers receive that re-raise, so the workers stop and the hub closes cleanly
         server.run()
     finally:
         stop.set()
@@ -70,19 +88,74 @@ def run(config: ConfigOption = None) -> None:
         hub.close()
 
 
+def _run_once(config: Path | None) -> None:
+    """``closeloop run --once``: one worker pass, a due reconciliation (and a pass for its
+    repairs); exit 1 when a pass raised."""
+    stop = _stop_on_signals()
+    try:
+        hub = _hub(config)
+    except typer.Exit:
+        raise  # bad configuration: 2, said already
+    except Exception as exc:
+        log.exception("closeloop run --once failed")
+        raise typer.Exit(1) from exc
+    try:
+        work = hub.worker.run_due(stop)
+        if not stop.is_set() and hub.reconcile_schedule().run_due():
+            work += hub.worker.run_due(stop)
+    except Exception as exc:
+        log.exception("closeloop run --once failed")
+        raise typer.Exit(1) from exc
+    finally:
+        hub.close()
+    log.info("pass done", work=work, stopped=stop.is_set())
+
+
 @app.command()
 def worker(config: ConfigOption = None) -> None:
-    """Workers only (no HTTP server), for scale-out on PostgreSQL; stops on Ctrl-C or SIGTERM."""
-    import signal
+    """Workers only (no HTTP server), for scale-out on PostgreSQL, serving ``/metrics`` and
+    ``/healthz`` on ``worker.metrics_host:metrics_port``. On SIGTERM or Ctrl-C it claims
+    nothing more, lets its calls in flight finish for ``worker.shutdown_grace_s``, gives back
+    the commands of those that did not, and exits 0."""
+    from closeloop.observability import ProbeServer
 
     hub = _hub(config)
+    stop = _stop_on_signals()
+    w = hub.settings.worker
+    probes = None
+    try:
+        if w.metrics_port is not None:
+            try:
+                probes = ProbeServer(
+                    w.metrics_host,
+                    w.metrics_port,
+                    hub.metrics.registry,
+                    lambda: hub.worker.health(stale_after_s=w.lease_s),
+                )
+            except OSError as exc:  # the port is taken, the address not this machine's
+                log.error(
+                    "worker probes cannot listen",
+                    address=f"{w.metrics_host}:{w.metrics_port}",
+                    error=str(exc),
+                )
+                raise typer.Exit(1) from exc
+            log.info("worker probes listening", metrics=f"{probes.url}/metrics")
+        hub.worker.run(stop)
+    finally:
+        if probes is not None:
+            probes.close()
+        hub.close()
+    log.info("worker stopped")
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event SIGTERM and SIGINT set (the handlers only set it: they take no other lock)."""
+    import signal
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        hub.worker.run(stop)
-    finally:
-        hub.close()
+    return stop
 
 
 @app.command()

@@ -81,6 +81,31 @@ class WorkerConfig(BaseModel):
     retry_deadline_s: float = Field(default=86400.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM, how long a worker waits for its calls in flight before it "
+        "gives their commands back (due again, the attempt not counted)",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address of a worker process's /metrics and /healthz"
+    )
+    metrics_port: int | None = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="port of a worker process's /metrics and /healthz (0: a free one, "
+        "logged at start; null, or off in the environment: none)",
+    )
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _port_off(cls, value: Any) -> Any:
+        """``off`` (or ``null``, ``none``, empty: what an environment variable can say)
+        turns the probe server off."""
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "null", "none"):
+            return None
+        return value
 
 
 class ReconcileConfig(BaseModel):

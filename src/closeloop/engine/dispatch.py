@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -60,6 +61,15 @@ class DispatchSettings:
     permit_wait_s: float = 30.0
 
 
+@dataclass(slots=True)
+class _Round:
+    """One claim's batches: the commands whose call started (``sent``), and whether the
+    round was given up (``cut_off``: its batches start no call any more)."""
+
+    sent: set[int] = field(default_factory=set)
+    cut_off: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class _Refused:
     """A batch call that failed for its content (``unexpected``: by a connector's own
@@ -87,6 +97,10 @@ class Dispatcher:
     outbox; a command whose earlier attempt may have reached the target (no answer, or its
     worker died) is looked up by key in the target before it is sent again; and the outcome
     is committed together with the flow's reaction to it.
+
+    A worker that stops calls :meth:`drain`: no more claims, and the calls in flight get a
+    grace period to end; the claims of those that did not are given back (see
+    :meth:`dispatch_once`).
     """
 
     def __init__(
@@ -108,10 +122,36 @@ class Dispatcher:
         self.worker_id = worker_id
         self.gates = {name: _Gate(c, settings, clock) for name, c in registry.connectors.items()}
         self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="dispatch")
+        self._lock = threading.Lock()
+        self._deadline: float | None = None  # monotonic end of the grace period, once draining
+        self._wake: Future[None] = Future()  # done when draining starts
+        self._round = threading.local()  # the _Round of the batch a pool thread runs
 
     def close(self) -> None:
-        """Stop the thread pool (waits for running calls)."""
-        self._pool.shutdown(wait=True)
+        """Stop the thread pool (waits for running calls; batches not started are dropped)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def drain(self, grace_s: float) -> None:
+        """Stop claiming; the round in progress may wait ``grace_s`` seconds more for its
+        calls, then gives back what is unfinished. Thread-safe; the first call counts (not
+        for a signal handler: it takes locks)."""
+        with self._lock:
+            if self._deadline is not None:
+                return
+            self._deadline = time.monotonic() + grace_s
+        self._wake.set_result(None)
+        log.info("stopping: claiming nothing more", grace_s=grace_s)
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` was called (and not undone by :meth:`resume`)."""
+        return self._deadline is not None
+
+    def resume(self) -> None:
+        """Claim again after a :meth:`drain` (a worker loop started anew in the process)."""
+        with self._lock:
+            self._deadline = None
+            self._wake = Future()
 
     def _claim_budget(self) -> dict[str, int]:
         budget: dict[str, int] = {}
@@ -129,7 +169,16 @@ class Dispatcher:
         return budget
 
     def dispatch_once(self) -> int:
-        """Claim due commands once, run them, record outcomes. Returns how many were claimed."""
+        """Claim due commands once, run them, record outcomes. Returns how many were claimed.
+
+        While draining (:meth:`drain`) nothing is claimed. When the grace period ends before every
+        batch of the round did, the finished ones are recorded and the claims of the others
+        are released (:meth:`~closeloop.ports.store.UnitOfWork.release_commands`): due again,
+        their attempt not counted, ambiguous when a call of theirs had started (the next
+        claimer looks them up first); their late answers are dropped.
+        """
+        if self.draining:
+            return 0
         budget = self._claim_budget()
         if not budget:
             return 0
@@ -143,18 +192,71 @@ class Dispatcher:
         claimed = sum(len(rows) for rows in by_system.values())
         if not claimed:
             return 0
-        futures: list[Future[list[tuple[CommandRow, Outcome]]]] = []
+        round_ = _Round()
+        batches: dict[Future[list[tuple[CommandRow, Outcome]]], list[CommandRow]] = {}
         for system, rows in by_system.items():
             size = self.registry.connector(system).limits.batch_size
-            futures.extend(
-                self._pool.submit(self._run_batch, system, list(chunk))
-                for chunk in iter_chunks(rows, size)
-            )
-        results: list[tuple[CommandRow, Outcome]] = []
-        for future in futures:
-            results.extend(future.result())
-        self._record(results)
+            for chunk in iter_chunks(rows, size):
+                future = self._pool.submit(self._run_in, round_, system, list(chunk))
+                batches[future] = list(chunk)
+        unfinished = self._await(list(batches))
+        if unfinished:
+            self._release(round_, unfinished, [row for f in unfinished for row in batches[f]])
+        self._record([r for f in batches if f not in unfinished for r in f.result()])
         return claimed
+
+    def _await(self, futures: list[Future[Any]]) -> set[Future[Any]]:
+        """Wait for ``futures``: all of them until :meth:`drain` is called, then until the
+        grace period ends. Returns those not done."""
+        pending: set[Future[Any]] = set(futures)
+        while pending and self._deadline is None:
+            _, pending = wait([*pending, self._wake], return_when=FIRST_COMPLETED)
+            pending.discard(self._wake)
+        if pending and self._deadline is not None:
+            _, pending = wait(pending, timeout=max(0.0, self._deadline - time.monotonic()))
+        return pending
+
+    def _release(
+        self, round_: _Round, unfinished: set[Future[Any]], rows: list[CommandRow]
+    ) -> None:
+        """Past the grace period: the round's batches start no call any more (those not
+        started are dropped); give back ``rows``' claims."""
+        with self._lock:
+            round_.cut_off = True
+            sent = [r.id for r in rows if r.id in round_.sent]
+        for future in unfinished:
+            future.cancel()
+        with self.store.transaction() as tx:
+            released = tx.release_commands(
+                [r.id for r in rows], sent, self.worker_id, self.clock.now()
+            )
+        log.warning(
+            "stopping: claims released after the grace period",
+            released=released,
+            sent_unanswered=len(sent),
+        )
+
+    def _may_send(self, ids: Sequence[int]) -> bool:
+        """Whether a call about ``ids`` may start (its round was not given up); notes them as
+        sent when it may."""
+        round_: _Round | None = getattr(self._round, "current", None)
+        if round_ is None:  # not in a dispatch round (a direct call)
+            return True
+        with self._lock:
+            if round_.cut_off:
+                return False
+            round_.sent.update(ids)
+            return True
+
+    def _run_in(
+        self, round_: _Round, system: str, rows: list[CommandRow]
+    ) -> list[tuple[CommandRow, Outcome]]:
+        """:meth:`_run_batch` as a batch of ``round_`` (in a pool thread)."""
+        self._round.current = round_
+        try:
+            return self._run_batch(system, rows)
+        finally:
+            self._round.current = None
 
     def _run_batch(self, system: str, rows: list[CommandRow]) -> list[tuple[CommandRow, Outcome]]:
         """Run one batch call (after settling ambiguous commands); never raises."""
@@ -193,7 +295,11 @@ class Dispatcher:
         """Outcomes of the ``rows`` found applied in the target; when the lookup itself
         fails, every row stays ambiguous (none may be sent before we know)."""
         found = self._call(
-            system, gate, "find", lambda: connector.find([r.command.idempotency_key for r in rows])
+            system,
+            gate,
+            "find",
+            lambda: connector.find([r.command.idempotency_key for r in rows]),
+            [r.id for r in rows],
         )
         if isinstance(found, dict):
             return {
@@ -215,7 +321,11 @@ class Dispatcher:
         """Execute ``rows`` in one call; a batch refused as a whole is split (:meth:`_split`;
         ``lone`` collects the commands that failed unexpectedly when sent alone)."""
         answer = self._call(
-            system, gate, "execute", lambda: connector.execute([r.command for r in rows])
+            system,
+            gate,
+            "execute",
+            lambda: connector.execute([r.command for r in rows]),
+            [r.id for r in rows],
         )
         if isinstance(answer, _Refused):
             return self._split(system, gate, connector, rows, answer, lone)
@@ -265,9 +375,10 @@ class Dispatcher:
         return settled
 
     def _call(
-        self, system: str, gate: _Gate, kind: str, call: Callable[[], T]
+        self, system: str, gate: _Gate, kind: str, call: Callable[[], T], ids: Sequence[int]
     ) -> T | Transient | Ambiguous | _Refused:
-        """Run ``call`` under the system's rate limit; classify whole-call failures.
+        """Run ``call`` (about the commands ``ids``) under the system's rate limit; classify
+        whole-call failures. Past a drain's grace period the call is not made (transient).
 
         Transport failures count against the system's breaker; a refused batch
         (:class:`RefusedError`) and a connector's unexpected exception do not: they are
@@ -276,6 +387,9 @@ class Dispatcher:
             return Transient(
                 f"{system} rate limit: no permit within {self.settings.permit_wait_s}s"
             )
+        if not self._may_send(ids):
+            gate.limiter.release()
+            return Transient("the worker is stopping: not sent")
         started = time.monotonic()
         try:
             result = call()

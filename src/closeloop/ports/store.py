@@ -368,6 +368,16 @@ class UnitOfWork(Protocol):
         """Record the outcome of attempts on claimed commands."""
         ...
 
+    def release_commands(
+        self, command_ids: Sequence[int], sent: Sequence[int], worker: str, now: datetime
+    ) -> int:
+        """Give back ``worker``'s claims on ``command_ids`` (a worker stopping before their
+        calls ended): each is pending and due at ``now`` again, its attempt not counted;
+        those also in ``sent`` (a call may have reached the target) become ambiguous, so the
+        next claimer looks them up before sending. Claims another worker took over are left
+        alone. Returns how many were released."""
+        ...
+
     def get_command(self, command_id: int) -> CommandRow | None:
         """One command, or ``None``."""
         ...
@@ -518,6 +528,10 @@ class Store(Protocol):
 
     def transaction(self) -> AbstractContextManager[UnitOfWork]:
         """Open a transaction; commit on normal exit, roll back on an exception."""
+        ...
+
+    def ping(self) -> None:
+        """Raise the driver's error when the database does not answer a trivial query."""
         ...
 
     def close(self) -> None:

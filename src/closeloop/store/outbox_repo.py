@@ -193,6 +193,34 @@ class OutboxRepository:
             ],
         )
 
+    def release_commands(
+        self, command_ids: Sequence[int], sent: Sequence[int], worker: str, now: datetime
+    ) -> int:
+        c = t.commands
+        ambiguous = set(sent)
+        released = 0
+        for was_sent in (True, False):
+            wanted = [i for i in command_ids if (i in ambiguous) is was_sent]
+            for chunk in iter_chunks(wanted, CHUNK):
+                stmt = (
+                    update(c)
+                    .where(
+                        c.c.id.in_(chunk),
+                        c.c.claimed_by == worker,
+                        c.c.status == CommandStatus.IN_FLIGHT.value,
+                    )
+                    .values(
+                        status=CommandStatus.PENDING.value,
+                        attempts=case((c.c.attempts > 0, c.c.attempts - 1), else_=0),
+                        ambiguous=True if was_sent else c.c.ambiguous,
+                        next_attempt_at=now,
+                        lease_until=None,
+                        updated_at=now,
+                    )
+                )
+                released += self.conn.execute(stmt).rowcount
+        return released
+
     def get_command(self, command_id: int) -> CommandRow | None:
         row = self.conn.execute(select(t.commands).where(t.commands.c.id == command_id)).first()
         return _row_to_command(row) if row is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 from closeloop.store.access_repo import AccessRepository
 from closeloop.store.db import create_db_engine
@@ -54,6 +54,11 @@ class SqlStore:
         """One transaction: committed on normal exit, rolled back when the block raises."""
         with self.engine.begin() as conn:
             yield SqlUnitOfWork(conn)
+
+    def ping(self) -> None:
+        """Raise the driver's error when the database does not answer ``select 1``."""
+        with self.engine.connect() as conn:
+            conn.execute(text("select 1"))
 
     def close(self) -> None:
         """Dispose of the connection pool."""
