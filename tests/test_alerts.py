@@ -580,3 +580,35 @@ def test_a_breaker_stays_open_through_failed_probes_until_a_success() -> None:
     clock.advance(seconds=31)
     breaker.record_success()
     assert breaker.open_since is None
+
+
+def test_run_once_evaluates_the_alerts_and_the_next_pass_sends_nothing_again(
+    tmp_path: Path, smtp: SmtpServer, receiver: WebhookReceiver
+) -> None:
+    database = f"sqlite:///{tmp_path / 'hub.db'}"
+    alerts = alerts_config(smtp.port, receiver.url, every_s=60)
+    setup = make_alert_hub(database, ManualClock(datetime.now(UTC)), alerts)
+    open_exceptions(setup, 5, Impact.CLIENT)
+    setup.close()
+    config = tmp_path / "closeloop.yaml"
+    config.write_text(yaml.safe_dump({"database_url": database, "alerts": alerts}))
+    command = [sys.executable, "-m", "closeloop.cli", "run", "--once", "-c", str(config)]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "src")}
+    first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert hook_keys(receiver) == ["open_exceptions"]
+    # the pass gave its claim back: the next pass (another process) evaluates at once, sees
+    # the condition still firing and sends nothing more
+    engine = create_db_engine(database)
+    try:
+        with engine.connect() as conn:
+            sent = conn.execute(select(alert_conditions)).one().sent_at
+        second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, timeout=120)
+        assert second.returncode == 0, second.stderr
+        with engine.connect() as conn:
+            row = conn.execute(select(alert_conditions)).one()
+    finally:
+        engine.dispose()
+    assert row.seen_at > sent and row.sent_at == sent
+    assert hook_keys(receiver) == ["open_exceptions"]
+    assert subjects(smtp) == ["[closeloop] 5 open business exceptions (threshold 3)"]

@@ -92,7 +92,7 @@ class Alerter:
     def run(self, stop: threading.Event) -> None:
         """Evaluate every ``every_s`` seconds until ``stop`` is set (``every_s`` 0 or no
         rules and no digest: return at once). An evaluation that fails is logged."""
-        if self.config.every_s <= 0 or not (self.config.rules.describe() or self.digest_on):
+        if not self.enabled:
             return
         while not stop.is_set():
             try:
@@ -100,6 +100,18 @@ class Alerter:
             except Exception:
                 log.exception("alert evaluation failed")
             stop.wait(self.config.every_s)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether there is anything to evaluate: ``every_s`` above 0 and rules or a digest."""
+        return self.config.every_s > 0 and bool(self.config.rules.describe() or self.digest_on)
+
+    def release(self) -> None:
+        """Give up the evaluator's claim if this hub holds it (a stopping hub, or the end of
+        ``closeloop run --once``), so that another hub or the next pass evaluates at once
+        instead of after the claim's lease."""
+        now = self.clock.now()
+        self.store.claim(EVALUATOR, self.holder, now, now)  # held until now: free
 
     @property
     def digest_on(self) -> bool:

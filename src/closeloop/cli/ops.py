@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from dataclasses import asdict
@@ -36,7 +37,8 @@ def run(
         typer.Option(
             "--once",
             help="process what is due now (poll once, apply, dispatch, timers, a due "
-            "reconciliation) and exit, without the HTTP server: for cron or a scheduler",
+            "reconciliation, the alerts) and exit, without the HTTP server: for cron or a "
+            "scheduler",
         ),
     ] = False,
 ) -> None:
@@ -84,13 +86,15 @@ def run(
         stop.set()
         for thread in threads:
             thread.join()
+        with contextlib.suppress(Exception):  # the next hub takes over evaluating at once
+            alerter.release()
         alerter.close()
         hub.close()
 
 
 def _run_once(config: Path | None) -> None:
     """``closeloop run --once``: one worker pass, a due reconciliation (and a pass for its
-    repairs); exit 1 when a pass raised."""
+    repairs), an evaluation of the alerts; exit 1 when a pass raised."""
     stop = _stop_on_signals()
     try:
         hub = _hub(config)
@@ -99,14 +103,19 @@ def _run_once(config: Path | None) -> None:
     except Exception as exc:
         log.exception("closeloop run --once failed")
         raise typer.Exit(1) from exc
+    alerter = hub.alerter()
     try:
         work = hub.worker.run_due(stop)
         if not stop.is_set() and hub.reconcile_schedule().run_due():
             work += hub.worker.run_due(stop)
+        if not stop.is_set() and alerter.enabled:
+            alerter.run_due()
+            alerter.release()
     except Exception as exc:
         log.exception("closeloop run --once failed")
         raise typer.Exit(1) from exc
     finally:
+        alerter.close()
         hub.close()
     log.info("pass done", work=work, stopped=stop.is_set())
 
