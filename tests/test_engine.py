@@ -321,6 +321,7 @@ def test_a_flow_bug_rejects_only_its_record_and_the_worker_goes_on(sqlite_url: s
         bindings=[
             Binding("crm", "Record", "record", record_mapper, (MirrorFlow("erp"), BuggyFlow()))
         ],
+        upgrade=True,
     )
     try:
         for name in ("ok1", "boom", "ok2"):
@@ -360,7 +361,9 @@ def test_environment_overrides_the_yaml_file(
 def test_a_credit_note_is_asked_only_for_a_posted_invoice_the_hub_made(sqlite_url: str) -> None:
     erp = MemorySystem("erp")
     settings = Settings(database_url=sqlite_url)
-    hub = build_hub(settings, connectors={"erp": erp}, bindings=[], flows=[InvoiceFlow()])
+    hub = build_hub(
+        settings, connectors={"erp": erp}, bindings=[], flows=[InvoiceFlow()], upgrade=True
+    )
     try:
         invoices = {"SF-1/2026-08": {"state": "draft"}, "SF-1/2026-09": {"state": "posted"}}
         data = {

@@ -7,7 +7,7 @@ schemas, benchmarks)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -57,10 +57,28 @@ def _settings(config: Path | None) -> Settings:
     return settings
 
 
-def _hub(config: Path | None) -> Any:
-    from closeloop.bootstrap import build_hub
+SCHEMA_EXIT = 3
+"""Exit status of a command refused because the database's schema is not this code's."""
 
-    return build_hub(_settings(config))
+
+def _hub(config: Path | None) -> Any:
+    """The hub of ``config`` (see :func:`_settings`); exits with :data:`SCHEMA_EXIT` and the
+    reason when the database's schema is empty, behind (``closeloop db upgrade`` migrates
+    it: no other command does) or ahead of this closeloop."""
+    from closeloop.bootstrap import SchemaMismatch, build_hub
+
+    settings = _settings(config)
+    try:
+        return build_hub(settings)
+    except SchemaMismatch as exc:
+        _schema_refused(exc)
+
+
+def _schema_refused(exc: Exception) -> NoReturn:
+    """Print a :class:`~closeloop.store.migrate.SchemaMismatch` and exit with
+    :data:`SCHEMA_EXIT`."""
+    err.print(f"[red]{exc}[/red] (database {getattr(exc, 'database', '?')})")
+    raise typer.Exit(SCHEMA_EXIT) from exc
 
 
 def main() -> None:

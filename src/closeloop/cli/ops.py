@@ -14,6 +14,7 @@ from rich.table import Table
 from closeloop.cli import (
     ConfigOption,
     _hub,
+    _schema_refused,
     _settings,
     app,
     console,
@@ -265,7 +266,20 @@ def credit(
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
-    """Migrate the database to the newest schema."""
-    from closeloop.bootstrap import upgrade_database
+    """Migrate the database to the newest schema: the one command that changes it (every other
+    command refuses a database that is behind). Concurrent upgraders take turns (an advisory
+    lock on PostgreSQL, the write lock on SQLite): one migrates, the others wait and find
+    nothing to do. Exit status 3 when the database is ahead of this closeloop."""
+    from closeloop.bootstrap import SchemaMismatch, upgrade_database
 
-    console.print(f"database at revision {upgrade_database(_settings(config))}")
+    def waiting() -> None:
+        err.print("another closeloop db upgrade is migrating this database: waiting for it")
+
+    try:
+        done = upgrade_database(_settings(config), on_wait=waiting)
+    except SchemaMismatch as exc:
+        _schema_refused(exc)
+    if done.migrated:
+        console.print(f"migrated the database from {done.before or 'empty'} to {done.after}")
+    else:
+        console.print(f"the database is at {done.after} already: nothing to do")

@@ -150,7 +150,8 @@ def entity_operations(state: dict[str, Any]) -> dict[str, TrytonOperations]:
 
 
 def demo_hub(home: Path, settle_s: float, clock: ShiftedClock | None = None) -> Hub:
-    """The hub of ``home/closeloop.yaml``, tuned to react within seconds, on ``clock``."""
+    """The hub of ``home/closeloop.yaml``, tuned to react within seconds, on ``clock``; its
+    database migrated to the newest schema first (the demo sets up what it runs)."""
     settings = load_settings(home / "closeloop.yaml")
     worker = settings.worker
     worker.poll_interval_s = 1.0
@@ -159,7 +160,7 @@ def demo_hub(home: Path, settle_s: float, clock: ShiftedClock | None = None) -> 
     worker.idle_wait_s = 0.05
     if settings.flows.invoice is not None:
         settings.flows.invoice.settle_s = settle_s
-    return build_hub(settings, clock=clock)
+    return build_hub(settings, clock=clock, upgrade=True)
 
 
 def run_phase(
