@@ -334,3 +334,25 @@ def test_sqlite_upgraders_take_turns_on_the_write_lock(tmp_path: Path) -> None:
         lock.close()
     results = [finished(u) for u in upgraders]
     assert_one_migrated(results, None)
+
+
+def test_readiness_names_the_fix_when_the_schema_moves_under_a_running_hub(
+    sqlite_url: str,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from closeloop.bootstrap import build_http_app, build_hub
+    from closeloop.config import Settings
+
+    hub = build_hub(Settings(database_url=sqlite_url), connectors={}, bindings=[], upgrade=True)
+    try:
+        client = TestClient(build_http_app(hub))
+        assert client.get("/readyz").json() == {"ready": True, "reason": "ok"}
+        for stamp, fix in ((OLDER, UPGRADE_HINT), ("9999", "upgrade closeloop")):
+            with hub.store.engine.begin() as conn:
+                conn.execute(text("update alembic_version set version_num = :v"), {"v": stamp})
+            answer = client.get("/readyz")
+            assert answer.status_code == 503 and answer.json()["reason"].endswith(fix)
+            assert "sqlite" not in answer.text  # no database address to anonymous callers
+    finally:
+        hub.close()
