@@ -276,8 +276,12 @@ def test_a_database_behind_is_refused_until_db_upgrade_migrates_it(tmp_path: Pat
     message = f"the database is at schema {OLDER}, this closeloop needs {head}: {UPGRADE_HINT}"
     assert message in " ".join(err.split())
     assert migrate.current_revision(engine) == OLDER  # refused, not migrated
+    code, _, err = finished(closeloop("db", "check", config=config))
+    assert code == 3 and message in " ".join(err.split())
     code, out, _ = finished(closeloop("db", "upgrade", config=config))
     assert (code, out.strip()) == (0, f"migrated the database from {OLDER} to {head}")
+    code, out, _ = finished(closeloop("db", "check", config=config))
+    assert (code, out.strip()) == (0, f"the database is at schema {head}, as this closeloop needs")
     code, out, err = finished(closeloop("exceptions", "list", "--json", config=config))
     assert (code, out.strip()) == (0, "[]"), err
     engine.dispose()

@@ -283,3 +283,17 @@ def db_upgrade(config: ConfigOption = None) -> None:
         console.print(f"migrated the database from {done.before or 'empty'} to {done.after}")
     else:
         console.print(f"the database is at {done.after} already: nothing to do")
+
+
+@db_app.command("check")
+def db_check(config: ConfigOption = None) -> None:
+    """Whether the database's schema is the one this closeloop needs, changing nothing: exit
+    status 0, or 3 with what to do (empty or behind: ``closeloop db upgrade``; ahead: upgrade
+    closeloop). For deployment scripts, before starting hubs and workers."""
+    from closeloop.bootstrap import SchemaMismatch, check_database
+
+    try:
+        revision = check_database(_settings(config))
+    except SchemaMismatch as exc:
+        _schema_refused(exc)
+    console.print(f"the database is at schema {revision}, as this closeloop needs")
