@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-import structlog
 from fastapi import FastAPI
 
 from closeloop.config import Settings
@@ -43,8 +42,6 @@ from closeloop.store.sql import SqlStore
 
 if TYPE_CHECKING:
     from closeloop.api.sources import ViewSources
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -167,10 +164,11 @@ def upgrade_database(
     settings: Settings, on_wait: Callable[[], None] | None = None
 ) -> migrate.Upgraded:
     """Migrate the configured database to the newest schema, one upgrader at a time (an
-    advisory lock on PostgreSQL, the write lock on SQLite: :func:`closeloop.store.migrate.
-    upgrade`, whose errors it raises; ``on_wait`` is called when another one is migrating).
-    The set-up commands call it (``closeloop db upgrade``, ``sandbox up``, the demo); every
-    other command only checks (:func:`build_hub`)."""
+    advisory lock on PostgreSQL, the write lock on SQLite; ``on_wait`` is called when another
+    one is migrating); the revisions before and after. Raises what
+    :func:`closeloop.store.migrate.upgrade` raises. The set-up commands call it (``closeloop
+    db upgrade``, ``sandbox up``, the demo); every other command only checks
+    (:func:`build_hub`)."""
     from closeloop.store.db import create_db_engine
 
     engine = create_db_engine(settings.database_url)
@@ -236,11 +234,10 @@ def build_hub(
     try:
         if upgrade:
             migrate.upgrade(store.engine)
-        revision = migrate.check(store.engine)
+        migrate.check(store.engine)
     except BaseException:
         store.close()
         raise
-    log.debug("database schema checked", revision=revision, database=store.engine.url)
     configured, unbound = flow_bindings(settings) if bindings is None else ([], list(flows))
     ownership = owners(settings)
     registry = Registry(

@@ -7,12 +7,15 @@ schemas, benchmarks)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from closeloop.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from closeloop.store.migrate import SchemaMismatch
 
 app = typer.Typer(help="closeloop: the project-to-cash integration hub.", no_args_is_help=True)
 exceptions_app = typer.Typer(
@@ -74,10 +77,10 @@ def _hub(config: Path | None) -> Any:
         _schema_refused(exc)
 
 
-def _schema_refused(exc: Exception) -> NoReturn:
-    """Print a :class:`~closeloop.store.migrate.SchemaMismatch` and exit with
+def _schema_refused(exc: SchemaMismatch) -> NoReturn:
+    """Print why the schema refused (with the database, its password hidden) and exit with
     :data:`SCHEMA_EXIT`."""
-    err.print(f"[red]{exc}[/red] (database {getattr(exc, 'database', '?')})")
+    err.print(f"[red]{exc}[/red] (database {exc.database})")
     raise typer.Exit(SCHEMA_EXIT) from exc
 
 
