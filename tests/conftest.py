@@ -94,6 +94,7 @@ def make_hub(url: str, source: MemorySystem, target: MemorySystem, **worker: obj
         bindings=[
             Binding(source.name, "Record", "record", record_mapper, (MirrorFlow(target.name),))
         ],
+        upgrade=True,
     )
 
 
@@ -233,6 +234,19 @@ def done_commands(db: Path) -> int:
             )
         except sqlite3.OperationalError:  # tables not created yet
             return 0
+
+
+def db_upgrade(config: Path) -> str:
+    """Run ``closeloop db upgrade -c CONFIG`` as an operator does before starting a hub on a
+    new database (no other command migrates it); its output. Asserts it succeeded."""
+    result = subprocess.run(
+        [sys.executable, "-m", "closeloop.cli", "db", "upgrade", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def sandbox_cli(home: Path, *args: str, ok: bool = True, timeout_s: float = 300) -> str:

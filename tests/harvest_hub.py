@@ -53,6 +53,7 @@ def main() -> None:
         settings,
         connectors={"harvest": harvest, "crm": crm},
         bindings=[Binding("crm", "Engagement", "engagement", passthrough, (SetUpProjects(),))],
+        upgrade=True,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -88,6 +88,7 @@ def make_alert_hub(url: str, clock: ManualClock, alerts: dict[str, Any]) -> Hub:
         connectors={"crm": crm, "erp": erp},
         bindings=[Binding("crm", "Record", "record", record_mapper, (MirrorFlow("erp"),))],
         clock=clock,
+        upgrade=True,
     )
 
 
@@ -356,7 +357,7 @@ def test_the_quota_rule_reads_the_shared_window_of_a_harvest_account(
         },
         alerts=alerts_config(smtp.port, receiver.url, rules=rules),
     )
-    hub = build_hub(settings, bindings=[], clock=clock)
+    hub = build_hub(settings, bindings=[], clock=clock, upgrade=True)
     try:
         client = hub.registry.connector("harvest").client  # type: ignore[attr-defined]
         limit = SqlSharedRateLimit(hub.store.engine)  # what every worker's calls go through

@@ -18,7 +18,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import WEBHOOK_SECRET, Sandbox, done_commands, free_port, signed, wait_http
+from tests.conftest import (
+    WEBHOOK_SECRET,
+    Sandbox,
+    db_upgrade,
+    done_commands,
+    free_port,
+    signed,
+    wait_http,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -108,6 +116,7 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(
     )
     db, config, port = tmp_path / "hub.db", tmp_path / "closeloop.yaml", free_port()
     write_config(config, db, crm, erp, port)
+    db_upgrade(config)
     log_path = tmp_path / "hub.log"
     killed_at: list[int] = []  # commands done when each kill came
     with log_path.open("ab") as log:

@@ -322,6 +322,7 @@ def test_a_flow_bug_rejects_only_its_record_and_the_worker_goes_on(sqlite_url: s
         bindings=[
             Binding("crm", "Record", "record", record_mapper, (MirrorFlow("erp"), BuggyFlow()))
         ],
+        upgrade=True,
     )
     try:
         for name in ("ok1", "boom", "ok2"):
@@ -361,7 +362,9 @@ def test_environment_overrides_the_yaml_file(
 def test_a_credit_note_is_asked_only_for_a_posted_invoice_the_hub_made(sqlite_url: str) -> None:
     erp = MemorySystem("erp")
     settings = Settings(database_url=sqlite_url)
-    hub = build_hub(settings, connectors={"erp": erp}, bindings=[], flows=[InvoiceFlow()])
+    hub = build_hub(
+        settings, connectors={"erp": erp}, bindings=[], flows=[InvoiceFlow()], upgrade=True
+    )
     try:
         invoices = {"SF-1/2026-08": {"state": "draft"}, "SF-1/2026-09": {"state": "posted"}}
         data = {
@@ -407,6 +410,7 @@ def test_a_system_with_its_own_poll_interval_is_polled_on_its_own_schedule(
         bindings=[
             Binding(name, "Record", "record", record_mapper, (mirror,)) for name in ("crm", "slow")
         ],
+        upgrade=True,
     )
     # every round is due for the workers' interval; "slow" waits an hour between its polls
     hub.worker.settings = replace(

@@ -105,6 +105,7 @@ def test_signals_reach_their_instance_and_its_timer_fires_once_when_due(sqlite_u
         bindings=[Binding("crm", "Record", "record", record_mapper, (Sender(),))],
         flows=[Counter()],
         clock=clock,
+        upgrade=True,
     )
     try:
         for name in ("a", "b", "c"):
@@ -186,6 +187,7 @@ def test_the_cross_reference_answers_waiting_flows_when_a_person_links_a_record(
         connectors={"crm": source, "erp": target},
         bindings=[Binding("crm", "Record", "record", record_mapper, (Resolver(),))],
         clock=ManualClock(),
+        upgrade=True,
     )
 
     def states() -> dict[str, tuple[str, str | None]]:

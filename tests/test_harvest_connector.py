@@ -101,7 +101,7 @@ def test_ten_thousand_time_entries_sync_through_the_mapping_with_the_rate_limit_
         mapped_binding(settings, "harvest", "time_entries", ()),
         mapped_binding(settings, "harvest", "projects", ()),
     ]
-    hub = build_hub(settings, connectors={"harvest": connector}, bindings=bindings)
+    hub = build_hub(settings, connectors={"harvest": connector}, bindings=bindings, upgrade=True)
     try:
         assert hub.worker.poll_all() == 10_003
         while hub.applier.apply_batch(1000):
@@ -227,6 +227,7 @@ def test_engine_writes_are_idempotent_under_faults(tmp_path: Path) -> None:
             settings,
             connectors={"harvest": connector, "crm": crm},
             bindings=[Binding("crm", "Engagement", "engagement", passthrough, (SetUpProjects(),))],
+            upgrade=True,
         )
         try:
             assert hub.worker.run_until_idle(timeout_s=400)

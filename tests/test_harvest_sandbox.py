@@ -255,7 +255,9 @@ def test_sandbox_cli_up_seed_status_down(tmp_path: Path) -> None:
     seed = tmp_path / "seed.json"
     seed.write_text(json.dumps(firm(4)))
     try:
-        assert "harvest: http://127.0.0.1:" in cli("up", "--system", "harvest")
+        started = cli("up", "--system", "harvest")
+        assert "harvest: http://127.0.0.1:" in started
+        assert "the hub's database is at schema" in started
         entry = json.loads((tmp_path / "sandbox.json").read_text())["harvest"]
         assert {"base_url", "token", "account_id"} <= set(entry)
         assert "4 time_entries" in cli("seed", "harvest", str(seed))
@@ -268,10 +270,12 @@ def test_sandbox_cli_up_seed_status_down(tmp_path: Path) -> None:
         )
         assert listed.json()["total_entries"] == 4
         assert "harvest: running at http://127.0.0.1:" in cli("status")
-        from closeloop.bootstrap import connectors_from_settings
+        from closeloop.bootstrap import check_database, connectors_from_settings
         from closeloop.config import load_settings
+        from closeloop.store.migrate import head_revision
 
         settings = load_settings(tmp_path / "closeloop.yaml")  # written by `up`, ready to run
+        assert check_database(settings) == head_revision()  # migrated by `up`: run works at once
         connector = connectors_from_settings(settings)["harvest"]
         assert [c.external_id for page in connector.read_changes("clients", None) for c in page]
         getattr(connector, "close", lambda: None)()

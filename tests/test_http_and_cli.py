@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import WEBHOOK_SECRET, Sandbox, free_port, signed, wait_http
+from tests.conftest import WEBHOOK_SECRET, Sandbox, db_upgrade, free_port, signed, wait_http
 
 
 def cli(config: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -51,6 +51,7 @@ def hub(tmp_path: Path, sandbox_factory: type[Sandbox]) -> Iterator[tuple[str, P
             }
         )
     )
+    db_upgrade(config)
     process = subprocess.Popen(
         [sys.executable, "-m", "closeloop.cli", "run", "-c", str(config)], stderr=subprocess.DEVNULL
     )

@@ -375,7 +375,7 @@ def test_the_engine_applies_declarative_mappings(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'hub.db'}")
     erp = MemorySystem(name="erp")
     binding = mapped_binding(settings, "salesforce", "Account", [MirrorFlow("erp", "Customer")])
-    hub = build_hub(settings, connectors={"erp": erp}, bindings=[binding])
+    hub = build_hub(settings, connectors={"erp": erp}, bindings=[binding], upgrade=True)
     try:
         hub.intake.accept(
             [

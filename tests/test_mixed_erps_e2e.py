@@ -95,7 +95,7 @@ def test_each_engagement_lives_in_tryton_or_xero_as_routed_and_only_there(
     group = operations(tryton)
     api = xero_support.Api(xero_server(home))
     hub_config = config(home, tryton, roomy=faults)
-    hub = build_hub(load_settings(hub_config))
+    hub = build_hub(load_settings(hub_config), upgrade=True)
     rng = random.Random(11)
     try:
         seed_firm(home, group, firm)  # the group's ERP knows some accounts already

@@ -175,7 +175,7 @@ def wire(tmp_path: Path, sf: SalesforceServer, hv: HarvestServer, tr: TrytonServ
         },
         flows={"mobilize": {}, "bill_time": {}, "invoice": {}, "status_back": {}},
     )
-    return build_hub(settings)
+    return build_hub(settings, upgrade=True)
 
 
 def test_closed_won_deals_are_mobilized_or_blocked_until_fixed(

@@ -75,7 +75,9 @@ def hub_http(tmp_path: Path, server: SalesforceServer) -> Iterator[tuple[Hub, st
         systems={"salesforce": system_settings(server)},
     )
     hub = build_hub(
-        settings, bindings=[Binding("salesforce", "Opportunity", "opportunity", passthrough)]
+        settings,
+        bindings=[Binding("salesforce", "Opportunity", "opportunity", passthrough)],
+        upgrade=True,
     )
     with serving(hub) as url:
         yield hub, url
@@ -341,7 +343,9 @@ def test_with_a_token_only_messages_to_the_tokened_url_are_taken(
         systems={"salesforce": {**system_settings(server), "outbound_token": token}},
     )
     hub = build_hub(
-        settings, bindings=[Binding("salesforce", "Opportunity", "opportunity", passthrough)]
+        settings,
+        bindings=[Binding("salesforce", "Opportunity", "opportunity", passthrough)],
+        upgrade=True,
     )
     try:
         deal = new_deal(api, "Tokened")

@@ -174,7 +174,7 @@ def test_a_quarter_of_project_to_cash_ends_in_agreement_across_the_systems(home:
     entities = entity_operations(sandboxctl.read_state(home))
     ops = entities["DE-GMBH"]
     clock = ShiftedClock()
-    hub = build_hub(load_settings(config(home)), clock=clock)
+    hub = build_hub(load_settings(config(home)), clock=clock, upgrade=True)
     try:
         seed_firm(home, ops, firm)
         run_phase(hub, "mobilize", CONSOLE, settle_s=1, timeout_s=300)
@@ -287,7 +287,7 @@ def test_the_same_end_state_with_failing_systems_and_a_hub_killed_mid_run(
     hub_config = config(home, tryton_url=proxy.url)
     entities = entity_operations(sandboxctl.read_state(home))
     ops = entities["DE-GMBH"]
-    hub = build_hub(load_settings(hub_config))
+    hub = build_hub(load_settings(hub_config), upgrade=True)
     try:
         seed_firm(home, ops, firm)
         kill_hub_during(home, hub_config, 2, rng)

@@ -49,7 +49,7 @@ def test_hand_edits_in_each_system_are_found_explained_and_repaired_or_handed_ov
     load_pound_rate(home, firm)
     firm.no_rate = {}
     hub_config = config(home)
-    hub = build_hub(load_settings(hub_config))
+    hub = build_hub(load_settings(hub_config), upgrade=True)
     entities = entity_operations(sandboxctl.read_state(home))
     sf = hub.registry.connector("salesforce").client  # type: ignore[attr-defined]
     hv = hub.registry.connector("harvest").client  # type: ignore[attr-defined]

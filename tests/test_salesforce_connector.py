@@ -70,6 +70,7 @@ def hub_for(tmp_path: Path, connector: Any, flows: tuple[Any, ...] = (), **worke
         settings,
         connectors={"salesforce": connector},
         bindings=[Binding("salesforce", "Opportunity", "opportunity", passthrough, flows)],
+        upgrade=True,
     )
 
 
@@ -324,6 +325,7 @@ def test_engine_writes_back_exactly_under_faults(tmp_path: Path) -> None:
             settings,
             connectors={"salesforce": connector, "billing": billing},
             bindings=[Binding("billing", "Invoice", "invoice", passthrough, (InvoiceWriteBack(),))],
+            upgrade=True,
         )
         try:
             assert hub.worker.run_until_idle(timeout_s=200)
@@ -374,7 +376,9 @@ def hub_http(tmp_path: Path, server: SalesforceServer) -> Iterator[tuple[Hub, st
         },
     )
     hub = build_hub(
-        settings, bindings=[Binding("salesforce", "Opportunity", "opportunity", passthrough)]
+        settings,
+        bindings=[Binding("salesforce", "Opportunity", "opportunity", passthrough)],
+        upgrade=True,
     )
     with serving(hub) as url:
         yield hub, url

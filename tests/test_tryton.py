@@ -516,6 +516,7 @@ def test_the_engine_polls_invoices_with_its_overlap_window(
                 "tryton", "account.invoice", "invoice_status", lambda change: dict(change.payload)
             )
         ],
+        upgrade=True,
     )
     try:
         first = hub.intake.poll("tryton", "account.invoice", overlap_s=3600)
@@ -618,6 +619,7 @@ def test_a_configured_tryton_system_is_wired_without_writing(
                 "tryton", "account.invoice", "invoice_status", lambda change: dict(change.payload)
             )
         ],
+        upgrade=True,
     )
     try:
         connector = hub.registry.connector("tryton")

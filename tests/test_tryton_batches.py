@@ -155,7 +155,7 @@ def engine(tmp_path: Path, connector: TrytonConnector) -> Hub:
     settings.worker.retry_base_delay_s = 0.01
     settings.worker.retry_max_delay_s = 0.05
     settings.worker.idle_wait_s = 0.01
-    return build_hub(settings, connectors={"tryton": connector}, bindings=[])
+    return build_hub(settings, connectors={"tryton": connector}, bindings=[], upgrade=True)
 
 
 def enqueue(hub: Hub, commands: list[Command]) -> None:

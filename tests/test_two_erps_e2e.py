@@ -120,7 +120,7 @@ def test_each_engagement_lives_in_the_erp_it_was_routed_to_and_only_there(
         entities=False,  # one company, in EUR: this test is about routing between ERPs
     )
     erps = {"erp_group": operations(tryton), "erp_acquired": operations(second_tryton)}
-    hub = build_hub(load_settings(config(home, tryton, second_tryton)))
+    hub = build_hub(load_settings(config(home, tryton, second_tryton)), upgrade=True)
     try:
         seed_firm(home, erps["erp_group"], firm)  # the group's ERP knows some accounts already
         run_phase(hub, "mobilize", CONSOLE, settle_s=1, timeout_s=300)

@@ -28,6 +28,7 @@ from closeloop.bootstrap import Hub, build_http_app
 from tests.conftest import (
     WEBHOOK_SECRET,
     Sandbox,
+    db_upgrade,
     free_port,
     key_headers,
     make_hub,
@@ -286,6 +287,7 @@ def test_a_running_hub_refuses_bad_requests_and_keeps_serving(
             }
         )
     )
+    db_upgrade(config)
     process = subprocess.Popen(
         [sys.executable, "-m", "closeloop.cli", "run", "-c", str(config)], stderr=subprocess.DEVNULL
     )

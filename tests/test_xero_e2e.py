@@ -86,7 +86,7 @@ def test_a_firm_on_xero_is_invoiced_from_approved_time_and_reported_back(
         seed=random.SystemRandom().randrange(100, 999),
         entities=False,
     )
-    hub = build_hub(load_settings(config(home, roomy=faults)))
+    hub = build_hub(load_settings(config(home, roomy=faults)), upgrade=True)
     api = xero_support.Api(xero_server(home))
     try:
         seed(home, firm, api)

@@ -249,6 +249,7 @@ def hub(tmp_path: Path, server: XeroServer, api: Api) -> Iterator[HubUnderTest]:
             Binding("xero", "Invoices", "invoice", passthrough),
             Binding("xero", "Contacts", "customer", passthrough),
         ],
+        upgrade=True,
     )
     app = build_http_app(built)
     systems = {

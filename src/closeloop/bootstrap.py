@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ from closeloop.reconcile.compare import Owners
 from closeloop.reconcile.run import ReconcileMetrics, Reconciler, RunRequest
 from closeloop.reconcile.schedule import SCHEDULE, Schedule
 from closeloop.store import migrate
+from closeloop.store.migrate import SchemaMismatch as SchemaMismatch  # for the CLI
 from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.sql import SqlStore
 
@@ -211,16 +212,47 @@ def flow_bindings(settings: Settings) -> tuple[list[Binding], list[Flow]]:
     return bindings, unbound
 
 
-def upgrade_database(settings: Settings) -> str:
-    """Migrate the configured database to the newest schema; returns its revision."""
+def upgrade_database(
+    settings: Settings, on_wait: Callable[[], None] | None = None
+) -> migrate.Upgraded:
+    """Migrate the configured database to the newest schema, one upgrader at a time (an
+    advisory lock on PostgreSQL, the write lock on SQLite; ``on_wait`` is called when another
+    one is migrating); the revisions before and after. Raises what
+    :func:`closeloop.store.migrate.upgrade` raises. The set-up commands call it (``closeloop
+    db upgrade``, ``sandbox up``, the demo); every other command only checks
+    (:func:`build_hub`)."""
     from closeloop.store.db import create_db_engine
 
     engine = create_db_engine(settings.database_url)
     try:
-        migrate.upgrade(engine)
-        return str(migrate.current_revision(engine))
+        return migrate.upgrade(engine, on_wait=on_wait)
     finally:
         engine.dispose()
+
+
+def check_database(settings: Settings) -> str:
+    """The configured database's schema revision when it is the one this code needs; reads
+    only (a SQLite file that does not exist is not created). Raises
+    :class:`~closeloop.store.migrate.SchemaMismatch` (empty, behind, ahead: its message says
+    what to run) and whatever the driver raises when the database cannot be reached."""
+    from closeloop.store.db import create_db_engine
+
+    _refuse_missing_file(settings.database_url)
+    engine = create_db_engine(settings.database_url)
+    try:
+        return migrate.check(engine)
+    finally:
+        engine.dispose()
+
+
+def _refuse_missing_file(url: str) -> None:
+    """Raise :class:`SchemaMismatch` (``"empty"``) for a SQLite URL whose file does not
+    exist, before anything would create it."""
+    from closeloop.store.db import sqlite_file
+
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise SchemaMismatch("empty", None, migrate.head_revision(), migrate.shown(url))
 
 
 def worker_id() -> str:
@@ -235,18 +267,29 @@ def build_hub(
     bindings: Sequence[Binding] | None = None,
     flows: Sequence[Flow] = (),
     clock: Clock | None = None,
-    upgrade: bool = True,
+    upgrade: bool = False,
 ) -> Hub:
     """Wire a hub from ``settings``; ``connectors`` and ``bindings`` replace the configured ones
     (``flows``: flows no binding names, which given ``bindings`` need for their signals).
 
-    With ``upgrade`` the database is migrated to the newest schema first.
+    The database must be at this code's schema: a hub is not built on one that is empty,
+    behind or ahead (:class:`~closeloop.store.migrate.SchemaMismatch`, whose message says
+    what to run; a missing SQLite file is not created). Set-up paths (the demo, dev tools,
+    tests on a fresh database) pass ``upgrade=True`` to migrate it first, as
+    :func:`upgrade_database` does (locked). Raises what the mapping files' loading raises.
     """
     clock = clock or SystemClock()
     w = settings.worker
+    if not upgrade:
+        _refuse_missing_file(settings.database_url)
     store = SqlStore.from_url(settings.database_url, pool_size=w.threads + 2)
-    if upgrade:
-        migrate.upgrade(store.engine)
+    try:
+        if upgrade:
+            migrate.upgrade(store.engine)
+        migrate.check(store.engine)
+    except BaseException:
+        store.close()
+        raise
     configured, unbound = flow_bindings(settings) if bindings is None else ([], list(flows))
     ownership = owners(settings)
     registry = Registry(
@@ -351,10 +394,11 @@ def ignored_notifications(settings: Settings) -> dict[str, list[tuple[str, str]]
     migrating or creating it (a SQLite file that does not exist: nothing). Raises what the
     database driver raises when it cannot be read."""
     from closeloop.engine.notifications import ignored_objects
-    from closeloop.store.db import create_db_engine
+    from closeloop.store.db import create_db_engine, sqlite_file
 
     url = settings.database_url
-    if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
         return {}
     try:
         bindings = [*mirror_bindings(settings), *flow_bindings(settings)[0]]
@@ -385,12 +429,11 @@ def build_http_app(hub: Hub) -> FastAPI:
 
     def ready() -> tuple[bool, str]:
         try:
-            current = migrate.current_revision(hub.store.engine)
+            migrate.check(hub.store.engine)
+        except SchemaMismatch as exc:  # behind: run closeloop db upgrade; ahead: upgrade us
+            return False, str(exc)
         except Exception as exc:
             return False, f"database unreachable: {type(exc).__name__}"
-        head = migrate.head_revision()
-        if current != head:
-            return False, f"schema at {current}, code needs {head}: run closeloop db upgrade"
         return True, "ok"
 
     routers = []

@@ -7,12 +7,15 @@ schemas, benchmarks), :mod:`.alerts` (alert channels)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from closeloop.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from closeloop.store.migrate import SchemaMismatch
 
 app = typer.Typer(help="closeloop: the project-to-cash integration hub.", no_args_is_help=True)
 exceptions_app = typer.Typer(
@@ -59,10 +62,28 @@ def _settings(config: Path | None) -> Settings:
     return settings
 
 
-def _hub(config: Path | None) -> Any:
-    from closeloop.bootstrap import build_hub
+SCHEMA_EXIT = 3
+"""Exit status of a command refused because the database's schema is not this code's."""
 
-    return build_hub(_settings(config))
+
+def _hub(config: Path | None) -> Any:
+    """The hub of ``config`` (see :func:`_settings`); exits with :data:`SCHEMA_EXIT` and the
+    reason when the database's schema is empty, behind (``closeloop db upgrade`` migrates
+    it: no other command does) or ahead of this closeloop."""
+    from closeloop.bootstrap import SchemaMismatch, build_hub
+
+    settings = _settings(config)
+    try:
+        return build_hub(settings)
+    except SchemaMismatch as exc:
+        _schema_refused(exc)
+
+
+def _schema_refused(exc: SchemaMismatch) -> NoReturn:
+    """Print why the schema refused (with the database, its password hidden) and exit with
+    :data:`SCHEMA_EXIT`."""
+    err.print(f"[red]{exc}[/red] (database {exc.database})")
+    raise typer.Exit(SCHEMA_EXIT) from exc
 
 
 def _print_version(value: bool) -> None:

@@ -16,6 +16,7 @@ from rich.table import Table
 from closeloop.cli import (
     ConfigOption,
     _hub,
+    _schema_refused,
     _settings,
     app,
     console,
@@ -350,7 +351,34 @@ def credit(
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
-    """Migrate the database to the newest schema."""
-    from closeloop.bootstrap import upgrade_database
+    """Migrate the database to the newest schema: the one command that changes it (every other
+    command refuses a database that is behind). Concurrent upgraders take turns (an advisory
+    lock on PostgreSQL, the write lock on SQLite): one migrates, the others wait and find
+    nothing to do. Exit status 3 when the database is ahead of this closeloop."""
+    from closeloop.bootstrap import SchemaMismatch, upgrade_database
 
-    console.print(f"database at revision {upgrade_database(_settings(config))}")
+    def waiting() -> None:
+        err.print("another closeloop db upgrade is migrating this database: waiting for it")
+
+    try:
+        done = upgrade_database(_settings(config), on_wait=waiting)
+    except SchemaMismatch as exc:
+        _schema_refused(exc)
+    if done.migrated:
+        console.print(f"migrated the database from {done.before or 'empty'} to {done.after}")
+    else:
+        console.print(f"the database is at {done.after} already: nothing to do")
+
+
+@db_app.command("check")
+def db_check(config: ConfigOption = None) -> None:
+    """Whether the database's schema is the one this closeloop needs, changing nothing: exit
+    status 0, or 3 with what to do (empty or behind: ``closeloop db upgrade``; ahead: upgrade
+    closeloop). For deployment scripts, before starting hubs and workers."""
+    from closeloop.bootstrap import SchemaMismatch, check_database
+
+    try:
+        revision = check_database(_settings(config))
+    except SchemaMismatch as exc:
+        _schema_refused(exc)
+    console.print(f"the database is at schema {revision}, as this closeloop needs")

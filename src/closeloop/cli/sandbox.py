@@ -22,7 +22,10 @@ def sandbox_up(
     ] = None,
 ) -> None:
     """Start the sandboxes (a real Tryton, Salesforce, Harvest, Xero); write their details
-    to HOME/sandbox.json."""
+    to HOME/sandbox.json and a hub configuration to HOME/closeloop.yaml, whose database it
+    migrates (``closeloop db upgrade``), so that ``closeloop run -c`` it works at once."""
+    from closeloop.bootstrap import SchemaMismatch, upgrade_database
+    from closeloop.config import ConfigError, load_settings
     from closeloop.devtools.sandboxctl import SYSTEMS, up
     from closeloop.sandboxes.process import SandboxStartError
     from closeloop.sandboxes.tryton.server import SandboxError
@@ -37,6 +40,12 @@ def sandbox_up(
         if "url" in entry:
             console.print(f"{name}: {entry['url']} (pid {entry['pid']})")
     console.print(f"details in {home / 'sandbox.json'}; stop with: closeloop sandbox down")
+    try:
+        hub_db = upgrade_database(load_settings(home / "closeloop.yaml"))
+    except (ConfigError, SchemaMismatch) as exc:  # a bad overlay; a database of a newer hub
+        err.print(f"[red]the hub's database: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"the hub's database is at schema {hub_db.after}")
     console.print(f"run the hub on them with: closeloop run -c {home / 'closeloop.yaml'}")
 
 

@@ -15,7 +15,9 @@
     │   ├── UnknownConnectorError        a ``kind`` no connector has        (connectors.catalog)
     │   └── OperationNotFound            an exception id that is not there  (engine.operations)
     ├── ConflictError                    not possible in the current state
-    │   └── OperationError               an operator action refused         (engine.operations)
+    │   ├── OperationError               an operator action refused         (engine.operations)
+    │   └── SchemaMismatch               the database's schema is empty, behind or ahead
+    │                                    of this code's                     (store.migrate)
     ├── ConnectorError                   a call to a system failed as a whole (ports.connector)
     │   ├── TransientError               nothing applied; retry later
     │   ├── AmbiguousError               sent, no answer: look up before retrying

@@ -76,3 +76,12 @@ def _private_file(path: Path) -> None:
                 each.chmod(0o600)
         return
     os.close(fd)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite ``url`` (``None`` for another database or an in-memory
+    one). Raises ``sqlalchemy.exc.ArgumentError`` for a URL SQLAlchemy cannot parse."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)

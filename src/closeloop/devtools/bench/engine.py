@@ -98,6 +98,7 @@ def engine_run(url: str, n: int) -> float:
         settings,
         connectors={"bench": NoopSystem(), "noop": NoopSystem()},
         bindings=[Binding("bench", "Record", "record", record_mapper, (MirrorFlow("noop"),))],
+        upgrade=True,  # a fresh database
     )
     changes = _changes(n)
     try:

@@ -311,7 +311,7 @@ def reconcile_once(home: Path) -> dict[str, Any]:
     ``home/closeloop.yaml``; what it cost and found (the keys of :func:`medians`'s runs)."""
     pids = system_pids(home)
     built = time.monotonic()
-    hub = build_hub(load_settings(home / "closeloop.yaml"))
+    hub = build_hub(load_settings(home / "closeloop.yaml"), upgrade=True)  # a set-up path
     try:
         build_s = time.monotonic() - built
         tap = Tap(hub)

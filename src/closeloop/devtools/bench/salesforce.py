@@ -113,6 +113,7 @@ def run_salesforce_bench(opportunities: int = 2000, runs: int = 3) -> dict[str, 
                     settings,
                     connectors={"salesforce": connector},
                     bindings=[Binding("salesforce", "Opportunity", "opportunity", _payload)],
+                    upgrade=True,  # a fresh database per run
                 )
                 try:
                     written = datetime.now(UTC)  # seeded, or written back by the last run

@@ -162,7 +162,8 @@ def entity_operations(state: dict[str, Any]) -> dict[str, TrytonOperations]:
 
 def demo_hub(home: Path, settle_s: float, clock: ShiftedClock | None = None) -> Hub:
     """The hub of ``home/closeloop.yaml``, tuned to react within seconds (Xero within
-    :data:`XERO_POLL_INTERVAL_S`), on ``clock``."""
+    :data:`XERO_POLL_INTERVAL_S`), on ``clock``; its database migrated to the newest schema
+    first (the demo sets up what it runs)."""
     settings = load_settings(home / "closeloop.yaml")
     worker = settings.worker
     worker.poll_interval_s = 1.0
@@ -173,7 +174,7 @@ def demo_hub(home: Path, settle_s: float, clock: ShiftedClock | None = None) -> 
         settings.flows.invoice.settle_s = settle_s
     if ACQUIRED_ERP in settings.systems:  # Xero's 60 calls a minute: polls leave room for work
         settings.systems[ACQUIRED_ERP].poll_interval_s = XERO_POLL_INTERVAL_S
-    return build_hub(settings, clock=clock)
+    return build_hub(settings, clock=clock, upgrade=True)
 
 
 def run_phase(
