@@ -34,7 +34,7 @@ from closeloop.store.db import create_db_engine
 from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.tables import alert_conditions
 from tests.alerts_support import ManualClock, SmtpServer, WebhookReceiver
-from tests.conftest import REPO, free_port, wait_http
+from tests.conftest import REPO, db_upgrade, free_port, wait_http
 from tests.memory_system import MemorySystem
 
 SECRET = "hook-secret"
@@ -408,6 +408,7 @@ def test_alerts_test_sends_to_every_channel_from_the_command_line(
     config.write_text(
         yaml.safe_dump({"database_url": f"sqlite:///{tmp_path / 'hub.db'}", "alerts": alerts})
     )
+    db_upgrade(config)  # like every command but db upgrade, it needs the current schema
     done = cli(config, "alerts", "test")
     assert done.returncode == 0, done.stderr
     assert "ops-mail: sent" in done.stdout and "chat: sent" in done.stdout
