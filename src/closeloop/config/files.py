@@ -206,8 +206,8 @@ def load_mappers(extra_files: Iterable[Path] = ()) -> dict[str, Mapper]:
 
 def ownership_policy(mappers: dict[str, Mapper]) -> OwnershipPolicy:
     """One field-ownership policy from the ``ownership:`` sections of all mapping files
-    (owners are system names, e.g. ``tryton``). Raises ``ValueError`` when two files name
-    different owners for one field."""
+    (owners are system names, e.g. ``tryton``, or roles, e.g. ``erp``). Raises
+    ``ValueError`` when two files name different owners for one field."""
     owners: dict[str, dict[str, str]] = {}
     problems = []
     for connection, mapper in sorted(mappers.items()):

@@ -14,7 +14,7 @@ from closeloop.api.console.pages import PREFIX, ConsoleSources, Pages, Refused
 from closeloop.api.console.records import add_record_routes
 from closeloop.domain.access import AccessRole
 from closeloop.engine.access import Unauthenticated
-from closeloop.flows.timeline import engagement_detail, find_engagements
+from closeloop.flows.timeline import Engagement, engagement_detail, find_engagements
 
 MAX_KEY_CHARS = 500
 
@@ -102,12 +102,35 @@ def console_router(sources: ConsoleSources, auth: Authenticator) -> APIRouter:
             e=detail.engagement,
             stages=detail.stages,
             open_exceptions=detail.open_exceptions,
+            records=records_of(detail.engagement),
         )
 
     add_exception_routes(router, sources, pages)
     add_record_routes(router, sources, pages)
     add_alert_routes(router, sources, pages)
     return router
+
+
+def records_of(engagement: Engagement) -> list[tuple[str, str, str]]:
+    """What the engagement is in each system it was routed to, as Mobilize holds it:
+    ``(role, system, words)`` for the ERP customer (its code, the ERP's id, how it was
+    found) and the ERP and PSA projects (the project key, each system's id), whatever the
+    vendor (a Tryton party, a Xero contact and tracking option, a Harvest project)."""
+    data = next((s.data for s in engagement.states if s.flow == "mobilize"), {})
+    systems, key = engagement.systems, engagement.status.project_key
+    found: list[tuple[str, str, str]] = []
+    code, party = data.get("erp_customer_code"), data.get("erp_customer_id")
+    if systems.get("erp") and (code or party):
+        how = {"tax_id": "matched by tax id", "similar": "matched by name and address"}
+        words = f"customer {code or '-'} · id {party or '(not known yet)'}"
+        kind = str(data.get("customer_match_kind") or "")
+        words += f" · {how.get(kind, 'created by the hub')}" if kind else ""
+        found.append(("erp", systems["erp"], words))
+    for role in ("erp", "psa"):
+        project = data.get(f"{role}_project_id")
+        if systems.get(role) and project:
+            found.append((role, systems[role], f"project {key} · id {project}"))
+    return found
 
 
 def _next(request: Request) -> str:
