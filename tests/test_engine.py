@@ -430,3 +430,39 @@ def test_a_system_with_its_own_poll_interval_is_polled_on_its_own_schedule(
         assert "s2" in {e.data["name"] for e in target.effects}
     finally:
         hub.close()
+
+
+def test_two_edits_within_one_second_of_a_whole_second_stamp_both_apply(sqlite_url: str) -> None:
+    """Harvest's ``updated_at`` has whole seconds: an entry approved within the second it
+    was logged keeps its stamp; the digest in its version makes the approval a new version
+    (not a duplicate of the logging), ranked equal to it (not stale)."""
+    from closeloop.domain.changes import stamped_version, version_sort_key
+
+    source, target = MemorySystem(name="crm"), MemorySystem(name="erp")
+    hub = make_hub(sqlite_url, source, target)
+    second = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)
+    logged, approved = {"name": "logged"}, {"name": "approved"}
+    versions = [stamped_version(second, p) for p in (logged, approved)]
+    assert versions[0] != versions[1]
+    assert version_sort_key(versions[0]) == version_sort_key(versions[1])
+    try:
+        for version, payload in zip(versions, (logged, approved), strict=True):
+            result = hub.intake.accept(
+                [
+                    Change(
+                        system="crm",
+                        object="Record",
+                        external_id="e1",
+                        version=version,
+                        payload=payload,
+                        modified_at=second,
+                    )
+                ]
+            )
+            assert result.accepted == 1  # not a duplicate of the first
+            assert hub.worker.run_until_idle(30)
+        stats = hub.operations.stats()
+    finally:
+        hub.close()
+    assert stats.inbox_by_status == {"applied": 2}
+    assert [e.data for e in target.effects][-1] == {"name": "approved"}

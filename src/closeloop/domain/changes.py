@@ -174,6 +174,8 @@ class Change(BaseModel):
 
 def version_sort_key(version: str) -> tuple[int, Any]:
     """Order versions of one record: integers numerically, ISO 8601 instants in time, else text.
+    An instant may carry a ``#<digest>`` suffix (:func:`stamped_version`): versions of one
+    instant rank equal, whatever their digests.
 
     Returns a tuple that sorts integers before instants before plain text, so comparing two
     versions of different kinds never raises.
@@ -182,7 +184,7 @@ def version_sort_key(version: str) -> tuple[int, Any]:
     if text.lstrip("-").isdigit():
         return (0, int(text))
     try:
-        moment = parse_instant(text)
+        moment = parse_instant(text.split("#", 1)[0])
     except ValueError:
         return (2, text)
     return (1, moment.timestamp())
@@ -199,6 +201,14 @@ def parse_instant(text: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no UTC offset")
     return moment
+
+
+def stamped_version(modified: datetime, payload: Any) -> str:
+    """A record's version from a vendor's modification stamp that has whole seconds only
+    (Harvest's ``updated_at``): ``<ISO instant>#<12 hex of the payload's digest>``, so that
+    two edits within one second are two versions (the stamp alone would make the second a
+    duplicate of the first, and lose it), ranked equal by :func:`version_sort_key`."""
+    return f"{modified.isoformat()}#{content_hash(payload)[:12]}"
 
 
 def content_hash(data: Any) -> str:

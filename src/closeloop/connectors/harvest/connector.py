@@ -35,7 +35,7 @@ from typing import Any
 from closeloop.connectors.harvest import facts
 from closeloop.connectors.harvest.client import PER_PAGE, HarvestApiError, HarvestClient
 from closeloop.connectors.harvest.operations import Batch, refused
-from closeloop.domain.changes import Change, parse_instant
+from closeloop.domain.changes import Change, parse_instant, stamped_version
 from closeloop.domain.commands import (
     Ambiguous,
     Applied,
@@ -176,7 +176,7 @@ class HarvestConnector:
             system=self._system,
             object=object_name,
             external_id=str(record["id"]),
-            version=modified.isoformat(),
+            version=stamped_version(modified, record),  # updated_at has whole seconds only
             modified_at=modified,
             payload=record,
         )
