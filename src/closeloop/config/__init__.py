@@ -127,6 +127,77 @@ class ReconcileConfig(BaseModel):
     repair: bool = False
 
 
+_RETAINED = (
+    "done_inbox_days",
+    "delivered_commands_days",
+    "closed_exceptions_days",
+    "reconcile_runs_days",
+)
+
+
+class RetentionConfig(BaseModel):
+    """How long the hub keeps rows it is done with (days; ``0`` keeps them forever). ``closeloop
+    run`` prunes every ``every_min`` minutes when ``enabled``; ``closeloop db prune`` prunes
+    (or, ``--dry-run``, counts) on demand whatever ``enabled`` says. Rows go in transactions
+    of at most ``batch_size`` rows (closeloop.store.retention).
+
+    - ``done_inbox_days`` (30): inbox rows applied, unchanged, stale or rejected, counted
+      from when they were processed: a month-end close can still look at what came in.
+    - ``delivered_commands_days`` (90): outbox commands done, resolved or superseded,
+      from their last update: a quarter's close can see what was sent, and an identical
+      command re-issued within the window is dropped by its idempotency key.
+    - ``closed_exceptions_days`` (180): exceptions resolved or replayed, from their closing.
+    - ``reconcile_runs_days`` (400): reconciliation reports and their drifts, from their end:
+      the evidence that the systems were reconciled, kept as long as the audit trail.
+    - ``audit_days`` (400): the audit trail (who replayed, resolved, linked, credited ...)
+      from its time: a fiscal year, its year-end close and the external audit that follows
+      (13 months and a margin). It must be the longest (``0`` or at least every other): it
+      explains the rows the others removed. The books of record stay in the ERP.
+
+    Never removed, whatever the days: pending inbox rows, undelivered, in-flight or parked
+    commands, open exceptions (and the inbox row or command each names), the newest inbox
+    row of each record and the newest delivered command of each kind on each entity (what
+    reconciliation reads), flow state, snapshots, the cross-reference, poll cursors, the
+    newest reconciliation report of each trigger (the schedule reads it) and the audit lines
+    of ignored notifications (``closeloop check`` reads them).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    every_min: float = Field(default=60.0, ge=1, le=7 * 24 * 60)
+    batch_size: int = Field(default=500, ge=10, le=10_000)
+    done_inbox_days: int = Field(default=30, ge=0)
+    delivered_commands_days: int = Field(default=90, ge=0)
+    closed_exceptions_days: int = Field(default=180, ge=0)
+    reconcile_runs_days: int = Field(default=400, ge=0)
+    audit_days: int = Field(default=400, ge=0)
+
+    @model_validator(mode="after")
+    def _audit_longest(self) -> RetentionConfig:
+        if self.audit_days == 0:
+            return self
+        for name in _RETAINED:
+            days = getattr(self, name)
+            if days == 0 or days > self.audit_days:
+                kept = "0 (forever)" if days == 0 else str(days)
+                raise ValueError(
+                    f"audit_days ({self.audit_days}) must be 0 (forever) or at least every "
+                    f"other retention: {name} is {kept}"
+                )
+        return self
+
+    def keep_days(self) -> dict[str, int]:
+        """Days kept per pruned table (``0``: forever), by table name."""
+        return {
+            "inbox": self.done_inbox_days,
+            "commands": self.delivered_commands_days,
+            "exceptions": self.closed_exceptions_days,
+            "reconcile_runs": self.reconcile_runs_days,
+            "audit": self.audit_days,
+        }
+
+
 class MirrorConfig(BaseModel):
     """The built-in example flow: mirror ``source.object`` into ``target``."""
 
@@ -263,6 +334,7 @@ class Settings(BaseSettings):
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     mappings: list[Path] = Field(
         default_factory=list,
         description="mapping files; one for a connection replaces the shipped default",
