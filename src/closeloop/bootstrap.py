@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -39,6 +40,7 @@ from closeloop.reconcile.schedule import SCHEDULE, Schedule
 from closeloop.store import migrate
 from closeloop.store.migrate import SchemaMismatch as SchemaMismatch  # for the CLI
 from closeloop.store.ratelimit_repo import SqlSharedRateLimit
+from closeloop.store.retention import PruneMetrics, Pruner, RetentionSchedule
 from closeloop.store.sql import SqlStore
 
 if TYPE_CHECKING:
@@ -72,6 +74,18 @@ class Hub:
     def alerter(self) -> Alerter:
         """The alerts of the ``alerts:`` settings over this hub (:func:`build_alerter`)."""
         return build_alerter(self)
+
+    @cached_property
+    def pruner(self) -> Pruner:
+        """Retention (``retention:`` settings), counted in ``/metrics``."""
+        r = self.settings.retention
+        metrics = PruneMetrics(self.metrics.registry)
+        return Pruner(self.store, self.clock, r.keep_days(), r.batch_size, metrics)
+
+    def retention_schedule(self) -> RetentionSchedule:
+        """The hub's periodic pruning (``retention.every_min``, ``retention.enabled``)."""
+        r = self.settings.retention
+        return RetentionSchedule(self.pruner, self.clock, r.every_min, r.enabled)
 
     def requests_used(self, rate_limit_key: str, window_s: float) -> int:
         """Requests all workers made under ``rate_limit_key`` in the last ``window_s``

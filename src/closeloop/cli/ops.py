@@ -66,6 +66,9 @@ def run(
             target=hub.reconcile_schedule().run, args=(stop,), name="reconcile", daemon=True
         ),
         threading.Thread(target=alerter.run, args=(stop,), name="alerts", daemon=True),
+        threading.Thread(
+            target=hub.retention_schedule().run, args=(stop,), name="retention", daemon=True
+        ),
     ]
     for thread in threads:
         thread.start()
