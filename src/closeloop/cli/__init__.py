@@ -115,6 +115,6 @@ def main() -> None:
     app()
 
 
-from closeloop.cli import alerts, keys, ops, reconcile, sandbox, tools  # noqa: E402 - they register commands
+from closeloop.cli import alerts, keys, ops, reconcile, retention, sandbox, tools  # noqa: E402 - they register commands
 
-__all__ = ["alerts", "app", "keys", "main", "ops", "reconcile", "sandbox", "tools"]
+__all__ = ["alerts", "app", "keys", "main", "ops", "reconcile", "retention", "sandbox", "tools"]
