@@ -102,7 +102,8 @@ def seed(store: SqlStore) -> Seeded:
     i, c = t.inbox, t.commands
     with store.transaction() as tx:
         tx.insert_changes(
-            [change(e, v) for e, v in (("a", "1"), ("a", "2"), ("b", "1"), ("c", "1"))], OLD
+            [change(e, v) for e, v in (("a", "1"), ("a", "2"), ("b", "1"), ("c", "1"), ("c", "2"))],
+            OLD,
         )
         tx.insert_changes([change("d", "1"), change("d", "2")], OLD)
         rows = tx.conn.execute(select(i.c.id, i.c.external_id, i.c.version).order_by(i.c.id))
@@ -116,10 +117,11 @@ def seed(store: SqlStore) -> Seeded:
                 (s.inbox["d2"], "applied", None),
             ],
             OLD,
-        )  # b1 stays pending
+        )  # b1 and c2 stay pending
         tx.add_commands(
             [
                 command("k1-done-v1", "E"),
+                command("k10-done-replayed", "E"),
                 command("k2-done-v2", "E"),
                 command("k3-parked", "F"),
                 command("k5-resolved", "H"),
@@ -134,7 +136,7 @@ def seed(store: SqlStore) -> Seeded:
         s.commands = {key.split("-", 1)[0]: n for n, key in rows}
     with store.transaction() as tx:
         claimed = tx.claim_commands(["erp"], OLD, 100, OLD + timedelta(minutes=5), "w")
-        assert len(claimed) == 7
+        assert len(claimed) == 8
         final = {
             "k1": CommandStatus.DONE,
             "k2": CommandStatus.DONE,
@@ -142,6 +144,7 @@ def seed(store: SqlStore) -> Seeded:
             "k5": CommandStatus.RESOLVED,
             "k6": CommandStatus.SUPERSEDED,
             "k9": CommandStatus.DONE,
+            "k10": CommandStatus.DONE,
         }
         tx.finish_commands([CommandUpdate(s.commands[k], v) for k, v in final.items()], OLD)
         ids = tx.open_exceptions(
@@ -181,14 +184,22 @@ def seed(store: SqlStore) -> Seeded:
                     "replayed, waits",
                     command_id=s.commands["k4"],
                 ),
+                NewException(
+                    ExceptionClass.VALIDATION,
+                    Impact.REVENUE,
+                    "E",
+                    "replayed lately, delivered",
+                    command_id=s.commands["k10"],
+                ),
             ],
             OLD,
         )
-        names = ("open", "resolved", "rejection", "closed", "waits")
+        names = ("open", "resolved", "rejection", "closed", "waits", "replayed")
         s.exceptions = dict(zip(names, ids, strict=True))
         closed = [s.exceptions[k] for k in ("resolved", "closed")]
         tx.set_exception_status(closed, "resolved", "op", "done", OLD)
         tx.set_exception_status([s.exceptions["waits"]], "replayed", "op", "again", OLD)
+        tx.set_exception_status([s.exceptions["replayed"]], "replayed", "op", "again", RECENT)
         tx.audit(
             [
                 AuditEntry(OLD, "op", "resolve", "H", {}, None),
@@ -265,11 +276,11 @@ def test_pruning_removes_old_done_rows_and_keeps_what_flows_and_people_need(
     assert {n: before[n] - after[n] for n in PRUNED} == EXPECTED
     assert {n: after[n] for n in UNTOUCHED} == {n: before[n] for n in UNTOUCHED}
     inbox = {k for k, v in s.inbox.items() if v in ids(store, "inbox")}
-    assert inbox == {"a2", "b1", "c1", "d2", "e1"}  # newest, pending, named, recent
+    assert inbox == {"a2", "b1", "c1", "c2", "d2", "e1"}  # newest, pending, named, recent
     commands = {k for k, v in s.commands.items() if v in ids(store, "commands")}
-    assert commands == {"k2", "k3", "k4", "k7", "k8"}  # newest done, parked, waiting, recent
+    assert commands == {"k2", "k3", "k4", "k7", "k8", "k10"}  # newest, waiting, named, recent
     exceptions = {k for k, v in s.exceptions.items() if v in ids(store, "exceptions")}
-    assert exceptions == {"open", "rejection", "waits", "recent"}
+    assert exceptions == {"open", "rejection", "waits", "replayed", "recent"}
     runs = {k for k, v in s.runs.items() if v in ids(store, "reconcile_runs")}
     assert runs == {"schedule", "cli-recent"}
     with store.transaction() as tx:
