@@ -191,15 +191,14 @@ class Pruner:
                     return count
                 after = rows[-1].id
                 doomed = rule.doomed(conn, rows, cutoff, gone)
-                if rule.table is t.exceptions:
-                    gone.update(doomed)
                 if doomed and on_doomed is not None:
                     on_doomed(conn, doomed)
                 if doomed and not dry_run:
                     stmt = delete(table).where(table.c.id.in_(doomed), *rule.recheck(cutoff))
-                    count += conn.execute(stmt).rowcount
-                else:
-                    count += len(doomed)
+                    doomed = list(conn.execute(stmt.returning(table.c.id)).scalars())
+                count += len(doomed)
+                if table is t.exceptions:
+                    gone.update(doomed)
             if all(getattr(r, rule.created) >= cutoff for r in rows):
                 return count  # every later row was made after the cutoff too
         return count
