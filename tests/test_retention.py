@@ -310,6 +310,7 @@ def test_after_pruning_a_redelivered_event_or_reissued_command_writes_nothing_tw
         connectors={"crm": source, "erp": target},
         bindings=[Binding("crm", "Record", "record", record_mapper, (MirrorFlow("erp"),))],
         clock=clock,
+        upgrade=True,  # a fresh database
     )
     try:
         delivered = [
@@ -373,7 +374,7 @@ def test_after_pruning_a_redelivered_event_or_reissued_command_writes_nothing_tw
 def test_the_schedule_prunes_when_due_and_counts_in_metrics(sqlite_url: str) -> None:
     clock = ManualClock(OLD)
     settings = Settings(database_url=sqlite_url)
-    hub = build_hub(settings, connectors={}, bindings=[], clock=clock)
+    hub = build_hub(settings, connectors={}, bindings=[], clock=clock, upgrade=True)
     try:
         with hub.store.transaction() as tx:
             tx.audit([AuditEntry(OLD, "op", "resolve", "X", {}, None)] * 3)

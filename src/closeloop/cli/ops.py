@@ -98,7 +98,7 @@ def run(
 
 def _run_once(config: Path | None) -> None:
     """``closeloop run --once``: one worker pass, a due reconciliation (and a pass for its
-    repairs), an evaluation of the alerts; exit 1 when a pass raised."""
+    repairs), an evaluation of the alerts, a retention pass; exit 1 when a pass raised."""
     stop = _stop_on_signals()
     try:
         hub = _hub(config)
@@ -115,6 +115,8 @@ def _run_once(config: Path | None) -> None:
         if not stop.is_set() and alerter.enabled:
             alerter.run_due()
             alerter.release()
+        if not stop.is_set():
+            hub.retention_schedule().run_due(stop)  # a pass (retention.enabled): bounded work
     except Exception as exc:
         log.exception("closeloop run --once failed")
         raise typer.Exit(1) from exc

@@ -115,6 +115,7 @@ def soak_run(
         connectors={"bench": NoopSystem(), "noop": SoakTarget()},
         bindings=[Binding("bench", "Record", "record", record_mapper, (MirrorFlow("noop"),))],
         clock=clock,
+        upgrade=True,  # a fresh database
     )
     schedule = hub.retention_schedule()
     samples: list[Sample] = []
