@@ -97,15 +97,18 @@ def salesforce_mapping(home: Path) -> Path:
     return path
 
 
-def entity_overlay(tryton: dict[str, Any], home: Path, start: date, until: date) -> dict[str, Any]:
+def entity_overlay(
+    tryton: dict[str, Any], home: Path, start: date, until: date, *, acquired: bool = True
+) -> dict[str, Any]:
     """What the firm of three entities adds to the sandboxes' ``closeloop.yaml`` (see the
     module docstring), for the sandbox state's ``config`` (:func:`closeloop.devtools.
     sandboxctl.hub_config` lays it over the generated file): ``tryton``: the settings of the
     sandbox's Tryton system; the rates file (``start`` to ``until``) and the mapping are
-    written into ``home``. The acquired unit's ``xero`` system is the sandbox's, as ``sandbox
-    up`` configured it."""
+    written into ``home``. With ``acquired`` (a Xero sandbox runs), the acquired unit's
+    deals go to the ``xero`` system, the sandbox's as ``sandbox up`` configured it; without,
+    its entity is configured but no system serves it (its deals are blocked as unrouted)."""
     rates = write_rates(home / "rates.csv", start, until)
-    erps = {**ERP_OF_ENTITY, ACQUIRED: ACQUIRED_ERP}
+    erps = {**ERP_OF_ENTITY, **({ACQUIRED: ACQUIRED_ERP} if acquired else {})}
     return {
         "systems": {name: {**tryton, "company": code} for code, name in ERP_OF_ENTITY.items()},
         "legal_entities": legal_entities(),

@@ -135,7 +135,9 @@ def configure_entities(home: Path, state: dict[str, Any], firm: Firm) -> dict[st
     entry = state["tryton"]
     tryton = {k: entry[k] for k in ("url", "database", "user", "password")}
     until = datetime.now(UTC).date() + timedelta(days=AGING_DAYS + 31)
-    overlay = entity_overlay({"kind": "tryton", **tryton}, home, firm.start, until)
+    overlay = entity_overlay(
+        {"kind": "tryton", **tryton}, home, firm.start, until, acquired=ACQUIRED_ERP in state
+    )
     state = {**state, "config": overlay}
     sandboxctl.write_state(home, state)
     settings = load_settings(home / "closeloop.yaml")
