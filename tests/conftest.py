@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -154,6 +155,18 @@ def wait_http(url: str, timeout_s: float = 20.0) -> None:
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it is truthy (an observable state of other processes or threads,
+    not a guess at how long they take); its value. Raises ``TimeoutError`` naming ``what``
+    after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
 
 
 class Sandbox:

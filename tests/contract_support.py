@@ -137,25 +137,43 @@ class ContractCase(ABC):
 
 
 # --- cases on a sandbox process with fault plans ---------------------------------------------
-class SandboxCase(ContractCase):
-    """A case whose sandbox takes fault plans (``api.admin``) and whose connector the case
-    can build again (:meth:`_configured`): a lost answer is the command applied through a
-    second connector whose answer is thrown away (the sandbox's faults hit every request
-    alike, reads first, so they cannot cut just the write)."""
+class FaultPlanCase(ContractCase):
+    """A case whose sandbox takes fault plans (:meth:`_set_faults`; by default through
+    ``api.admin``): failing calls are a plan of one fault, a lost answer the sandbox cutting
+    the connection after the write."""
 
     api: Any
+
+    def _set_faults(self, plan: dict[str, float]) -> None:
+        """Replace the sandbox's fault plan (``{}``: none)."""
+        self.api.admin("PUT", "faults", json=plan).raise_for_status()
+
+    @contextmanager
+    def failing(self, fault: str) -> Iterator[Connector]:
+        self._set_faults({fault: 1.0})
+        try:
+            yield self.connector
+        finally:
+            self._set_faults({})
+
+    def lose_answer(self, command: Command) -> None:
+        self._set_faults({"lost_response": 1.0})
+        try:
+            with pytest.raises(AmbiguousError):
+                self.connector.execute([command])
+        finally:
+            self._set_faults({})
+
+
+class SandboxCase(FaultPlanCase):
+    """A case whose connector the case can build again (:meth:`_configured`): a lost answer
+    is the command applied through a second connector whose answer is thrown away (the
+    sandbox's faults hit every request alike, reads first, so they cannot cut just the
+    write)."""
 
     @abstractmethod
     def _configured(self) -> Any:
         """A fresh connector of the case's system, as the hub builds it."""
-
-    @contextmanager
-    def failing(self, fault: str) -> Iterator[Connector]:
-        self.api.admin("PUT", "faults", json={fault: 1.0}).raise_for_status()
-        try:
-            yield self.connector
-        finally:
-            self.api.admin("PUT", "faults", json={}).raise_for_status()
 
     def lose_answer(self, command: Command) -> None:
         other = self._configured()
@@ -167,7 +185,7 @@ class SandboxCase(ContractCase):
 
 
 # --- memory ---------------------------------------------------------------------------------
-class MemoryCase(ContractCase):
+class MemoryCase(FaultPlanCase):
     """The memory sandbox in its own process (``python -m closeloop.sandboxes.memory``, under
     its own default name) and the HTTP :class:`MemoryConnector` configured as ``kind:
     memory``. Writes: the generic ``upsert`` (``{"object", "id", "data"}``); ``data`` with
@@ -219,21 +237,8 @@ class MemoryCase(ContractCase):
             e["idempotency_key"] == command.idempotency_key for e in answer.json()["effects"]
         )
 
-    @contextmanager
-    def failing(self, fault: str) -> Iterator[Connector]:
-        self.sandbox.http.put("/faults", json={fault: 1.0}).raise_for_status()
-        try:
-            yield self.connector
-        finally:
-            self.sandbox.http.put("/faults", json={}).raise_for_status()
-
-    def lose_answer(self, command: Command) -> None:
-        self.sandbox.http.put("/faults", json={"lost_response": 1.0}).raise_for_status()
-        try:
-            with pytest.raises(AmbiguousError):
-                self.connector.execute([command])
-        finally:
-            self.sandbox.http.put("/faults", json={}).raise_for_status()
+    def _set_faults(self, plan: dict[str, float]) -> None:
+        self.sandbox.http.put("/faults", json=plan).raise_for_status()
 
     def change(self, record: str, tag: str) -> str:
         answer = self.sandbox.http.put(f"/records/{self.object_name}/{record}", json={"tag": tag})
@@ -400,7 +405,7 @@ class TrytonCase(ContractCase):
 
 
 # --- Salesforce -----------------------------------------------------------------------------
-class SalesforceCase(ContractCase):
+class SalesforceCase(FaultPlanCase):
     """The Salesforce sandbox (real HTTPS) and the :class:`SalesforceConnector` configured as
     ``kind: salesforce``. Writes: canonical ``update_engagement`` on an Opportunity seeded
     for the command; a status outside the restricted picklist is refused by Salesforce.
@@ -480,22 +485,6 @@ class SalesforceCase(ContractCase):
         assert answer.status_code == 200, answer.text
         status = command.payload.get("status")
         return sum(r["Mobilization_Status__c"] == status for r in answer.json()["records"])
-
-    @contextmanager
-    def failing(self, fault: str) -> Iterator[Connector]:
-        self.api.admin("PUT", "faults", json={fault: 1.0}).raise_for_status()
-        try:
-            yield self.connector
-        finally:
-            self.api.admin("PUT", "faults", json={}).raise_for_status()
-
-    def lose_answer(self, command: Command) -> None:
-        self.api.admin("PUT", "faults", json={"lost_response": 1.0}).raise_for_status()
-        try:
-            with pytest.raises(AmbiguousError):
-                self.connector.execute([command])
-        finally:
-            self.api.admin("PUT", "faults", json={}).raise_for_status()
 
     def change(self, record: str, tag: str) -> str:
         if record not in self.deals:

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from time import monotonic, sleep
 from typing import Any
 
 import pytest
@@ -34,7 +33,7 @@ from closeloop.store.db import create_db_engine
 from closeloop.store.ratelimit_repo import SqlSharedRateLimit
 from closeloop.store.tables import alert_conditions
 from tests.alerts_support import ManualClock, SmtpServer, WebhookReceiver
-from tests.conftest import REPO, db_upgrade, free_port, wait_http
+from tests.conftest import REPO, db_upgrade, free_port, wait_for, wait_http
 from tests.memory_system import MemorySystem
 
 SECRET = "hook-secret"
@@ -459,15 +458,6 @@ def _evaluated_after_sending(engine: Any) -> bool:
     with engine.connect() as conn:
         row = conn.execute(select(alert_conditions)).first()
     return bool(row and row.sent_at and row.seen_at > row.sent_at)
-
-
-def wait_for(check: Any, timeout_s: float = 30.0) -> Any:
-    deadline = monotonic() + timeout_s
-    while monotonic() < deadline:
-        if value := check():
-            return value
-        sleep(0.05)
-    raise TimeoutError("condition not met")
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ from closeloop.engine.access import Access
 from closeloop.ports.clock import SystemClock
 from closeloop.store import migrate
 from closeloop.store.sql import SqlStore
-from tests.conftest import REPO, Sandbox, free_port, wait_http
+from tests.conftest import REPO, Sandbox, free_port, wait_for, wait_http
 from tests.salesforce_support import Api as SalesforceApi
 from tests.salesforce_support import running_salesforce
 
@@ -78,16 +77,6 @@ class Console:
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def wait_for(check: Any, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError("condition not met")
 
 
 def seed() -> dict[str, Any]:

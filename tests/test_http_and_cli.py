@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import WEBHOOK_SECRET, Sandbox, db_upgrade, free_port, signed, wait_http
+from tests.conftest import (
+    WEBHOOK_SECRET,
+    Sandbox,
+    db_upgrade,
+    free_port,
+    signed,
+    wait_for,
+    wait_http,
+)
 
 
 def cli(config: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -62,16 +69,6 @@ def hub(tmp_path: Path, sandbox_factory: type[Sandbox]) -> Iterator[tuple[str, P
     yield base, config, erp, made.stdout.strip()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
-
-
-def wait_for(check: Any, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError("condition not met")
 
 
 def change(eid: str, version: str = "1", **payload: Any) -> dict[str, Any]:

@@ -8,9 +8,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from closeloop.store import migrate
 from closeloop.store.db import create_db_engine
-from tests.conftest import PG_URL, Sandbox
+from tests.conftest import PG_URL, Sandbox, wait_for
 
 OLDER = "0005"
 """A revision this code knows and has migrations after (a database left behind)."""
@@ -88,18 +87,6 @@ def worker_configs(tmp_path: Path, url: str, crm: Sandbox, erp: Sandbox) -> list
         )
         for i in range(WORKERS)
     ]
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 60) -> Any:
-    """Poll ``condition`` until it is truthy (an observable state of other processes, not a
-    guess at how long they take); its value. Fails the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def waiting_upgraders(engine: Engine) -> int:
@@ -170,7 +157,7 @@ def test_upgraders_wait_for_the_lock_workers_refuse_until_one_has_migrated(
     try:
         holder.execute(text("select pg_advisory_lock(:k)"), {"k": migrate.MIGRATION_LOCK_KEY})
         upgraders = [closeloop("db", "upgrade", config=config) for _ in range(UPGRADERS)]
-        wait_until(lambda: waiting_upgraders(engine) == UPGRADERS, "the upgraders to queue")
+        wait_for(lambda: waiting_upgraders(engine) == UPGRADERS, 60, "the upgraders to queue")
         assert all(u.poll() is None for u in upgraders)  # each waits its turn
         assert migrate.current_revision(engine) == before
         early = [finished(p) for p in [closeloop("worker", config=c) for c in workers]]
@@ -199,8 +186,9 @@ def test_upgraders_wait_for_the_lock_workers_refuse_until_one_has_migrated(
     # after the upgrade the same workers start: each polls its own system into the inbox
     running = [closeloop("worker", config=c) for c in workers]
     try:
-        wait_until(
+        wait_for(
             lambda: inbox_systems(engine) >= {f"src{i}" for i in range(WORKERS)},
+            60,
             "every worker to take its system's record",
         )
     finally:
@@ -230,8 +218,9 @@ def test_upgraders_and_workers_started_together_on_a_fresh_postgresql(
         assert_one_migrated(results, None)
         for i, worker in enumerate(workers):
             # refused (exited) or running (its system's record reached the inbox)
-            wait_until(
+            wait_for(
                 lambda w=worker, i=i: w.poll() is not None or f"src{i}" in inbox_systems(engine),
+                60,
                 f"worker {i} to refuse or run",
             )
     finally:
@@ -331,7 +320,7 @@ def test_sqlite_upgraders_take_turns_on_the_write_lock(tmp_path: Path) -> None:
         def holding_the_file() -> bool:
             return all(str(db.resolve()) in open_files(u.pid) for u in upgraders)
 
-        wait_until(holding_the_file, "every upgrader to open the database")
+        wait_for(holding_the_file, 60, "every upgrader to open the database")
         assert sqlite_tables(db) == set()  # none got past the lock
     finally:
         lock.execute("ROLLBACK")

@@ -27,6 +27,7 @@ from closeloop.bootstrap import Hub, build_hub
 from closeloop.config import load_settings
 from closeloop.connectors.xero.marks import mark_of, project_of_wip
 from closeloop.devtools import sandboxctl
+from closeloop.devtools.demo.acquired import contact
 from closeloop.devtools.demo.firm import Firm, make_firm
 from closeloop.devtools.demo.run import harvest_projects, log_and_approve_time, run_phase
 from closeloop.reconcile.run import RunRequest
@@ -117,23 +118,7 @@ def seed(home: Path, firm: Firm, api: xero_support.Api) -> None:
     already (some with their VAT number, some to be matched by name and address)."""
     sandboxctl.seed(home, "salesforce", firm.salesforce)
     sandboxctl.seed(home, "harvest", {"users": firm.consultants})
-    contacts = [
-        {
-            "Name": c["name"],
-            "ContactNumber": c["code"],
-            "TaxNumber": c["tax_ids"][0][1] if c["tax_ids"] else "",
-            "Addresses": [
-                {
-                    "AddressType": "POBOX",
-                    "AddressLine1": c["address"]["line1"],
-                    "City": c["address"]["city"],
-                    "PostalCode": c["address"]["postal_code"],
-                    "Country": c["country"],
-                }
-            ],
-        }
-        for c in firm.erp_customers
-    ]
+    contacts = [contact(c, number=c["code"]) for c in firm.erp_customers]
     api.call("PUT", "Contacts", json={"Contacts": contacts}).raise_for_status()
 
 

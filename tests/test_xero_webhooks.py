@@ -51,7 +51,7 @@ from closeloop.sandboxes.tryton.server import stop_pid
 from closeloop.sandboxes.xero import webhooks as sandbox_webhooks
 from closeloop.sandboxes.xero.server import XeroServer, start_xero
 from closeloop.store.tables import inbox
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, wait_for, wait_http
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -318,16 +318,6 @@ class Receiver:
 def receiving(receiver: Receiver) -> Iterator[str]:
     with serving_app(receiver.app()) as url:
         yield f"{url}/hook"
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def b64_hmac(key: str, body: bytes) -> str:

@@ -54,29 +54,35 @@ def xero_client(hub: Hub) -> XeroClient | None:
     return client
 
 
+def contact(customer: dict[str, Any], number: str | None = None) -> dict[str, Any]:
+    """A Xero contact (``PUT /Contacts`` element) of a customer shaped as
+    ``Firm.erp_customers``: name, VAT number (``TaxNumber``; empty without one), billing
+    (``POBOX``) address, and ``ContactNumber`` when ``number`` is given (only the API sets
+    it: a contact a person made has none)."""
+    made: dict[str, Any] = {
+        "Name": customer["name"],
+        "TaxNumber": next((n for _scheme, n in customer["tax_ids"]), ""),
+        "Addresses": [
+            {
+                "AddressType": "POBOX",
+                "AddressLine1": customer["address"]["line1"],
+                "City": customer["address"]["city"],
+                "PostalCode": customer["address"]["postal_code"],
+                "Country": customer["country"],
+            }
+        ],
+    }
+    return made if number is None else {**made, "ContactNumber": number}
+
+
 def seed_contacts(hub: Hub, firm: Firm) -> int:
     """The acquired unit's existing clients (``firm.acquired_customers``) as contacts in its
-    Xero, made by its finance team long ago: name, VAT number (``TaxNumber``) and billing
-    address, no ``ContactNumber`` (the hub never wrote them). Returns how many were made."""
+    Xero, made by its finance team long ago (:func:`contact`, without the hub's
+    ``ContactNumber``). Returns how many were made."""
     client = xero_client(hub)
     if client is None or not firm.acquired_customers:
         return 0
-    contacts = [
-        {
-            "Name": c["name"],
-            "TaxNumber": next((number for _scheme, number in c["tax_ids"]), None),
-            "Addresses": [
-                {
-                    "AddressType": "POBOX",
-                    "AddressLine1": c["address"]["line1"],
-                    "City": c["address"]["city"],
-                    "PostalCode": c["address"]["postal_code"],
-                    "Country": c["country"],
-                }
-            ],
-        }
-        for c in firm.acquired_customers
-    ]
+    contacts = [contact(c) for c in firm.acquired_customers]
     client.request("PUT", "Contacts", body={"Contacts": contacts})
     return len(contacts)
 
