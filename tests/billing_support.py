@@ -43,23 +43,23 @@ def months(first: date, last: date) -> list[date]:
     return found
 
 
-def charges_expected(firm: Firm, final: FinalState, today: date) -> dict[str, tuple[Decimal, int]]:
-    """By invoice reference: the untaxed amount of its charges and how many lines they are.
-    Accepted milestones alone on their invoice; each retainer month's fee (from the deal's
-    start to ``today``'s month) and, on the month's invoice, the hours beyond the included
-    ones (unused hours roll over); approved billable expenses plus the markup on their
-    month's invoice."""
-    charged: dict[str, list[Decimal]] = defaultdict(list)
+def charges_expected(firm: Firm, final: FinalState, today: date) -> dict[str, Decimal]:
+    """By billing period (the reference of its first invoice; follow-ups share it): the
+    untaxed amount of its charges. Accepted milestones alone on their invoice; each retainer
+    month's fee (from the deal's start to ``today``'s month) and, on the month's invoices,
+    the hours beyond the included ones (unused hours roll over); approved billable expenses
+    plus the markup on their month's invoices."""
+    charged: dict[str, Decimal] = defaultdict(Decimal)
     for deal_id, case in firm.billing.items():
         key = f"SF-{deal_id}"
         for milestone in case.get("milestones") or []:
             if milestone.get("status") == "Accepted":
-                charged[f"{key}/milestone-{milestone['id']}"].append(milestone["amount"])
+                charged[f"{key}/milestone-{milestone['id']}"] += milestone["amount"]
         if case["method"] == "retainer":
             for month in months(firm.deals[deal_id]["start"], today):
-                charged[f"{key}/{month:%Y-%m}/retainer"].append(case["amount"])
-            for reference, amount, lines in overage(firm, final, deal_id, case):
-                charged[reference] += [amount] + [Decimal(0)] * (lines - 1)
+                charged[f"{key}/{month:%Y-%m}/retainer"] += case["amount"]
+            for reference, amount in overage(firm, final, deal_id, case, today):
+                charged[reference] += amount
     for expense in final.expenses:
         deal_id = str(expense["project"]["code"] or "").removeprefix("SF-")
         case = firm.billing.get(deal_id) or {}
@@ -67,16 +67,17 @@ def charges_expected(firm: Firm, final: FinalState, today: date) -> dict[str, tu
             continue
         factor = 1 + case["markup"] / 100
         amount = (Decimal(str(expense["total_cost"])) * factor).quantize(CENT, ROUND_HALF_EVEN)
-        charged[f"SF-{deal_id}/{expense['spent_date'][:7]}"].append(amount)
-    return {r: (sum(a, Decimal(0)), len(a)) for r, a in charged.items()}
+        charged[f"SF-{deal_id}/{expense['spent_date'][:7]}"] += amount
+    return dict(charged)
 
 
 def overage(
-    firm: Firm, final: FinalState, deal_id: str, case: dict[str, Any]
-) -> list[tuple[str, Decimal, int]]:
+    firm: Firm, final: FinalState, deal_id: str, case: dict[str, Any], today: date
+) -> list[tuple[str, Decimal]]:
     """The retainer's months with hours beyond the included ones (plus those rolled over):
-    ``(reference, amount, lines)``, the hours beyond taken in date order at their role's
-    rate."""
+    ``(reference, amount)``, the hours beyond taken in date order at their role's rate.
+    Every month of the retainer from the deal's start to ``today``'s counts, those without
+    time too: a month whose fee was invoiced and whose hours went unused rolls them over."""
     by_month: dict[str, list[tuple[str, str, Decimal]]] = defaultdict(list)
     for entry in final.entries:
         if entry["project"]["code"] == f"SF-{deal_id}" and final.lines.get(str(entry["id"])):
@@ -85,7 +86,8 @@ def overage(
                 (entry["spent_date"], entry["task"]["name"], hours)
             )
     found, carried = [], Decimal(0)
-    for month in sorted(by_month):
+    retained = {f"{m:%Y-%m}" for m in months(firm.deals[deal_id]["start"], today)}
+    for month in sorted(retained | set(by_month)):
         allowance, used = case["included_hours"] + carried, Decimal(0)
         beyond: dict[str, Decimal] = defaultdict(Decimal)
         for _day, role, hours in sorted(by_month[month]):
@@ -97,7 +99,7 @@ def overage(
         if beyond:
             rates = firm.deals[deal_id]["rates"]
             amount = sum((h * Decimal(rates[r]) for r, h in beyond.items()), Decimal(0))
-            found.append((f"SF-{deal_id}/{month}", amount, len(beyond)))
+            found.append((f"SF-{deal_id}/{month}", amount))
     return found
 
 

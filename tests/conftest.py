@@ -212,6 +212,16 @@ def sandbox_factory() -> Iterator[type[Sandbox]]:
         sandbox.stop()
 
 
+def firm_seed() -> int:
+    """The seed of an end-to-end test's firm (100-999): ``CLOSELOOP_TEST_FIRM_SEED`` when
+    set, to replay a failed run, else a fresh one (records stay unique in a shared ERP). The
+    seed is in every record id of the firm: opportunity ``0065g0000246005AAA`` is seed 246."""
+    import random
+
+    chosen = os.environ.get("CLOSELOOP_TEST_FIRM_SEED")
+    return int(chosen) if chosen else random.SystemRandom().randrange(100, 999)
+
+
 def fresh_tax_id(country: str) -> str:
     """A valid tax id no other test uses (a German VAT number or a Swiss UID): tests that
     share one ERP database must not share tax ids, or customer matching rightly sees twins."""

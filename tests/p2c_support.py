@@ -131,6 +131,10 @@ def read_back(
                 "taxes.description",
                 "taxes.amount",
                 "lines.taxes",
+                "lines.description",
+                "lines.quantity",
+                "lines.unit_price",
+                "lines.amount",
             ],
         )
     }
@@ -170,6 +174,50 @@ def expected_tax(firm: Firm, deal_id: str) -> TaxDecision:
         {"code": info["entity"], **legal_entities()[info["entity"]]}
     )
     return decide(entity, account["BillingCountry"], bool(account.get("Tax_Id__c")))
+
+
+def period_of(reference: str) -> str:
+    """The billing period an invoice reference bills: ``SF-<deal>/2026-11`` for itself and
+    its follow-ups (``.../2026-11/2``); a fee, a milestone or a credit note names its own."""
+    return re.sub(r"/\d+$", "", reference)
+
+
+def check_period_amounts(
+    firm: Firm,
+    final: FinalState,
+    time: dict[str, Decimal],
+    charged: dict[str, Decimal],
+) -> None:
+    """Each billing period's invoices (the first and its follow-ups) bill, untaxed, the time
+    on them (``time``: hours x rates, by the invoice reference its lines are on) plus the
+    charges expected of the period (``charged``: by period, see
+    :func:`~tests.billing_support.charges_expected`), and the tax of the deal's treatment on
+    that (Tryton rounds each invoice line's tax). How a period's charges spread over its
+    follow-ups depends on when its time arrived (late time of a retainer month shrinks the
+    next month's allowance, billed on that month's follow-up); what they sum to does not."""
+    expected: dict[str, Decimal] = defaultdict(Decimal)
+    for reference, amount in time.items():
+        expected[period_of(reference)] += amount
+    for period, amount in charged.items():
+        expected[period] += amount
+    billed: dict[str, list[str]] = defaultdict(list)
+    for reference, invoice in final.invoices.items():
+        if not invoice.is_credit_note:
+            billed[period_of(reference)].append(reference)
+    assert set(expected) == set(billed), set(expected) ^ set(billed)
+    assert set(time) <= {r for refs in billed.values() for r in refs}
+    for period, references in billed.items():
+        deal_id = period.split("/")[0].removeprefix("SF-")
+        currency = firm.deals[deal_id]["currency"]
+        unit = Decimal(1).scaleb(-minor_unit(currency))
+        invoices = [final.invoices[r] for r in references]
+        lines = [line for r in references for line in final.details[r].get("lines.") or []]
+        said = (period, invoices, lines)
+        untaxed = sum((i.untaxed_amount for i in invoices), Decimal(0))
+        assert untaxed == expected[period].quantize(unit), (expected[period], said)
+        tax = sum((i.tax_amount for i in invoices), Decimal(0))
+        tax_due = expected[period] * expected_tax(firm, deal_id).rate
+        assert abs(tax - tax_due) <= unit * len(lines), (tax_due, said)
 
 
 def check(
@@ -222,8 +270,7 @@ def check(
     # invoices: all posted, in the deal's entity and currency, totals of hours x rates plus
     # the tax of the deal's treatment, due after the deal's terms; every line invoiced (but
     # those of a deal whose currency has no exchange rate: they wait, as an exception)
-    amounts: dict[str, Decimal] = defaultdict(Decimal)
-    roles: dict[str, set[str]] = defaultdict(set)
+    amounts: dict[str, Decimal] = defaultdict(Decimal)  # the time, by invoice reference
     waiting = set()
     for entry_id, recorded in final.lines.items():
         entry = codes[int(entry_id)]
@@ -244,28 +291,16 @@ def check(
         amounts[reference] += Decimal(str(entry["hours"])) * rate_on(
             firm, deal_id, entry["task"]["name"], day
         )
-        roles[reference].add(entry["task"]["name"])
-    charged = charges_expected(firm, final, today)
-    for reference, (amount, count) in charged.items():
-        amounts[reference] += amount
-        roles[reference] |= {f"charge {n}" for n in range(count)}
-    assert set(amounts) == {r for r, i in final.invoices.items() if not i.is_credit_note}, set(
-        amounts
-    ) ^ {r for r, i in final.invoices.items() if not i.is_credit_note}
+    check_period_amounts(firm, final, amounts, charges_expected(firm, final, today))
     for reference, invoice in final.invoices.items():
         deal_id = reference.split("/")[0].removeprefix("SF-")
         info, detail = firm.deals[deal_id], final.details[reference]
         tax = expected_tax(firm, deal_id)
         assert invoice.state in ("posted", "paid"), invoice
         assert detail["company."]["party."]["code"] == info["entity"], (reference, detail)
-        assert invoice.currency == info["currency"], reference
-        unit = Decimal(1).scaleb(-minor_unit(info["currency"]))
+        assert invoice.currency == info["currency"], (reference, invoice)
         if invoice.is_credit_note:  # checked with the invoice it credits (billing_support)
             continue
-        assert invoice.untaxed_amount == amounts[reference].quantize(unit), reference
-        # Tryton rounds the tax of each invoice line (one per task or charge)
-        tax_due = amounts[reference] * tax.rate
-        assert abs(invoice.tax_amount - tax_due) <= unit * len(roles[reference]), reference
         assert invoice.total_amount == invoice.untaxed_amount + invoice.tax_amount
         described = " ".join(t["description"] or "" for t in detail.get("taxes.") or [])
         if tax.treatment is TaxTreatment.REVERSE_CHARGE:

@@ -221,9 +221,11 @@ def retainer_billing(unused: str = "roll_over") -> FlowStep:
     return invoicing(done)
 
 
-def recorded(step: FlowStep, day: str, hours: str, role: str = "Senior Consultant") -> FlowStep:
+def recorded(
+    step: FlowStep, day: str, hours: str, role: str = "Senior Consultant", now: datetime = NOW
+) -> FlowStep:
     info = {"date": day, "hours": hours, "task": role}
-    following = INVOICE.on_signal(at(step), Signal("invoice", BILLING, "recorded", info), NOW)
+    following = INVOICE.on_signal(at(step), Signal("invoice", BILLING, "recorded", info), now)
     assert following is not None
     return following
 
@@ -683,19 +685,45 @@ def test_an_expense_after_the_months_last_time_is_marked_billed_with_it() -> Non
     assert told.data["last_line_date"] == "2026-03-28" and told.data["expenses"] is True
 
 
-def test_a_retainers_carry_is_fixed_when_its_month_is_invoiced() -> None:
+def invoiced_charges(step: FlowStep | None) -> dict[str, list[dict[str, Any]]]:
+    assert step is not None
+    return {
+        c.payload["reference"]: c.payload["charges"]
+        for c in step.commands
+        if c.operation == "invoice_project"
+    }
+
+
+def test_late_time_of_an_invoiced_month_shrinks_the_next_months_allowance() -> None:
     step = retainer_billing()
     step = recorded(step, "2026-03-05", "30")  # 10 h rolled over into April
     step = recorded(step, "2026-04-03", "45")  # within April's 50 h
     first = INVOICE.on_timer(at(step), datetime(2026, 5, 2, tzinfo=UTC))
+    months = invoiced_charges(first)
+    assert months[f"{KEY}/2026-03"] == months[f"{KEY}/2026-04"] == []  # the fees apart
     assert first is not None
-    step = recorded(first, "2026-03-20", "8")  # late March time: its month invoiced again
-    step = recorded(step, "2026-04-20", "1")  # April: 46 h against the 50 h it was given
-    late = INVOICE.on_timer(at(step), datetime(2026, 5, 9, tzinfo=UTC))
-    assert late is not None
-    charges = {
-        c.payload["reference"]: c.payload["charges"]
-        for c in late.commands
-        if c.operation == "invoice_project"
-    }
-    assert charges[f"{KEY}/2026-04/2"] == []  # the carry April was invoiced with stands
+    step = recorded(first, "2026-03-20", "8")  # late March time: 2 h roll over, not 10
+    step = recorded(step, "2026-04-20", "1")  # April: 46 h against 42
+    late = invoiced_charges(INVOICE.on_timer(at(step), datetime(2026, 5, 9, tzinfo=UTC)))
+    assert late[f"{KEY}/2026-03/2"] == []  # within March's own 40 h
+    (over,) = late[f"{KEY}/2026-04/2"]
+    assert (over["kind"], over["quantity"], over["unit_price"]) == ("overage", "4", "180.00")
+
+
+def test_an_invoiced_month_bills_what_late_time_before_it_uncovered_once_it_settled() -> None:
+    step = retainer_billing()
+    step = recorded(step, "2026-03-05", "30")
+    step = recorded(step, "2026-04-03", "45")
+    first = INVOICE.on_timer(at(step), datetime(2026, 5, 2, tzinfo=UTC))
+    assert first is not None
+    arrives = datetime(2026, 5, 3, 12, tzinfo=UTC)
+    step = recorded(first, "2026-03-20", "8", now=arrives)  # only March has new time
+    settling = INVOICE.on_timer(at(step), arrives + timedelta(seconds=30))
+    assert settling is not None and not settling.commands  # March's time may still come
+    settled = INVOICE.on_timer(at(settling), arrives + timedelta(seconds=61))
+    late = invoiced_charges(settled)
+    assert set(late) == {f"{KEY}/2026-03/2", f"{KEY}/2026-04/2"}
+    (over,) = late[f"{KEY}/2026-04/2"]
+    assert (over["quantity"], over["key"]) == ("3", f"overage:{KEY}:2026-04:Senior Consultant")
+    again = INVOICE.on_timer(at(settled), arrives + timedelta(days=1))
+    assert again is not None and not again.commands  # the 3 h are billed once

@@ -30,6 +30,7 @@ from closeloop.devtools.demo.run import harvest_projects, log_and_approve_time, 
 from closeloop.reconcile.run import RunRequest
 from closeloop.sandboxes.tryton.server import TrytonServer
 from tests import xero_support
+from tests.conftest import firm_seed
 from tests.p2c_support import time_to_cash_config
 from tests.test_project_to_cash_e2e import kill_hub_during
 from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
@@ -88,7 +89,7 @@ def test_each_engagement_lives_in_tryton_or_xero_as_routed_and_only_there(
         clients=10,
         deals=12,
         consultants=6,
-        seed=random.SystemRandom().randrange(100, 999),
+        seed=firm_seed(),
         names_from=48 if faults else 36,  # after the names of the other end-to-end tests
         entities=False,
     )

@@ -58,7 +58,7 @@ from closeloop.devtools.demo.run import (
 from closeloop.domain.entities import ExchangeRate
 from closeloop.reconcile.run import RunRequest
 from closeloop.sandboxes.tryton.server import TrytonServer
-from tests.conftest import done_commands
+from tests.conftest import done_commands, firm_seed
 from tests.faultproxy import FaultProxy, Rule
 from tests.p2c_support import check, read_back
 from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
@@ -85,7 +85,7 @@ def firm_for_test(home: Path, names_from: int) -> Firm:
     exchange rates loaded; each test sharing the session's Tryton passes its own
     ``names_from`` (0, 12, ...) so that no client of one firm looks like a customer of
     another."""
-    seed = random.SystemRandom().randrange(100, 999)  # records unique in the shared Tryton
+    seed = firm_seed()  # records unique in the shared Tryton
     firm = make_firm(
         datetime.now(UTC).date(),
         clients=12,

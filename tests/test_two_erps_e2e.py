@@ -9,7 +9,6 @@ ERP it was routed to and nowhere else, and the CRM and the PSA show what that ER
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,6 +28,7 @@ from closeloop.devtools import sandboxctl
 from closeloop.devtools.demo.firm import COUNTRIES, Firm, make_firm
 from closeloop.devtools.demo.run import harvest_projects, log_and_approve_time, run_phase, seed_firm
 from closeloop.sandboxes.tryton.server import TrytonServer
+from tests.conftest import firm_seed
 from tests.p2c_support import time_to_cash_config
 from tests.test_tryton import tryton  # noqa: F401 - the session's real Tryton
 
@@ -115,7 +115,7 @@ def test_each_engagement_lives_in_the_erp_it_was_routed_to_and_only_there(
         clients=10,
         deals=12,
         consultants=6,
-        seed=random.SystemRandom().randrange(100, 999),
+        seed=firm_seed(),
         names_from=24,  # after the 24 names of the two firms of test_project_to_cash_e2e
         entities=False,  # one company, in EUR: this test is about routing between ERPs
     )

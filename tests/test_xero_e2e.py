@@ -12,7 +12,6 @@ lost after the write)."""
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,6 +32,7 @@ from closeloop.devtools.demo.run import harvest_projects, log_and_approve_time, 
 from closeloop.reconcile.run import RunRequest
 from closeloop.sandboxes.xero.server import XeroServer
 from tests import xero_support
+from tests.conftest import firm_seed
 from tests.p2c_support import time_to_cash_config
 
 pytestmark = pytest.mark.timeout(600)
@@ -84,7 +84,7 @@ def test_a_firm_on_xero_is_invoiced_from_approved_time_and_reported_back(
         clients=10,
         deals=12,
         consultants=6,
-        seed=random.SystemRandom().randrange(100, 999),
+        seed=firm_seed(),
         entities=False,
     )
     hub = build_hub(load_settings(config(home, roomy=faults)), upgrade=True)

@@ -35,7 +35,11 @@ By billing method (the ``engagement`` signal carries the terms, :mod:`.charges` 
   Accepted is invoiced at once, alone (``<project key>/milestone-<id>``), exactly once; a
   disputed one is held with a business exception, or credited if its invoice was posted;
 - retainer: the fee is invoiced when each period starts (``<project key>/<period>/retainer``)
-  and the hours beyond the included ones at the period's end with its expenses.
+  and the hours beyond the included ones at the period's end with its expenses. Unused hours
+  that roll over are always those the period's recorded time leaves: time recorded late in
+  an invoiced period shrinks the next period's allowance, and a next period invoiced already
+  bills the hours no longer covered on a follow-up invoice, so what is billed does not
+  depend on when the time arrived.
 
 ``expense_logged`` (from :mod:`.bill_expense`): a billable expense joins its period's
 invoice as a line at cost plus the deal's markup; a non-billable one is counted as cost
@@ -239,12 +243,21 @@ class InvoiceFlow:
             commands += retainer_fees(data, now.date(), self.period, self.payment_terms_days)
         terms = data.get("terms") or {}
         carried = Decimal(0)
+        settling = False  # an earlier period's time is still coming in: its carry may change
         for label, slot in sorted(data["periods"].items()):
             slot.setdefault("label", label)
-            due = bool(slot.get("dirty")) and self._due(slot, data, now) <= now
+            dirty = bool(slot.get("dirty"))
+            due = dirty and self._due(slot, data, now) <= now
+            # an invoiced retainer period whose allowance shrank (late time before it) bills
+            # the hours no longer covered now, on a follow-up invoice
+            again = not dirty and bool(slot.get("references")) and not settling
             charges = [ChargeLine.model_validate(c) for c in slot.get("charges") or []]
-            lines, carried = retainer_overage(slot, terms, carried, data["project_key"], due=due)
+            lines, carried = retainer_overage(
+                slot, terms, carried, data["project_key"], due=due or again
+            )
             charges += lines
+            settling = settling or (dirty and not due)
+            due = due or bool(again and lines)
             if not due:
                 continue
             slot["dirty"] = False

@@ -173,9 +173,11 @@ def retainer_overage(
     """The overage lines of a retainer period's ``slot`` (:func:`.charges.overage`, with the
     hours ``carried`` from the last period), none until the period's invoice is ``due``
     (what they would bill is then not counted as billed); and the hours the next period
-    carries (the unused ones when they roll over), fixed when the period is first invoiced
-    (``carry_out``: late time of an invoiced period bills its own overage and leaves the
-    next period's allowance as it was invoiced). Nothing without a retainer."""
+    carries (the unused ones when they roll over). The carry is always what the period's
+    recorded time leaves: time recorded late in an invoiced period lowers it, and the next
+    period, invoiced already, bills the hours its smaller allowance no longer covers on a
+    follow-up invoice (:meth:`.invoice.InvoiceFlow.on_timer`), so that what a period's
+    invoices bill never depends on when its time arrived. Nothing without a retainer."""
     retainer = terms.get("retainer")
     if not retainer:
         return [], carried
@@ -184,8 +186,4 @@ def retainer_overage(
     if not due:
         slot["overage_billed"] = overage_billed_before(slot, lines)
         lines = []
-    elif "carry_out" not in slot:
-        slot["carry_out"] = str(carry)
-    if "carry_out" in slot:
-        carry = Decimal(slot["carry_out"])
     return lines, carry
