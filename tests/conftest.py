@@ -145,16 +145,15 @@ def free_port() -> int:
 
 
 def wait_http(url: str, timeout_s: float = 20.0) -> None:
-    """Wait until ``url`` answers 200 (a server we started is up)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """Wait until ``url`` answers 200 (a server we started is up); :func:`wait_for`."""
+
+    def answers() -> bool:
         try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
+            return httpx.get(url, timeout=1.0).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+            return False
+
+    wait_for(answers, timeout_s, f"{url} to answer")
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:

@@ -699,9 +699,9 @@ def test_late_time_of_an_invoiced_month_shrinks_the_next_months_allowance() -> N
     step = recorded(step, "2026-03-05", "30")  # 10 h rolled over into April
     step = recorded(step, "2026-04-03", "45")  # within April's 50 h
     first = INVOICE.on_timer(at(step), datetime(2026, 5, 2, tzinfo=UTC))
+    assert first is not None
     months = invoiced_charges(first)
     assert months[f"{KEY}/2026-03"] == months[f"{KEY}/2026-04"] == []  # the fees apart
-    assert first is not None
     step = recorded(first, "2026-03-20", "8")  # late March time: 2 h roll over, not 10
     step = recorded(step, "2026-04-20", "1")  # April: 46 h against 42
     late = invoiced_charges(INVOICE.on_timer(at(step), datetime(2026, 5, 9, tzinfo=UTC)))
